@@ -1,0 +1,203 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { Routes } from '../http/app.ts';
+import { body, optionalBody, validate } from '../http/body.ts';
+import { requester } from '../http/context.ts';
+import { MatrixError, forbidden, notFound } from '../http/errors.ts';
+import type { Config } from '../config.ts';
+import type { AccountService } from './service.ts';
+import { userInteractiveAuth, type Flow } from './uia.ts';
+import { safeEqual } from './tokens.ts';
+
+const PASSWORD_FLOWS: Flow[] = [['m.login.password']];
+
+const registerSchema = z.object({
+  username: z.string().optional(),
+  password: z.string().optional(),
+  device_id: z.string().optional(),
+  initial_device_display_name: z.string().optional(),
+  inhibit_login: z.boolean().optional(),
+  refresh_token: z.boolean().optional(),
+  auth: z.record(z.string(), z.unknown()).optional(),
+});
+
+const loginSchema = z.object({
+  type: z.string(),
+  identifier: z.object({ type: z.string(), user: z.string().optional() }).passthrough().optional(),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  device_id: z.string().optional(),
+  initial_device_display_name: z.string().optional(),
+  refresh_token: z.boolean().optional(),
+});
+
+export function accountRoutes(r: Routes, accounts: AccountService, config: Config): void {
+  const registrationFlows = (): Flow[] => (config.registration === 'token' ? [['m.login.registration_token']] : [['m.login.dummy']]);
+
+  r.client('post', '/register', async (ctx) => {
+    const kind = ctx.query.kind ?? 'user';
+    if (kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is disabled');
+    if (kind !== 'user') throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid kind ${String(kind)}`);
+    if (config.registration === 'closed') throw forbidden('Registration has been disabled');
+    const b = body(ctx, registerSchema);
+    // Username problems are reported before any auth stage, as Synapse does.
+    const localpart = b.username !== undefined ? b.username.toLowerCase() : undefined;
+    if (localpart !== undefined) await accounts.checkUsername(localpart);
+    if (b.password !== undefined) accounts.checkPasswordShape(b.password);
+    const { params } = await userInteractiveAuth(accounts, b as Record<string, unknown>, registrationFlows());
+    if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
+    return accounts.register({
+      localpart: localpart ?? (await accounts.generateLocalpart()),
+      password: b.password,
+      deviceId: b.device_id,
+      deviceName: b.initial_device_display_name,
+      inhibitLogin: b.inhibit_login,
+      refreshToken: b.refresh_token,
+      registrationToken: typeof params.registration_token === 'string' ? params.registration_token : undefined,
+      ip: ctx.ip || null,
+    });
+  });
+
+  r.client('get', '/register/available', async (ctx) => {
+    const username = ctx.query.username;
+    if (typeof username !== 'string') throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: username');
+    if (config.registration === 'closed') throw forbidden('Registration has been disabled');
+    await accounts.checkUsername(username);
+    return { available: true };
+  });
+
+  r.client('get', '/register/m.login.registration_token/validity', async (ctx) => {
+    const token = ctx.query.token;
+    if (typeof token !== 'string') throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: token');
+    if (config.registration !== 'token') throw forbidden('Registration tokens are not enabled');
+    const row = await accounts.store.registrationToken(token);
+    const valid = !!row && (row.uses_allowed === null || row.completed < row.uses_allowed) && (row.expiry_time === null || row.expiry_time > Date.now());
+    return { valid };
+  }, {}, ['v1']);
+
+  r.client('get', '/login', () => ({ flows: [{ type: 'm.login.password' }] }));
+
+  r.client('post', '/login', async (ctx) => {
+    const b = body(ctx, loginSchema);
+    if (b.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login type ${b.type}`);
+    let who: string | undefined;
+    if (b.identifier) {
+      if (b.identifier.type !== 'm.id.user') throw forbidden('Only m.id.user identifiers are supported');
+      who = b.identifier.user;
+    } else who = b.user;
+    if (who === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: identifier.user');
+    if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
+    return accounts.login(who, b.password, b.device_id, b.initial_device_display_name, b.refresh_token ?? false, ctx.ip || null);
+  });
+
+  r.client('post', '/refresh', async (ctx) => {
+    const b = body(ctx, z.object({ refresh_token: z.string() }));
+    return accounts.refresh(b.refresh_token);
+  }, {}, ['v3', 'v1']);
+
+  r.client('post', '/logout', async (ctx) => {
+    const me = requester(ctx);
+    await accounts.deleteDevices(me.userId, [me.deviceId]);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/logout/all', async (ctx) => {
+    await accounts.deleteDevices(requester(ctx).userId, 'all');
+    return {};
+  }, { auth: true });
+
+  r.client('get', '/account/whoami', (ctx) => {
+    const me = requester(ctx);
+    return { user_id: me.userId, device_id: me.deviceId, is_guest: me.isGuest };
+  }, { auth: true });
+
+  r.client('get', '/account/3pid', () => ({ threepids: [] }), { auth: true });
+
+  r.client('post', '/account/password', async (ctx) => {
+    const me = requester(ctx);
+    const b = body(ctx, z.object({ new_password: z.string(), logout_devices: z.boolean().optional(), auth: z.record(z.string(), z.unknown()).optional() }));
+    accounts.checkPasswordShape(b.new_password);
+    await userInteractiveAuth(accounts, b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.changePassword(me.userId, b.new_password, b.logout_devices ?? true, me.deviceId);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/account/deactivate', async (ctx) => {
+    const me = requester(ctx);
+    const b = optionalBody(ctx);
+    await userInteractiveAuth(accounts, b, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.deactivate(me.userId);
+    return { id_server_unbind_result: 'no-support' };
+  }, { auth: true });
+
+  // Devices.
+  const deviceJson = (d: { device_id: string; display_name: string | null; last_seen_ts: number | null; last_seen_ip: string | null }) => ({
+    device_id: d.device_id,
+    display_name: d.display_name ?? undefined,
+    last_seen_ts: d.last_seen_ts ?? undefined,
+    last_seen_ip: d.last_seen_ip ?? undefined,
+  });
+
+  r.client('get', '/devices', async (ctx) => ({ devices: (await accounts.store.devices(requester(ctx).userId)).map(deviceJson) }), { auth: true });
+
+  r.client('get', '/devices/:deviceId', async (ctx) => {
+    const d = await accounts.store.device(requester(ctx).userId, ctx.params.deviceId!);
+    if (!d) throw notFound('Device not found');
+    return deviceJson(d);
+  }, { auth: true });
+
+  r.client('put', '/devices/:deviceId', async (ctx) => {
+    const b = body(ctx, z.object({ display_name: z.string().max(100).optional() }), false);
+    const me = requester(ctx);
+    if (!(await accounts.store.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
+    if (b.display_name !== undefined) await accounts.store.renameDevice(me.userId, ctx.params.deviceId!, b.display_name);
+    return {};
+  }, { auth: true });
+
+  r.client('delete', '/devices/:deviceId', async (ctx) => {
+    const me = requester(ctx);
+    const b = optionalBody(ctx);
+    if (!(await accounts.store.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
+    await userInteractiveAuth(accounts, b, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.deleteDevices(me.userId, [ctx.params.deviceId!]);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/delete_devices', async (ctx) => {
+    const me = requester(ctx);
+    const b = body(ctx, z.object({ devices: z.array(z.string()), auth: z.record(z.string(), z.unknown()).optional() }));
+    await userInteractiveAuth(accounts, b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.deleteDevices(me.userId, b.devices);
+    return {};
+  }, { auth: true });
+
+  // Synapse-compatible shared-secret registration, for creating the first admin from a script.
+  const nonces = new Map<string, number>();
+  r.raw('get', '/_synapse/admin/v1/register', () => {
+    if (!config.registrationSharedSecret) throw new MatrixError(400, 'M_UNKNOWN', 'Shared secret registration is not enabled');
+    const nonce = randomBytes(16).toString('hex');
+    nonces.set(nonce, Date.now());
+    for (const [n, t] of nonces) if (Date.now() - t > 60_000) nonces.delete(n);
+    return { nonce };
+  });
+
+  r.raw('post', '/_synapse/admin/v1/register', async (ctx) => {
+    const secret = config.registrationSharedSecret;
+    if (!secret) throw new MatrixError(400, 'M_UNKNOWN', 'Shared secret registration is not enabled');
+    const b = validate(
+      z.object({ nonce: z.string(), username: z.string(), password: z.string(), mac: z.string(), admin: z.boolean().optional(), displayname: z.string().optional() }),
+      optionalBody(ctx),
+    );
+    const issued = nonces.get(b.nonce);
+    if (issued === undefined || Date.now() - issued > 60_000) throw new MatrixError(400, 'M_UNKNOWN', 'unrecognised nonce');
+    nonces.delete(b.nonce);
+    const mac = createHmac('sha1', secret)
+      .update(`${b.nonce}\x00${b.username}\x00${b.password}\x00${b.admin ? 'admin' : 'notadmin'}`)
+      .digest('hex');
+    if (!safeEqual(mac, b.mac)) throw forbidden('HMAC incorrect');
+    const localpart = b.username.toLowerCase();
+    await accounts.checkUsername(localpart);
+    accounts.checkPasswordShape(b.password);
+    return accounts.register({ localpart, password: b.password, isAdmin: b.admin ?? false, displayname: b.displayname, ip: ctx.ip || null });
+  });
+}

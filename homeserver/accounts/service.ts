@@ -1,0 +1,226 @@
+import { hash as argonHash, verify as argonVerify } from '@node-rs/argon2';
+import type { Knex } from 'knex';
+import type { Config } from '../config.ts';
+import { MatrixError, forbidden } from '../http/errors.ts';
+import type { Requester } from '../http/context.ts';
+import { isValidLocalpart } from '../protocol/identifiers.ts';
+import { AccountStore } from './store.ts';
+import { hashToken, newToken, randomId, randomString } from './tokens.ts';
+
+export interface Session {
+  user_id: string;
+  access_token: string;
+  device_id: string;
+  home_server: string;
+  refresh_token?: string;
+  expires_in_ms?: number;
+}
+
+/** Argon2id with OWASP's minimum parameters: 19 MiB, 2 passes. */
+const ARGON = { algorithm: 2 /* Argon2id */, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
+const MAX_PASSWORD = 512;
+
+/** Caches token lookups briefly: a request costs no query; logout drops the entry at once. */
+const TOKEN_CACHE_MS = 10_000;
+
+export class AccountService {
+  private tokenCache = new Map<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>();
+  private lastTouched = new Map<string, number>();
+  /** Called after a user is created (auto-join), and before one is deactivated (leave rooms). */
+  onRegistered: (userId: string) => Promise<void> = async () => {};
+  onDeactivating: (userId: string) => Promise<void> = async () => {};
+
+  constructor(readonly store: AccountStore, private config: Config) {}
+
+  userId(localpart: string): string {
+    return `@${localpart}:${this.config.serverName}`;
+  }
+
+  async hashPassword(password: string): Promise<string> {
+    return argonHash(password, ARGON);
+  }
+
+  checkPasswordShape(password: unknown): string {
+    if (typeof password !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'password must be a string');
+    if (password.length > MAX_PASSWORD) throw new MatrixError(400, 'M_BAD_JSON', `Password too long (max ${MAX_PASSWORD})`);
+    return password;
+  }
+
+  /** Checks a desired localpart as Synapse does: lowercase grammar, not reserved, not taken. */
+  async checkUsername(localpart: string): Promise<void> {
+    if (!localpart) throw new MatrixError(400, 'M_INVALID_USERNAME', 'User ID cannot be empty');
+    if (!isValidLocalpart(localpart)) {
+      throw new MatrixError(400, 'M_INVALID_USERNAME', "User ID can only contain characters a-z, 0-9, or '=_-./+'");
+    }
+    if (localpart.startsWith('_')) throw new MatrixError(400, 'M_INVALID_USERNAME', 'User ID may not begin with _');
+    if (this.userId(localpart).length > 255) throw new MatrixError(400, 'M_INVALID_USERNAME', 'User ID may not be longer than 255 characters');
+    if (await this.store.isLocalpartTaken(localpart)) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
+  }
+
+  async generateLocalpart(): Promise<string> {
+    for (;;) {
+      const candidate = randomString(10).toLowerCase();
+      if (!(await this.store.isLocalpartTaken(candidate))) return candidate;
+    }
+  }
+
+  /** Creates the account and, unless inhibited, a device and its tokens, in one transaction. */
+  async register(opts: {
+    localpart: string;
+    password: string | null;
+    isAdmin?: boolean;
+    isGuest?: boolean;
+    displayname?: string;
+    deviceId?: string;
+    deviceName?: string;
+    inhibitLogin?: boolean;
+    refreshToken?: boolean;
+    registrationToken?: string;
+    ip?: string | null;
+  }): Promise<{ user_id: string; home_server: string } & Partial<Session>> {
+    const userId = this.userId(opts.localpart);
+    const passwordHash = opts.password === null ? null : await this.hashPassword(opts.password);
+    let session: Session | undefined;
+    await this.store.db.transaction(async (trx) => {
+      if (opts.registrationToken !== undefined && !(await this.store.useRegistrationToken(trx, opts.registrationToken))) {
+        throw new MatrixError(401, 'M_FORBIDDEN', 'Registration token is invalid or used up');
+      }
+      const created = await this.store.insertUser(trx, {
+        userId,
+        localpart: opts.localpart,
+        passwordHash,
+        isAdmin: opts.isAdmin ?? false,
+        isGuest: opts.isGuest,
+        displayname: opts.displayname ?? opts.localpart,
+      });
+      if (!created) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
+      if (!opts.inhibitLogin) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
+    });
+    await this.onRegistered(userId);
+    return session ?? { user_id: userId, home_server: this.config.serverName };
+  }
+
+  /** A device (new or reused) with fresh tokens. */
+  async createSession(trx: Knex, userId: string, deviceId: string | undefined, deviceName: string | undefined, withRefresh: boolean, ip: string | null): Promise<Session> {
+    const device = deviceId || randomId(10);
+    await this.store.upsertDevice(trx, userId, device, deviceName ?? null, ip);
+    const access = newToken('syt');
+    const session: Session = { user_id: userId, access_token: access, device_id: device, home_server: this.config.serverName };
+    let refreshId: number | null = null;
+    let expires: number | null = null;
+    if (withRefresh) {
+      const refresh = newToken('syr');
+      refreshId = await this.store.insertRefreshToken(trx, hashToken(refresh), userId, device);
+      expires = Date.now() + this.config.accessTokenLifetimeMs;
+      session.refresh_token = refresh;
+      session.expires_in_ms = this.config.accessTokenLifetimeMs;
+    }
+    await this.store.insertAccessToken(trx, hashToken(access), userId, device, expires, refreshId);
+    return session;
+  }
+
+  async login(localpartOrId: string, password: string, deviceId: string | undefined, deviceName: string | undefined, withRefresh: boolean, ip: string | null): Promise<Session> {
+    const localpart = this.localpartOf(localpartOrId);
+    const user = localpart === null ? undefined : await this.store.userByLocalpartInsensitive(localpart);
+    // Verify a hash even for unknown users so timing does not tell who exists.
+    const ok = await argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false);
+    if (!user || !user.password_hash || !ok) throw forbidden('Invalid username or password');
+    if (user.deactivated) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+    return this.store.db.transaction((trx) => this.createSession(trx, user.user_id, deviceId, deviceName, withRefresh, ip));
+  }
+
+  /** `@alice:server` or `alice` → `alice`; another server's user → null. */
+  localpartOf(idOrLocalpart: string): string | null {
+    if (!idOrLocalpart.startsWith('@')) return idOrLocalpart;
+    const colon = idOrLocalpart.indexOf(':');
+    if (colon < 0) return null;
+    if (idOrLocalpart.slice(colon + 1) !== this.config.serverName) return null;
+    return idOrLocalpart.slice(1, colon);
+  }
+
+  async checkPassword(userId: string, password: string): Promise<boolean> {
+    const user = await this.store.user(userId);
+    if (!user?.password_hash) return false;
+    return argonVerify(user.password_hash, password).catch(() => false);
+  }
+
+  /** Access token → requester; 401 M_UNKNOWN_TOKEN (soft_logout when expired). */
+  async authenticate(token: string, ip: string | null): Promise<Requester> {
+    const now = Date.now();
+    const hit = this.tokenCache.get(token);
+    let requester: Requester;
+    let expiresTs: number | null;
+    if (hit && now - hit.cachedAt < TOKEN_CACHE_MS) {
+      requester = hit.requester;
+      expiresTs = hit.expiresTs;
+    } else {
+      const row = await this.store.accessToken(hashToken(token));
+      if (!row || row.deactivated) {
+        this.tokenCache.delete(token);
+        throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid access token passed.', { soft_logout: false });
+      }
+      requester = { userId: row.user_id, deviceId: row.device_id, isGuest: row.is_guest, isAdmin: row.is_admin, tokenId: Number(row.id) };
+      expiresTs = row.expires_ts === null ? null : Number(row.expires_ts);
+      if (this.tokenCache.size > 50_000) this.tokenCache.clear();
+      this.tokenCache.set(token, { requester, expiresTs, cachedAt: now });
+    }
+    if (expiresTs !== null && expiresTs <= now) {
+      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
+    }
+    this.touch(requester, ip);
+    return requester;
+  }
+
+  /** last_seen of a device, written at most once a minute per device. */
+  private touch(r: Requester, ip: string | null): void {
+    const key = `${r.userId}|${r.deviceId}`;
+    const now = Date.now();
+    if (now - (this.lastTouched.get(key) ?? 0) < 60_000) return;
+    this.lastTouched.set(key, now);
+    void this.store.touchDevice(r.userId, r.deviceId, ip).catch(() => {});
+  }
+
+  forgetCachedTokens(userId: string, deviceIds?: string[]): void {
+    for (const [token, v] of this.tokenCache) {
+      if (v.requester.userId === userId && (!deviceIds || deviceIds.includes(v.requester.deviceId))) this.tokenCache.delete(token);
+    }
+  }
+
+  async refresh(refreshToken: string): Promise<{ access_token: string; refresh_token: string; expires_in_ms: number }> {
+    return this.store.db.transaction(async (trx) => {
+      const row = await this.store.refreshToken(trx, hashToken(refreshToken));
+      if (!row) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid refresh token', { soft_logout: false });
+      // The old refresh token and the access tokens it minted stop working: rotation.
+      await this.store.deleteRefreshToken(trx, Number(row.id));
+      this.forgetCachedTokens(row.user_id, [row.device_id]);
+      const s = await this.createSession(trx, row.user_id, row.device_id, undefined, true, null);
+      return { access_token: s.access_token, refresh_token: s.refresh_token!, expires_in_ms: s.expires_in_ms! };
+    });
+  }
+
+  async deleteDevices(userId: string, deviceIds: string[] | 'all', exceptDevice?: string): Promise<void> {
+    await this.store.db.transaction((trx) => this.store.deleteDevices(trx, userId, deviceIds, exceptDevice));
+    this.forgetCachedTokens(userId);
+  }
+
+  async changePassword(userId: string, newPassword: string, logoutOthers: boolean, keepDevice: string | undefined): Promise<void> {
+    const h = await this.hashPassword(newPassword);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.setPasswordHash(trx, userId, h);
+      if (logoutOthers) await this.store.deleteDevices(trx, userId, 'all', keepDevice);
+    });
+    this.forgetCachedTokens(userId);
+  }
+
+  async deactivate(userId: string): Promise<void> {
+    await this.onDeactivating(userId);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.setDeactivated(trx, userId);
+      await this.store.deleteDevices(trx, userId, 'all');
+    });
+    this.forgetCachedTokens(userId);
+  }
+}
+
+// A valid argon2id hash of a random password, verified when the user does not exist.
+const DUMMY_HASH = await argonHash(randomString(32), ARGON);

@@ -1,0 +1,197 @@
+import type { Bindings } from '../storage/db.ts';
+import type { Knex } from 'knex';
+import type { Db } from '../storage/db.ts';
+
+export interface UserRow {
+  user_id: string;
+  localpart: string;
+  password_hash: string | null;
+  is_admin: boolean;
+  is_guest: boolean;
+  deactivated: boolean;
+  created_ts: number;
+}
+
+export interface TokenRow {
+  id: number;
+  user_id: string;
+  device_id: string;
+  expires_ts: number | null;
+  is_admin: boolean;
+  is_guest: boolean;
+  deactivated: boolean;
+}
+
+export interface DeviceRow {
+  device_id: string;
+  display_name: string | null;
+  last_seen_ts: number | null;
+  last_seen_ip: string | null;
+}
+
+export class AccountStore {
+  constructor(readonly db: Db) {}
+
+  async user(userId: string, db: Knex = this.db): Promise<UserRow | undefined> {
+    const r = await db.raw('SELECT * FROM users WHERE user_id = ?', [userId]);
+    return r.rows[0];
+  }
+
+  /** Case-insensitive, as Synapse does for logins. */
+  async userByLocalpartInsensitive(localpart: string): Promise<UserRow | undefined> {
+    const r = await this.db.raw('SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1', [localpart, localpart]);
+    return r.rows[0];
+  }
+
+  async insertUser(trx: Knex, u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; isGuest?: boolean; displayname: string }): Promise<boolean> {
+    const r = await trx.raw(
+      `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, created_ts) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT DO NOTHING RETURNING user_id`,
+      [u.userId, u.localpart, u.passwordHash, u.isAdmin, u.isGuest ?? false, Date.now()],
+    );
+    if (!r.rows.length) return false;
+    await trx.raw('INSERT INTO profiles (user_id, displayname) VALUES (?, ?)', [u.userId, u.displayname]);
+    return true;
+  }
+
+  async setPasswordHash(trx: Knex, userId: string, hash: string | null): Promise<void> {
+    await trx.raw('UPDATE users SET password_hash = ? WHERE user_id = ?', [hash, userId]);
+  }
+
+  async setDeactivated(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = ?', [userId]);
+  }
+
+  async upsertDevice(trx: Knex, userId: string, deviceId: string, displayName: string | null, ip: string | null): Promise<void> {
+    await trx.raw(
+      `INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = EXCLUDED.last_seen_ts, last_seen_ip = EXCLUDED.last_seen_ip,
+         display_name = COALESCE(devices.display_name, EXCLUDED.display_name)`,
+      [userId, deviceId, displayName, Date.now(), ip, Date.now()],
+    );
+  }
+
+  async devices(userId: string): Promise<DeviceRow[]> {
+    const r = await this.db.raw('SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? ORDER BY created_ts', [userId]);
+    return r.rows;
+  }
+
+  async device(userId: string, deviceId: string): Promise<DeviceRow | undefined> {
+    const r = await this.db.raw('SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? AND device_id = ?', [userId, deviceId]);
+    return r.rows[0];
+  }
+
+  async renameDevice(userId: string, deviceId: string, name: string): Promise<boolean> {
+    const r = await this.db.raw('UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?', [name, userId, deviceId]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async touchDevice(userId: string, deviceId: string, ip: string | null): Promise<void> {
+    await this.db.raw('UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?', [Date.now(), ip, userId, deviceId]);
+  }
+
+  /** Deletes devices and every token they hold. */
+  async deleteDevices(trx: Knex, userId: string, deviceIds: string[] | 'all', exceptDevice?: string): Promise<string[]> {
+    const params: Bindings = [userId];
+    let cond = '';
+    if (deviceIds !== 'all') {
+      cond += ' AND device_id = ANY(?)';
+      params.push(deviceIds);
+    }
+    if (exceptDevice) {
+      cond += ' AND device_id <> ?';
+      params.push(exceptDevice);
+    }
+    const r = await trx.raw(`DELETE FROM devices WHERE user_id = ?${cond} RETURNING device_id`, params);
+    await trx.raw(`DELETE FROM access_tokens WHERE user_id = ?${cond}`, params);
+    await trx.raw(`DELETE FROM refresh_tokens WHERE user_id = ?${cond}`, params);
+    return r.rows.map((x: { device_id: string }) => x.device_id);
+  }
+
+  async insertRefreshToken(trx: Knex, hash: Buffer, userId: string, deviceId: string): Promise<number> {
+    const r = await trx.raw('INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?) RETURNING id', [hash, userId, deviceId, Date.now()]);
+    return Number(r.rows[0].id);
+  }
+
+  async insertAccessToken(trx: Knex, hash: Buffer, userId: string, deviceId: string, expiresTs: number | null, refreshId: number | null): Promise<void> {
+    await trx.raw(
+      'INSERT INTO access_tokens (token_hash, user_id, device_id, expires_ts, refresh_token_id, created_ts) VALUES (?, ?, ?, ?, ?, ?)',
+      [hash, userId, deviceId, expiresTs, refreshId, Date.now()],
+    );
+  }
+
+  async accessToken(hash: Buffer): Promise<TokenRow | undefined> {
+    const r = await this.db.raw(
+      `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated
+       FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
+      [hash],
+    );
+    return r.rows[0];
+  }
+
+  async refreshToken(trx: Knex, hash: Buffer): Promise<{ id: number; user_id: string; device_id: string } | undefined> {
+    const r = await trx.raw('SELECT id, user_id, device_id FROM refresh_tokens WHERE token_hash = ? FOR UPDATE', [hash]);
+    return r.rows[0];
+  }
+
+  /** Drops a refresh token and the access tokens it minted. */
+  async deleteRefreshToken(trx: Knex, id: number): Promise<void> {
+    await trx.raw('DELETE FROM refresh_tokens WHERE id = ?', [id]);
+  }
+
+  async deleteAccessTokenById(trx: Knex, id: number): Promise<void> {
+    await trx.raw('DELETE FROM access_tokens WHERE id = ?', [id]);
+  }
+
+  async isLocalpartTaken(localpart: string): Promise<boolean> {
+    const r = await this.db.raw('SELECT 1 FROM users WHERE lower(localpart) = lower(?)', [localpart]);
+    return r.rows.length > 0;
+  }
+
+  async userCount(): Promise<number> {
+    const r = await this.db.raw('SELECT count(*)::int AS n FROM users');
+    return r.rows[0].n;
+  }
+
+  // User-interactive auth sessions.
+  async createUiaSession(sessionId: string, userId: string | null, params: Record<string, unknown>): Promise<void> {
+    await this.db.raw('INSERT INTO uia_sessions (session_id, user_id, params, created_ts) VALUES (?, ?, ?, ?)', [sessionId, userId, JSON.stringify(params), Date.now()]);
+  }
+
+  async uiaSession(sessionId: string): Promise<{ session_id: string; user_id: string | null; completed: string[]; params: Record<string, unknown>; created_ts: number } | undefined> {
+    const r = await this.db.raw('SELECT * FROM uia_sessions WHERE session_id = ?', [sessionId]);
+    return r.rows[0];
+  }
+
+  async completeUiaStage(sessionId: string, stage: string): Promise<void> {
+    await this.db.raw(
+      `UPDATE uia_sessions SET completed = completed || jsonb_build_array(?::text)
+       WHERE session_id = ? AND NOT completed @> jsonb_build_array(?::text)`,
+      [stage, sessionId, stage],
+    );
+  }
+
+  async setUiaParam(sessionId: string, key: string, value: unknown): Promise<void> {
+    await this.db.raw('UPDATE uia_sessions SET params = params || ?::jsonb WHERE session_id = ?', [JSON.stringify({ [key]: value }), sessionId]);
+  }
+
+  async deleteUiaSession(sessionId: string): Promise<void> {
+    await this.db.raw('DELETE FROM uia_sessions WHERE session_id = ?', [sessionId]);
+  }
+
+  // Registration tokens.
+  async registrationToken(token: string): Promise<{ token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null } | undefined> {
+    const r = await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
+    return r.rows[0];
+  }
+
+  async useRegistrationToken(trx: Knex, token: string): Promise<boolean> {
+    const r = await trx.raw(
+      `UPDATE registration_tokens SET completed = completed + 1
+       WHERE token = ? AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_time IS NULL OR expiry_time > ?)
+       RETURNING token`,
+      [token, Date.now()],
+    );
+    return r.rows.length > 0;
+  }
+}

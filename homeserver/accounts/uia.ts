@@ -1,0 +1,94 @@
+import { MatrixError } from '../http/errors.ts';
+import type { AccountService } from './service.ts';
+import { randomString } from './tokens.ts';
+
+export type Flow = string[];
+
+interface AuthDict {
+  type?: unknown;
+  session?: unknown;
+  password?: unknown;
+  user?: unknown;
+  identifier?: { type?: unknown; user?: unknown };
+  token?: unknown;
+}
+
+/**
+ * User-interactive authentication: answers 401 with the flows until one flow's stages are all done,
+ * then returns the session's params. `userId` set: the stages prove that user (m.login.password).
+ */
+export async function userInteractiveAuth(
+  accounts: AccountService,
+  body: Record<string, unknown>,
+  flows: Flow[],
+  opts: { userId?: string; params?: Record<string, unknown> } = {},
+): Promise<{ sessionId: string; params: Record<string, unknown> }> {
+  const store = accounts.store;
+  const auth = body.auth as AuthDict | undefined;
+  const uiaParams = opts.params ?? {};
+  const challenge = (sessionId: string, completed: string[], err?: { errcode: string; error: string }) =>
+    new MatrixError(401, err?.errcode ?? 'M_UNAUTHORIZED', err?.error ?? 'Additional authentication is required', {
+      session: sessionId,
+      flows: flows.map((stages) => ({ stages })),
+      params: uiaParams,
+      completed,
+      ...(err ? {} : {}),
+    });
+
+  if (auth === undefined || auth === null || typeof auth !== 'object' || auth.type === undefined) {
+    // No auth yet (or only a session to poll): start or report the session.
+    const existing = auth && typeof auth.session === 'string' ? await store.uiaSession(auth.session) : undefined;
+    if (existing) throw withoutErr(challenge(existing.session_id, existing.completed));
+    const sessionId = randomString(24);
+    await store.createUiaSession(sessionId, opts.userId ?? null, {});
+    throw withoutErr(challenge(sessionId, []));
+  }
+
+  let sessionId = typeof auth.session === 'string' ? auth.session : undefined;
+  let session = sessionId ? await store.uiaSession(sessionId) : undefined;
+  if (sessionId && !session) throw new MatrixError(400, 'M_UNKNOWN', 'Unknown UIA session ID');
+  if (session && session.user_id && opts.userId && session.user_id !== opts.userId) {
+    throw new MatrixError(403, 'M_FORBIDDEN', 'This UIA session belongs to another user');
+  }
+  if (!session) {
+    sessionId = randomString(24);
+    await store.createUiaSession(sessionId, opts.userId ?? null, {});
+    session = (await store.uiaSession(sessionId))!;
+  }
+  const sid = session.session_id;
+  const type = auth.type;
+  const allowed = new Set(flows.flat());
+  if (typeof type !== 'string' || !allowed.has(type)) {
+    throw new MatrixError(400, 'M_UNRECOGNIZED', `Unrecognised authentication type ${String(type)}`);
+  }
+
+  if (type === 'm.login.dummy') {
+    await store.completeUiaStage(sid, type);
+  } else if (type === 'm.login.password') {
+    const who = typeof auth.identifier?.user === 'string' ? auth.identifier.user : typeof auth.user === 'string' ? auth.user : undefined;
+    const userId = opts.userId;
+    const claimed = who === undefined ? userId : who.startsWith('@') ? who : who && accounts.userId(who);
+    const ok = userId !== undefined && claimed?.toLowerCase() === userId.toLowerCase() && typeof auth.password === 'string' && (await accounts.checkPassword(userId, auth.password));
+    if (!ok) throw challenge(sid, session.completed, { errcode: 'M_FORBIDDEN', error: 'Invalid password' });
+    await store.completeUiaStage(sid, type);
+  } else if (type === 'm.login.registration_token') {
+    const token = typeof auth.token === 'string' ? auth.token : '';
+    const row = await store.registrationToken(token);
+    const valid = row && (row.uses_allowed === null || row.completed < row.uses_allowed) && (row.expiry_time === null || row.expiry_time > Date.now());
+    if (!valid) throw challenge(sid, session.completed, { errcode: 'M_FORBIDDEN', error: 'Invalid registration token' });
+    await store.setUiaParam(sid, 'registration_token', token);
+    await store.completeUiaStage(sid, type);
+  }
+
+  const now = (await store.uiaSession(sid))!;
+  const done = flows.some((stages) => stages.every((s) => now.completed.includes(s)));
+  if (!done) throw withoutErr(challenge(sid, now.completed));
+  await store.deleteUiaSession(sid);
+  return { sessionId: sid, params: now.params };
+}
+
+/** A plain challenge carries no errcode/error in its body beyond what the spec shows. */
+function withoutErr(e: MatrixError): MatrixError {
+  (e as { bare?: boolean }).bare = true;
+  return e;
+}

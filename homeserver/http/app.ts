@@ -1,0 +1,115 @@
+import Koa, { type Context, type Middleware } from 'koa';
+import Router, { type RouterContext } from '@koa/router';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { MatrixError } from './errors.ts';
+import { cors } from './cors.ts';
+import { parseJsonObject, readRawBody } from './body.ts';
+import type { AccountService } from '../accounts/service.ts';
+
+export type Handler = (ctx: RouterContext) => Promise<unknown> | unknown;
+export type Method = 'get' | 'post' | 'put' | 'delete';
+export interface RouteOptions {
+  /** true: a valid access token is required; 'optional': used when present. */
+  auth?: boolean | 'optional';
+  /** Do not read the body as JSON (media uploads). */
+  rawBody?: boolean;
+}
+
+/**
+ * The flat route list. Capabilities register their endpoints here; the handler returns the JSON
+ * body (200) or sets ctx.status itself.
+ */
+export class Routes {
+  readonly router = new Router();
+
+  constructor(private accounts: AccountService, private maxBodyBytes: number) {}
+
+  /** A client-server endpoint, served under /_matrix/client/{v3,r0,…}. */
+  client(method: Method, path: string, handler: Handler, opts: RouteOptions = {}, versions = ['v3', 'r0']): void {
+    for (const v of versions) this.raw(method, `/_matrix/client/${v}${path}`, handler, opts);
+  }
+
+  raw(method: Method, path: string, handler: Handler, opts: RouteOptions = {}): void {
+    this.router[method](path, this.wrap(handler, opts));
+  }
+
+  private wrap(handler: Handler, opts: RouteOptions): Middleware {
+    return async (ctx) => {
+      if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
+      }
+      if (opts.auth) {
+        const token = accessToken(ctx);
+        if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null);
+        else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
+      }
+      const result = await handler(ctx as RouterContext);
+      if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};
+    };
+  }
+}
+
+function accessToken(ctx: Context): string | undefined {
+  const header = ctx.get('authorization');
+  if (header) {
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!m) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Invalid Authorization header');
+    return m[1];
+  }
+  const q = ctx.query.access_token;
+  return typeof q === 'string' && q ? q : undefined;
+}
+
+/** Turns errors into the spec's JSON; anything unexpected is M_UNKNOWN 500, logged, never leaked. */
+function errors(log: Logger): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof MatrixError) {
+        ctx.status = err.status;
+        for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
+        ctx.body = (err as { bare?: boolean }).bare ? { ...err.extra } : { errcode: err.errcode, error: err.message, ...err.extra };
+        return;
+      }
+      ctx.status = 500;
+      ctx.body = { errcode: 'M_UNKNOWN', error: 'Internal server error' };
+      (ctx.state.log as Logger).error({ err, reqId: ctx.state.reqId }, 'unhandled error');
+    }
+  };
+}
+
+/** One log line per request, with latency; never the query string (it may hold a token). */
+function requestLog(log: Logger): Middleware {
+  return async (ctx, next) => {
+    const start = process.hrtime.bigint();
+    ctx.state.reqId = randomUUID();
+    ctx.state.log = log;
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      const requester = ctx.state.requester as { userId?: string } | undefined;
+      log.info({ reqId: ctx.state.reqId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10, user: requester?.userId }, 'request');
+    }
+  };
+}
+
+export function createApp(routes: Routes, log: Logger, extra: Middleware[] = []): Koa {
+  const app = new Koa();
+  app.proxy = true;
+  app.use(requestLog(log));
+  app.use(errors(log));
+  app.use(cors);
+  for (const m of extra) app.use(m);
+  app.use(routes.router.routes());
+  app.use(async (ctx) => {
+    // Nothing matched: 405 when the path exists with another method, else 404, both M_UNRECOGNIZED.
+    if (ctx.body !== undefined && ctx.body !== null) return;
+    const match = routes.router.match(ctx.path, ctx.method);
+    if (match.path.length > 0) throw new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
+    throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
+  });
+  return app;
+}

@@ -1,0 +1,61 @@
+import type { Context } from 'koa';
+import { z } from 'zod';
+import { MatrixError, tooLarge } from './errors.ts';
+
+/** Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all. */
+export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
+  const declared = Number(ctx.get('content-length') || 0);
+  if (declared > limit) throw tooLarge(`Request body is over the limit of ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw tooLarge(`Request body is over the limit of ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parses a JSON object body: M_NOT_JSON when it is not JSON, M_BAD_JSON when not an object. */
+export function parseJsonObject(raw: Buffer): Record<string, unknown> | undefined {
+  if (raw.length === 0) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new MatrixError(400, 'M_NOT_JSON', 'Content not JSON.');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new MatrixError(400, 'M_BAD_JSON', 'Content must be a JSON object.');
+  }
+  return value as Record<string, unknown>;
+}
+
+/** The body as a JSON object; an absent body is an error. */
+export function jsonBody(ctx: Context): Record<string, unknown> {
+  const b = ctx.state.body as Record<string, unknown> | undefined;
+  if (b === undefined) throw new MatrixError(400, 'M_NOT_JSON', 'Content not JSON.');
+  return b;
+}
+
+/** The body as a JSON object; an absent body counts as {}. */
+export function optionalBody(ctx: Context): Record<string, unknown> {
+  return (ctx.state.body as Record<string, unknown> | undefined) ?? {};
+}
+
+/** Validates a value against a schema: missing required keys → M_MISSING_PARAM, else M_BAD_JSON. */
+export function validate<T extends z.ZodTypeAny>(schema: T, value: unknown): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const where = issue.path.join('.') || 'body';
+  if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
+    throw new MatrixError(400, 'M_MISSING_PARAM', `Missing parameter: ${where}`);
+  }
+  throw new MatrixError(400, 'M_BAD_JSON', `Invalid parameter ${where}: ${issue.message}`);
+}
+
+/** Validates a request body (or {} when absent) against a schema. */
+export function body<T extends z.ZodTypeAny>(ctx: Context, schema: T, required = true): z.infer<T> {
+  return validate(schema, required ? jsonBody(ctx) : optionalBody(ctx));
+}

@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import type { Routes } from '../http/app.ts';
+import { body, jsonBody } from '../http/body.ts';
+import { requester } from '../http/context.ts';
+import { MatrixError, forbidden, notFound } from '../http/errors.ts';
+import { isValidUserId } from '../protocol/identifiers.ts';
+import type { ProfileStore } from './store.ts';
+import type { RoomService } from '../rooms/service.ts';
+
+const MAX_DISPLAYNAME = 256;
+const MAX_AVATAR_URL = 1000;
+
+export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomService): void {
+  const userParam = (raw: string | undefined): string => {
+    if (!raw || !isValidUserId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid user ID ${raw}`);
+    return raw;
+  };
+  const load = async (userId: string) => {
+    const p = await profiles.get(userId);
+    if (!p) throw notFound('Profile was not found');
+    return p;
+  };
+
+  r.client('get', '/profile/:userId', async (ctx) => {
+    const p = await load(userParam(ctx.params.userId));
+    return { ...(p.displayname != null ? { displayname: p.displayname } : {}), ...(p.avatar_url != null ? { avatar_url: p.avatar_url } : {}) };
+  }, { auth: 'optional' });
+
+  for (const field of ['displayname', 'avatar_url'] as const) {
+    r.client('get', `/profile/:userId/${field}`, async (ctx) => {
+      const p = await load(userParam(ctx.params.userId));
+      if (p[field] == null) throw notFound(`The user has no ${field}`);
+      return { [field]: p[field] };
+    }, { auth: 'optional' });
+
+    r.client('put', `/profile/:userId/${field}`, async (ctx) => {
+      const me = requester(ctx);
+      const userId = userParam(ctx.params.userId);
+      if (userId !== me.userId && !me.isAdmin) throw forbidden(`Cannot set another user's ${field}`);
+      const raw = jsonBody(ctx)[field];
+      if (raw !== undefined && raw !== null && typeof raw !== 'string') throw new MatrixError(400, 'M_BAD_JSON', `${field} must be a string`);
+      const max = field === 'displayname' ? MAX_DISPLAYNAME : MAX_AVATAR_URL;
+      if (typeof raw === 'string' && raw.length > max) throw new MatrixError(400, 'M_TOO_LARGE', `${field} is too long (max ${max})`);
+      if (field === 'avatar_url' && typeof raw === 'string' && raw !== '' && !raw.startsWith('mxc://')) {
+        throw new MatrixError(400, 'M_INVALID_PARAM', 'avatar_url must be an mxc:// URI');
+      }
+      await load(userId);
+      await profiles.set(userId, field, typeof raw === 'string' && raw !== '' ? raw : null);
+      await rooms.profileChanged(userId);
+      return {};
+    }, { auth: true });
+  }
+
+  r.client('post', '/user_directory/search', async (ctx) => {
+    const b = body(ctx, z.object({ search_term: z.string(), limit: z.number().int().min(0).optional() }));
+    return profiles.search(requester(ctx).userId, b.search_term, Math.min(b.limit ?? 10, 50));
+  }, { auth: true });
+}

@@ -1,0 +1,37 @@
+import type { Logger } from 'pino';
+import type { AccountStore } from '../accounts/store.ts';
+import type { RoomService } from './service.ts';
+
+/** The server's own account: creator of the rooms the server makes (the global room). */
+export const SYSTEM_LOCALPART = '_server';
+
+/**
+ * Makes sure every auto-join room exists: a local alias that resolves to nothing gets a new public
+ * room (the global room by default), created by the system account, as Synapse's
+ * autocreate_auto_join_rooms does.
+ */
+export async function ensureAutoJoinRooms(rooms: RoomService, accounts: AccountStore, serverName: string, aliases: string[], log: Logger): Promise<void> {
+  const systemUser = `@${SYSTEM_LOCALPART}:${serverName}`;
+  await accounts.db.transaction(async (trx) => {
+    await trx.raw('SELECT pg_advisory_xact_lock(7271003)');
+    await accounts.insertUser(trx, { userId: systemUser, localpart: SYSTEM_LOCALPART, passwordHash: null, isAdmin: true, displayname: serverName });
+  });
+  for (const alias of aliases) {
+    if (!alias.endsWith(`:${serverName}`) || (await rooms.aliases.resolve(alias))) continue;
+    const localpart = alias.slice(1, alias.indexOf(':'));
+    const isGlobal = localpart === 'global';
+    try {
+      const { room_id } = await rooms.createRoom(systemUser, {
+        preset: 'public_chat',
+        visibility: 'public',
+        room_alias_name: localpart,
+        name: isGlobal ? 'Global' : localpart,
+        topic: isGlobal ? `Everyone on ${serverName}` : undefined,
+      });
+      log.info({ alias, room_id }, 'created auto-join room');
+    } catch (err) {
+      // Another worker may have created it at the same moment.
+      if (!(await rooms.aliases.resolve(alias))) throw err;
+    }
+  }
+}

@@ -1,0 +1,220 @@
+import { z } from 'zod';
+import type { Routes } from '../http/app.ts';
+import { body, jsonBody } from '../http/body.ts';
+import { requester } from '../http/context.ts';
+import { MatrixError, forbidden, notFound } from '../http/errors.ts';
+import { isValidRoomAlias, isValidRoomId } from '../protocol/identifiers.ts';
+import type { RoomService } from './service.ts';
+import { parseLimit, type RoomReader } from './reader.ts';
+import { parseFilterParam } from './filter.ts';
+import { parseToken } from '../sync/token.ts';
+import type { StreamTracker } from '../storage/stream.ts';
+
+const createRoomSchema = z.object({
+  visibility: z.enum(['public', 'private']).optional(),
+  room_alias_name: z.string().optional(),
+  name: z.string().optional(),
+  topic: z.string().optional(),
+  invite: z.array(z.string()).optional(),
+  invite_3pid: z.array(z.unknown()).optional(),
+  room_version: z.string().optional(),
+  creation_content: z.record(z.string(), z.unknown()).optional(),
+  initial_state: z.array(z.object({ type: z.string(), state_key: z.string().optional(), content: z.record(z.string(), z.unknown()) })).optional(),
+  preset: z.enum(['private_chat', 'public_chat', 'trusted_private_chat']).optional(),
+  is_direct: z.boolean().optional(),
+  power_level_content_override: z.record(z.string(), z.unknown()).optional(),
+}).passthrough();
+
+const reasonSchema = z.object({ reason: z.string().optional() }).passthrough();
+const targetSchema = z.object({ user_id: z.string(), reason: z.string().optional() }).passthrough();
+
+export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tracker: StreamTracker, serverName: string): void {
+  const roomId = (raw: string | undefined): string => {
+    if (!raw || !isValidRoomId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${raw}`);
+    return raw;
+  };
+
+  r.client('post', '/createRoom', async (ctx) => {
+    const b = body(ctx, createRoomSchema);
+    return rooms.createRoom(requester(ctx).userId, b);
+  }, { auth: true });
+
+  const joinHandler = async (ctx: Parameters<Parameters<Routes['client']>[2]>[0]) => {
+    const b = body(ctx, reasonSchema, false);
+    const target = ctx.params.roomIdOrAlias ?? ctx.params.roomId!;
+    return { room_id: await rooms.join(requester(ctx).userId, target, b.reason) };
+  };
+  r.client('post', '/join/:roomIdOrAlias', joinHandler, { auth: true });
+  r.client('post', '/rooms/:roomId/join', joinHandler, { auth: true });
+
+  r.client('post', '/knock/:roomIdOrAlias', async (ctx) => {
+    const b = body(ctx, reasonSchema, false);
+    return { room_id: await rooms.knock(requester(ctx).userId, ctx.params.roomIdOrAlias!, b.reason) };
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/invite', async (ctx) => {
+    const b = body(ctx, targetSchema);
+    await rooms.invite(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/leave', async (ctx) => {
+    const b = body(ctx, reasonSchema, false);
+    await rooms.leave(requester(ctx).userId, roomId(ctx.params.roomId), b.reason);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/forget', async (ctx) => {
+    await rooms.forget(requester(ctx).userId, roomId(ctx.params.roomId));
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/kick', async (ctx) => {
+    const b = body(ctx, targetSchema);
+    await rooms.kick(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/ban', async (ctx) => {
+    const b = body(ctx, targetSchema);
+    await rooms.ban(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
+    return {};
+  }, { auth: true });
+
+  r.client('post', '/rooms/:roomId/unban', async (ctx) => {
+    const b = body(ctx, targetSchema);
+    await rooms.unban(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
+    return {};
+  }, { auth: true });
+
+  r.client('put', '/rooms/:roomId/send/:eventType/:txnId', async (ctx) => {
+    const content = jsonBody(ctx);
+    const id = await rooms.send(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, content, ctx.params.txnId!);
+    return { event_id: id };
+  }, { auth: true });
+
+  r.client('put', '/rooms/:roomId/state/:eventType{/:stateKey}', async (ctx) => {
+    const content = jsonBody(ctx);
+    const id = await rooms.setState(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, ctx.params.stateKey ?? '', content);
+    return { event_id: id };
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/state/:eventType{/:stateKey}', async (ctx) => {
+    const ev = await reader.stateEvent(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, ctx.params.stateKey ?? '');
+    return ctx.query.format === 'event' ? ev : ev.content;
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/state', async (ctx) => reader.state(requester(ctx), roomId(ctx.params.roomId)), { auth: true });
+
+  r.client('put', '/rooms/:roomId/redact/:eventId/:txnId', async (ctx) => {
+    const b = body(ctx, reasonSchema, false);
+    const id = await rooms.redact(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, b.reason, ctx.params.txnId!);
+    return { event_id: id };
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/event/:eventId', async (ctx) => reader.event(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!), { auth: true });
+
+  r.client('get', '/rooms/:roomId/members', async (ctx) => {
+    const at = ctx.query.at === undefined ? undefined : parseToken(ctx.query.at, 'at').pos;
+    const membership = typeof ctx.query.membership === 'string' ? ctx.query.membership : undefined;
+    const notMembership = typeof ctx.query.not_membership === 'string' ? ctx.query.not_membership : undefined;
+    return { chunk: await reader.members(requester(ctx), roomId(ctx.params.roomId), { at, membership, notMembership }) };
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/joined_members', async (ctx) => ({ joined: await reader.joinedMembers(requester(ctx), roomId(ctx.params.roomId)) }), { auth: true });
+
+  r.client('get', '/joined_rooms', async (ctx) => ({ joined_rooms: await rooms.store.joinedRoomIds(requester(ctx).userId) }), { auth: true });
+
+  r.client('get', '/rooms/:roomId/messages', async (ctx) => {
+    const dir = ctx.query.dir ?? 'b';
+    if (dir !== 'b' && dir !== 'f') throw new MatrixError(400, 'M_INVALID_PARAM', "dir must be 'b' or 'f'");
+    const from = ctx.query.from === undefined ? undefined : parseToken(ctx.query.from, 'from').pos;
+    const to = ctx.query.to === undefined ? undefined : parseToken(ctx.query.to, 'to').pos;
+    const filter = parseFilterParam(ctx.query.filter);
+    const limit = parseLimit(ctx.query.limit, filter.limit ?? 10);
+    return reader.messages(requester(ctx), roomId(ctx.params.roomId), { from, to, dir, limit, filter, current: tracker.current() });
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/context/:eventId', async (ctx) => {
+    const filter = parseFilterParam(ctx.query.filter);
+    const limit = parseLimit(ctx.query.limit, 10, 100);
+    return reader.context(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, limit, filter);
+  }, { auth: true });
+
+  // Aliases and the room directory.
+  const aliasParam = (raw: string | undefined): string => {
+    if (!raw || !isValidRoomAlias(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room alias ${raw}`);
+    return raw;
+  };
+
+  r.client('get', '/directory/room/:alias', async (ctx) => {
+    const alias = aliasParam(ctx.params.alias);
+    const rid = await rooms.aliases.resolve(alias);
+    if (!rid) throw notFound(`Room alias ${alias} not found`);
+    return { room_id: rid, servers: [alias.slice(alias.indexOf(':') + 1)] };
+  });
+
+  r.client('put', '/directory/room/:alias', async (ctx) => {
+    const me = requester(ctx);
+    const alias = aliasParam(ctx.params.alias);
+    const b = body(ctx, z.object({ room_id: z.string() }));
+    if (alias.slice(alias.indexOf(':') + 1) !== serverName) {
+      throw new MatrixError(400, 'M_INVALID_PARAM', 'Room alias must be on this server');
+    }
+    await rooms.room(roomId(b.room_id));
+    if (!(await rooms.aliases.create(alias, b.room_id, me.userId))) throw new MatrixError(409, 'M_UNKNOWN', `Room alias ${alias} already exists`);
+    return {};
+  }, { auth: true });
+
+  r.client('delete', '/directory/room/:alias', async (ctx) => {
+    const me = requester(ctx);
+    const alias = aliasParam(ctx.params.alias);
+    const row = await rooms.aliases.get(alias);
+    if (!row) throw notFound(`Room alias ${alias} not found`);
+    if (row.creator !== me.userId && !me.isAdmin) {
+      const m = await rooms.membershipOf(me.userId, row.room_id).catch(() => undefined);
+      if (m?.membership !== 'join') throw forbidden('You may not delete this alias');
+      // Synapse lets room moderators (who may change the canonical alias) delete aliases.
+      const state = await reader.visibleState(me.userId, row.room_id);
+      const pl = state.find((s) => s.type === 'm.room.power_levels');
+      const content = pl ? JSON.parse(pl.json).content : {};
+      const mine = content.users?.[me.userId] ?? content.users_default ?? 0;
+      const needed = content.events?.['m.room.canonical_alias'] ?? content.state_default ?? 50;
+      if (mine < needed) throw forbidden('You may not delete this alias');
+    }
+    await rooms.aliases.delete(alias);
+    return {};
+  }, { auth: true });
+
+  r.client('get', '/rooms/:roomId/aliases', async (ctx) => {
+    const me = requester(ctx);
+    const id = roomId(ctx.params.roomId);
+    await reader.visibleState(me.userId, id);
+    return { aliases: await rooms.aliases.forRoom(id) };
+  }, { auth: true });
+
+  r.client('get', '/directory/list/room/:roomId', async (ctx) => {
+    const { room } = await rooms.room(roomId(ctx.params.roomId)).catch(() => {
+      throw notFound('Room not found');
+    });
+    return { visibility: room.published ? 'public' : 'private' };
+  });
+
+  r.client('put', '/directory/list/room/:roomId', async (ctx) => {
+    const me = requester(ctx);
+    const id = roomId(ctx.params.roomId);
+    const b = body(ctx, z.object({ visibility: z.enum(['public', 'private']).optional() }), false);
+    await rooms.room(id);
+    const m = await rooms.membershipOf(me.userId, id);
+    if (m?.membership !== 'join' && !me.isAdmin) throw forbidden('You are not in the room');
+    if (!me.isAdmin) {
+      const state = await reader.visibleState(me.userId, id);
+      const pl = state.find((s) => s.type === 'm.room.power_levels');
+      const content = pl ? JSON.parse(pl.json).content : {};
+      const mine = content.users?.[me.userId] ?? content.users_default ?? 0;
+      if (mine < (content.state_default ?? 50)) throw forbidden('You need to be a room moderator to publish the room');
+    }
+    await rooms.store.setPublished(id, (b.visibility ?? 'public') === 'public');
+    return {};
+  }, { auth: true });
+}

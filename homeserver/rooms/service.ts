@@ -1,0 +1,347 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { MatrixError, forbidden, invalidParam, notFound } from '../http/errors.ts';
+import type { Requester } from '../http/context.ts';
+import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
+import { actionLevel, defaultPowerLevels, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
+import { stateKey } from '../protocol/auth.ts';
+import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
+import { pduOf, type RoomStore, type RoomRow } from './store.ts';
+import type { AliasStore } from './aliases.ts';
+
+export interface Profile {
+  displayname?: string | null;
+  avatar_url?: string | null;
+}
+
+export interface CreateRoomRequest {
+  visibility?: 'public' | 'private';
+  room_alias_name?: string;
+  name?: string;
+  topic?: string;
+  invite?: string[];
+  invite_3pid?: unknown[];
+  room_version?: string;
+  creation_content?: Record<string, unknown>;
+  initial_state?: Array<{ type: string; state_key?: string; content: Record<string, unknown> }>;
+  preset?: 'private_chat' | 'public_chat' | 'trusted_private_chat';
+  is_direct?: boolean;
+  power_level_content_override?: Record<string, unknown>;
+}
+
+const PRESETS = {
+  private_chat: { joinRule: 'invite', history: 'shared', guestCanJoin: true, inviteesHaveOps: false },
+  trusted_private_chat: { joinRule: 'invite', history: 'shared', guestCanJoin: true, inviteesHaveOps: true },
+  public_chat: { joinRule: 'public', history: 'shared', guestCanJoin: false, inviteesHaveOps: false },
+} as const;
+
+/** Room operations a client asks for: creation, membership, sending, state. Reads live elsewhere. */
+export class RoomService {
+  constructor(
+    readonly engine: RoomEngine,
+    readonly store: RoomStore,
+    readonly aliases: AliasStore,
+    private serverName: string,
+    private defaultVersion: string,
+    private profileOf: (userId: string) => Promise<Profile | undefined>,
+    private log: Logger,
+  ) {}
+
+  newRoomId(): string {
+    return `!${randomBytes(18).toString('base64url')}:${this.serverName}`;
+  }
+
+  async room(roomId: string): Promise<{ room: RoomRow; version: RoomVersion }> {
+    return this.engine.version(roomId);
+  }
+
+  /** Current state entries by key for a few (type, state_key) pairs. */
+  async stateFor(roomNid: number, pairs: Array<[string, string]>): Promise<Map<string, ReturnType<typeof pduOf>>> {
+    const rows = await this.store.currentStateFor(this.store.db, roomNid, pairs);
+    return new Map(rows.map((r) => [stateKey(r.type, r.state_key), pduOf(r)]));
+  }
+
+  async createRoom(creator: string, req: CreateRoomRequest): Promise<{ room_id: string; room_alias?: string }> {
+    const versionId = req.room_version ?? this.defaultVersion;
+    const version = getRoomVersion(versionId);
+    if (!version || !isSupportedVersion(version)) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Room version ${versionId} is not supported`);
+    const visibility = req.visibility ?? 'private';
+    const preset = PRESETS[req.preset ?? (visibility === 'public' ? 'public_chat' : 'private_chat')];
+    const invitees = req.invite ?? [];
+    for (const u of invitees) if (!isValidUserId(u)) throw invalidParam(`Invalid user ID ${u}`);
+    let alias: string | undefined;
+    if (req.room_alias_name !== undefined) {
+      alias = `#${req.room_alias_name}:${this.serverName}`;
+      if (!isValidRoomAlias(alias) || /[:\s#]/.test(req.room_alias_name)) throw invalidParam('Invalid characters in room alias');
+      if (await this.aliases.resolve(alias)) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
+    }
+    const creationContent = { ...(req.creation_content ?? {}) };
+    if (creationContent['m.federate'] !== undefined && typeof creationContent['m.federate'] !== 'boolean') {
+      throw new MatrixError(400, 'M_BAD_JSON', "'m.federate' must be a boolean");
+    }
+    const roomId = this.newRoomId();
+    const profile = (await this.profileOf(creator)) ?? {};
+
+    const createContent: Record<string, unknown> = { ...creationContent, room_version: version.id };
+    if (!version.implicitRoomCreator) createContent.creator = creator;
+    const pl: PowerLevelsContent & Record<string, unknown> = { ...defaultPowerLevels(creator, version) };
+    pl.invite = req.preset === undefined && visibility === 'public' ? 50 : preset.joinRule === 'invite' ? 0 : 50;
+    if (preset.inviteesHaveOps) for (const u of invitees) pl.users = { ...pl.users, [u]: 100 };
+    Object.assign(pl, req.power_level_content_override ?? {});
+
+    const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: creator, content, stateKey: key });
+    const drafts: EventDraft[] = [
+      s('m.room.create', createContent),
+      s('m.room.member', { membership: 'join', ...profileContent(profile) }, creator),
+      s('m.room.power_levels', pl),
+    ];
+    if (alias) drafts.push(s('m.room.canonical_alias', { alias }));
+    const initial = new Map<string, EventDraft>();
+    initial.set('m.room.join_rules\0', s('m.room.join_rules', { join_rule: preset.joinRule }));
+    initial.set('m.room.history_visibility\0', s('m.room.history_visibility', { history_visibility: preset.history }));
+    if (preset.guestCanJoin) initial.set('m.room.guest_access\0', s('m.room.guest_access', { guest_access: 'can_join' }));
+    for (const ev of req.initial_state ?? []) {
+      if (typeof ev?.type !== 'string' || typeof ev.content !== 'object') throw new MatrixError(400, 'M_BAD_JSON', 'Invalid initial_state event');
+      if (ev.type === 'm.room.create' || ev.type === 'm.room.member' || ev.type === 'm.room.power_levels') {
+        throw new MatrixError(400, 'M_BAD_JSON', `${ev.type} cannot be set in initial_state`);
+      }
+      initial.set(`${ev.type}\0${ev.state_key ?? ''}`, s(ev.type, ev.content, ev.state_key ?? ''));
+    }
+    drafts.push(...initial.values());
+    if (req.name !== undefined) drafts.push(s('m.room.name', { name: req.name }));
+    if (req.topic !== undefined) drafts.push(s('m.room.topic', { topic: req.topic }));
+    for (const u of invitees) {
+      const content: Record<string, unknown> = { membership: 'invite', ...profileContent((await this.profileOf(u)) ?? {}) };
+      if (req.is_direct) content.is_direct = true;
+      drafts.push({ type: 'm.room.member', sender: creator, content, stateKey: u });
+    }
+    await this.engine.createRoom(roomId, version, creator, drafts);
+    if (alias) await this.aliases.create(alias, roomId, creator);
+    if (visibility === 'public') await this.store.setPublished(roomId, true);
+    return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
+  }
+
+  /** A room id, or the room an alias points at. */
+  async resolveRoom(idOrAlias: string): Promise<string> {
+    if (idOrAlias.startsWith('#')) {
+      if (!isValidRoomAlias(idOrAlias)) throw invalidParam(`Invalid room alias ${idOrAlias}`);
+      const roomId = await this.aliases.resolve(idOrAlias);
+      if (!roomId) throw notFound(`Room alias ${idOrAlias} not found`);
+      return roomId;
+    }
+    if (!isValidRoomId(idOrAlias)) throw invalidParam(`Invalid room ID ${idOrAlias}`);
+    return idOrAlias;
+  }
+
+  async membershipOf(userId: string, roomId: string): Promise<{ membership: string; event_nid: number; stream_pos: number; forgotten: boolean } | undefined> {
+    const { room } = await this.room(roomId);
+    return this.store.membership(userId, room.room_nid);
+  }
+
+  async requireJoined(userId: string, roomId: string): Promise<RoomRow> {
+    const room = await this.store.roomMeta(roomId);
+    const m = room && (await this.store.membership(userId, room.room_nid));
+    if (!room || m?.membership !== 'join') throw forbidden(`User ${userId} not in room ${roomId}`);
+    return room;
+  }
+
+  private async membershipEvent(sender: string, roomId: string, target: string, membership: string, extra: Record<string, unknown> = {}): Promise<PersistedEvent> {
+    await this.room(roomId);
+    const content: Record<string, unknown> = { membership, ...extra };
+    return this.engine.send(roomId, { type: 'm.room.member', sender, content, stateKey: target });
+  }
+
+  async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}): Promise<string> {
+    const roomId = await this.resolveRoom(idOrAlias);
+    const room = await this.store.roomMeta(roomId);
+    if (!room) throw notFound(`Unknown room ${roomId}`);
+    const current = await this.store.membership(userId, room.room_nid);
+    const profile = (await this.profileOf(userId)) ?? {};
+    const content: Record<string, unknown> = { ...extra, ...profileContent(profile) };
+    if (reason !== undefined) content.reason = reason;
+    // An invite's is_direct carries over, so the client keeps treating the room as a DM.
+    if (current?.membership === 'join') {
+      // Joining again is a no-op in Synapse unless the profile changed; keep the event stream quiet.
+      return roomId;
+    }
+    await this.membershipEvent(userId, roomId, userId, 'join', content);
+    return roomId;
+  }
+
+  async invite(sender: string, roomId: string, target: string, reason?: string): Promise<void> {
+    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
+    const { room } = await this.room(roomId);
+    const m = await this.store.membership(target, room.room_nid);
+    if (m?.membership === 'join') throw forbidden(`${target} is already in the room.`);
+    if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
+    const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
+    if (reason !== undefined) extra.reason = reason;
+    await this.membershipEvent(sender, roomId, target, 'invite', extra);
+  }
+
+  async leave(userId: string, roomId: string, reason?: string): Promise<void> {
+    const { room } = await this.room(roomId).catch(() => {
+      throw notFound(`Unknown room ${roomId}`);
+    });
+    const m = await this.store.membership(userId, room.room_nid);
+    if (!m || m.membership === 'leave') throw forbidden(`User ${userId} is not in room ${roomId}`);
+    await this.membershipEvent(userId, roomId, userId, 'leave', reason !== undefined ? { reason } : {});
+  }
+
+  async kick(sender: string, roomId: string, target: string, reason?: string): Promise<void> {
+    const { room } = await this.room(roomId);
+    const m = await this.store.membership(target, room.room_nid);
+    if (!m || !['join', 'invite', 'knock'].includes(m.membership)) throw forbidden(`${target} is not in the room`);
+    await this.membershipEvent(sender, roomId, target, 'leave', reason !== undefined ? { reason } : {});
+  }
+
+  async ban(sender: string, roomId: string, target: string, reason?: string): Promise<void> {
+    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
+    await this.membershipEvent(sender, roomId, target, 'ban', reason !== undefined ? { reason } : {});
+  }
+
+  async unban(sender: string, roomId: string, target: string, reason?: string): Promise<void> {
+    const { room } = await this.room(roomId);
+    const m = await this.store.membership(target, room.room_nid);
+    if (m?.membership !== 'ban') throw forbidden(`${target} is not banned`);
+    await this.membershipEvent(sender, roomId, target, 'leave', reason !== undefined ? { reason } : {});
+  }
+
+  async knock(userId: string, idOrAlias: string, reason?: string): Promise<string> {
+    const roomId = await this.resolveRoom(idOrAlias);
+    const { version } = await this.room(roomId);
+    if (!version.knockJoinRule) throw forbidden(`Room version ${version.id} does not support knocking`);
+    const extra: Record<string, unknown> = profileContent((await this.profileOf(userId)) ?? {});
+    if (reason !== undefined) extra.reason = reason;
+    await this.membershipEvent(userId, roomId, userId, 'knock', extra);
+    return roomId;
+  }
+
+  async forget(userId: string, roomId: string): Promise<void> {
+    const { room } = await this.room(roomId);
+    const m = await this.store.membership(userId, room.room_nid);
+    if (!m) throw notFound('Room not found');
+    if (m.membership === 'join' || m.membership === 'invite' || m.membership === 'knock') {
+      throw new MatrixError(400, 'M_UNKNOWN', 'User must leave the room before forgetting it');
+    }
+    await this.store.setForgotten(userId, room.room_nid);
+  }
+
+  /** Sends a message-like event, idempotent per device and transaction id. */
+  async send(me: Requester, roomId: string, type: string, content: Record<string, unknown>, txnId?: string): Promise<string> {
+    if (txnId !== undefined) {
+      const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
+      if (existing) return existing;
+    }
+    await this.requireJoined(me.userId, roomId);
+    const draft: EventDraft = { type, sender: me.userId, content };
+    if (txnId !== undefined) draft.txn = { deviceId: me.deviceId, txnId };
+    try {
+      return (await this.engine.send(roomId, draft)).eventId;
+    } catch (err) {
+      // A retry raced the first attempt: answer with the event that won.
+      if (txnId !== undefined && isUniqueViolation(err)) {
+        const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
+        if (existing) return existing;
+      }
+      throw err;
+    }
+  }
+
+  async setState(me: Requester, roomId: string, type: string, key: string, content: Record<string, unknown>): Promise<string> {
+    if (type === 'm.room.member') return this.setMembershipState(me, roomId, key, content);
+    const { room } = await this.room(roomId);
+    await this.requireJoined(me.userId, roomId);
+    if (type === 'm.room.canonical_alias') await this.checkCanonicalAlias(roomId, content);
+    // Setting the same content again makes no new event, as in Synapse.
+    const existing = await this.stateFor(room.room_nid, [[type, key]]);
+    const prev = existing.get(stateKey(type, key));
+    if (prev && prev.sender === me.userId && JSON.stringify(prev.content) === JSON.stringify(content)) return prev.event_id!;
+    const ev = await this.engine.send(roomId, { type, sender: me.userId, content, stateKey: key });
+    return ev.eventId;
+  }
+
+  private async setMembershipState(me: Requester, roomId: string, target: string, content: Record<string, unknown>): Promise<string> {
+    const membership = content.membership;
+    if (typeof membership !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'membership must be a string');
+    await this.room(roomId);
+    const ev = await this.engine.send(roomId, { type: 'm.room.member', sender: me.userId, content, stateKey: target });
+    return ev.eventId;
+  }
+
+  private async checkCanonicalAlias(roomId: string, content: Record<string, unknown>): Promise<void> {
+    const all = [content.alias, ...(Array.isArray(content.alt_aliases) ? content.alt_aliases : [])].filter((a) => a !== undefined && a !== null);
+    for (const a of all) {
+      if (typeof a !== 'string' || !isValidRoomAlias(a)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid alias ${String(a)}`);
+      if ((await this.aliases.resolve(a)) !== roomId) throw new MatrixError(400, 'M_BAD_ALIAS', `Room alias ${a} does not point to the room`);
+    }
+  }
+
+  async redact(me: Requester, roomId: string, eventId: string, reason: string | undefined, txnId: string): Promise<string> {
+    const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
+    if (existing) return existing;
+    const room = await this.requireJoined(me.userId, roomId);
+    const { version } = await this.room(roomId);
+    const target = await this.store.eventById(eventId);
+    if (target && target.room_id === roomId && target.sender !== me.userId) {
+      const state = await this.stateFor(room.room_nid, [['m.room.power_levels', ''], ['m.room.create', '']]);
+      const pl = state.get(stateKey('m.room.power_levels', ''))?.content as PowerLevelsContent | undefined;
+      const create = state.get(stateKey('m.room.create', ''));
+      if (userLevel(pl, me.userId, create) < actionLevel(pl, 'redact')) throw forbidden("You don't have permission to redact events");
+    }
+    const content: Record<string, unknown> = {};
+    if (reason !== undefined) content.reason = reason;
+    if (version.redactsInContent) content.redacts = eventId;
+    // A redaction of an unknown event or one in another room is sent but redacts nothing.
+    const redacts = target && target.room_id === roomId ? eventId : undefined;
+    const ev = await this.engine.send(roomId, { type: 'm.room.redaction', sender: me.userId, content, redacts, txn: { deviceId: me.deviceId, txnId } });
+    if (!redacts && !version.redactsInContent) (ev.pdu as { redacts?: string }).redacts = eventId;
+    return ev.eventId;
+  }
+
+  /** Resends the user's member event in every joined room after a profile change. */
+  async profileChanged(userId: string): Promise<void> {
+    const profile = (await this.profileOf(userId)) ?? {};
+    for (const roomId of await this.store.joinedRoomIds(userId)) {
+      try {
+        const { room } = await this.room(roomId);
+        const cur = (await this.stateFor(room.room_nid, [['m.room.member', userId]])).get(stateKey('m.room.member', userId));
+        const content: Record<string, unknown> = { ...(cur?.content ?? {}), membership: 'join', ...profileContent(profile) };
+        if (!profile.displayname) delete content.displayname;
+        if (!profile.avatar_url) delete content.avatar_url;
+        await this.engine.send(roomId, { type: 'm.room.member', sender: userId, content, stateKey: userId });
+      } catch (err) {
+        this.log.warn({ err, roomId, userId }, 'could not update member event after profile change');
+      }
+    }
+  }
+
+  /** Leaves (or rejects) every room, for deactivation. */
+  async leaveAll(userId: string): Promise<void> {
+    const r = await this.store.db.raw(
+      `SELECT r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid
+       WHERE m.user_id = ? AND m.membership IN ('join', 'invite', 'knock')`,
+      [userId],
+    );
+    for (const { room_id } of r.rows as Array<{ room_id: string }>) {
+      await this.leave(userId, room_id).catch((err) => this.log.warn({ err, room_id }, 'leave on deactivation failed'));
+    }
+  }
+}
+
+/** Versions 1 and 2 use server-assigned event ids, which this server does not create. */
+export function isSupportedVersion(v: RoomVersion): boolean {
+  return v.eventIdFormat !== 'v1';
+}
+
+export function profileContent(p: Profile): Record<string, unknown> {
+  const c: Record<string, unknown> = {};
+  if (p.displayname) c.displayname = p.displayname;
+  if (p.avatar_url) c.avatar_url = p.avatar_url;
+  return c;
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}

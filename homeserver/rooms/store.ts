@@ -1,0 +1,366 @@
+import type { Bindings } from '../storage/db.ts';
+import type { Knex } from 'knex';
+import type { Db } from '../storage/db.ts';
+import type { PDU } from '../protocol/auth.ts';
+
+/** An event row as read for serving: the signed JSON plus the columns we query. */
+export interface EventRow {
+  event_nid: number;
+  event_id: string;
+  room_nid: number;
+  room_id: string;
+  room_version: string;
+  stream_pos: number;
+  depth: number;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  origin_server_ts: number;
+  state_before: number;
+  state_after: number;
+  replaces_nid: number | null;
+  membership: string | null;
+  redacted_by: string | null;
+  txn_device: string | null;
+  txn_id: string | null;
+  json: string;
+}
+
+export interface RoomRow {
+  room_nid: number;
+  room_id: string;
+  room_version: string;
+  creator: string;
+  published: boolean;
+  state_group: number | null;
+}
+
+/** What persisting one event writes, decided by the engine. */
+export interface NewEventRow {
+  eventId: string;
+  roomNid: number;
+  streamPos: number;
+  depth: number;
+  type: string;
+  stateKey: string | undefined;
+  sender: string;
+  originServerTs: number;
+  stateBefore: number;
+  stateAfter: number;
+  replacesNid: number | null;
+  membership: string | null;
+  relType: string | null;
+  relatesTo: string | null;
+  redacts: string | null;
+  txnDevice: string | null;
+  txnId: string | null;
+  json: string;
+}
+
+export const EVENT_COLUMNS = `e.event_nid, e.event_id, e.room_nid, r.room_id, r.room_version, e.stream_pos, e.depth, t.type,
+  sk.state_key, e.sender, e.origin_server_ts, e.state_before, e.state_after, e.replaces_nid, e.membership,
+  e.redacted_by, e.txn_device, e.txn_id, e.json`;
+export const EVENT_JOINS = `JOIN rooms r ON r.room_nid = e.room_nid JOIN event_types t ON t.type_nid = e.type_nid
+  LEFT JOIN state_keys sk ON sk.state_key_nid = e.state_key_nid`;
+
+/** Interned strings never change once assigned, so every worker may cache them forever. */
+class Interner {
+  private byName = new Map<string, number>();
+  private byNid = new Map<number, string>();
+  constructor(private table: string, private nidCol: string, private col: string) {}
+
+  async nid(db: Knex, name: string): Promise<number> {
+    const hit = this.byName.get(name);
+    if (hit !== undefined) return hit;
+    await db.raw(`INSERT INTO ${this.table} (${this.col}) VALUES (?) ON CONFLICT DO NOTHING`, [name]);
+    const r = await db.raw(`SELECT ${this.nidCol} AS nid FROM ${this.table} WHERE ${this.col} = ?`, [name]);
+    const nid = Number(r.rows[0].nid);
+    this.byName.set(name, nid);
+    this.byNid.set(nid, name);
+    return nid;
+  }
+
+  /** The nid if the string was ever interned; undefined means no row can refer to it. */
+  async lookup(db: Knex, name: string): Promise<number | undefined> {
+    const hit = this.byName.get(name);
+    if (hit !== undefined) return hit;
+    const r = await db.raw(`SELECT ${this.nidCol} AS nid FROM ${this.table} WHERE ${this.col} = ?`, [name]);
+    if (!r.rows[0]) return undefined;
+    const nid = Number(r.rows[0].nid);
+    this.byName.set(name, nid);
+    this.byNid.set(nid, name);
+    return nid;
+  }
+}
+
+export class RoomStore {
+  readonly types = new Interner('event_types', 'type_nid', 'type');
+  readonly stateKeys = new Interner('state_keys', 'state_key_nid', 'state_key');
+  private roomCache = new Map<string, RoomRow>();
+
+  constructor(readonly db: Db) {}
+
+  async room(roomId: string, db: Knex = this.db): Promise<RoomRow | undefined> {
+    const r = await db.raw('SELECT room_nid, room_id, room_version, creator, published, state_group FROM rooms WHERE room_id = ?', [roomId]);
+    return r.rows[0] as RoomRow | undefined;
+  }
+
+  /** Version and nid never change: cached. */
+  async roomMeta(roomId: string): Promise<RoomRow | undefined> {
+    const hit = this.roomCache.get(roomId);
+    if (hit) return hit;
+    const row = await this.room(roomId);
+    if (row) this.roomCache.set(roomId, row);
+    return row;
+  }
+
+  async insertRoom(trx: Knex, roomId: string, version: string, creator: string): Promise<number> {
+    const r = await trx.raw(
+      'INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) RETURNING room_nid',
+      [roomId, version, creator, Date.now()],
+    );
+    return Number(r.rows[0].room_nid);
+  }
+
+  async lockRoom(trx: Knex, roomNid: number): Promise<void> {
+    // Events of one room are persisted in order, also across workers.
+    await trx.raw('SELECT pg_advisory_xact_lock(1, ?)', [roomNid]);
+  }
+
+  async forwardExtremities(trx: Knex, roomNid: number): Promise<Array<{ event_id: string; depth: number }>> {
+    const r = await trx.raw(
+      `SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+       WHERE f.room_nid = ? ORDER BY e.depth DESC, e.stream_pos DESC LIMIT 10`,
+      [roomNid],
+    );
+    return r.rows;
+  }
+
+  async setForwardExtremities(trx: Knex, roomNid: number, remove: string[], add: string): Promise<void> {
+    if (remove.length) await trx.raw('DELETE FROM forward_extremities WHERE room_nid = ? AND event_id = ANY(?)', [roomNid, remove]);
+    await trx.raw('INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING', [roomNid, add]);
+  }
+
+  /** Current state entries for the given (type, state_key) pairs, with the event JSON. */
+  async currentStateFor(db: Knex, roomNid: number, pairs: Array<[string, string]>): Promise<Array<{ type: string; state_key: string; event_nid: number; event_id: string; json: string }>> {
+    if (pairs.length === 0) return [];
+    const types = pairs.map((p) => p[0]);
+    const keys = pairs.map((p) => p[1]);
+    const r = await db.raw(
+      `SELECT t.type, sk.state_key, e.event_nid, e.event_id, e.json
+       FROM unnest(?::text[], ?::text[]) AS want(type, state_key)
+       JOIN event_types t ON t.type = want.type
+       JOIN state_keys sk ON sk.state_key = want.state_key
+       JOIN current_state cs ON cs.room_nid = ? AND cs.type_nid = t.type_nid AND cs.state_key_nid = sk.state_key_nid
+       JOIN events e ON e.event_nid = cs.event_nid`,
+      [types, keys, roomNid],
+    );
+    return r.rows;
+  }
+
+  /** The whole current state of a room, optionally only some types. */
+  async currentState(db: Knex, roomNid: number, types?: string[]): Promise<EventRow[]> {
+    const r = await db.raw(
+      `SELECT ${EVENT_COLUMNS} FROM current_state cs JOIN events e ON e.event_nid = cs.event_nid ${EVENT_JOINS}
+       WHERE cs.room_nid = ? ${types ? 'AND t.type = ANY(?)' : ''}`,
+      types ? [roomNid, types] : [roomNid],
+    );
+    return r.rows;
+  }
+
+  async nextStateGroup(trx: Knex, roomNid: number, prevGroup: number | null, full: boolean): Promise<{ group: number; chainLen: number }> {
+    let chainLen = 0;
+    if (prevGroup !== null && !full) {
+      const r = await trx.raw('SELECT chain_len FROM state_groups WHERE state_group = ?', [prevGroup]);
+      chainLen = Number(r.rows[0].chain_len) + 1;
+    }
+    const r = await trx.raw(
+      'INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES (?, ?, ?) RETURNING state_group',
+      [roomNid, full ? null : prevGroup, chainLen],
+    );
+    return { group: Number(r.rows[0].state_group), chainLen };
+  }
+
+  async chainLen(trx: Knex, group: number): Promise<number> {
+    const r = await trx.raw('SELECT chain_len FROM state_groups WHERE state_group = ?', [group]);
+    return Number(r.rows[0].chain_len);
+  }
+
+  async insertStateEntries(trx: Knex, group: number, entries: Array<{ typeNid: number; keyNid: number; eventNid: number }>): Promise<void> {
+    if (!entries.length) return;
+    await trx.raw(
+      `INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
+       SELECT ?, * FROM unnest(?::int[], ?::int[], ?::bigint[])`,
+      [group, entries.map((e) => e.typeNid), entries.map((e) => e.keyNid), entries.map((e) => e.eventNid)],
+    );
+  }
+
+  /** Copies the current state of a room as the entries of a full snapshot. */
+  async snapshotCurrentState(trx: Knex, group: number, roomNid: number): Promise<void> {
+    await trx.raw(
+      `INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
+       SELECT ?, type_nid, state_key_nid, event_nid FROM current_state WHERE room_nid = ?`,
+      [group, roomNid],
+    );
+  }
+
+  /**
+   * State at a snapshot: walks the delta chain (at most ~100 links) and keeps, for each key, the
+   * entry of the newest group. `pairs` restricts it to some keys.
+   */
+  async stateAtGroup(db: Knex, group: number, filter?: { types?: string[]; pairs?: Array<[string, string]>; members?: string[]; extra?: { sql: string; params: Bindings } }): Promise<EventRow[]> {
+    const conds: string[] = ['TRUE'];
+    const params: Bindings = [group];
+    if (filter?.members) {
+      // Lazy-loading: every state event but only these users' member events.
+      conds.push("(t.type <> 'm.room.member' OR sk.state_key = ANY(?))");
+      params.push(filter.members);
+    }
+    if (filter?.pairs) {
+      conds.push('(t.type, sk.state_key) IN (SELECT * FROM unnest(?::text[], ?::text[]))');
+      params.push(filter.pairs.map((p) => p[0]), filter.pairs.map((p) => p[1]));
+    }
+    if (filter?.types) {
+      conds.push('t.type = ANY(?)');
+      params.push(filter.types);
+    }
+    const extra = filter?.extra ?? { sql: '', params: [] };
+    params.push(...extra.params);
+    const r = await db.raw(
+      `WITH RECURSIVE chain(state_group, prev_group, n) AS (
+         SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = ?
+         UNION ALL
+         SELECT g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group
+       ),
+       entries AS (
+         SELECT DISTINCT ON (se.type_nid, se.state_key_nid) se.event_nid
+         FROM chain c JOIN state_group_entries se ON se.state_group = c.state_group
+         ORDER BY se.type_nid, se.state_key_nid, c.n
+       )
+       SELECT ${EVENT_COLUMNS} FROM entries en JOIN events e ON e.event_nid = en.event_nid ${EVENT_JOINS}
+       WHERE ${conds.join(' AND ')} ${extra.sql}`,
+      params,
+    );
+    return r.rows;
+  }
+
+  async insertEvent(trx: Knex, ev: NewEventRow): Promise<number> {
+    const typeNid = await this.types.nid(trx, ev.type);
+    const keyNid = ev.stateKey === undefined ? null : await this.stateKeys.nid(trx, ev.stateKey);
+    const r = await trx.raw(
+      `INSERT INTO events (event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
+         state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
+      [ev.eventId, ev.roomNid, ev.streamPos, ev.depth, typeNid, keyNid, ev.sender, ev.originServerTs, ev.stateBefore,
+        ev.stateAfter, ev.replacesNid, ev.membership, ev.relType, ev.relatesTo, ev.redacts, ev.txnDevice, ev.txnId, ev.json],
+    );
+    return Number(r.rows[0].event_nid);
+  }
+
+  async insertEdges(trx: Knex, eventNid: number, prevEvents: string[], authNids: number[]): Promise<void> {
+    if (prevEvents.length) {
+      await trx.raw('INSERT INTO event_edges (event_nid, prev_event_id) SELECT ?, unnest(?::text[])', [eventNid, prevEvents]);
+    }
+    if (authNids.length) {
+      await trx.raw('INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT ?, unnest(?::bigint[])', [eventNid, authNids]);
+    }
+  }
+
+  async setCurrentState(trx: Knex, roomNid: number, type: string, stateKey: string, eventNid: number): Promise<{ typeNid: number; keyNid: number }> {
+    const typeNid = await this.types.nid(trx, type);
+    const keyNid = await this.stateKeys.nid(trx, stateKey);
+    await trx.raw(
+      `INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid) VALUES (?, ?, ?, ?)
+       ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid`,
+      [roomNid, typeNid, keyNid, eventNid],
+    );
+    return { typeNid, keyNid };
+  }
+
+  async setRoomStateGroup(trx: Knex, roomNid: number, group: number): Promise<void> {
+    await trx.raw('UPDATE rooms SET state_group = ? WHERE room_nid = ?', [group, roomNid]);
+  }
+
+  async setMembership(trx: Knex, userId: string, roomNid: number, membership: string, eventNid: number, streamPos: number, sender: string): Promise<void> {
+    await trx.raw(
+      `INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
+       VALUES (?, ?, ?, ?, ?, ?, FALSE)
+       ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
+         stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE`,
+      [userId, roomNid, membership, eventNid, streamPos, sender],
+    );
+  }
+
+  async recordTxn(trx: Knex, userId: string, deviceId: string, txnId: string, eventId: string): Promise<void> {
+    await trx.raw('INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)', [userId, deviceId, txnId, eventId]);
+  }
+
+  async txnEvent(userId: string, deviceId: string, txnId: string, db: Knex = this.db): Promise<string | undefined> {
+    const r = await db.raw('SELECT event_id FROM event_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?', [userId, deviceId, txnId]);
+    return r.rows[0]?.event_id;
+  }
+
+  async markRedacted(trx: Knex, targetEventId: string, redactionId: string): Promise<void> {
+    await trx.raw('UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL', [redactionId, targetEventId]);
+    await trx.raw('DELETE FROM event_search WHERE event_nid = (SELECT event_nid FROM events WHERE event_id = ?)', [targetEventId]);
+  }
+
+  async indexForSearch(trx: Knex, eventNid: number, roomNid: number, key: string, text: string): Promise<void> {
+    await trx.raw(
+      "INSERT INTO event_search (event_nid, room_nid, key, vector) VALUES (?, ?, ?, to_tsvector('simple', ?))",
+      [eventNid, roomNid, key, text],
+    );
+  }
+
+  async eventById(eventId: string, db: Knex = this.db): Promise<EventRow | undefined> {
+    const r = await db.raw(`SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS} WHERE e.event_id = ?`, [eventId]);
+    return r.rows[0];
+  }
+
+  async eventsByNid(nids: number[]): Promise<EventRow[]> {
+    if (!nids.length) return [];
+    const r = await this.db.raw(`SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS} WHERE e.event_nid = ANY(?)`, [nids]);
+    return r.rows;
+  }
+
+  async eventsById(ids: string[]): Promise<EventRow[]> {
+    if (!ids.length) return [];
+    const r = await this.db.raw(`SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS} WHERE e.event_id = ANY(?)`, [ids]);
+    return r.rows;
+  }
+
+  async membership(userId: string, roomNid: number, db: Knex = this.db): Promise<{ membership: string; event_nid: number; stream_pos: number; forgotten: boolean } | undefined> {
+    const r = await db.raw('SELECT membership, event_nid, stream_pos, forgotten FROM room_memberships WHERE user_id = ? AND room_nid = ?', [userId, roomNid]);
+    return r.rows[0];
+  }
+
+  async joinedRoomIds(userId: string): Promise<string[]> {
+    const r = await this.db.raw(
+      `SELECT r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid
+       WHERE m.user_id = ? AND m.membership = 'join'`,
+      [userId],
+    );
+    return r.rows.map((x: { room_id: string }) => x.room_id);
+  }
+
+  async joinedMembers(roomNid: number): Promise<string[]> {
+    const r = await this.db.raw("SELECT user_id FROM room_memberships WHERE room_nid = ? AND membership = 'join'", [roomNid]);
+    return r.rows.map((x: { user_id: string }) => x.user_id);
+  }
+
+  async setForgotten(userId: string, roomNid: number): Promise<void> {
+    await this.db.raw('UPDATE room_memberships SET forgotten = TRUE WHERE user_id = ? AND room_nid = ?', [userId, roomNid]);
+  }
+
+  async setPublished(roomId: string, published: boolean): Promise<void> {
+    await this.db.raw('UPDATE rooms SET published = ? WHERE room_id = ?', [published, roomId]);
+    const hit = this.roomCache.get(roomId);
+    if (hit) hit.published = published;
+  }
+}
+
+export function pduOf(row: { json: string; event_id: string }): PDU {
+  const pdu = JSON.parse(row.json) as PDU;
+  pdu.event_id = row.event_id;
+  return pdu;
+}

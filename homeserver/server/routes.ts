@@ -1,0 +1,39 @@
+import type { Routes } from '../http/app.ts';
+import type { Config } from '../config.ts';
+import { ROOM_VERSIONS } from '../protocol/room-versions.ts';
+import { isSupportedVersion } from '../rooms/service.ts';
+
+/** Spec versions whose client-server API this server implements. */
+export const SPEC_VERSIONS = ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10', 'v1.11'];
+
+/** Discovery and what the server can do: versions, .well-known, capabilities. */
+export function serverRoutes(r: Routes, config: Config): void {
+  r.raw('get', '/_matrix/client/versions', () => ({
+    versions: SPEC_VERSIONS,
+    unstable_features: {
+      'org.matrix.msc3440.stable': true, // threads
+      'org.matrix.msc2285.stable': true, // private read receipts
+      'org.matrix.msc3916.stable': false, // authenticated media: not yet
+    },
+  }), { auth: 'optional' });
+
+  r.raw('get', '/.well-known/matrix/client', () => ({ 'm.homeserver': { base_url: config.publicBaseUrl } }));
+  r.raw('get', '/.well-known/matrix/server', () => {
+    const host = new URL(config.publicBaseUrl).host;
+    return { 'm.server': host.includes(':') ? host : `${host}:443` };
+  });
+
+  r.client('get', '/capabilities', () => ({
+    capabilities: {
+      'm.change_password': { enabled: true },
+      'm.room_versions': {
+        default: config.defaultRoomVersion,
+        available: Object.fromEntries(Object.values(ROOM_VERSIONS).filter(isSupportedVersion).map((v) => [v.id, 'stable'])),
+      },
+      'm.set_displayname': { enabled: true },
+      'm.set_avatar_url': { enabled: true },
+      'm.3pid_changes': { enabled: false },
+      'm.get_login_token': { enabled: false },
+    },
+  }), { auth: true });
+}

@@ -1,0 +1,55 @@
+import type { Db } from './db.ts';
+
+/**
+ * Hands out positions of the one persistent stream (events, memberships, account data) and knows
+ * up to where everything is persisted.
+ *
+ * Concurrent writers take positions from a sequence and may commit out of order: a reader that
+ * used the highest committed position could skip an earlier one still in flight. Readers therefore
+ * only read up to `current`: the lowest position still in flight, minus one (as Synapse's id
+ * generators do).
+ */
+export class StreamTracker {
+  private inFlight = new Set<number>();
+  private maxDone: number;
+  private listeners: Array<(pos: number) => void> = [];
+
+  private constructor(start: number) {
+    this.maxDone = start;
+  }
+
+  static async open(db: Db): Promise<StreamTracker> {
+    const r = await db.raw('SELECT last_value, is_called FROM stream_positions');
+    const row = r.rows[0] as { last_value: number; is_called: boolean };
+    // Nothing is in flight when we start, so everything handed out so far is either there or lost.
+    return new StreamTracker(row.is_called ? Number(row.last_value) : 0);
+  }
+
+  /** Takes the next position inside the caller's transaction; call `done` after commit or rollback. */
+  async allocate(trx: Db): Promise<number> {
+    const r = await trx.raw("SELECT nextval('stream_positions') AS pos");
+    const pos = Number(r.rows[0].pos);
+    this.inFlight.add(pos);
+    return pos;
+  }
+
+  done(positions: number[]): void {
+    for (const p of positions) {
+      this.inFlight.delete(p);
+      if (p > this.maxDone) this.maxDone = p;
+    }
+    const now = this.current();
+    for (const l of this.listeners) l(now);
+  }
+
+  /** Every position at or below this one is persisted (or will never exist). */
+  current(): number {
+    let lowest = Infinity;
+    for (const p of this.inFlight) if (p < lowest) lowest = p;
+    return lowest === Infinity ? this.maxDone : Math.min(this.maxDone, lowest - 1);
+  }
+
+  onAdvance(listener: (pos: number) => void): void {
+    this.listeners.push(listener);
+  }
+}
