@@ -45,11 +45,11 @@ export function optionalBody(ctx: Context): Record<string, unknown> {
 
 /** Validates a value against a schema: missing required keys → M_MISSING_PARAM, else M_BAD_JSON. */
 export function validate<T extends z.ZodTypeAny>(schema: T, value: unknown): z.infer<T> {
-  const r = schema.safeParse(value);
+  const r = schema.safeParse(value, { reportInput: true });
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const where = issue.path.join('.') || 'body';
-  if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
+  if (issue.code === 'invalid_type' && !('input' in issue)) {
     throw new MatrixError(400, 'M_MISSING_PARAM', `Missing parameter: ${where}`);
   }
   throw new MatrixError(400, 'M_BAD_JSON', `Invalid parameter ${where}: ${issue.message}`);
