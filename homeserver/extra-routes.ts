@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import type { Routes } from './http/app.ts';
 import type { Config } from './config.ts';
 import type { Db } from './storage/db.ts';
@@ -7,6 +8,24 @@ import type { AccountDataStore } from './accountdata/store.ts';
 import type { StreamTracker } from './storage/stream.ts';
 import type { ProfileStore } from './profiles/store.ts';
 import type { AccountService } from './accounts/service.ts';
+import { PushRuleLock } from './push/store.ts';
+import { PushRulesService } from './push/service.ts';
+import { pushRoutes } from './push/routes.ts';
+import { SearchStore } from './search/store.ts';
+import { SearchService } from './search/service.ts';
+import { searchRoutes } from './search/routes.ts';
+import { RelationsStore } from './relations/store.ts';
+import { RelationsService } from './relations/service.ts';
+import { relationRoutes } from './relations/routes.ts';
+import { DirectoryStore } from './directory/store.ts';
+import { DirectoryService } from './directory/service.ts';
+import { directoryRoutes } from './directory/routes.ts';
+import { UpgradeStore } from './upgrades/store.ts';
+import { UpgradeService } from './upgrades/service.ts';
+import { upgradeRoutes } from './upgrades/routes.ts';
+import { TimestampStore } from './misc/store.ts';
+import { TimestampService } from './misc/service.ts';
+import { miscRoutes } from './misc/routes.ts';
 
 /** What the capabilities registered here may use. */
 export interface Deps {
@@ -21,4 +40,23 @@ export interface Deps {
 }
 
 /** Capabilities beyond the core: each registers its own routes. */
-export function registerExtraRoutes(_r: Routes, _deps: Deps): void {}
+export function registerExtraRoutes(r: Routes, deps: Deps): void {
+  const { config, db, rooms, reader, accountData, tracker, profiles, accounts } = deps;
+  const log = pino({ level: config.logLevel }).child({ component: 'extra' });
+  const current = () => tracker.current();
+
+  const push = new PushRulesService(accountData, new PushRuleLock(db));
+  // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
+  const registered = accounts.onRegistered;
+  accounts.onRegistered = async (userId) => {
+    await registered(userId);
+    await push.rules(userId).catch((err) => log.warn({ err, userId }, 'could not write default push rules'));
+  };
+  pushRoutes(r, push);
+
+  searchRoutes(r, new SearchService(new SearchStore(db), rooms.store, reader, current));
+  relationRoutes(r, new RelationsService(new RelationsStore(db), rooms.store, reader, current));
+  directoryRoutes(r, new DirectoryService(new DirectoryStore(db), rooms, config.serverName));
+  upgradeRoutes(r, new UpgradeService(rooms, new UpgradeStore(db), push, accountData, (u) => profiles.get(u), config.serverName, log));
+  miscRoutes(r, new TimestampService(new TimestampStore(db), rooms.store, reader));
+}

@@ -43,7 +43,9 @@ export class Visibility {
     const out: EventRow[] = [];
     for (const row of rows) {
       const at = await this.at(Number(row.state_after), userId);
-      if (allowed(at, row, current)) out.push(row);
+      // Users always see their own membership events, whatever the visibility.
+      const own = row.type === 'm.room.member' && row.state_key === userId;
+      if (own || allowed(at, row, current)) out.push(row);
     }
     return out;
   }

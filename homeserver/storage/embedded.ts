@@ -36,6 +36,7 @@ function nativeDir(log: (msg: string) => void): string {
     try {
       fs.rmSync(at, { force: true }); // a dangling link
       fs.symlinkSync(path.relative(path.dirname(at), path.join(root, source)), at);
+      log(`embedded PostgreSQL: re-created missing symlink ${target}`);
     } catch (e) { log(`embedded PostgreSQL: cannot create symlink ${at}: ${(e as Error).message}`); }
   }
   return path.join(root, 'native');

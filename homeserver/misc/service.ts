@@ -1,0 +1,37 @@
+import { forbidden, notFound } from '../http/errors.ts';
+import type { Requester } from '../http/context.ts';
+import type { RoomReader } from '../rooms/reader.ts';
+import type { RoomStore } from '../rooms/store.ts';
+import type { TimestampStore } from './store.ts';
+
+const BATCH = 50;
+/** How many events are looked at past ones the user may not see before giving up. */
+const MAX_SCANNED = 1000;
+
+/** GET /rooms/{roomId}/timestamp_to_event: the event closest to a time, in one direction. */
+export class TimestampService {
+  constructor(private store: TimestampStore, private rooms: RoomStore, private reader: RoomReader) {}
+
+  async closest(me: Requester, roomId: string, ts: number, dir: 'f' | 'b'): Promise<{ event_id: string; origin_server_ts: number }> {
+    const room = await this.rooms.roomMeta(roomId);
+    if (!room) throw forbidden(`User ${me.userId} not in room ${roomId}, or room does not exist`);
+    const m = await this.rooms.membership(me.userId, room.room_nid);
+    // As Synapse: members, or anyone when the room is world-readable.
+    if (m?.membership !== 'join') {
+      const hv = await this.rooms.currentStateFor(this.rooms.db, room.room_nid, [['m.room.history_visibility', '']]);
+      if (!hv.some((r) => JSON.parse(r.json).content?.history_visibility === 'world_readable')) {
+        throw forbidden(`User ${me.userId} not in room ${roomId}, and room previews are disabled`);
+      }
+    }
+    let after: { ts: number; pos: number } | undefined;
+    for (let scanned = 0; scanned < MAX_SCANNED; scanned += BATCH) {
+      const rows = await this.store.around(room.room_nid, ts, dir, BATCH, after);
+      const visible = await this.reader.visibility.filter(rows, me.userId, m);
+      if (visible.length) return { event_id: visible[0]!.event_id, origin_server_ts: Number(visible[0]!.origin_server_ts) };
+      if (rows.length < BATCH) break;
+      const last = rows[rows.length - 1]!;
+      after = { ts: Number(last.origin_server_ts), pos: Number(last.stream_pos) };
+    }
+    throw notFound(`Unable to find event from ${ts} in direction ${dir === 'f' ? 'forward' : 'backward'}`);
+  }
+}

@@ -1,0 +1,225 @@
+import { MatrixError } from '../http/errors.ts';
+import type { Requester } from '../http/context.ts';
+import type { RoomReader } from '../rooms/reader.ts';
+import type { EventRow, RoomStore } from '../rooms/store.ts';
+import { formatEvents, type ClientEvent } from '../rooms/format.ts';
+import { roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
+import { posToken } from '../sync/token.ts';
+import { highlightsIn, parseSearchTerm } from './query.ts';
+import type { SearchHit, SearchQuery, SearchRoom, SearchStore } from './store.ts';
+
+export const SEARCH_KEYS = ['content.body', 'content.name', 'content.topic'] as const;
+
+export interface RoomEventsCriteria {
+  search_term: string;
+  keys?: string[];
+  filter?: RoomEventFilter;
+  order_by?: 'rank' | 'recent';
+  event_context?: { before_limit?: number; after_limit?: number; include_profile?: boolean };
+  include_state?: boolean;
+  groupings?: { group_by?: Array<{ key: 'room_id' | 'sender' }> };
+}
+
+/** Where a search continues: which group ("all" or one room) and the position in the ordering. */
+interface Batch {
+  group: 'all' | 'room_id';
+  groupKey: string;
+  /** rank ordering: how many ranked matches were consumed; recent: the stream position reached. */
+  pos: number;
+}
+
+const DEFAULT_LIMIT = 10;
+const MAX_LIMIT = 1000;
+const MAX_CONTEXT = 100;
+/** Hops followed back through room upgrades when a filter names rooms. */
+const MAX_PREDECESSORS = 10;
+
+export function encodeBatch(b: Batch): string {
+  return Buffer.from(`${b.group}\n${b.groupKey}\n${b.pos}`, 'utf8').toString('base64url');
+}
+
+export function decodeBatch(raw: string): Batch {
+  const parts = Buffer.from(raw, 'base64url').toString('utf8').split('\n');
+  const [group, groupKey, pos] = parts;
+  if (parts.length !== 3 || (group !== 'all' && group !== 'room_id') || !/^\d+$/.test(pos!)) {
+    throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid next_batch');
+  }
+  return { group, groupKey: groupKey!, pos: Number(pos) };
+}
+
+/** Server-side search (POST /search), room_events category, as Synapse answers it. */
+export class SearchService {
+  constructor(private store: SearchStore, private rooms: RoomStore, private reader: RoomReader, private current: () => number) {}
+
+  async search(me: Requester, criteria: RoomEventsCriteria | undefined, nextBatch: string | undefined): Promise<Record<string, unknown>> {
+    if (!criteria) return { search_categories: {} };
+    const batch = nextBatch !== undefined ? decodeBatch(nextBatch) : undefined;
+    const filter = criteria.filter ?? {};
+    const limit = Math.min(Math.max(filter.limit ?? DEFAULT_LIMIT, 0), MAX_LIMIT);
+    const orderBy = criteria.order_by ?? 'rank';
+    const keys = criteria.keys ?? [...SEARCH_KEYS];
+    const groupKeys = new Set((criteria.groupings?.group_by ?? []).map((g) => g.key));
+    const parsed = parseSearchTerm(criteria.search_term);
+
+    const rooms = await this.searchableRooms(me.userId, filter, batch);
+    const empty = { results: [], count: 0, highlights: [] };
+    if (!parsed.tsquery || !rooms.length || limit === 0 || !keys.length) return { search_categories: { room_events: empty } };
+
+    const q: SearchQuery = { rooms, tsquery: parsed.tsquery, keys, filter };
+    const byNid = new Map(rooms.map((r) => [r.room_nid, r]));
+    const { rows, more, pos } = await this.collect(me.userId, q, byNid, orderBy, batch?.pos, limit);
+    const count = await this.store.count(q);
+
+    const rankOf = new Map(rows.map((x) => [x.row.event_nid, x.rank]));
+    const events = rows.map((x) => x.row);
+    const formatted = await formatEvents(this.rooms, events, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const highlights = new Set<string>();
+    for (const e of events) {
+      const c = JSON.parse(e.json).content ?? {};
+      for (const k of keys) {
+        const text = c[k.slice('content.'.length)];
+        if (typeof text === 'string') for (const h of highlightsIn(text, parsed)) highlights.add(h);
+      }
+    }
+
+    const contexts = criteria.event_context ? await this.contexts(me, events, filter, byNid, criteria.event_context) : undefined;
+    const results = formatted.map((ev, i) => {
+      const res: Record<string, unknown> = { rank: rankOf.get(events[i]!.event_nid), result: ev };
+      if (contexts) res.context = contexts[i];
+      return res;
+    });
+    const out: Record<string, unknown> = { results, count, highlights: [...highlights] };
+
+    if (more) {
+      const keep = batch && batch.group === 'room_id' ? { group: batch.group, groupKey: batch.groupKey } : { group: 'all' as const, groupKey: '' };
+      out.next_batch = encodeBatch({ ...keep, pos });
+    }
+    if (groupKeys.size) {
+      const groups: Record<string, Record<string, Record<string, unknown>>> = {};
+      if (groupKeys.has('room_id')) {
+        const g: Record<string, { results: string[]; order: number; next_batch?: string }> = {};
+        for (const e of events) {
+          const entry = (g[e.room_id] ??= { results: [], order: rankOf.get(e.event_nid)! });
+          entry.results.push(e.event_id);
+          if (more) entry.next_batch = encodeBatch({ group: 'room_id', groupKey: e.room_id, pos });
+        }
+        groups.room_id = g;
+      }
+      if (groupKeys.has('sender')) {
+        const g: Record<string, { results: string[]; order: number }> = {};
+        for (const e of events) (g[e.sender] ??= { results: [], order: rankOf.get(e.event_nid)! }).results.push(e.event_id);
+        groups.sender = g;
+      }
+      out.groups = groups;
+    }
+    if (criteria.include_state) {
+      const state: Record<string, ClientEvent[]> = {};
+      for (const roomId of new Set(events.map((e) => e.room_id))) state[roomId] = await this.reader.state(me, roomId);
+      out.state = state;
+    }
+    return { search_categories: { room_events: out } };
+  }
+
+  /** The user's rooms narrowed by the filter (plus the rooms those were upgraded from) and the batch's group. */
+  private async searchableRooms(userId: string, filter: RoomEventFilter, batch: Batch | undefined): Promise<SearchRoom[]> {
+    let wanted: { rooms?: string[]; not_rooms?: string[] } = filter;
+    if (filter.rooms) {
+      const all = new Set(filter.rooms);
+      for (const roomId of filter.rooms) {
+        let cur: string | undefined = roomId;
+        for (let i = 0; i < MAX_PREDECESSORS && cur; i++) {
+          cur = await this.store.predecessor(cur);
+          if (cur) all.add(cur);
+        }
+      }
+      wanted = { rooms: [...all], not_rooms: filter.not_rooms };
+    }
+    let rooms = (await this.store.roomsOf(userId, this.current())).filter((r) => roomAllowed(wanted, r.room_id));
+    if (batch?.group === 'room_id') rooms = rooms.filter((r) => r.room_id === batch.groupKey);
+    return rooms;
+  }
+
+  /**
+   * Walks the matches in order, keeping those the user may see (history visibility), until
+   * `limit` are kept. Returns where the walk stopped and whether more matches may follow.
+   */
+  private async collect(userId: string, q: SearchQuery, rooms: Map<number, SearchRoom>, orderBy: 'rank' | 'recent', from: number | undefined, limit: number): Promise<{ rows: Array<{ row: EventRow; rank: number }>; more: boolean; pos: number }> {
+    const kept: Array<{ row: EventRow; rank: number }> = [];
+    const batchSize = Math.min(Math.max(limit * 2, 20), 500);
+    let pos = from ?? (orderBy === 'rank' ? 0 : Number.MAX_SAFE_INTEGER);
+    for (let round = 0; round < 10; round++) {
+      const hits: SearchHit[] = orderBy === 'rank'
+        ? await this.store.byRank(q, pos, batchSize)
+        : await this.store.byRecent(q, pos, batchSize);
+      const visible = await this.visible(userId, hits, rooms);
+      for (let i = 0; i < hits.length; i++) {
+        const h = hits[i]!;
+        pos = orderBy === 'rank' ? pos + 1 : h.stream_pos;
+        const row = visible.get(h.event_nid);
+        if (row) kept.push({ row, rank: h.rank });
+        if (kept.length === limit) return { rows: kept, more: i < hits.length - 1 || hits.length === batchSize, pos };
+      }
+      if (hits.length < batchSize) return { rows: kept, more: false, pos };
+    }
+    return { rows: kept, more: true, pos };
+  }
+
+  private async visible(userId: string, hits: SearchHit[], rooms: Map<number, SearchRoom>): Promise<Map<number, EventRow>> {
+    const rows = await this.rooms.eventsByNid(hits.map((h) => h.event_nid));
+    const byRoom = new Map<number, EventRow[]>();
+    for (const row of rows) {
+      const list = byRoom.get(Number(row.room_nid)) ?? [];
+      list.push(row);
+      byRoom.set(Number(row.room_nid), list);
+    }
+    const out = new Map<number, EventRow>();
+    for (const [roomNid, list] of byRoom) {
+      const room = rooms.get(roomNid)!;
+      for (const row of await this.reader.visibility.filter(list, userId, room)) out.set(Number(row.event_nid), row);
+    }
+    return out;
+  }
+
+  private async contexts(me: Requester, events: EventRow[], filter: RoomEventFilter, rooms: Map<number, SearchRoom>, opts: NonNullable<RoomEventsCriteria['event_context']>): Promise<Array<Record<string, unknown>>> {
+    const before = Math.min(opts.before_limit ?? 5, MAX_CONTEXT);
+    const after = Math.min(opts.after_limit ?? 5, MAX_CONTEXT);
+    const fmt = (rows: EventRow[]) => formatEvents(this.rooms, rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const out: Array<Record<string, unknown>> = [];
+    for (const ev of events) {
+      const room = rooms.get(Number(ev.room_nid))!;
+      const pos = Number(ev.stream_pos);
+      const [b, a] = await Promise.all([
+        before ? this.reader.eventsBetween(room.room_nid, pos - 1, undefined, 'b', before, filter) : [],
+        after ? this.reader.eventsBetween(room.room_nid, pos, room.ceiling, 'f', after, filter) : [],
+      ]);
+      const [vb, va] = await Promise.all([
+        this.reader.visibility.filter(b, me.userId, room),
+        this.reader.visibility.filter(a, me.userId, room),
+      ]);
+      const ctx: Record<string, unknown> = {
+        start: posToken(b.length ? Number(b[b.length - 1]!.stream_pos) - 1 : pos - 1),
+        end: posToken(a.length ? Number(a[a.length - 1]!.stream_pos) : pos),
+        events_before: await fmt(vb),
+        events_after: await fmt(va),
+      };
+      if (opts.include_profile) ctx.profile_info = await this.profiles([...vb, ev, ...va], va.length ? va[va.length - 1]! : ev);
+      out.push(ctx);
+    }
+    return out;
+  }
+
+  /** The senders' display names and avatars as they were at `at` (historic profiles). */
+  private async profiles(events: EventRow[], at: EventRow): Promise<Record<string, { displayname?: string; avatar_url?: string }>> {
+    const senders = [...new Set(events.map((e) => e.sender))];
+    const rows = await this.rooms.stateAtGroup(this.rooms.db, Number(at.state_after), { pairs: senders.map((s) => ['m.room.member', s]) });
+    const out: Record<string, { displayname?: string; avatar_url?: string }> = {};
+    for (const ev of await formatEvents(this.rooms, rows)) {
+      const p: { displayname?: string; avatar_url?: string } = {};
+      if (typeof ev.content.displayname === 'string') p.displayname = ev.content.displayname;
+      if (typeof ev.content.avatar_url === 'string') p.avatar_url = ev.content.avatar_url;
+      out[ev.state_key as string] = p;
+    }
+    return out;
+  }
+}
+

@@ -1,0 +1,26 @@
+// POST /rooms/{roomId}/upgrade {new_version}   replace a room with one of another room version
+import { z } from 'zod';
+import type { Routes } from '../http/app.ts';
+import { jsonBody, validate } from '../http/body.ts';
+import { requireKeys } from '../misc/params.ts';
+import { requester } from '../http/context.ts';
+import { MatrixError } from '../http/errors.ts';
+import { isValidRoomId } from '../protocol/identifiers.ts';
+import type { UpgradeService } from './service.ts';
+
+const upgradeSchema = z.object({
+  new_version: z.string(),
+  additional_creators: z.array(z.string()).optional(),
+}).passthrough();
+
+export function upgradeRoutes(r: Routes, upgrades: UpgradeService): void {
+  r.client('post', '/rooms/:roomId/upgrade', async (ctx) => {
+    const roomId = ctx.params.roomId!;
+    if (!isValidRoomId(roomId)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${roomId}`);
+    const raw = jsonBody(ctx);
+    requireKeys(raw, ['new_version']);
+    const b = validate(upgradeSchema, raw);
+    // additional_creators only matters for room versions 12 and later, which this server does not offer.
+    return { replacement_room: await upgrades.upgrade(requester(ctx), roomId, b.new_version) };
+  }, { auth: true });
+}

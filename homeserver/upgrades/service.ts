@@ -1,0 +1,231 @@
+import type { Logger } from 'pino';
+import { MatrixError, forbidden, notFound } from '../http/errors.ts';
+import type { Requester } from '../http/context.ts';
+import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
+import { defaultPowerLevels, requiredLevelForEvent, toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import type { EventDraft } from '../rooms/engine.ts';
+import { formatEvents, type ClientEvent } from '../rooms/format.ts';
+import { isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
+import type { AccountDataStore } from '../accountdata/store.ts';
+import type { PushRulesService } from '../push/service.ts';
+import { copyRoomRules } from '../push/rules.ts';
+import type { UpgradeStore } from './store.ts';
+
+/** State copied to the replacement room, in the order Synapse sends it (join rules first). */
+const COPIED_STATE = [
+  'm.room.join_rules',
+  'm.room.history_visibility',
+  'm.room.guest_access',
+  'm.room.name',
+  'm.room.topic',
+  'm.room.avatar',
+  'm.room.encryption',
+  'm.room.server_acl',
+];
+
+/**
+ * Power levels as integers (rooms before v10 allow numeric strings, later versions do not);
+ * values that are not power levels at all are dropped. As Synapse's
+ * copy_and_fixup_power_levels_contents, which raises on them instead.
+ */
+export function fixupPowerLevels(content: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(content)) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      const inner: Record<string, number> = {};
+      for (const [k1, v1] of Object.entries(v)) {
+        const n = typeof v1 === 'boolean' ? undefined : toPowerLevel(v1);
+        if (n !== undefined) inner[k1] = n;
+      }
+      out[k] = inner;
+    } else {
+      const n = typeof v === 'boolean' ? undefined : toPowerLevel(v);
+      if (n !== undefined) out[k] = n;
+    }
+  }
+  return out;
+}
+
+/** Room upgrades (POST /rooms/{roomId}/upgrade), following the spec's server behaviour and Synapse. */
+export class UpgradeService {
+  private inProgress = new Map<string, { userId: string; result: Promise<string> }>();
+
+  constructor(
+    private rooms: RoomService,
+    private store: UpgradeStore,
+    private push: PushRulesService,
+    private accountData: AccountDataStore,
+    private profileOf: (userId: string) => Promise<Profile | undefined>,
+    private serverName: string,
+    private log: Logger,
+  ) {}
+
+  async upgrade(me: Requester, roomId: string, newVersion: string): Promise<string> {
+    const version = getRoomVersion(newVersion);
+    if (!version || !isSupportedVersion(version)) {
+      throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', 'Your homeserver does not support this room version');
+    }
+    const room = await this.rooms.store.roomMeta(roomId);
+    if (!room) throw notFound(`Unknown room id ${roomId}`);
+    // The same user asking again while an upgrade runs gets the same answer, as in Synapse.
+    const running = this.inProgress.get(roomId);
+    if (running) {
+      if (running.userId !== me.userId) throw new MatrixError(400, 'M_UNKNOWN', 'An upgrade for this room is currently in progress');
+      return running.result;
+    }
+    const result = this.run(me, roomId, version);
+    this.inProgress.set(roomId, { userId: me.userId, result });
+    try {
+      return await result;
+    } finally {
+      this.inProgress.delete(roomId);
+    }
+  }
+
+  private async run(me: Requester, oldRoomId: string, version: RoomVersion): Promise<string> {
+    const { room: old, version: oldVersion } = await this.rooms.room(oldRoomId);
+    const m = await this.rooms.store.membership(me.userId, old.room_nid);
+    if (m?.membership !== 'join') throw forbidden(`User ${me.userId} not in room ${oldRoomId}`);
+
+    const state = await this.currentState(old.room_nid);
+    const create = state.get('m.room.create')!;
+    const oldPl = state.get('m.room.power_levels')?.content as PowerLevelsContent | undefined;
+    // The spec's first step: the upgrader must be allowed to send the tombstone.
+    const mine = userLevel(oldPl, me.userId, create, oldVersion);
+    if (mine < requiredLevelForEvent(oldPl, 'm.room.tombstone', true)) throw forbidden('You cannot upgrade this room');
+
+    const newRoomId = this.rooms.newRoomId();
+    const creationContent: Record<string, unknown> = {
+      room_version: version.id,
+      predecessor: { room_id: oldRoomId, event_id: await this.store.lastEventId(old.room_nid) },
+    };
+    if (!version.implicitRoomCreator) creationContent.creator = me.userId;
+    if (create.content['m.federate'] === false) creationContent['m.federate'] = false;
+    const roomType = create.content.type;
+    if (roomType !== undefined) creationContent.type = roomType;
+
+    // The upgrader may need more power in the new room to copy all the state; they get it back below.
+    const restoredPl = oldPl ? fixupPowerLevels(oldPl as Record<string, unknown>) : undefined;
+    const initialPl = restoredPl ? structuredClone(restoredPl) : (defaultPowerLevels(me.userId, version) as Record<string, unknown>);
+    if (restoredPl) {
+      const events = Object.values((initialPl.events as Record<string, number> | undefined) ?? {});
+      const needed = Math.max((initialPl.state_default as number | undefined) ?? 50, (initialPl.ban as number | undefined) ?? 50, ...events, 0);
+      const users = { ...((initialPl.users as Record<string, number> | undefined) ?? {}) };
+      initialPl.users = users;
+      const current = users[me.userId] ?? (initialPl.users_default as number | undefined) ?? 0;
+      if (current < needed) users[me.userId] = needed;
+    }
+
+    const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: me.userId, content, stateKey: key });
+    const drafts: EventDraft[] = [
+      s('m.room.create', creationContent),
+      s('m.room.member', { membership: 'join', ...profileContent((await this.profileOf(me.userId)) ?? {}) }, me.userId),
+      s('m.room.power_levels', initialPl),
+    ];
+    // Rooms without these state events behave as if they had these defaults; make them explicit.
+    if (!state.has('m.room.join_rules')) drafts.push(s('m.room.join_rules', { join_rule: 'invite' }));
+    if (!state.has('m.room.history_visibility')) drafts.push(s('m.room.history_visibility', { history_visibility: 'shared' }));
+    for (const type of COPIED_STATE) {
+      const ev = state.get(type);
+      if (ev) drafts.push(s(type, ev.content));
+    }
+    if (roomType === 'm.space') {
+      for (const child of await this.rooms.store.currentState(this.rooms.store.db, old.room_nid, ['m.space.child'])) {
+        const [ev] = await formatEvents(this.rooms.store, [child]);
+        if (ev && Object.keys(ev.content).length) drafts.push(s('m.space.child', ev.content, ev.state_key as string));
+      }
+    }
+    await this.rooms.engine.createRoom(newRoomId, version, me.userId, drafts);
+    if (old.published) await this.rooms.store.setPublished(newRoomId, true);
+
+    // Bans carry over; a ban the auth rules refuse (a target above the upgrader) is skipped.
+    for (const member of await this.rooms.store.currentState(this.rooms.store.db, old.room_nid, ['m.room.member'])) {
+      if (member.membership !== 'ban') continue;
+      const [ev] = await formatEvents(this.rooms.store, [member]);
+      await this.rooms.engine.send(newRoomId, s('m.room.member', ev!.content, member.state_key!))
+        .catch((err) => this.log.warn({ err, roomId: newRoomId, user: member.state_key }, 'could not copy ban to upgraded room'));
+    }
+
+    await this.rooms.engine.send(oldRoomId, s('m.room.tombstone', { body: 'This room has been replaced', replacement_room: newRoomId }));
+
+    await this.moveAliases(me, oldRoomId, newRoomId, state.get('m.room.canonical_alias'));
+    for (const userId of await this.store.localJoined(old.room_nid, this.serverName)) {
+      await this.copyUserState(userId, oldRoomId, newRoomId).catch((err) => this.log.warn({ err, userId }, 'could not copy user state to upgraded room'));
+    }
+    if (old.published) await this.rooms.store.setPublished(oldRoomId, false);
+
+    if (restoredPl) {
+      // Stop ordinary users from talking or inviting in the old room.
+      const pl = fixupPowerLevels(oldPl as Record<string, unknown>);
+      const restricted = Math.max(((pl.users_default as number | undefined) ?? 0) + 1, 50);
+      let changed = false;
+      for (const key of ['invite', 'events_default']) {
+        if (((pl[key] as number | undefined) ?? 0) < restricted) {
+          pl[key] = restricted;
+          changed = true;
+        }
+      }
+      if (changed) {
+        await this.rooms.engine.send(oldRoomId, s('m.room.power_levels', pl))
+          .catch((err) => this.log.warn({ err, roomId: oldRoomId }, 'could not restrict power levels of the upgraded room'));
+      }
+      await this.rooms.engine.send(newRoomId, s('m.room.power_levels', restoredPl));
+    }
+    return newRoomId;
+  }
+
+  /** The current state of the types an upgrade reads, as client events (redactions applied). */
+  private async currentState(roomNid: number): Promise<Map<string, ClientEvent>> {
+    const rows = await this.rooms.store.currentState(this.rooms.store.db, roomNid, ['m.room.create', 'm.room.power_levels', 'm.room.canonical_alias', ...COPIED_STATE]);
+    const events = await formatEvents(this.rooms.store, rows.filter((r) => r.state_key === ''));
+    return new Map(events.map((e) => [e.type, e]));
+  }
+
+  /**
+   * Moves the local aliases to the new room; the canonical alias event moves the local aliases
+   * (main and alternative) from the old room's event to a new event in the new room.
+   */
+  private async moveAliases(me: Requester, oldRoomId: string, newRoomId: string, canonical: ClientEvent | undefined): Promise<void> {
+    await this.store.moveAliases(oldRoomId, newRoomId);
+    if (!canonical) return;
+    const local = (a: unknown): a is string => typeof a === 'string' && a.endsWith(`:${this.serverName}`);
+    const oldContent: Record<string, unknown> = { ...canonical.content };
+    const newContent: Record<string, unknown> = {};
+    if (local(oldContent.alias)) {
+      newContent.alias = oldContent.alias;
+      delete oldContent.alias;
+    }
+    if (Array.isArray(oldContent.alt_aliases) && oldContent.alt_aliases.length) {
+      const alt = oldContent.alt_aliases as unknown[];
+      newContent.alt_aliases = alt.filter(local);
+      const remaining = alt.filter((a) => !local(a));
+      if (remaining.length) oldContent.alt_aliases = remaining;
+      else delete oldContent.alt_aliases;
+    }
+    const send = (roomId: string, content: Record<string, unknown>) =>
+      this.rooms.engine.send(roomId, { type: 'm.room.canonical_alias', sender: me.userId, content, stateKey: '' })
+        .catch((err) => this.log.warn({ err, roomId }, 'could not update the canonical alias during a room upgrade'));
+    await send(oldRoomId, oldContent);
+    await send(newRoomId, newContent);
+  }
+
+  /** A member's tags, DM marking and room push rules follow the room to its replacement. */
+  private async copyUserState(userId: string, oldRoomId: string, newRoomId: string): Promise<void> {
+    const direct = await this.accountData.get(userId, '', 'm.direct');
+    if (direct) {
+      for (const [key, ids] of Object.entries(direct)) {
+        if (Array.isArray(ids) && ids.includes(oldRoomId) && !ids.includes(newRoomId)) {
+          await this.accountData.put(userId, '', 'm.direct', { ...direct, [key]: [...ids, newRoomId] });
+          break;
+        }
+      }
+    }
+    const tags = await this.accountData.get(userId, oldRoomId, 'm.tag');
+    const oldTags = (tags?.tags as Record<string, unknown> | undefined) ?? {};
+    if (Object.keys(oldTags).length) {
+      const current = ((await this.accountData.get(userId, newRoomId, 'm.tag'))?.tags as Record<string, unknown> | undefined) ?? {};
+      await this.accountData.put(userId, newRoomId, 'm.tag', { tags: { ...current, ...oldTags } });
+    }
+    await this.push.update(userId, (rules) => copyRoomRules(rules, oldRoomId, newRoomId));
+  }
+}
