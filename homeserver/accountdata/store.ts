@@ -33,7 +33,8 @@ export class AccountDataStore {
     } finally {
       this.tracker.done(positions);
     }
-    this.notifier.notify([userId], this.tracker.current());
+    const pos = positions[0]!;
+    this.tracker.whenVisible(pos, () => this.notifier.notify([userId], pos));
   }
 
   /** What changed in (since, to]; everything when since is undefined. */

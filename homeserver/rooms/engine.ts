@@ -135,7 +135,8 @@ export class RoomEngine {
     if (!events.length) return;
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
-    this.notifier.notify(keys, this.tracker.current());
+    const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
+    this.tracker.whenVisible(maxPos, () => this.notifier.notify(keys, maxPos));
     for (const l of this.listeners) {
       try {
         l(events, roomId);

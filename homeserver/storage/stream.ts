@@ -13,6 +13,7 @@ export class StreamTracker {
   private inFlight = new Set<number>();
   private maxDone: number;
   private listeners: Array<(pos: number) => void> = [];
+  private waiting: Array<{ pos: number; fn: () => void }> = [];
 
   private constructor(start: number) {
     this.maxDone = start;
@@ -39,7 +40,21 @@ export class StreamTracker {
       if (p > this.maxDone) this.maxDone = p;
     }
     const now = this.current();
+    if (this.waiting.length) {
+      const ready = this.waiting.filter((w) => w.pos <= now);
+      this.waiting = this.waiting.filter((w) => w.pos > now);
+      for (const w of ready) w.fn();
+    }
     for (const l of this.listeners) l(now);
+  }
+
+  /**
+   * Runs `fn` once everything up to `pos` is readable: a notification for a position that an
+   * earlier, still uncommitted one hides would wake readers that cannot see it yet.
+   */
+  whenVisible(pos: number, fn: () => void): void {
+    if (pos <= this.current()) fn();
+    else this.waiting.push({ pos, fn });
   }
 
   /** Every position at or below this one is persisted (or will never exist). */
