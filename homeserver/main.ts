@@ -108,7 +108,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   };
 }
 
-async function main(): Promise<void> {
+export async function main(): Promise<void> {
   const config = loadConfig();
   const log = pino({ level: config.logLevel });
   const hs = await startHomeserver(config, log);

