@@ -1,4 +1,4 @@
-import { pino } from 'pino';
+import type { Logger } from 'pino';
 import type { Routes } from './http/app.ts';
 import type { Config } from './config.ts';
 import type { Db } from './storage/db.ts';
@@ -37,12 +37,13 @@ export interface Deps {
   tracker: StreamTracker;
   profiles: ProfileStore;
   accounts: AccountService;
+  log: Logger;
 }
 
 /** Capabilities beyond the core: each registers its own routes. */
 export function registerExtraRoutes(r: Routes, deps: Deps): void {
   const { config, db, rooms, reader, accountData, tracker, profiles, accounts } = deps;
-  const log = pino({ level: config.logLevel }).child({ component: 'extra' });
+  const log = deps.log.child({ component: 'extra' });
   const current = () => tracker.current();
 
   const push = new PushRulesService(accountData, new PushRuleLock(db));

@@ -80,7 +80,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData, db);
   syncRoutes(routes, sync, db);
-  registerExtraRoutes(routes, { config, db, rooms, reader, accountData, tracker, profiles, accounts });
+  registerExtraRoutes(routes, { config, db, rooms, reader, accountData, tracker, profiles, accounts, log });
 
   const app = createApp(routes, log);
   const server = createServer(app.callback());

@@ -49,7 +49,7 @@ export function validate<T extends z.ZodTypeAny>(schema: T, value: unknown): z.i
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const where = issue.path.join('.') || 'body';
-  if (issue.code === 'invalid_type' && !('input' in issue)) {
+  if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
     throw new MatrixError(400, 'M_MISSING_PARAM', `Missing parameter: ${where}`);
   }
   throw new MatrixError(400, 'M_BAD_JSON', `Invalid parameter ${where}: ${issue.message}`);

@@ -280,6 +280,12 @@ function searchableText(draft: EventDraft): { key: string; value: string } | und
   const c = draft.content;
   if (draft.type === 'm.room.message' && typeof c.body === 'string') return { key: 'content.body', value: c.body };
   if (draft.type === 'm.room.name' && typeof c.name === 'string') return { key: 'content.name', value: c.name };
-  if (draft.type === 'm.room.topic' && typeof c.topic === 'string') return { key: 'content.topic', value: c.topic };
+  if (draft.type === 'm.room.topic') {
+    // The plain-text topic of m.topic counts too (spec: search keys).
+    const texts = [c.topic, ...(((c['m.topic'] as { 'm.text'?: Array<{ body?: unknown; mimetype?: unknown }> } | undefined)?.['m.text'] ?? [])
+      .filter((t) => t.mimetype === undefined || t.mimetype === 'text/plain').map((t) => t.body))];
+    const unique = [...new Set(texts.filter((t): t is string => typeof t === 'string' && t !== ''))];
+    if (unique.length) return { key: 'content.topic', value: unique.join('\n') };
+  }
   return undefined;
 }

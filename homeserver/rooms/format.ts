@@ -93,7 +93,7 @@ async function bundledRelations(store: RoomStore, rows: EventRow[], userId?: str
       // Only the original sender's edits count.
       if (rel.sender === originalSender.get(rel.relates_to)) latestEdit.set(rel.relates_to, rel.event_id);
     } else if (rel.rel_type === 'm.thread') {
-      const t = (agg['m.thread'] as { count: number; current_user_participated: boolean } | undefined) ?? { count: 0, current_user_participated: false };
+      const t = (agg['m.thread'] as { count: number; current_user_participated: boolean } | undefined) ?? { count: 0, current_user_participated: userId !== undefined && originalSender.get(rel.relates_to) === userId };
       t.count += 1;
       if (rel.sender === userId) t.current_user_participated = true;
       agg['m.thread'] = t;

@@ -20,31 +20,39 @@ export interface RoomEventsCriteria {
   groupings?: { group_by?: Array<{ key: 'room_id' | 'sender' }> };
 }
 
-/** Where a search continues: which group ("all" or one room) and the position in the ordering. */
-interface Batch {
-  group: 'all' | 'room_id';
-  groupKey: string;
-  /** rank ordering: how many ranked matches were consumed; recent: the stream position reached. */
-  pos: number;
-}
-
 const DEFAULT_LIMIT = 10;
 const MAX_LIMIT = 1000;
 const MAX_CONTEXT = 100;
 /** Hops followed back through room upgrades when a filter names rooms. */
 const MAX_PREDECESSORS = 10;
 
-export function encodeBatch(b: Batch): string {
-  return Buffer.from(`${b.group}\n${b.groupKey}\n${b.pos}`, 'utf8').toString('base64url');
+/** Where a search continues: which group ("all" or one room) and the last match returned. */
+interface Batch {
+  group: 'all' | 'room_id';
+  groupKey: string;
+  after: Cursor;
+}
+
+/** The last match of a page: its rank (rank ordering) and stream position. */
+interface Cursor {
+  rank?: number;
+  pos: number;
+}
+
+export function encodeBatch(group: 'all' | 'room_id', groupKey: string, c: Cursor): string {
+  const at = c.rank !== undefined ? `r${c.rank}:${c.pos}` : `s${c.pos}`;
+  return Buffer.from(`${group}\n${groupKey}\n${at}`, 'utf8').toString('base64url');
 }
 
 export function decodeBatch(raw: string): Batch {
   const parts = Buffer.from(raw, 'base64url').toString('utf8').split('\n');
-  const [group, groupKey, pos] = parts;
-  if (parts.length !== 3 || (group !== 'all' && group !== 'room_id') || !/^\d+$/.test(pos!)) {
+  const [group, groupKey, at] = parts;
+  const m = /^(?:r(-?[0-9.e+-]+):|s)(\d+)$/.exec(at ?? '');
+  const rank = m?.[1] !== undefined ? Number(m[1]) : undefined;
+  if (parts.length !== 3 || (group !== 'all' && group !== 'room_id') || !m || (rank !== undefined && !Number.isFinite(rank))) {
     throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid next_batch');
   }
-  return { group, groupKey: groupKey!, pos: Number(pos) };
+  return { group, groupKey: groupKey!, after: { rank, pos: Number(m[2]) } };
 }
 
 /** Server-side search (POST /search), room_events category, as Synapse answers it. */
@@ -67,7 +75,8 @@ export class SearchService {
 
     const q: SearchQuery = { rooms, tsquery: parsed.tsquery, keys, filter };
     const byNid = new Map(rooms.map((r) => [r.room_nid, r]));
-    const { rows, more, pos } = await this.collect(me.userId, q, byNid, orderBy, batch?.pos, limit);
+    if (batch && (batch.after.rank !== undefined) !== (orderBy === 'rank')) throw new MatrixError(400, 'M_INVALID_PARAM', 'next_batch belongs to another ordering');
+    const { rows, more, last } = await this.collect(me.userId, q, byNid, orderBy, batch?.after, limit);
     const count = await this.store.count(q);
 
     const rankOf = new Map(rows.map((x) => [x.row.event_nid, x.rank]));
@@ -90,9 +99,9 @@ export class SearchService {
     });
     const out: Record<string, unknown> = { results, count, highlights: [...highlights] };
 
-    if (more) {
-      const keep = batch && batch.group === 'room_id' ? { group: batch.group, groupKey: batch.groupKey } : { group: 'all' as const, groupKey: '' };
-      out.next_batch = encodeBatch({ ...keep, pos });
+    if (more && last) {
+      // A token from inside a group keeps paging inside that group.
+      out.next_batch = batch?.group === 'room_id' ? encodeBatch('room_id', batch.groupKey, last) : encodeBatch('all', '', last);
     }
     if (groupKeys.size) {
       const groups: Record<string, Record<string, Record<string, unknown>>> = {};
@@ -101,7 +110,7 @@ export class SearchService {
         for (const e of events) {
           const entry = (g[e.room_id] ??= { results: [], order: rankOf.get(e.event_nid)! });
           entry.results.push(e.event_id);
-          if (more) entry.next_batch = encodeBatch({ group: 'room_id', groupKey: e.room_id, pos });
+          if (more && last) entry.next_batch = encodeBatch('room_id', e.room_id, last);
         }
         groups.room_id = g;
       }
@@ -141,27 +150,27 @@ export class SearchService {
 
   /**
    * Walks the matches in order, keeping those the user may see (history visibility), until
-   * `limit` are kept. Returns where the walk stopped and whether more matches may follow.
+   * `limit` are kept. Returns the last match walked and whether more may follow.
    */
-  private async collect(userId: string, q: SearchQuery, rooms: Map<number, SearchRoom>, orderBy: 'rank' | 'recent', from: number | undefined, limit: number): Promise<{ rows: Array<{ row: EventRow; rank: number }>; more: boolean; pos: number }> {
+  private async collect(userId: string, q: SearchQuery, rooms: Map<number, SearchRoom>, orderBy: 'rank' | 'recent', from: Cursor | undefined, limit: number): Promise<{ rows: Array<{ row: EventRow; rank: number }>; more: boolean; last: Cursor | undefined }> {
     const kept: Array<{ row: EventRow; rank: number }> = [];
     const batchSize = Math.min(Math.max(limit * 2, 20), 500);
-    let pos = from ?? (orderBy === 'rank' ? 0 : Number.MAX_SAFE_INTEGER);
+    let last = from;
     for (let round = 0; round < 10; round++) {
       const hits: SearchHit[] = orderBy === 'rank'
-        ? await this.store.byRank(q, pos, batchSize)
-        : await this.store.byRecent(q, pos, batchSize);
+        ? await this.store.byRank(q, last as { rank: number; pos: number } | undefined, batchSize)
+        : await this.store.byRecent(q, last?.pos, batchSize);
       const visible = await this.visible(userId, hits, rooms);
       for (let i = 0; i < hits.length; i++) {
         const h = hits[i]!;
-        pos = orderBy === 'rank' ? pos + 1 : h.stream_pos;
+        last = orderBy === 'rank' ? { rank: h.rank, pos: h.stream_pos } : { pos: h.stream_pos };
         const row = visible.get(h.event_nid);
         if (row) kept.push({ row, rank: h.rank });
-        if (kept.length === limit) return { rows: kept, more: i < hits.length - 1 || hits.length === batchSize, pos };
+        if (kept.length === limit) return { rows: kept, more: i < hits.length - 1 || hits.length === batchSize, last };
       }
-      if (hits.length < batchSize) return { rows: kept, more: false, pos };
+      if (hits.length < batchSize) return { rows: kept, more: false, last };
     }
-    return { rows: kept, more: true, pos };
+    return { rows: kept, more: true, last };
   }
 
   private async visible(userId: string, hits: SearchHit[], rooms: Map<number, SearchRoom>): Promise<Map<number, EventRow>> {

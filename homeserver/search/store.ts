@@ -56,13 +56,15 @@ export class SearchStore {
     };
   }
 
-  /** Matches best first (rank, then newest), from `offset`. */
-  async byRank(q: SearchQuery, offset: number, limit: number): Promise<SearchHit[]> {
+  /** Matches best first (rank, then newest), strictly after `after` in that order when given. */
+  async byRank(q: SearchQuery, after: { rank: number; pos: number } | undefined, limit: number): Promise<SearchHit[]> {
     const w = this.where(q);
+    // ts_rank_cd is a real; the bound goes back as one, so the comparison is exact.
     const r = await this.db.raw(
       `SELECT es.event_nid, e.stream_pos, ts_rank_cd(es.vector, q) AS rank ${w.sql}
-       ORDER BY rank DESC, e.stream_pos DESC LIMIT ? OFFSET ?`,
-      [...w.params, limit, offset],
+       ${after ? 'AND (ts_rank_cd(es.vector, q), e.stream_pos) < (?::real, ?)' : ''}
+       ORDER BY rank DESC, e.stream_pos DESC LIMIT ?`,
+      [...w.params, ...(after ? [after.rank, after.pos] : []), limit],
     );
     return r.rows.map(hit);
   }

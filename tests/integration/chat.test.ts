@@ -37,10 +37,12 @@ for (const backend of backends) {
 
     async function exchange(roomId: string, prefix: string, n = 10): Promise<void> {
       // Alternate senders, each message sent only after the previous one was acknowledged.
+      // As people do: each replies once the other's message has arrived, so both timelines agree.
       const expected: string[] = [];
       for (let i = 0; i < n; i++) {
         const client = i % 2 === 0 ? ca : cb;
         const body = `${prefix} ${i}`;
+        if (i > 0) await waitForMessage(client, roomId, (e) => e.getContent().body === expected[i - 1]);
         await client.sendTextMessage(roomId, body);
         expected.push(body);
       }

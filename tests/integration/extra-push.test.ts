@@ -44,6 +44,8 @@ describe('push rules', () => {
     assert.deepEqual(g.content, [{ rule_id: '.m.rule.contains_user_name', default: true, enabled: true, pattern: localpart, actions: ['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }] }]);
     const global = await call('GET', `${C}/pushrules/global/`);
     assert.deepEqual(global.body, g);
+    const underride = await call('GET', `${C}/pushrules/global/underride/`);
+    assert.deepEqual(underride.body, g.underride, 'one kind, as Synapse serves it');
     assert.equal((await api(server.baseUrl, 'GET', `${C}/pushrules/`)).status, 401);
   });
 

@@ -107,6 +107,39 @@ describe('search', () => {
     assert.deepEqual((await search(alice, { search_term: 'martian', filter: { types: ['m.room.topic'] } })).results, []);
   });
 
+  test('a group next_batch keeps paging inside its room, in either ordering', async () => {
+    const other = await create(alice, { preset: 'private_chat' });
+    const o1 = await send(alice, other, 'martian tripods advancing');
+    const o2 = await send(alice, other, 'more martian tripods');
+    for (const order_by of ['rank', 'recent']) {
+      const criteria = { search_term: 'martian', order_by, filter: { limit: 1 }, groupings: { group_by: [{ key: 'room_id' }] } };
+      const first = await search(alice, criteria);
+      assert.equal(first.results.length, 1);
+      const seen = new Map<string, string[]>([[roomId, []], [other, []]]);
+      seen.get(first.results[0].result.room_id)!.push(first.results[0].result.event_id);
+      const groupRoom = first.results[0].result.room_id as string;
+      let next: string | undefined = first.groups.room_id[groupRoom].next_batch;
+      assert.ok(next, order_by);
+      for (let i = 0; next && i < 10; i++) {
+        const page = await search(alice, criteria, next);
+        for (const x of page.results) {
+          assert.equal(x.result.room_id, groupRoom, `${order_by}: stays in the group's room`);
+          seen.get(groupRoom)!.push(x.result.event_id);
+        }
+        next = page.next_batch;
+      }
+      const expected = groupRoom === other ? [o1, o2] : [ids.men, ids.invasion];
+      assert.deepEqual(new Set(seen.get(groupRoom)), new Set(expected), order_by);
+      assert.equal(seen.get(groupRoom)!.length, 2, `${order_by}: each once`);
+    }
+    const mixed = await search(alice, { search_term: 'martian', order_by: 'rank', filter: { limit: 1 } });
+    const wrong = await call('POST', `${C}/search?next_batch=${encodeURIComponent(mixed.next_batch)}`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: 'martian', order_by: 'recent' } } } });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.errcode, 'M_INVALID_PARAM');
+    await call('POST', `${room(other)}/leave`, { token: alice.accessToken });
+    await call('POST', `${room(other)}/forget`, { token: alice.accessToken });
+  });
+
   test('event context, profiles, current state and groups', async () => {
     const r = await search(alice, {
       search_term: 'quick',

@@ -156,6 +156,7 @@ export async function up(knex: Knex): Promise<void> {
     CREATE INDEX events_room_depth ON events (room_nid, depth, stream_pos);
     CREATE INDEX events_relates ON events (relates_to, rel_type) WHERE relates_to IS NOT NULL;
     CREATE INDEX events_redacts ON events (redacts) WHERE redacts IS NOT NULL;
+    CREATE INDEX events_room_ts ON events (room_nid, origin_server_ts, stream_pos);
 
     CREATE TABLE event_txns (
       user_id    TEXT NOT NULL,
