@@ -46,6 +46,9 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
     embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, log: (msg) => log.info({ component: 'postgres' }, msg) });
     connection = embedded.connection;
   }
+  if (config.redisUrl) {
+    log.warn('REDIS_URL is set, but several workers are not supported yet: presence and wake-ups stay in this process');
+  }
   const db = connect(connection as string);
   await migrate(db, log);
 
