@@ -27,7 +27,10 @@ export interface TestServer {
 }
 
 export interface StartOptions {
-  /** Use the server's embedded PostgreSQL (in DATA_DIR) instead of a fresh external database. */
+  /**
+   * Use the server's embedded PostgreSQL (in DATA_DIR) instead of a fresh external database.
+   * Unset: TEST_BACKEND=embedded in the environment chooses embedded for the whole suite.
+   */
   embedded?: boolean;
   /** Extra/overriding environment for the server. */
   env?: Record<string, string>;
@@ -161,7 +164,8 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   tempDirs.add(dataDir);
   const env: Record<string, string> = { PORT: String(opts.env?.PORT ?? await freePort()), SERVER_NAME: 'localhost', LOG_LEVEL: 'warn', DATA_DIR: dataDir };
   let database: string | undefined;
-  if (!opts.embedded) {
+  const embedded = opts.embedded ?? process.env.TEST_BACKEND === 'embedded';
+  if (!embedded) {
     database = `hs_test_${randomBytes(6).toString('hex')}`;
     await adminQuery(`CREATE DATABASE "${database}"`);
     if ([undefined, '', '0', 'false'].includes(opts.env?.KEEP_DB)) databases.add(database);

@@ -7,7 +7,8 @@ import { api, registerUser, type Credentials } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
-for (const embedded of [false, true]) {
+// Both backends in the default run; TEST_BACKEND picks one (the suite's embedded pass).
+for (const embedded of [false, true].filter((e) => !process.env.TEST_BACKEND || (process.env.TEST_BACKEND === 'embedded') === e)) {
   describe(`crash safety on ${embedded ? 'embedded' : 'external'} PostgreSQL`, () => {
     test('acknowledged sends survive SIGKILL exactly once, in order', async () => {
       const server = await startServer({ embedded });

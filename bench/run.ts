@@ -1,0 +1,40 @@
+// npm run bench -- <name>: runs one benchmark (or `all`), cleaning up whatever it started.
+import os from 'node:os';
+import { runCleanups } from './lib.ts';
+
+const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
+  baseline: () => import('./baseline.ts'),
+  send: () => import('./send.ts'),
+  'sync-latency': () => import('./sync-latency.ts'),
+  state: () => import('./state.ts'),
+  startup: () => import('./startup.ts'),
+};
+
+const names = process.argv.slice(2);
+if (!names.length || names.some((n) => n !== 'all' && !benches[n])) {
+  console.error(`usage: npm run bench -- <${[...Object.keys(benches), 'all'].join('|')}> [...]`);
+  process.exit(2);
+}
+// Ctrl-C reaches us twice (from the terminal and relayed by tsx): clean up once, force only on a third signal.
+let signals = 0;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (++signals === 1) { console.error(`\n${sig}: cleaning up`); void runCleanups().finally(() => process.exit(130)); }
+    else if (signals > 2) process.exit(130);
+  });
+}
+
+let failed = false;
+for (const name of names.includes('all') ? Object.keys(benches) : names) {
+  const load = os.loadavg()[0]!;
+  console.log(`\n=== ${name} === (load average ${load.toFixed(2)} on ${os.cpus().length} cores before starting: other work on the machine skews every figure)`);
+  try {
+    await (await benches[name]!()).main();
+  } catch (e) {
+    failed = true;
+    console.error(`${name} failed:`, e);
+  } finally {
+    await runCleanups();
+  }
+}
+process.exit(failed ? 1 : 0);

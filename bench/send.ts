@@ -1,0 +1,54 @@
+// Send throughput of the real homeserver on external PostgreSQL: 50 users, 10 rooms, 50
+// concurrent closed-loop senders for 10 s; compared with the baseline run in the same invocation.
+import { printBaseline, runBaseline } from './baseline.ts';
+import { Client, backendPids, closedLoop, cpuLine, cpuMeter, createDatabase, enc, fmt, latencyLine, pool, register, startHomeserver, summary } from './lib.ts';
+
+const USERS = 50;
+const ROOMS = 10;
+const DURATION_MS = 10_000;
+
+export async function main(): Promise<void> {
+  console.log(`send: ${USERS} users, ${ROOMS} rooms (user i sends to room i % ${ROOMS}), ${USERS} concurrent senders, 1 s warm-up, ${DURATION_MS / 1000} s measured`);
+  const base = await runBaseline({ concurrency: USERS, durationMs: DURATION_MS });
+  printBaseline(base);
+
+  const db = await createDatabase('send');
+  const hs = await startHomeserver({ databaseUrl: db.url });
+  const c = new Client(hs.baseUrl);
+  try {
+    const run = Math.random().toString(36).slice(2, 7);
+    let t = performance.now();
+    const users = await pool(USERS, 8, (i) => register(c, `send${run}u${i}`));
+    console.log(`setup: registered ${USERS} users in ${fmt((performance.now() - t) / 1000)} s`);
+    t = performance.now();
+    const rooms: string[] = await pool(ROOMS, ROOMS, async (r) =>
+      (await c.ok('POST', '/_matrix/client/v3/createRoom', { token: users[r]!.token, body: { preset: 'public_chat', name: `bench ${r}` } })).room_id);
+    await pool(USERS - ROOMS, 10, (i) => c.ok('POST', `/_matrix/client/v3/join/${enc(rooms[(i + ROOMS) % ROOMS]!)}`, { token: users[i + ROOMS]!.token, body: {} }));
+    console.log(`setup: created ${ROOMS} rooms and joined ${USERS - ROOMS} users in ${fmt((performance.now() - t) / 1000)} s`);
+
+    const send = async (w: number, seq: number, tag: string) => {
+      const path = `/_matrix/client/v3/rooms/${enc(rooms[w % ROOMS]!)}/send/m.room.message/${tag}${seq}`;
+      const r = await c.request('PUT', path, { token: users[w]!.token, body: { msgtype: 'm.text', body: `hello ${seq} from ${w}` } });
+      if (r.status !== 200) throw new Error(`HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+      return true;
+    };
+    await closedLoop(USERS, 1_000, (w, s) => send(w, s, 'warm'));
+    const meter = cpuMeter(hs.pid, await backendPids(db.url));
+    const r = await closedLoop(USERS, DURATION_MS, (w, s) => send(w, s, 't'));
+    const cpu = meter();
+    const ratio = r.perSec / base.perSec;
+    console.log(`homeserver sends: ${fmt(r.perSec, 0)} sends/s over ${fmt(r.elapsedMs / 1000)} s, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ''}`);
+    console.log(`  ${latencyLine('latency', r.latency)}`);
+    console.log(`  ${cpuLine(cpu, r.perSec)}`);
+    console.log(`ratio to baseline: ${fmt(ratio, 2)} (goal >= 0.5) ${ratio >= 0.5 ? 'MET' : 'NOT MET'}`);
+    summary('send', {
+      sendsPerSec: r.perSec, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors,
+      serverCpuMsPerSend: (cpu.server * 1000) / r.perSec, pgCpuMsPerSend: (cpu.postgres * 1000) / r.perSec, otherCores: cpu.other,
+      baselinePerSec: base.perSec, baselineP50Ms: base.latency.p50, baselineP99Ms: base.latency.p99, ratio, goalMet: ratio >= 0.5,
+    });
+  } finally {
+    c.close();
+    await hs.stop();
+    await db.drop();
+  }
+}
