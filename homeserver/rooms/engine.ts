@@ -1,4 +1,3 @@
-import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { addContentHash, computeEventId } from '../protocol/hashes.ts';
@@ -9,6 +8,7 @@ import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type RoomRow } from './store.ts';
+import { PersistStore, type Query, type EventInsert, type RoomHead } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
 export interface EventDraft {
@@ -48,6 +48,8 @@ const MAX_BATCH = 64;
  */
 export class RoomEngine {
   private queues = new Map<string, Pending[]>();
+  private cache = new Map<number, RoomView>();
+  private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
 
   constructor(
@@ -57,7 +59,9 @@ export class RoomEngine {
     private serverName: string,
     private signingKey: SigningKey,
     private log: Logger,
-  ) {}
+  ) {
+    this.persist = new PersistStore(store.db);
+  }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
   onPersisted(listener: (e: PersistedEvent[], roomId: string) => void): void {
@@ -87,15 +91,18 @@ export class RoomEngine {
   async createRoom(roomId: string, version: RoomVersion, creator: string, drafts: EventDraft[]): Promise<PersistedEvent[]> {
     const positions: number[] = [];
     let results: Array<PersistedEvent | Error> = [];
+    let roomNid = 0;
     try {
-      await this.store.db.transaction(async (trx) => {
-        const nid = await this.store.insertRoom(trx, roomId, version.id, creator);
-        const room = (await this.store.room(roomId, trx))!;
-        await this.store.lockRoom(trx, nid);
-        results = await this.persistBatch(trx, room, version, drafts, positions);
+      await this.persist.transaction(async (q) => {
+        roomNid = await q.insertRoom(roomId, version.id, creator);
+        await q.lockRoom(roomNid);
+        results = await this.persistBatch(q, roomId, roomNid, version, drafts, positions);
         const failed = results.find((r): r is Error => r instanceof Error);
         if (failed) throw failed;
       });
+    } catch (err) {
+      this.cache.delete(roomNid);
+      throw err;
     } finally {
       this.tracker.done(positions);
     }
@@ -109,22 +116,24 @@ export class RoomEngine {
     while (q.length) {
       const batch = q.splice(0, MAX_BATCH);
       const positions: number[] = [];
+      let roomNid: number | undefined;
       try {
-        const { version } = await this.version(roomId);
+        const { room, version } = await this.version(roomId);
+        roomNid = room.room_nid;
         let results: Array<PersistedEvent | Error> = [];
-        await this.store.db.transaction(async (trx) => {
-          const nid = (await this.store.roomMeta(roomId))!.room_nid;
-          await this.store.lockRoom(trx, nid);
-          const room = (await this.store.room(roomId, trx))!;
-          results = await this.persistBatch(trx, room, version, batch.map((p) => p.draft), positions);
+        await this.persist.transaction(async (tx) => {
+          await tx.lockRoom(room.room_nid);
+          results = await this.persistBatch(tx, roomId, room.room_nid, version, batch.map((p) => p.draft), positions);
         });
         this.tracker.done(positions);
         const ok = results.filter((r): r is PersistedEvent => !(r instanceof Error));
         this.afterCommit(roomId, ok);
         results.forEach((r, i) => (r instanceof Error ? batch[i]!.reject(r) : batch[i]!.resolve(r)));
       } catch (err) {
+        // The in-memory view of the room may hold what was rolled back: forget it.
+        if (roomNid !== undefined) this.cache.delete(roomNid);
         this.tracker.done(positions);
-        this.log.error({ err, roomId }, 'persisting events failed');
+        if (!(err instanceof MatrixError)) this.log.error({ err, roomId }, 'persisting events failed');
         for (const p of batch) p.reject(err);
       }
     }
@@ -147,45 +156,149 @@ export class RoomEngine {
   }
 
   /**
-   * Builds, authorises and writes drafts in order inside the caller's transaction, which holds the
-   * room's lock. A draft the auth rules deny yields an Error in its slot and writes nothing.
+   * What this worker knows of a room's head: valid while the room's row still shows the same state
+   * snapshot and last position (read under the room's lock), so another worker's write is noticed.
    */
-  private async persistBatch(trx: Knex, room: RoomRow, version: RoomVersion, drafts: EventDraft[], positions: number[]): Promise<Array<PersistedEvent | Error>> {
-    const out: Array<PersistedEvent | Error> = [];
-    const extremities = await this.store.forwardExtremities(trx, room.room_nid);
-    let prevEvents = extremities.map((e) => e.event_id);
-    let depth = extremities.reduce((d, e) => Math.max(d, Number(e.depth)), 0) + 1;
-    let stateGroup = room.state_group;
+  private async roomView(q: Query, roomNid: number): Promise<RoomView> {
+    const head = await q.roomHead(roomNid);
+    const cached = this.cache.get(roomNid);
+    if (cached && cached.head.state_group === head.state_group && cached.head.last_pos === head.last_pos) return cached;
+    const view: RoomView = {
+      head,
+      extremities: await q.extremities(roomNid),
+      chainLen: head.state_group === null ? 0 : await q.chainLen(head.state_group),
+      state: new Map(),
+      absent: new Set(),
+    };
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(roomNid, view);
+    return view;
+  }
 
-    for (const draft of drafts) {
+  /** Current state entries for some keys, from the view or else one query; the view learns them. */
+  private async stateEntries(q: Query, roomNid: number, view: RoomView, pairs: Array<[string, string]>): Promise<Map<string, CachedEntry>> {
+    const out = new Map<string, CachedEntry>();
+    const missing: Array<{ key: string; typeNid: number; keyNid: number }> = [];
+    for (const [type, sk] of pairs) {
+      const key = stateKey(type, sk);
+      const hit = view.state.get(key);
+      if (hit) {
+        out.set(key, hit);
+        continue;
+      }
+      if (view.absent.has(key)) continue;
+      const typeNid = await this.store.types.lookup(this.store.db, type);
+      const keyNid = typeNid === undefined ? undefined : await this.store.stateKeys.lookup(this.store.db, sk);
+      if (typeNid === undefined || keyNid === undefined) {
+        view.absent.add(key);
+        continue;
+      }
+      missing.push({ key, typeNid, keyNid });
+    }
+    if (missing.length) {
+      const rows = await q.currentState(roomNid, missing.map((m) => m.typeNid), missing.map((m) => m.keyNid));
+      const found = new Map(rows.map((r) => [`${r.type_nid}:${r.state_key_nid}`, r]));
+      for (const m of missing) {
+        const row = found.get(`${m.typeNid}:${m.keyNid}`);
+        if (!row) {
+          view.absent.add(m.key);
+          continue;
+        }
+        const entry: CachedEntry = { eventNid: row.event_nid, eventId: row.event_id, typeNid: m.typeNid, keyNid: m.keyNid, pdu: pduOf(row) };
+        if (view.state.size > 50_000) view.state.clear();
+        view.state.set(m.key, entry);
+        out.set(m.key, entry);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Builds, authorises and writes drafts in order inside the caller's transaction, which holds the
+   * room's lock. A draft the auth rules deny yields an Error in its slot and writes nothing. All
+   * rows of the batch are written with one multi-row statement per table.
+   */
+  private async persistBatch(q: Query, roomId: string, roomNid: number, version: RoomVersion, drafts: EventDraft[], positions: number[]): Promise<Array<PersistedEvent | Error>> {
+    const out: Array<PersistedEvent | Error> = [];
+    const view = await this.roomView(q, roomNid);
+
+    // Retries of sends already persisted answer with that event.
+    const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.txnId}`;
+    const withTxn = drafts.filter((d) => d.txn);
+    const prior = withTxn.length
+      ? await q.priorTxns(withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId))
+      : new Map<string, string>();
+    const inBatch = new Map<string, PersistedEvent>();
+
+    let allocated: Array<{ nid: number; pos: number }> = [];
+    const ids = await this.tracker.reserve(async () => {
+      allocated = await q.allocate(drafts.length);
+      return allocated.map((x) => x.pos);
+    });
+    positions.push(...ids);
+
+    let prevEvents = view.extremities.map((e) => e.event_id);
+    let depth = view.extremities.reduce((d, e) => Math.max(d, e.depth), 0) + 1;
+    let stateGroup: number | null = view.head.state_group;
+    let chainLen = view.chainLen;
+    const firstPrev = prevEvents;
+
+    const events: EventInsert[] = [];
+    const edges: { nids: number[]; prev: string[] } = { nids: [], prev: [] };
+    const authEdges: { nids: number[]; auth: number[] } = { nids: [], auth: [] };
+    const groups: { ids: number[]; prev: Array<number | null>; chain: number[] } = { ids: [], prev: [], chain: [] };
+    const entries: { groups: number[]; types: number[]; keys: number[]; nids: number[] } = { groups: [], types: [], keys: [], nids: [] };
+    const current = new Map<string, { typeNid: number; keyNid: number; nid: number }>();
+    const members = new Map<string, { membership: string; nid: number; pos: number; sender: string }>();
+    const txns: { users: string[]; devices: string[]; txns: string[]; events: string[] } = { users: [], devices: [], txns: [], events: [] };
+    const search: { nids: number[]; keys: string[]; texts: string[] } = { nids: [], keys: [], texts: [] };
+    const redactions: Array<[string, string]> = [];
+    let lastEvent: string | undefined;
+    let lastPos = view.head.last_pos;
+
+    const addGroup = (group: number, prev: number | null, chain: number) => {
+      groups.ids.push(group);
+      groups.prev.push(prev);
+      groups.chain.push(chain);
+    };
+    if (stateGroup === null) {
+      // The create event: the state before it is the empty snapshot.
+      stateGroup = await q.allocateStateGroup();
+      addGroup(stateGroup, null, 0);
+      chainLen = 0;
+    }
+
+    for (let i = 0; i < drafts.length; i++) {
+      const draft = drafts[i]!;
       if (draft.txn) {
-        // A retry of a send already persisted (perhaps in this very batch): answer with that event.
-        const prior = await this.store.txnEvent(draft.sender, draft.txn.deviceId, draft.txn.txnId, trx);
-        if (prior) {
-          const row = (await this.store.eventById(prior, trx))!;
-          out.push({ eventId: prior, streamPos: Number(row.stream_pos), pdu: pduOf(row) });
+        const key = txnKey(draft);
+        const seen = inBatch.get(key);
+        if (seen) {
+          out.push(seen);
+          continue;
+        }
+        const priorId = prior.get(key);
+        if (priorId) {
+          const row = (await q.eventById(priorId))!;
+          out.push({ eventId: priorId, streamPos: Number(row.stream_pos), pdu: pduOf(row) });
           continue;
         }
       }
       const isState = draft.stateKey !== undefined;
       const pairs = authEventSelection({ type: draft.type, sender: draft.sender, state_key: draft.stateKey, content: draft.content }, version);
-      // The state key being replaced too, for prev_content and the state delta.
       const wanted: Array<[string, string]> = isState ? [...pairs, [draft.type, draft.stateKey!]] : pairs;
-      const rows = await this.store.currentStateFor(trx, room.room_nid, wanted);
+      const found = await this.stateEntries(q, roomNid, view, wanted);
       const authState: StateMap = new Map();
       const authIds: string[] = [];
       const authNids: number[] = [];
-      const pairKeys = new Set(pairs.map(([t, k]) => stateKey(t, k)));
-      let replaces: { event_nid: number } | undefined;
-      for (const row of rows) {
-        const key = stateKey(row.type, row.state_key);
-        if (pairKeys.has(key) && !authState.has(key)) {
-          authState.set(key, pduOf(row));
-          authIds.push(row.event_id);
-          authNids.push(Number(row.event_nid));
-        }
-        if (isState && row.type === draft.type && row.state_key === draft.stateKey) replaces = row;
+      for (const [type, sk] of pairs) {
+        const e = found.get(stateKey(type, sk));
+        if (!e || authState.has(stateKey(type, sk))) continue;
+        authState.set(stateKey(type, sk), e.pdu);
+        authIds.push(e.eventId);
+        authNids.push(e.eventNid);
       }
+      const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
 
       const unsignedPdu: Record<string, unknown> = {
         auth_events: authIds,
@@ -193,13 +306,12 @@ export class RoomEngine {
         depth,
         origin_server_ts: Date.now(),
         prev_events: prevEvents,
-        room_id: room.room_id,
+        room_id: roomId,
         sender: draft.sender,
         type: draft.type,
       };
       if (isState) unsignedPdu.state_key = draft.stateKey;
       if (draft.redacts !== undefined && !version.redactsInContent) unsignedPdu.redacts = draft.redacts;
-
       try {
         checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
       } catch (err) {
@@ -216,34 +328,54 @@ export class RoomEngine {
         continue;
       }
       const eventId = computeEventId(signed, version);
-      const streamPos = await this.tracker.allocate(trx);
-      positions.push(streamPos);
+      const { nid: eventNid, pos: streamPos } = allocated[i]!;
+      const typeNid = await this.store.types.nid(this.store.db, draft.type);
+      const keyNid = isState ? await this.store.stateKeys.nid(this.store.db, draft.stateKey!) : null;
 
-      if (stateGroup === null) {
-        // The create event: the state before it is the empty snapshot.
-        stateGroup = (await this.store.nextStateGroup(trx, room.room_nid, null, true)).group;
-      }
-      const stateBefore = stateGroup;
-      let stateAfter = stateBefore;
-      let full = false;
+      const stateBefore: number = stateGroup!;
+      let stateAfter: number = stateBefore;
       if (isState) {
-        full = (await this.store.chainLen(trx, stateBefore)) + 1 >= SNAPSHOT_EVERY;
-        stateAfter = (await this.store.nextStateGroup(trx, room.room_nid, stateBefore, full)).group;
+        stateAfter = await q.allocateStateGroup();
+        const full = chainLen + 1 >= SNAPSHOT_EVERY;
+        if (full) {
+          // A full snapshot: the current state as stored, with this batch's changes and this event.
+          const all = new Map((await q.currentStateNids(roomNid)).map((r) => [`${r.type_nid}:${r.state_key_nid}`, r]));
+          for (const c of current.values()) all.set(`${c.typeNid}:${c.keyNid}`, { type_nid: c.typeNid, state_key_nid: c.keyNid, event_nid: c.nid });
+          all.set(`${typeNid}:${keyNid}`, { type_nid: typeNid, state_key_nid: keyNid!, event_nid: eventNid });
+          addGroup(stateAfter, null, 0);
+          for (const r of all.values()) {
+            entries.groups.push(stateAfter);
+            entries.types.push(r.type_nid);
+            entries.keys.push(r.state_key_nid);
+            entries.nids.push(r.event_nid);
+          }
+          chainLen = 0;
+        } else {
+          addGroup(stateAfter, stateBefore, chainLen + 1);
+          entries.groups.push(stateAfter);
+          entries.types.push(typeNid);
+          entries.keys.push(keyNid!);
+          entries.nids.push(eventNid);
+          chainLen += 1;
+        }
+        stateGroup = stateAfter;
+        current.set(`${typeNid}:${keyNid}`, { typeNid, keyNid: keyNid!, nid: eventNid });
       }
       const relates = draft.content['m.relates_to'] as { rel_type?: unknown; event_id?: unknown } | undefined;
       const membership = draft.type === 'm.room.member' ? String(draft.content.membership) : null;
-      const eventNid = await this.store.insertEvent(trx, {
+      events.push({
+        nid: eventNid,
         eventId,
-        roomNid: room.room_nid,
+        roomNid,
         streamPos,
         depth,
-        type: draft.type,
-        stateKey: draft.stateKey,
+        typeNid,
+        stateKeyNid: keyNid,
         sender: draft.sender,
-        originServerTs: signed.origin_server_ts as number,
+        ts: signed.origin_server_ts as number,
         stateBefore,
         stateAfter,
-        replacesNid: replaces ? Number(replaces.event_nid) : null,
+        replacesNid: replaces ? replaces.eventNid : null,
         membership,
         relType: typeof relates?.rel_type === 'string' ? relates.rel_type : null,
         relatesTo: typeof relates?.event_id === 'string' ? relates.event_id : null,
@@ -252,28 +384,92 @@ export class RoomEngine {
         txnId: draft.txn?.txnId ?? null,
         json,
       });
-      await this.store.insertEdges(trx, eventNid, prevEvents, authNids);
-      await this.store.setForwardExtremities(trx, room.room_nid, prevEvents, eventId);
-      if (isState) {
-        const { typeNid, keyNid } = await this.store.setCurrentState(trx, room.room_nid, draft.type, draft.stateKey!, eventNid);
-        if (full) await this.store.snapshotCurrentState(trx, stateAfter, room.room_nid);
-        else await this.store.insertStateEntries(trx, stateAfter, [{ typeNid, keyNid, eventNid }]);
-        await this.store.setRoomStateGroup(trx, room.room_nid, stateAfter);
-        stateGroup = stateAfter;
-        if (membership) await this.store.setMembership(trx, draft.stateKey!, room.room_nid, membership, eventNid, streamPos, draft.sender);
+      for (const p of prevEvents) {
+        edges.nids.push(eventNid);
+        edges.prev.push(p);
       }
-      if (draft.txn) await this.store.recordTxn(trx, draft.sender, draft.txn.deviceId, draft.txn.txnId, eventId);
-      if (draft.redacts) await this.store.markRedacted(trx, draft.redacts, eventId);
+      for (const a of authNids) {
+        authEdges.nids.push(eventNid);
+        authEdges.auth.push(a);
+      }
+      if (membership) members.set(draft.stateKey!, { membership, nid: eventNid, pos: streamPos, sender: draft.sender });
+      if (draft.txn) {
+        txns.users.push(draft.sender);
+        txns.devices.push(draft.txn.deviceId);
+        txns.txns.push(draft.txn.txnId);
+        txns.events.push(eventId);
+      }
+      if (draft.redacts) redactions.push([draft.redacts, eventId]);
       const text = searchableText(draft);
-      if (text) await this.store.indexForSearch(trx, eventNid, room.room_nid, text.key, text.value);
+      if (text) {
+        search.nids.push(eventNid);
+        search.keys.push(text.key);
+        search.texts.push(text.value);
+      }
 
       const pdu = { ...signed, event_id: eventId } as unknown as PDU;
-      out.push({ eventId, streamPos, pdu });
+      const persisted = { eventId, streamPos, pdu };
+      out.push(persisted);
+      if (draft.txn) inBatch.set(txnKey(draft), persisted);
+      if (isState) {
+        // Later drafts of this batch authorise against it (the caller drops the view on rollback).
+        const key = stateKey(draft.type, draft.stateKey!);
+        view.state.set(key, { eventNid, eventId, typeNid, keyNid: keyNid!, pdu });
+        view.absent.delete(key);
+      }
       prevEvents = [eventId];
+      lastEvent = eventId;
+      lastPos = streamPos;
       depth += 1;
     }
+
+    if (events.length) {
+      await q.insertEvents(events);
+      if (edges.nids.length) await q.insertEdges(edges.nids, edges.prev);
+      if (authEdges.nids.length) await q.insertAuthEdges(authEdges.nids, authEdges.auth);
+    }
+    if (groups.ids.length) await q.insertStateGroups(groups.ids, roomNid, groups.prev, groups.chain);
+    if (entries.groups.length) await q.insertStateEntries(entries.groups, entries.types, entries.keys, entries.nids);
+    if (current.size) {
+      const c = [...current.values()];
+      await q.upsertCurrentState(roomNid, c.map((x) => x.typeNid), c.map((x) => x.keyNid), c.map((x) => x.nid));
+    }
+    if (members.size) {
+      const users = [...members.keys()];
+      const m = users.map((u) => members.get(u)!);
+      await q.upsertMemberships(roomNid, users, m.map((x) => x.membership), m.map((x) => x.nid), m.map((x) => x.pos), m.map((x) => x.sender));
+    }
+    if (lastEvent) await q.replaceExtremities(roomNid, firstPrev, lastEvent);
+    if (txns.users.length) await q.insertTxns(txns.users, txns.devices, txns.txns, txns.events);
+    if (search.nids.length) await q.indexForSearch(search.nids, roomNid, search.keys, search.texts);
+    for (const [target, redaction] of redactions) await q.markRedacted(target, redaction);
+    if (events.length || stateGroup !== view.head.state_group) await q.setRoomHead(roomNid, stateGroup, lastPos);
+
+    // The view now describes the room after this batch (dropped by the caller if the commit fails).
+    if (lastEvent) view.extremities = [{ event_id: lastEvent, depth: depth - 1 }];
+    view.chainLen = chainLen;
+    view.head = { state_group: stateGroup, last_pos: lastPos };
     return out;
   }
+}
+
+interface CachedEntry {
+  eventNid: number;
+  eventId: string;
+  typeNid: number;
+  keyNid: number;
+  pdu: PDU;
+}
+
+/** A worker's view of a room's head, for building the next event without reading it all again. */
+interface RoomView {
+  head: RoomHead;
+  extremities: Array<{ event_id: string; depth: number }>;
+  chainLen: number;
+  /** Current state entries this worker has looked up (a subset of the room's state). */
+  state: Map<string, CachedEntry>;
+  /** Keys known to have no current state. */
+  absent: Set<string>;
 }
 
 function searchableText(draft: EventDraft): { key: string; value: string } | undefined {

@@ -14,6 +14,11 @@ export class StreamTracker {
   private maxDone: number;
   private listeners: Array<(pos: number) => void> = [];
   private waiting: Array<{ pos: number; fn: () => void }> = [];
+  /**
+   * Readers' ceilings while an allocation is on its way back from PostgreSQL: a position handed out
+   * there is unknown here until the reply arrives, and a later one may commit meanwhile.
+   */
+  private holds: number[] = [];
 
   private constructor(start: number) {
     this.maxDone = start;
@@ -28,10 +33,24 @@ export class StreamTracker {
 
   /** Takes the next position inside the caller's transaction; call `done` after commit or rollback. */
   async allocate(trx: Db): Promise<number> {
-    const r = await trx.raw("SELECT nextval('stream_positions') AS pos");
-    const pos = Number(r.rows[0].pos);
-    this.inFlight.add(pos);
-    return pos;
+    const [pos] = await this.reserve(async () => {
+      const r = await trx.raw("SELECT nextval('stream_positions') AS pos");
+      return [Number(r.rows[0].pos)];
+    });
+    return pos!;
+  }
+
+  /** Runs an allocation of positions (nextval) and marks them in flight; call `done` for each later. */
+  async reserve(allocate: () => Promise<number[]>): Promise<number[]> {
+    const hold = this.current();
+    this.holds.push(hold);
+    try {
+      const positions = await allocate();
+      for (const p of positions) this.inFlight.add(p);
+      return positions;
+    } finally {
+      this.holds.splice(this.holds.indexOf(hold), 1);
+    }
   }
 
   done(positions: number[]): void {
@@ -61,7 +80,9 @@ export class StreamTracker {
   current(): number {
     let lowest = Infinity;
     for (const p of this.inFlight) if (p < lowest) lowest = p;
-    return lowest === Infinity ? this.maxDone : Math.min(this.maxDone, lowest - 1);
+    let now = lowest === Infinity ? this.maxDone : Math.min(this.maxDone, lowest - 1);
+    for (const h of this.holds) if (h < now) now = h;
+    return now;
   }
 
   onAdvance(listener: (pos: number) => void): void {

@@ -40,7 +40,7 @@ test('whenVisible waits until every earlier position is done', async () => {
   const fired: number[] = [];
   t.done([b]);
   t.whenVisible(b, () => fired.push(b));
-  assert.deepEqual(fired, [], 'position 2 is hidden by 1 in flight');
+  assert.equal(fired.length, 0, 'position 2 is hidden by 1 in flight');
   t.done([a]);
   assert.deepEqual(fired, [b]);
   t.whenVisible(a, () => fired.push(a));

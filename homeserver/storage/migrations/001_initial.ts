@@ -108,6 +108,7 @@ export async function up(knex: Knex): Promise<void> {
       creator       TEXT NOT NULL,
       published     BOOLEAN NOT NULL DEFAULT FALSE, -- listed in the public room directory
       state_group   BIGINT,                         -- the room's current state snapshot
+      last_pos      BIGINT NOT NULL DEFAULT 0,      -- stream position of the room's newest event
       created_ts    BIGINT NOT NULL
     );
 
