@@ -93,10 +93,10 @@ export class RoomEngine {
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
     try {
-      await this.persist.transaction(async (q) => {
+      await this.persist.transaction(null, async (q, head) => {
         roomNid = await q.insertRoom(roomId, version.id, creator);
         await q.lockRoom(roomNid);
-        results = await this.persistBatch(q, roomId, roomNid, version, drafts, positions);
+        results = await this.persistBatch(q, head, roomId, roomNid, version, drafts, positions);
         const failed = results.find((r): r is Error => r instanceof Error);
         if (failed) throw failed;
       });
@@ -121,9 +121,8 @@ export class RoomEngine {
         const { room, version } = await this.version(roomId);
         roomNid = room.room_nid;
         let results: Array<PersistedEvent | Error> = [];
-        await this.persist.transaction(async (tx) => {
-          await tx.lockRoom(room.room_nid);
-          results = await this.persistBatch(tx, roomId, room.room_nid, version, batch.map((p) => p.draft), positions);
+        await this.persist.transaction(room.room_nid, async (tx, head) => {
+          results = await this.persistBatch(tx, head, roomId, room.room_nid, version, batch.map((p) => p.draft), positions);
         });
         this.tracker.done(positions);
         const ok = results.filter((r): r is PersistedEvent => !(r instanceof Error));
@@ -159,8 +158,7 @@ export class RoomEngine {
    * What this worker knows of a room's head: valid while the room's row still shows the same state
    * snapshot and last position (read under the room's lock), so another worker's write is noticed.
    */
-  private async roomView(q: Query, roomNid: number): Promise<RoomView> {
-    const head = await q.roomHead(roomNid);
+  private async roomView(q: Query, head: RoomHead, roomNid: number): Promise<RoomView> {
     const cached = this.cache.get(roomNid);
     if (cached && cached.head.state_group === head.state_group && cached.head.last_pos === head.last_pos) return cached;
     const view: RoomView = {
@@ -218,21 +216,20 @@ export class RoomEngine {
    * room's lock. A draft the auth rules deny yields an Error in its slot and writes nothing. All
    * rows of the batch are written with one multi-row statement per table.
    */
-  private async persistBatch(q: Query, roomId: string, roomNid: number, version: RoomVersion, drafts: EventDraft[], positions: number[]): Promise<Array<PersistedEvent | Error>> {
+  private async persistBatch(q: Query, head: RoomHead, roomId: string, roomNid: number, version: RoomVersion, drafts: EventDraft[], positions: number[]): Promise<Array<PersistedEvent | Error>> {
     const out: Array<PersistedEvent | Error> = [];
-    const view = await this.roomView(q, roomNid);
+    const view = await this.roomView(q, head, roomNid);
 
-    // Retries of sends already persisted answer with that event.
+    // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
     const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.txnId}`;
     const withTxn = drafts.filter((d) => d.txn);
-    const prior = withTxn.length
-      ? await q.priorTxns(withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId))
-      : new Map<string, string>();
     const inBatch = new Map<string, PersistedEvent>();
-
     let allocated: Array<{ nid: number; pos: number }> = [];
+    let prior = new Map<string, string>();
     const ids = await this.tracker.reserve(async () => {
-      allocated = await q.allocate(drafts.length);
+      const r = await q.allocate(drafts.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
+      allocated = r.ids;
+      prior = r.prior;
       return allocated.map((x) => x.pos);
     });
     positions.push(...ids);
@@ -423,27 +420,24 @@ export class RoomEngine {
       depth += 1;
     }
 
-    if (events.length) {
-      await q.insertEvents(events);
-      if (edges.nids.length) await q.insertEdges(edges.nids, edges.prev);
-      if (authEdges.nids.length) await q.insertAuthEdges(authEdges.nids, authEdges.auth);
-    }
-    if (groups.ids.length) await q.insertStateGroups(groups.ids, roomNid, groups.prev, groups.chain);
-    if (entries.groups.length) await q.insertStateEntries(entries.groups, entries.types, entries.keys, entries.nids);
-    if (current.size) {
-      const c = [...current.values()];
-      await q.upsertCurrentState(roomNid, c.map((x) => x.typeNid), c.map((x) => x.keyNid), c.map((x) => x.nid));
-    }
-    if (members.size) {
-      const users = [...members.keys()];
-      const m = users.map((u) => members.get(u)!);
-      await q.upsertMemberships(roomNid, users, m.map((x) => x.membership), m.map((x) => x.nid), m.map((x) => x.pos), m.map((x) => x.sender));
-    }
-    if (lastEvent) await q.replaceExtremities(roomNid, firstPrev, lastEvent);
-    if (txns.users.length) await q.insertTxns(txns.users, txns.devices, txns.txns, txns.events);
-    if (search.nids.length) await q.indexForSearch(search.nids, roomNid, search.keys, search.texts);
+    const c = [...current.values()];
+    const users = [...members.keys()];
+    const m = users.map((u) => members.get(u)!);
+    await q.writeBatch(roomNid, {
+      events,
+      edges,
+      authEdges,
+      groups,
+      entries,
+      current: { types: c.map((x) => x.typeNid), keys: c.map((x) => x.keyNid), nids: c.map((x) => x.nid) },
+      members: { users, memberships: m.map((x) => x.membership), nids: m.map((x) => x.nid), positions: m.map((x) => x.pos), senders: m.map((x) => x.sender) },
+      extremities: { remove: lastEvent ? firstPrev : [], add: lastEvent ? [lastEvent] : [] },
+      txns,
+      search,
+      head: { state_group: stateGroup, last_pos: lastPos },
+    });
+    // A redaction may target an event of this very batch: after the insert.
     for (const [target, redaction] of redactions) await q.markRedacted(target, redaction);
-    if (events.length || stateGroup !== view.head.state_group) await q.setRoomHead(roomNid, stateGroup, lastPos);
 
     // The view now describes the room after this batch (dropped by the caller if the commit fails).
     if (lastEvent) view.extremities = [{ event_id: lastEvent, depth: depth - 1 }];

@@ -9,13 +9,26 @@ import type { Db } from '../storage/db.ts';
 export class PersistStore {
   constructor(private db: Db) {}
 
-  /** Runs `fn` in one transaction on one pooled connection. */
-  async transaction<T>(fn: (q: Query) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in one transaction on one pooled connection. With a room, the transaction starts
+   * holding that room's lock (events of one room are persisted in order, across workers too) and
+   * `fn` gets the room's head as read under the lock — BEGIN, lock and read in one round trip.
+   */
+  async transaction<T>(roomNid: number | null, fn: (q: Query, head: RoomHead) => Promise<T>): Promise<T> {
     const client = (await this.db.client.acquireConnection()) as pg.Client;
     const q = new Query(client);
     try {
-      await client.query('BEGIN');
-      const result = await fn(q);
+      let head: RoomHead = { state_group: null, last_pos: 0 };
+      if (roomNid === null) await client.query('BEGIN');
+      else {
+        if (!Number.isSafeInteger(roomNid)) throw new Error(`bad room nid ${roomNid}`);
+        const results = (await client.query(
+          `BEGIN; SELECT pg_advisory_xact_lock(1, ${roomNid}); SELECT state_group, last_pos FROM rooms WHERE room_nid = ${roomNid}`,
+        )) as unknown as pg.QueryResult[];
+        const row = results[2]!.rows[0];
+        head = { state_group: row.state_group === null ? null : Number(row.state_group), last_pos: Number(row.last_pos) };
+      }
+      const result = await fn(q, head);
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -60,6 +73,21 @@ export interface EventInsert {
   json: string;
 }
 
+/** The rows of one batch, column by column. */
+export interface BatchWrite {
+  events: EventInsert[];
+  edges: { nids: number[]; prev: string[] };
+  authEdges: { nids: number[]; auth: number[] };
+  groups: { ids: number[]; prev: Array<number | null>; chain: number[] };
+  entries: { groups: number[]; types: number[]; keys: number[]; nids: number[] };
+  current: { types: number[]; keys: number[]; nids: number[] };
+  members: { users: string[]; memberships: string[]; nids: number[]; positions: number[]; senders: string[] };
+  extremities: { remove: string[]; add: string[] };
+  txns: { users: string[]; devices: string[]; txns: string[]; events: string[] };
+  search: { nids: number[]; keys: string[]; texts: string[] };
+  head: RoomHead;
+}
+
 export class Query {
   constructor(private client: pg.Client) {}
 
@@ -78,13 +106,6 @@ export class Query {
 
   async lockRoom(roomNid: number): Promise<void> {
     await this.run('lock_room', 'SELECT pg_advisory_xact_lock(1, $1)', [roomNid]);
-  }
-
-  /** The room's current snapshot and last position: a cache made at these values is still true. */
-  async roomHead(roomNid: number): Promise<RoomHead> {
-    const r = await this.run('room_head', 'SELECT state_group, last_pos FROM rooms WHERE room_nid = $1', [roomNid]);
-    const row = r.rows[0];
-    return { state_group: row.state_group === null ? null : Number(row.state_group), last_pos: Number(row.last_pos) };
   }
 
   async extremities(roomNid: number): Promise<Array<{ event_id: string; depth: number }>> {
@@ -121,25 +142,29 @@ export class Query {
     return r.rows.map((x) => ({ type_nid: Number(x.type_nid), state_key_nid: Number(x.state_key_nid), event_nid: Number(x.event_nid) }));
   }
 
-  async priorTxns(userIds: string[], deviceIds: string[], txnIds: string[]): Promise<Map<string, string>> {
-    const r = await this.run(
-      'prior_txns',
-      `SELECT t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txns t
-       JOIN unnest($1::text[], $2::text[], $3::text[]) AS w(user_id, device_id, txn_id)
-         ON t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id`,
-      [userIds, deviceIds, txnIds],
-    );
-    return new Map(r.rows.map((x) => [`${x.user_id}\0${x.device_id}\0${x.txn_id}`, x.event_id]));
-  }
-
-  /** Event nids and stream positions for n events, in increasing order. */
-  async allocate(n: number): Promise<Array<{ nid: number; pos: number }>> {
+  /**
+   * Event nids and stream positions for n events, in increasing order, and which of the given
+   * transactions were already persisted (user\0device\0txn → event id): one round trip.
+   */
+  async allocate(n: number, txnUsers: string[], txnDevices: string[], txnIds: string[]): Promise<{ ids: Array<{ nid: number; pos: number }>; prior: Map<string, string> }> {
     const r = await this.run(
       'allocate_events',
-      `SELECT nextval('events_event_nid_seq') AS nid, nextval('stream_positions') AS pos FROM generate_series(1, $1)`,
-      [n],
+      `SELECT nextval('events_event_nid_seq') AS nid, nextval('stream_positions') AS pos,
+         NULL::text AS u, NULL::text AS d, NULL::text AS x, NULL::text AS event_id
+       FROM generate_series(1, $1)
+       UNION ALL
+       SELECT NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txns t
+       JOIN unnest($2::text[], $3::text[], $4::text[]) AS w(user_id, device_id, txn_id)
+         ON t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id`,
+      [n, txnUsers, txnDevices, txnIds],
     );
-    return r.rows.map((x) => ({ nid: Number(x.nid), pos: Number(x.pos) })).sort((a, b) => a.pos - b.pos);
+    const ids: Array<{ nid: number; pos: number }> = [];
+    const prior = new Map<string, string>();
+    for (const x of r.rows) {
+      if (x.event_id === null) ids.push({ nid: Number(x.nid), pos: Number(x.pos) });
+      else prior.set(`${x.u}\0${x.d}\0${x.x}`, x.event_id);
+    }
+    return { ids: ids.sort((a, b) => a.pos - b.pos), prior };
   }
 
   async allocateStateGroup(): Promise<number> {
@@ -147,94 +172,56 @@ export class Query {
     return Number(r.rows[0].g);
   }
 
-  async insertEvents(rows: EventInsert[]): Promise<void> {
-    const col = <K extends keyof EventInsert>(k: K) => rows.map((r) => r[k]);
+  /** Everything a batch writes, in one statement of data-modifying CTEs (one round trip). */
+  async writeBatch(roomNid: number, b: BatchWrite): Promise<void> {
+    const ev = b.events;
+    const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k]);
     await this.run(
-      'insert_events',
-      `INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
-         state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json)
-       SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::text[],
-         $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-         $18::text[], $19::text[])`,
-      [col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
+      'write_batch',
+      `WITH
+       ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
+           state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json)
+         SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::int[], $9::text[],
+           $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+           $19::text[], $20::text[]) RETURNING 1),
+       ed AS (INSERT INTO event_edges (event_nid, prev_event_id) SELECT * FROM unnest($21::bigint[], $22::text[]) RETURNING 1),
+       ae AS (INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT * FROM unnest($23::bigint[], $24::bigint[]) RETURNING 1),
+       sg AS (INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len)
+         SELECT g, $1, p, c FROM unnest($25::bigint[], $26::bigint[], $27::int[]) AS x(g, p, c) RETURNING 1),
+       se AS (INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
+         SELECT * FROM unnest($28::bigint[], $29::int[], $30::int[], $31::bigint[]) RETURNING 1),
+       cs AS (INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid)
+         SELECT $1, * FROM unnest($32::int[], $33::int[], $34::bigint[])
+         ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid RETURNING 1),
+       rm AS (INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
+         SELECT u, $1, m, e, p, s, FALSE FROM unnest($35::text[], $36::text[], $37::bigint[], $38::bigint[], $39::text[]) AS x(u, m, e, p, s)
+         ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
+           stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE RETURNING 1),
+       fd AS (DELETE FROM forward_extremities WHERE room_nid = $1 AND event_id = ANY($40::text[]) RETURNING 1),
+       fi AS (INSERT INTO forward_extremities (room_nid, event_id) SELECT $1, x FROM unnest($41::text[]) AS x ON CONFLICT DO NOTHING RETURNING 1),
+       tx AS (INSERT INTO event_txns (user_id, device_id, txn_id, event_id) SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::text[]) ON CONFLICT DO NOTHING RETURNING 1),
+       sr AS (INSERT INTO event_search (event_nid, room_nid, key, vector)
+         SELECT n, $1, k, to_tsvector('simple', t) FROM unnest($46::bigint[], $47::text[], $48::text[]) AS x(n, k, t) RETURNING 1),
+       rh AS (UPDATE rooms SET state_group = $49, last_pos = $50 WHERE room_nid = $1 RETURNING 1)
+       SELECT 1`,
+      [roomNid, col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
         col('ts'), col('stateBefore'), col('stateAfter'), col('replacesNid'), col('membership'), col('relType'), col('relatesTo'),
-        col('redacts'), col('txnDevice'), col('txnId'), col('json')],
-    );
-  }
-
-  async insertEdges(eventNids: number[], prevIds: string[]): Promise<void> {
-    await this.run('insert_edges', 'INSERT INTO event_edges (event_nid, prev_event_id) SELECT * FROM unnest($1::bigint[], $2::text[])', [eventNids, prevIds]);
-  }
-
-  async insertAuthEdges(eventNids: number[], authNids: number[]): Promise<void> {
-    await this.run('insert_auth_edges', 'INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT * FROM unnest($1::bigint[], $2::bigint[])', [eventNids, authNids]);
-  }
-
-  async replaceExtremities(roomNid: number, remove: string[], add: string): Promise<void> {
-    await this.run('del_extremities', 'DELETE FROM forward_extremities WHERE room_nid = $1 AND event_id = ANY($2::text[])', [roomNid, remove]);
-    await this.run('add_extremity', 'INSERT INTO forward_extremities (room_nid, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [roomNid, add]);
-  }
-
-  async insertStateGroups(groups: number[], roomNid: number, prevGroups: Array<number | null>, chainLens: number[]): Promise<void> {
-    await this.run(
-      'insert_state_groups',
-      'INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len) SELECT g, $2, p, c FROM unnest($1::bigint[], $3::bigint[], $4::int[]) AS x(g, p, c)',
-      [groups, roomNid, prevGroups, chainLens],
-    );
-  }
-
-  async insertStateEntries(groups: number[], typeNids: number[], keyNids: number[], eventNids: number[]): Promise<void> {
-    await this.run(
-      'insert_state_entries',
-      'INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid) SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[])',
-      [groups, typeNids, keyNids, eventNids],
-    );
-  }
-
-  async upsertCurrentState(roomNid: number, typeNids: number[], keyNids: number[], eventNids: number[]): Promise<void> {
-    await this.run(
-      'upsert_current_state',
-      `INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid)
-       SELECT $1, * FROM unnest($2::int[], $3::int[], $4::bigint[])
-       ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid`,
-      [roomNid, typeNids, keyNids, eventNids],
-    );
-  }
-
-  async upsertMemberships(roomNid: number, userIds: string[], memberships: string[], eventNids: number[], positions: number[], senders: string[]): Promise<void> {
-    await this.run(
-      'upsert_memberships',
-      `INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
-       SELECT u, $1, m, e, p, s, FALSE FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) AS x(u, m, e, p, s)
-       ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
-         stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE`,
-      [roomNid, userIds, memberships, eventNids, positions, senders],
-    );
-  }
-
-  async insertTxns(userIds: string[], deviceIds: string[], txnIds: string[], eventIds: string[]): Promise<void> {
-    await this.run(
-      'insert_txns',
-      'INSERT INTO event_txns (user_id, device_id, txn_id, event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])',
-      [userIds, deviceIds, txnIds, eventIds],
-    );
-  }
-
-  async indexForSearch(eventNids: number[], roomNid: number, keys: string[], texts: string[]): Promise<void> {
-    await this.run(
-      'insert_search',
-      "INSERT INTO event_search (event_nid, room_nid, key, vector) SELECT n, $2, k, to_tsvector('simple', t) FROM unnest($1::bigint[], $3::text[], $4::text[]) AS x(n, k, t)",
-      [eventNids, roomNid, keys, texts],
+        col('redacts'), col('txnDevice'), col('txnId'), col('json'),
+        b.edges.nids, b.edges.prev, b.authEdges.nids, b.authEdges.auth,
+        b.groups.ids, b.groups.prev, b.groups.chain,
+        b.entries.groups, b.entries.types, b.entries.keys, b.entries.nids,
+        b.current.types, b.current.keys, b.current.nids,
+        b.members.users, b.members.memberships, b.members.nids, b.members.positions, b.members.senders,
+        b.extremities.remove, b.extremities.add,
+        b.txns.users, b.txns.devices, b.txns.txns, b.txns.events,
+        b.search.nids, b.search.keys, b.search.texts,
+        b.head.state_group, b.head.last_pos],
     );
   }
 
   async markRedacted(targetId: string, redactionId: string): Promise<void> {
     await this.run('mark_redacted', 'UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL', [targetId, redactionId]);
     await this.run('unindex_redacted', 'DELETE FROM event_search WHERE event_nid = (SELECT event_nid FROM events WHERE event_id = $1)', [targetId]);
-  }
-
-  async setRoomHead(roomNid: number, stateGroup: number | null, lastPos: number): Promise<void> {
-    await this.run('set_room_head', 'UPDATE rooms SET state_group = $2, last_pos = $3 WHERE room_nid = $1', [roomNid, stateGroup, lastPos]);
   }
 
   async eventById(eventId: string): Promise<{ event_id: string; stream_pos: number; json: string } | undefined> {

@@ -230,11 +230,9 @@ export class RoomService {
 
   /** Sends a message-like event, idempotent per device and transaction id. */
   async send(me: Requester, roomId: string, type: string, content: Record<string, unknown>, txnId?: string): Promise<string> {
-    if (txnId !== undefined) {
-      const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
-      if (existing) return existing;
-    }
-    await this.requireJoined(me.userId, roomId);
+    // The engine answers retries of a transaction and checks membership through the auth rules;
+    // checking here too would cost two queries on the hottest path.
+    if (!(await this.store.roomMeta(roomId))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     const draft: EventDraft = { type, sender: me.userId, content };
     if (txnId !== undefined) draft.txn = { deviceId: me.deviceId, txnId };
     try {
