@@ -8,7 +8,7 @@ import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type RoomRow } from './store.ts';
-import { PersistStore, type Query, type EventInsert, type RoomHead } from './persist-store.ts';
+import { PersistStore, WriteSet, type Query, type RoomHead } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
 export interface EventDraft {
@@ -39,6 +39,13 @@ const MAX_EVENT_BYTES = 65536;
 const SNAPSHOT_EVERY = 100;
 /** How many queued sends of one room share a transaction at most. */
 const MAX_BATCH = 64;
+/**
+ * Transactions persisting at once, and rooms one of them may carry. A commit waits for the WAL
+ * flush; writing the queued events of several rooms under one commit, with a few such commits in
+ * flight, is what lets throughput grow with load instead of with the number of rooms.
+ */
+const LANES = 4;
+const MAX_ROOMS_PER_TRANSACTION = 16;
 
 /**
  * The room engine's write path. Every local event goes through `send`: build (prev events = forward
@@ -48,6 +55,9 @@ const MAX_BATCH = 64;
  */
 export class RoomEngine {
   private queues = new Map<string, Pending[]>();
+  /** Rooms whose events a transaction is persisting right now. */
+  private busy = new Set<string>();
+  private lanesInUse = 0;
   private cache = new Map<number, RoomView>();
   private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
@@ -80,11 +90,67 @@ export class RoomEngine {
   send(roomId: string, draft: EventDraft): Promise<PersistedEvent> {
     return new Promise((resolve, reject) => {
       let q = this.queues.get(roomId);
-      const start = !q;
       if (!q) this.queues.set(roomId, (q = []));
       q.push({ draft, resolve, reject });
-      if (start) void this.drain(roomId);
+      this.schedule();
     });
+  }
+
+  /** Starts transactions while lanes are free and rooms that no transaction holds have events queued. */
+  private schedule(): void {
+    while (this.lanesInUse < LANES) {
+      const ready = [...this.queues.keys()].filter((roomId) => !this.busy.has(roomId));
+      if (!ready.length) return;
+      // Spread the ready rooms over the free lanes, so that several commits are in flight.
+      const share = Math.min(MAX_ROOMS_PER_TRANSACTION, Math.ceil(ready.length / (LANES - this.lanesInUse)));
+      const rooms = ready.slice(0, share);
+      const work = rooms.map((roomId) => {
+        const q = this.queues.get(roomId)!;
+        const batch = q.splice(0, MAX_BATCH);
+        if (!q.length) this.queues.delete(roomId);
+        this.busy.add(roomId);
+        return { roomId, batch };
+      });
+      this.lanesInUse += 1;
+      void this.persistRooms(work).finally(() => {
+        this.lanesInUse -= 1;
+        for (const w of work) this.busy.delete(w.roomId);
+        this.schedule();
+      });
+    }
+  }
+
+  /** One transaction for the queued events of several rooms: one commit, one WAL flush. */
+  private async persistRooms(work: Array<{ roomId: string; batch: Pending[] }>): Promise<void> {
+    const rooms: Array<{ roomId: string; batch: Pending[]; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
+    for (const w of work) {
+      try {
+        const { room, version } = await this.version(w.roomId);
+        rooms.push({ ...w, nid: room.room_nid, version, results: [] });
+      } catch (err) {
+        for (const p of w.batch) p.reject(err);
+      }
+    }
+    if (!rooms.length) return;
+    const positions: number[] = [];
+    try {
+      await this.persist.transaction(rooms.map((r) => r.nid), async (tx, heads) => {
+        const results = await this.persistRoomBatches(tx, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, head: heads.get(r.nid)!, drafts: r.batch.map((p) => p.draft) })), positions);
+        rooms.forEach((r, i) => (r.results = results[i]!));
+      });
+    } catch (err) {
+      // The in-memory views may hold what was rolled back: forget them.
+      for (const r of rooms) this.cache.delete(r.nid);
+      this.tracker.done(positions);
+      if (!(err instanceof MatrixError)) this.log.error({ err, rooms: rooms.map((r) => r.roomId) }, 'persisting events failed');
+      for (const r of rooms) for (const p of r.batch) p.reject(err);
+      return;
+    }
+    this.tracker.done(positions);
+    for (const r of rooms) {
+      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+    }
   }
 
   /** Creates a room and persists its first events in one transaction. */
@@ -93,10 +159,10 @@ export class RoomEngine {
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
     try {
-      await this.persist.transaction(null, async (q, head) => {
+      await this.persist.transaction([], async (q) => {
         roomNid = await q.insertRoom(roomId, version.id, creator);
         await q.lockRoom(roomNid);
-        results = await this.persistBatch(q, head, roomId, roomNid, version, drafts, positions);
+        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, head: { state_group: null, last_pos: 0 }, drafts }], positions)) as [Array<PersistedEvent | Error>];
         const failed = results.find((r): r is Error => r instanceof Error);
         if (failed) throw failed;
       });
@@ -109,34 +175,6 @@ export class RoomEngine {
     const done = results as PersistedEvent[];
     this.afterCommit(roomId, done);
     return done;
-  }
-
-  private async drain(roomId: string): Promise<void> {
-    const q = this.queues.get(roomId)!;
-    while (q.length) {
-      const batch = q.splice(0, MAX_BATCH);
-      const positions: number[] = [];
-      let roomNid: number | undefined;
-      try {
-        const { room, version } = await this.version(roomId);
-        roomNid = room.room_nid;
-        let results: Array<PersistedEvent | Error> = [];
-        await this.persist.transaction(room.room_nid, async (tx, head) => {
-          results = await this.persistBatch(tx, head, roomId, room.room_nid, version, batch.map((p) => p.draft), positions);
-        });
-        this.tracker.done(positions);
-        const ok = results.filter((r): r is PersistedEvent => !(r instanceof Error));
-        this.afterCommit(roomId, ok);
-        results.forEach((r, i) => (r instanceof Error ? batch[i]!.reject(r) : batch[i]!.resolve(r)));
-      } catch (err) {
-        // The in-memory view of the room may hold what was rolled back: forget it.
-        if (roomNid !== undefined) this.cache.delete(roomNid);
-        this.tracker.done(positions);
-        if (!(err instanceof MatrixError)) this.log.error({ err, roomId }, 'persisting events failed');
-        for (const p of batch) p.reject(err);
-      }
-    }
-    this.queues.delete(roomId);
   }
 
   private afterCommit(roomId: string, events: PersistedEvent[]): void {
@@ -212,27 +250,56 @@ export class RoomEngine {
   }
 
   /**
-   * Builds, authorises and writes drafts in order inside the caller's transaction, which holds the
-   * room's lock. A draft the auth rules deny yields an Error in its slot and writes nothing. All
-   * rows of the batch are written with one multi-row statement per table.
+   * Builds, authorises and writes the drafts of several rooms inside the caller's transaction,
+   * which holds the rooms' locks: ids for all in one round trip, all rows in one more.
    */
-  private async persistBatch(q: Query, head: RoomHead, roomId: string, roomNid: number, version: RoomVersion, drafts: EventDraft[], positions: number[]): Promise<Array<PersistedEvent | Error>> {
-    const out: Array<PersistedEvent | Error> = [];
-    const view = await this.roomView(q, head, roomNid);
-
+  private async persistRoomBatches(
+    q: Query,
+    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; head: RoomHead; drafts: EventDraft[] }>,
+    positions: number[],
+  ): Promise<Array<Array<PersistedEvent | Error>>> {
     // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
-    const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.txnId}`;
-    const withTxn = drafts.filter((d) => d.txn);
-    const inBatch = new Map<string, PersistedEvent>();
+    const all = rooms.flatMap((r) => r.drafts);
+    const withTxn = all.filter((d) => d.txn);
     let allocated: Array<{ nid: number; pos: number }> = [];
     let prior = new Map<string, string>();
     const ids = await this.tracker.reserve(async () => {
-      const r = await q.allocate(drafts.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
+      const r = await q.allocate(all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
       allocated = r.ids;
       prior = r.prior;
       return allocated.map((x) => x.pos);
     });
     positions.push(...ids);
+    const w = new WriteSet();
+    const results: Array<Array<PersistedEvent | Error>> = [];
+    let offset = 0;
+    for (const r of rooms) {
+      results.push(await this.buildBatch(q, r.head, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w));
+      offset += r.drafts.length;
+    }
+    await q.write(w);
+    return results;
+  }
+
+  /**
+   * Builds and authorises one room's drafts in order, adding their rows to `w`. A draft the auth
+   * rules deny yields an Error in its slot and writes nothing.
+   */
+  private async buildBatch(
+    q: Query,
+    head: RoomHead,
+    roomId: string,
+    roomNid: number,
+    version: RoomVersion,
+    drafts: EventDraft[],
+    allocated: Array<{ nid: number; pos: number }>,
+    prior: Map<string, string>,
+    w: WriteSet,
+  ): Promise<Array<PersistedEvent | Error>> {
+    const out: Array<PersistedEvent | Error> = [];
+    const view = await this.roomView(q, head, roomNid);
+    const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.txnId}`;
+    const inBatch = new Map<string, PersistedEvent>();
 
     let prevEvents = view.extremities.map((e) => e.event_id);
     let depth = view.extremities.reduce((d, e) => Math.max(d, e.depth), 0) + 1;
@@ -240,23 +307,21 @@ export class RoomEngine {
     let chainLen = view.chainLen;
     const firstPrev = prevEvents;
 
-    const events: EventInsert[] = [];
-    const edges: { nids: number[]; prev: string[] } = { nids: [], prev: [] };
-    const authEdges: { nids: number[]; auth: number[] } = { nids: [], auth: [] };
-    const groups: { ids: number[]; prev: Array<number | null>; chain: number[] } = { ids: [], prev: [], chain: [] };
-    const entries: { groups: number[]; types: number[]; keys: number[]; nids: number[] } = { groups: [], types: [], keys: [], nids: [] };
     const current = new Map<string, { typeNid: number; keyNid: number; nid: number }>();
-    const members = new Map<string, { membership: string; nid: number; pos: number; sender: string }>();
-    const txns: { users: string[]; devices: string[]; txns: string[]; events: string[] } = { users: [], devices: [], txns: [], events: [] };
-    const search: { nids: number[]; keys: string[]; texts: string[] } = { nids: [], keys: [], texts: [] };
-    const redactions: Array<[string, string]> = [];
     let lastEvent: string | undefined;
     let lastPos = view.head.last_pos;
 
     const addGroup = (group: number, prev: number | null, chain: number) => {
-      groups.ids.push(group);
-      groups.prev.push(prev);
-      groups.chain.push(chain);
+      w.groups.ids.push(group);
+      w.groups.rooms.push(roomNid);
+      w.groups.prev.push(prev);
+      w.groups.chain.push(chain);
+    };
+    const addEntry = (group: number, typeNid: number, keyNid: number, eventNid: number) => {
+      w.entries.groups.push(group);
+      w.entries.types.push(typeNid);
+      w.entries.keys.push(keyNid);
+      w.entries.nids.push(eventNid);
     };
     if (stateGroup === null) {
       // The create event: the state before it is the empty snapshot.
@@ -340,27 +405,20 @@ export class RoomEngine {
           for (const c of current.values()) all.set(`${c.typeNid}:${c.keyNid}`, { type_nid: c.typeNid, state_key_nid: c.keyNid, event_nid: c.nid });
           all.set(`${typeNid}:${keyNid}`, { type_nid: typeNid, state_key_nid: keyNid!, event_nid: eventNid });
           addGroup(stateAfter, null, 0);
-          for (const r of all.values()) {
-            entries.groups.push(stateAfter);
-            entries.types.push(r.type_nid);
-            entries.keys.push(r.state_key_nid);
-            entries.nids.push(r.event_nid);
-          }
+          for (const r of all.values()) addEntry(stateAfter, r.type_nid, r.state_key_nid, r.event_nid);
           chainLen = 0;
         } else {
           addGroup(stateAfter, stateBefore, chainLen + 1);
-          entries.groups.push(stateAfter);
-          entries.types.push(typeNid);
-          entries.keys.push(keyNid!);
-          entries.nids.push(eventNid);
+          addEntry(stateAfter, typeNid, keyNid!, eventNid);
           chainLen += 1;
         }
         stateGroup = stateAfter;
         current.set(`${typeNid}:${keyNid}`, { typeNid, keyNid: keyNid!, nid: eventNid });
+        w.current.set(`${roomNid}:${typeNid}:${keyNid}`, { room: roomNid, type: typeNid, key: keyNid!, nid: eventNid });
       }
       const relates = draft.content['m.relates_to'] as { rel_type?: unknown; event_id?: unknown } | undefined;
       const membership = draft.type === 'm.room.member' ? String(draft.content.membership) : null;
-      events.push({
+      w.events.push({
         nid: eventNid,
         eventId,
         roomNid,
@@ -379,29 +437,26 @@ export class RoomEngine {
         redacts: draft.redacts ?? null,
         txnDevice: draft.txn?.deviceId ?? null,
         txnId: draft.txn?.txnId ?? null,
+        prevEventIds: prevEvents,
+        authEventNids: authNids,
         json,
       });
-      for (const p of prevEvents) {
-        edges.nids.push(eventNid);
-        edges.prev.push(p);
+      if (membership) {
+        w.members.set(`${roomNid}:${draft.stateKey}`, { room: roomNid, user: draft.stateKey!, membership, nid: eventNid, pos: streamPos, sender: draft.sender });
       }
-      for (const a of authNids) {
-        authEdges.nids.push(eventNid);
-        authEdges.auth.push(a);
-      }
-      if (membership) members.set(draft.stateKey!, { membership, nid: eventNid, pos: streamPos, sender: draft.sender });
       if (draft.txn) {
-        txns.users.push(draft.sender);
-        txns.devices.push(draft.txn.deviceId);
-        txns.txns.push(draft.txn.txnId);
-        txns.events.push(eventId);
+        w.txns.users.push(draft.sender);
+        w.txns.devices.push(draft.txn.deviceId);
+        w.txns.txns.push(draft.txn.txnId);
+        w.txns.events.push(eventId);
       }
-      if (draft.redacts) redactions.push([draft.redacts, eventId]);
+      if (draft.redacts) w.redactions.push([draft.redacts, eventId]);
       const text = searchableText(draft);
       if (text) {
-        search.nids.push(eventNid);
-        search.keys.push(text.key);
-        search.texts.push(text.value);
+        w.search.nids.push(eventNid);
+        w.search.rooms.push(roomNid);
+        w.search.keys.push(text.key);
+        w.search.texts.push(text.value);
       }
 
       const pdu = { ...signed, event_id: eventId } as unknown as PDU;
@@ -420,24 +475,14 @@ export class RoomEngine {
       depth += 1;
     }
 
-    const c = [...current.values()];
-    const users = [...members.keys()];
-    const m = users.map((u) => members.get(u)!);
-    await q.writeBatch(roomNid, {
-      events,
-      edges,
-      authEdges,
-      groups,
-      entries,
-      current: { types: c.map((x) => x.typeNid), keys: c.map((x) => x.keyNid), nids: c.map((x) => x.nid) },
-      members: { users, memberships: m.map((x) => x.membership), nids: m.map((x) => x.nid), positions: m.map((x) => x.pos), senders: m.map((x) => x.sender) },
-      extremities: { remove: lastEvent ? firstPrev : [], add: lastEvent ? [lastEvent] : [] },
-      txns,
-      search,
-      head: { state_group: stateGroup, last_pos: lastPos },
-    });
-    // A redaction may target an event of this very batch: after the insert.
-    for (const [target, redaction] of redactions) await q.markRedacted(target, redaction);
+    if (lastEvent) {
+      w.extremities.remove.push(...firstPrev);
+      w.extremities.rooms.push(roomNid);
+      w.extremities.add.push(lastEvent);
+    }
+    w.heads.rooms.push(roomNid);
+    w.heads.groups.push(stateGroup);
+    w.heads.positions.push(lastPos);
 
     // The view now describes the room after this batch (dropped by the caller if the commit fails).
     if (lastEvent) view.extremities = [{ event_id: lastEvent, depth: depth - 1 }];

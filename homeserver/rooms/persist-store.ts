@@ -10,25 +10,30 @@ export class PersistStore {
   constructor(private db: Db) {}
 
   /**
-   * Runs `fn` in one transaction on one pooled connection. With a room, the transaction starts
-   * holding that room's lock (events of one room are persisted in order, across workers too) and
-   * `fn` gets the room's head as read under the lock — BEGIN, lock and read in one round trip.
+   * Runs `fn` in one transaction on one pooled connection. The transaction starts holding the
+   * given rooms' locks (events of one room are persisted in order, across workers too; taken in
+   * ascending order, so two transactions never wait on each other in a cycle), and `fn` gets each
+   * room's head as read under its lock: BEGIN, locks and heads in one round trip.
    */
-  async transaction<T>(roomNid: number | null, fn: (q: Query, head: RoomHead) => Promise<T>): Promise<T> {
+  async transaction<T>(roomNids: number[], fn: (q: Query, heads: Map<number, RoomHead>) => Promise<T>): Promise<T> {
     const client = (await this.db.client.acquireConnection()) as pg.Client;
     const q = new Query(client);
     try {
-      let head: RoomHead = { state_group: null, last_pos: 0 };
-      if (roomNid === null) await client.query('BEGIN');
+      const heads = new Map<number, RoomHead>();
+      if (!roomNids.length) await client.query('BEGIN');
       else {
-        if (!Number.isSafeInteger(roomNid)) throw new Error(`bad room nid ${roomNid}`);
+        if (!roomNids.every(Number.isSafeInteger)) throw new Error(`bad room nids ${roomNids.join(',')}`);
+        const list = roomNids.join(',');
         const results = (await client.query(
-          `BEGIN; SELECT pg_advisory_xact_lock(1, ${roomNid}); SELECT state_group, last_pos FROM rooms WHERE room_nid = ${roomNid}`,
+          `BEGIN;
+           SELECT pg_advisory_xact_lock(1, n) FROM (SELECT unnest(ARRAY[${list}]::int[]) AS n ORDER BY 1) AS sorted;
+           SELECT room_nid, state_group, last_pos FROM rooms WHERE room_nid IN (${list})`,
         )) as unknown as pg.QueryResult[];
-        const row = results[2]!.rows[0];
-        head = { state_group: row.state_group === null ? null : Number(row.state_group), last_pos: Number(row.last_pos) };
+        for (const row of results[2]!.rows) {
+          heads.set(Number(row.room_nid), { state_group: row.state_group === null ? null : Number(row.state_group), last_pos: Number(row.last_pos) });
+        }
       }
-      const result = await fn(q, head);
+      const result = await fn(q, heads);
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -70,22 +75,33 @@ export interface EventInsert {
   redacts: string | null;
   txnDevice: string | null;
   txnId: string | null;
+  prevEventIds: string[];
+  authEventNids: number[];
   json: string;
 }
 
-/** The rows of one batch, column by column. */
-export interface BatchWrite {
-  events: EventInsert[];
-  edges: { nids: number[]; prev: string[] };
-  authEdges: { nids: number[]; auth: number[] };
-  groups: { ids: number[]; prev: Array<number | null>; chain: number[] };
-  entries: { groups: number[]; types: number[]; keys: number[]; nids: number[] };
-  current: { types: number[]; keys: number[]; nids: number[] };
-  members: { users: string[]; memberships: string[]; nids: number[]; positions: number[]; senders: string[] };
-  extremities: { remove: string[]; add: string[] };
-  txns: { users: string[]; devices: string[]; txns: string[]; events: string[] };
-  search: { nids: number[]; keys: string[]; texts: string[] };
-  head: RoomHead;
+/**
+ * The rows a transaction writes, for any number of rooms, column by column: one multi-row
+ * statement per table, all in one round trip.
+ */
+export class WriteSet {
+  readonly events: EventInsert[] = [];
+  readonly groups = { ids: [] as number[], rooms: [] as number[], prev: [] as Array<number | null>, chain: [] as number[] };
+  readonly entries = { groups: [] as number[], types: [] as number[], keys: [] as number[], nids: [] as number[] };
+  /** Last write wins per (room, type, state key) and per (room, user): one row each. */
+  readonly current = new Map<string, { room: number; type: number; key: number; nid: number }>();
+  readonly members = new Map<string, { room: number; user: string; membership: string; nid: number; pos: number; sender: string }>();
+  readonly extremities = { remove: [] as string[], rooms: [] as number[], add: [] as string[] };
+  readonly txns = { users: [] as string[], devices: [] as string[], txns: [] as string[], events: [] as string[] };
+  readonly search = { nids: [] as number[], rooms: [] as number[], keys: [] as string[], texts: [] as string[] };
+  readonly heads = { rooms: [] as number[], groups: [] as Array<number | null>, positions: [] as number[] };
+  /** Applied after the insert: a redaction may target an event of the same transaction. */
+  readonly redactions: Array<[string, string]> = [];
+}
+
+/** A PostgreSQL array literal of strings, each quoted. */
+function arrayLiteral(items: string[]): string {
+  return `{${items.map((s) => `"${s.replace(/[\\"]/g, (c) => '\\' + c)}"`).join(',')}}`;
 }
 
 export class Query {
@@ -172,51 +188,58 @@ export class Query {
     return Number(r.rows[0].g);
   }
 
-  /** Everything a batch writes, in one statement of data-modifying CTEs (one round trip). */
-  async writeBatch(roomNid: number, b: BatchWrite): Promise<void> {
-    const ev = b.events;
+  /** Everything a transaction writes, in one statement of data-modifying CTEs (one round trip). */
+  async write(w: WriteSet): Promise<void> {
+    const ev = w.events;
     const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k]);
+    const cur = [...w.current.values()];
+    const mem = [...w.members.values()];
     await this.run(
       'write_batch',
       `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
-           state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json)
-         SELECT * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::int[], $9::text[],
-           $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-           $19::text[], $20::text[]) RETURNING 1),
-       ed AS (INSERT INTO event_edges (event_nid, prev_event_id) SELECT * FROM unnest($21::bigint[], $22::text[]) RETURNING 1),
-       ae AS (INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT * FROM unnest($23::bigint[], $24::bigint[]) RETURNING 1),
+           state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json,
+           prev_event_ids, auth_event_nids)
+         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[]
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::text[],
+           $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+           $18::text[], $19::text[], $20::text[], $21::text[])
+           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae) RETURNING 1),
        sg AS (INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len)
-         SELECT g, $1, p, c FROM unnest($25::bigint[], $26::bigint[], $27::int[]) AS x(g, p, c) RETURNING 1),
+         SELECT * FROM unnest($22::bigint[], $23::int[], $24::bigint[], $25::int[]) RETURNING 1),
        se AS (INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
-         SELECT * FROM unnest($28::bigint[], $29::int[], $30::int[], $31::bigint[]) RETURNING 1),
+         SELECT * FROM unnest($26::bigint[], $27::int[], $28::int[], $29::bigint[]) RETURNING 1),
        cs AS (INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid)
-         SELECT $1, * FROM unnest($32::int[], $33::int[], $34::bigint[])
+         SELECT * FROM unnest($30::int[], $31::int[], $32::int[], $33::bigint[])
          ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid RETURNING 1),
        rm AS (INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
-         SELECT u, $1, m, e, p, s, FALSE FROM unnest($35::text[], $36::text[], $37::bigint[], $38::bigint[], $39::text[]) AS x(u, m, e, p, s)
+         SELECT u, r, m, e, p, s, FALSE FROM unnest($34::text[], $35::int[], $36::text[], $37::bigint[], $38::bigint[], $39::text[]) AS x(u, r, m, e, p, s)
          ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
            stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE RETURNING 1),
-       fd AS (DELETE FROM forward_extremities WHERE room_nid = $1 AND event_id = ANY($40::text[]) RETURNING 1),
-       fi AS (INSERT INTO forward_extremities (room_nid, event_id) SELECT $1, x FROM unnest($41::text[]) AS x ON CONFLICT DO NOTHING RETURNING 1),
-       tx AS (INSERT INTO event_txns (user_id, device_id, txn_id, event_id) SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::text[]) ON CONFLICT DO NOTHING RETURNING 1),
+       fd AS (DELETE FROM forward_extremities WHERE event_id = ANY($40::text[]) RETURNING 1),
+       fi AS (INSERT INTO forward_extremities (room_nid, event_id) SELECT * FROM unnest($41::int[], $42::text[]) ON CONFLICT DO NOTHING RETURNING 1),
+       tx AS (INSERT INTO event_txns (user_id, device_id, txn_id, event_id) SELECT * FROM unnest($43::text[], $44::text[], $45::text[], $46::text[])
+         ON CONFLICT DO NOTHING RETURNING 1),
        sr AS (INSERT INTO event_search (event_nid, room_nid, key, vector)
-         SELECT n, $1, k, to_tsvector('simple', t) FROM unnest($46::bigint[], $47::text[], $48::text[]) AS x(n, k, t) RETURNING 1),
-       rh AS (UPDATE rooms SET state_group = $49, last_pos = $50 WHERE room_nid = $1 RETURNING 1)
+         SELECT n, r, k, to_tsvector('simple', t) FROM unnest($47::bigint[], $48::int[], $49::text[], $50::text[]) AS x(n, r, k, t) RETURNING 1),
+       rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p FROM unnest($51::int[], $52::bigint[], $53::bigint[]) AS x(n, g, p)
+         WHERE rooms.room_nid = x.n RETURNING 1)
        SELECT 1`,
-      [roomNid, col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
+      [col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
         col('ts'), col('stateBefore'), col('stateAfter'), col('replacesNid'), col('membership'), col('relType'), col('relatesTo'),
         col('redacts'), col('txnDevice'), col('txnId'), col('json'),
-        b.edges.nids, b.edges.prev, b.authEdges.nids, b.authEdges.auth,
-        b.groups.ids, b.groups.prev, b.groups.chain,
-        b.entries.groups, b.entries.types, b.entries.keys, b.entries.nids,
-        b.current.types, b.current.keys, b.current.nids,
-        b.members.users, b.members.memberships, b.members.nids, b.members.positions, b.members.senders,
-        b.extremities.remove, b.extremities.add,
-        b.txns.users, b.txns.devices, b.txns.txns, b.txns.events,
-        b.search.nids, b.search.keys, b.search.texts,
-        b.head.state_group, b.head.last_pos],
+        // Arrays per row travel as array literals: unnest would flatten an array of arrays.
+        ev.map((r) => arrayLiteral(r.prevEventIds)), ev.map((r) => `{${r.authEventNids.join(',')}}`),
+        w.groups.ids, w.groups.rooms, w.groups.prev, w.groups.chain,
+        w.entries.groups, w.entries.types, w.entries.keys, w.entries.nids,
+        cur.map((c) => c.room), cur.map((c) => c.type), cur.map((c) => c.key), cur.map((c) => c.nid),
+        mem.map((m) => m.user), mem.map((m) => m.room), mem.map((m) => m.membership), mem.map((m) => m.nid), mem.map((m) => m.pos), mem.map((m) => m.sender),
+        w.extremities.remove, w.extremities.rooms, w.extremities.add,
+        w.txns.users, w.txns.devices, w.txns.txns, w.txns.events,
+        w.search.nids, w.search.rooms, w.search.keys, w.search.texts,
+        w.heads.rooms, w.heads.groups, w.heads.positions],
     );
+    for (const [target, redaction] of w.redactions) await this.markRedacted(target, redaction);
   }
 
   async markRedacted(targetId: string, redactionId: string): Promise<void> {

@@ -35,28 +35,6 @@ export interface RoomRow {
   state_group: number | null;
 }
 
-/** What persisting one event writes, decided by the engine. */
-export interface NewEventRow {
-  eventId: string;
-  roomNid: number;
-  streamPos: number;
-  depth: number;
-  type: string;
-  stateKey: string | undefined;
-  sender: string;
-  originServerTs: number;
-  stateBefore: number;
-  stateAfter: number;
-  replacesNid: number | null;
-  membership: string | null;
-  relType: string | null;
-  relatesTo: string | null;
-  redacts: string | null;
-  txnDevice: string | null;
-  txnId: string | null;
-  json: string;
-}
-
 export const EVENT_COLUMNS = `e.event_nid, e.event_id, e.room_nid, r.room_id, r.room_version, e.stream_pos, e.depth, t.type,
   sk.state_key, e.sender, e.origin_server_ts, e.state_before, e.state_after, e.replaces_nid, e.membership,
   e.redacted_by, e.txn_device, e.txn_id, e.json`;
@@ -114,33 +92,6 @@ export class RoomStore {
     return row;
   }
 
-  async insertRoom(trx: Knex, roomId: string, version: string, creator: string): Promise<number> {
-    const r = await trx.raw(
-      'INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) RETURNING room_nid',
-      [roomId, version, creator, Date.now()],
-    );
-    return Number(r.rows[0].room_nid);
-  }
-
-  async lockRoom(trx: Knex, roomNid: number): Promise<void> {
-    // Events of one room are persisted in order, also across workers.
-    await trx.raw('SELECT pg_advisory_xact_lock(1, ?)', [roomNid]);
-  }
-
-  async forwardExtremities(trx: Knex, roomNid: number): Promise<Array<{ event_id: string; depth: number }>> {
-    const r = await trx.raw(
-      `SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
-       WHERE f.room_nid = ? ORDER BY e.depth DESC, e.stream_pos DESC LIMIT 10`,
-      [roomNid],
-    );
-    return r.rows;
-  }
-
-  async setForwardExtremities(trx: Knex, roomNid: number, remove: string[], add: string): Promise<void> {
-    if (remove.length) await trx.raw('DELETE FROM forward_extremities WHERE room_nid = ? AND event_id = ANY(?)', [roomNid, remove]);
-    await trx.raw('INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING', [roomNid, add]);
-  }
-
   /** Current state entries for the given (type, state_key) pairs, with the event JSON. */
   async currentStateFor(db: Knex, roomNid: number, pairs: Array<[string, string]>): Promise<Array<{ type: string; state_key: string; event_nid: number; event_id: string; json: string }>> {
     if (pairs.length === 0) return [];
@@ -166,42 +117,6 @@ export class RoomStore {
       types ? [roomNid, types] : [roomNid],
     );
     return r.rows;
-  }
-
-  async nextStateGroup(trx: Knex, roomNid: number, prevGroup: number | null, full: boolean): Promise<{ group: number; chainLen: number }> {
-    let chainLen = 0;
-    if (prevGroup !== null && !full) {
-      const r = await trx.raw('SELECT chain_len FROM state_groups WHERE state_group = ?', [prevGroup]);
-      chainLen = Number(r.rows[0].chain_len) + 1;
-    }
-    const r = await trx.raw(
-      'INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES (?, ?, ?) RETURNING state_group',
-      [roomNid, full ? null : prevGroup, chainLen],
-    );
-    return { group: Number(r.rows[0].state_group), chainLen };
-  }
-
-  async chainLen(trx: Knex, group: number): Promise<number> {
-    const r = await trx.raw('SELECT chain_len FROM state_groups WHERE state_group = ?', [group]);
-    return Number(r.rows[0].chain_len);
-  }
-
-  async insertStateEntries(trx: Knex, group: number, entries: Array<{ typeNid: number; keyNid: number; eventNid: number }>): Promise<void> {
-    if (!entries.length) return;
-    await trx.raw(
-      `INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
-       SELECT ?, * FROM unnest(?::int[], ?::int[], ?::bigint[])`,
-      [group, entries.map((e) => e.typeNid), entries.map((e) => e.keyNid), entries.map((e) => e.eventNid)],
-    );
-  }
-
-  /** Copies the current state of a room as the entries of a full snapshot. */
-  async snapshotCurrentState(trx: Knex, group: number, roomNid: number): Promise<void> {
-    await trx.raw(
-      `INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
-       SELECT ?, type_nid, state_key_nid, event_nid FROM current_state WHERE room_nid = ?`,
-      [group, roomNid],
-    );
   }
 
   /**
@@ -244,72 +159,9 @@ export class RoomStore {
     return r.rows;
   }
 
-  async insertEvent(trx: Knex, ev: NewEventRow): Promise<number> {
-    const typeNid = await this.types.nid(trx, ev.type);
-    const keyNid = ev.stateKey === undefined ? null : await this.stateKeys.nid(trx, ev.stateKey);
-    const r = await trx.raw(
-      `INSERT INTO events (event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
-         state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING event_nid`,
-      [ev.eventId, ev.roomNid, ev.streamPos, ev.depth, typeNid, keyNid, ev.sender, ev.originServerTs, ev.stateBefore,
-        ev.stateAfter, ev.replacesNid, ev.membership, ev.relType, ev.relatesTo, ev.redacts, ev.txnDevice, ev.txnId, ev.json],
-    );
-    return Number(r.rows[0].event_nid);
-  }
-
-  async insertEdges(trx: Knex, eventNid: number, prevEvents: string[], authNids: number[]): Promise<void> {
-    if (prevEvents.length) {
-      await trx.raw('INSERT INTO event_edges (event_nid, prev_event_id) SELECT ?, unnest(?::text[])', [eventNid, prevEvents]);
-    }
-    if (authNids.length) {
-      await trx.raw('INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT ?, unnest(?::bigint[])', [eventNid, authNids]);
-    }
-  }
-
-  async setCurrentState(trx: Knex, roomNid: number, type: string, stateKey: string, eventNid: number): Promise<{ typeNid: number; keyNid: number }> {
-    const typeNid = await this.types.nid(trx, type);
-    const keyNid = await this.stateKeys.nid(trx, stateKey);
-    await trx.raw(
-      `INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid) VALUES (?, ?, ?, ?)
-       ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid`,
-      [roomNid, typeNid, keyNid, eventNid],
-    );
-    return { typeNid, keyNid };
-  }
-
-  async setRoomStateGroup(trx: Knex, roomNid: number, group: number): Promise<void> {
-    await trx.raw('UPDATE rooms SET state_group = ? WHERE room_nid = ?', [group, roomNid]);
-  }
-
-  async setMembership(trx: Knex, userId: string, roomNid: number, membership: string, eventNid: number, streamPos: number, sender: string): Promise<void> {
-    await trx.raw(
-      `INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
-       VALUES (?, ?, ?, ?, ?, ?, FALSE)
-       ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
-         stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE`,
-      [userId, roomNid, membership, eventNid, streamPos, sender],
-    );
-  }
-
-  async recordTxn(trx: Knex, userId: string, deviceId: string, txnId: string, eventId: string): Promise<void> {
-    await trx.raw('INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)', [userId, deviceId, txnId, eventId]);
-  }
-
   async txnEvent(userId: string, deviceId: string, txnId: string, db: Knex = this.db): Promise<string | undefined> {
     const r = await db.raw('SELECT event_id FROM event_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?', [userId, deviceId, txnId]);
     return r.rows[0]?.event_id;
-  }
-
-  async markRedacted(trx: Knex, targetEventId: string, redactionId: string): Promise<void> {
-    await trx.raw('UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL', [redactionId, targetEventId]);
-    await trx.raw('DELETE FROM event_search WHERE event_nid = (SELECT event_nid FROM events WHERE event_id = ?)', [targetEventId]);
-  }
-
-  async indexForSearch(trx: Knex, eventNid: number, roomNid: number, key: string, text: string): Promise<void> {
-    await trx.raw(
-      "INSERT INTO event_search (event_nid, room_nid, key, vector) VALUES (?, ?, ?, to_tsvector('simple', ?))",
-      [eventNid, roomNid, key, text],
-    );
   }
 
   async eventById(eventId: string, db: Knex = this.db): Promise<EventRow | undefined> {

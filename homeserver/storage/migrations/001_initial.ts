@@ -151,13 +151,13 @@ export async function up(knex: Knex): Promise<void> {
       rejected         BOOLEAN NOT NULL DEFAULT FALSE,
       txn_device       TEXT,                         -- device that sent it, for transaction_id
       txn_id           TEXT,
+      prev_event_ids   TEXT[] NOT NULL,              -- the DAG edges, as in the JSON
+      auth_event_nids  BIGINT[] NOT NULL,            -- the auth events, interned
       json             TEXT NOT NULL                 -- canonical JSON as signed
     );
     CREATE INDEX events_room_stream ON events (room_nid, stream_pos);
-    CREATE INDEX events_room_depth ON events (room_nid, depth, stream_pos);
     CREATE INDEX events_relates ON events (relates_to, rel_type) WHERE relates_to IS NOT NULL;
     CREATE INDEX events_redacts ON events (redacts) WHERE redacts IS NOT NULL;
-    CREATE INDEX events_room_ts ON events (room_nid, origin_server_ts, stream_pos);
 
     CREATE TABLE event_txns (
       user_id    TEXT NOT NULL,
@@ -165,17 +165,6 @@ export async function up(knex: Knex): Promise<void> {
       txn_id     TEXT NOT NULL,
       event_id   TEXT NOT NULL,
       PRIMARY KEY (user_id, device_id, txn_id)
-    );
-
-    CREATE TABLE event_edges (
-      event_nid      BIGINT NOT NULL,
-      prev_event_id  TEXT NOT NULL,
-      PRIMARY KEY (event_nid, prev_event_id)
-    );
-    CREATE TABLE event_auth_edges (
-      event_nid       BIGINT NOT NULL,
-      auth_event_nid  BIGINT NOT NULL,
-      PRIMARY KEY (event_nid, auth_event_nid)
     );
 
     -- The events of a room that no other event points at yet: the prev_events of the next one.
