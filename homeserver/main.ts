@@ -53,7 +53,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   await migrate(db, log);
 
   const tracker = await StreamTracker.open(db);
-  const notifier = new LocalNotifier();
+  const notifier = new LocalNotifier(tracker.current());
   const signingKey = await loadOrCreateSigningKey(db);
 
   const accountStore = new AccountStore(db);
@@ -67,6 +67,12 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   const reader = new RoomReader(roomStore, visibility);
   const accountData = new AccountDataStore(db, tracker, notifier);
   const sync = new SyncService(roomStore, reader, visibility, accountData, tracker, notifier);
+
+  // /sync caches each user's memberships until a member event about them is persisted.
+  engine.onPersisted((events) => {
+    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) sync.membershipChanged(e.pdu.state_key);
+  });
+  rooms.onForgotten = (userId) => sync.membershipChanged(userId);
 
   await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered = async (userId) => {

@@ -11,9 +11,17 @@ export interface Notifier {
    * happened), false after timeoutMs or when aborted.
    */
   wait(keys: Iterable<string>, sincePos: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Whether anything was notified for these keys after `pos`; undefined when `pos` is older than
+   * what this notifier has seen (before it started), so only the database can tell.
+   */
+  changedSince(keys: Iterable<string>, pos: number): boolean | undefined;
 }
 
 export class LocalNotifier implements Notifier {
+  /** Every notification after this position has been seen here. */
+  constructor(private baseline: number) {}
+
   private waiters = new Map<string, Set<() => void>>();
   // The last position notified per key, so a waiter that read before a notify does not miss it.
   private lastPos = new Map<string, number>();
@@ -25,6 +33,12 @@ export class LocalNotifier implements Notifier {
       if (!set) continue;
       for (const wake of [...set]) wake();
     }
+  }
+
+  changedSince(keys: Iterable<string>, pos: number): boolean | undefined {
+    if (pos < this.baseline) return undefined;
+    for (const k of keys) if ((this.lastPos.get(k) ?? 0) > pos) return true;
+    return false;
   }
 
   wait(keys: Iterable<string>, sincePos: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {

@@ -38,6 +38,9 @@ const PRESETS = {
 
 /** Room operations a client asks for: creation, membership, sending, state. Reads live elsewhere. */
 export class RoomService {
+  /** Called after a user forgets a room (caches of memberships listen). */
+  onForgotten: (userId: string) => void = () => {};
+
   constructor(
     readonly engine: RoomEngine,
     readonly store: RoomStore,
@@ -226,6 +229,7 @@ export class RoomService {
       throw new MatrixError(400, 'M_UNKNOWN', 'User must leave the room before forgetting it');
     }
     await this.store.setForgotten(userId, room.room_nid);
+    this.onForgotten(userId);
   }
 
   /** Sends a message-like event, idempotent per device and transaction id. */

@@ -44,27 +44,49 @@ export class SyncService {
     private notifier: Notifier,
   ) {}
 
+  private membershipCache = new Map<string, MembershipRow[]>();
+  private membershipVersion = new Map<string, number>();
+
   async sync(me: Requester, req: SyncRequest, signal?: AbortSignal): Promise<Record<string, unknown>> {
     const deadline = Date.now() + req.timeoutMs;
+    let since = req.since;
     for (;;) {
       const to = this.tracker.current();
-      const res = await this.compute(me, req, to);
-      const remaining = deadline - Date.now();
-      if (req.since === undefined || req.fullState || !isEmpty(res) || remaining <= 0 || signal?.aborted) return res;
-      // Nothing new: wait on the user and each of their rooms, from the position we read up to.
       const keys = [me.userId, ...(await this.memberships(me.userId)).map((m) => m.room_id)];
+      // The notifier knows when nothing happened for this user: then there is nothing to read.
+      const quiet = since !== undefined && !req.fullState && this.notifier.changedSince(keys, since) === false;
+      const res = quiet ? emptyResponse(to) : await this.compute(me, { ...req, since }, to);
+      const remaining = deadline - Date.now();
+      if (since === undefined || req.fullState || !isEmpty(res) || remaining <= 0 || signal?.aborted) return res;
+      // Nothing new: wait on the user and each of their rooms, from the position we read up to.
       const woken = await this.notifier.wait(keys, to, remaining, signal);
       if (!woken) return res;
+      since = to;
     }
   }
 
-  private async memberships(userId: string): Promise<MembershipRow[]> {
+  /** A user's memberships, cached until a member event about them is persisted. */
+  async memberships(userId: string): Promise<MembershipRow[]> {
+    const hit = this.membershipCache.get(userId);
+    if (hit) return hit;
+    const version = this.membershipVersion.get(userId) ?? 0;
     const r = await this.store.db.raw(
       `SELECT m.room_nid, r.room_id, m.membership, m.event_nid, m.stream_pos, m.forgotten
        FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`,
       [userId],
     );
+    // A membership written while we read must not be hidden by what we read before it.
+    if ((this.membershipVersion.get(userId) ?? 0) === version) {
+      if (this.membershipCache.size > 100_000) this.membershipCache.clear();
+      this.membershipCache.set(userId, r.rows);
+    }
     return r.rows;
+  }
+
+  /** Called when a member event about `userId` is persisted (or the room is forgotten). */
+  membershipChanged(userId: string): void {
+    this.membershipCache.delete(userId);
+    this.membershipVersion.set(userId, (this.membershipVersion.get(userId) ?? 0) + 1);
   }
 
   private async compute(me: Requester, req: SyncRequest, to: number): Promise<Record<string, unknown>> {
@@ -77,11 +99,13 @@ export class SyncService {
     const invite: Record<string, unknown> = {};
     const knock: Record<string, unknown> = {};
     const leave: Record<string, unknown> = {};
+    const sections: RawSection[] = [];
 
     const all = (await this.memberships(me.userId)).filter((m) => roomAllowed(roomFilter, m.room_id) && Number(m.stream_pos) <= to);
     const roomAccountData = new Map<string, ClientEvent[]>();
     const globalAccountData: Array<Record<string, unknown>> = [];
-    for (const row of await this.accountData.changed(me.userId, req.fullState ? undefined : since, to)) {
+    const adChanged = req.fullState || since === undefined || this.notifier.changedSince([me.userId], since) !== false;
+    for (const row of adChanged ? await this.accountData.changed(me.userId, req.fullState ? undefined : since, to) : []) {
       const ev = { type: row.type, content: JSON.parse(row.content) };
       if (row.room_id === '') globalAccountData.push(ev);
       else {
@@ -95,18 +119,23 @@ export class SyncService {
     const joined = all.filter((m) => m.membership === 'join');
     let active = new Set(joined.map((m) => Number(m.room_nid)));
     if (since !== undefined && !req.fullState) {
-      const r = await this.store.db.raw(
-        'SELECT DISTINCT room_nid FROM events WHERE stream_pos > ? AND stream_pos <= ? AND room_nid = ANY(?)',
-        [since, to, [...active]],
-      );
-      active = new Set(r.rows.map((x: { room_nid: number }) => Number(x.room_nid)));
+      const known = joined.map((m) => [m, this.notifier.changedSince([m.room_id], since)] as const);
+      if (known.every(([, changed]) => changed !== undefined)) {
+        active = new Set(known.filter(([, changed]) => changed).map(([m]) => Number(m.room_nid)));
+      } else {
+        const r = await this.store.db.raw(
+          'SELECT DISTINCT room_nid FROM events WHERE stream_pos > ? AND stream_pos <= ? AND room_nid = ANY(?)',
+          [since, to, [...active]],
+        );
+        active = new Set(r.rows.map((x: { room_nid: number }) => Number(x.room_nid)));
+      }
     }
 
     for (const m of joined) {
       const newlyJoined = since === undefined || Number(m.stream_pos) > since || req.fullState;
       const ad = roomAccountData.get(m.room_id);
       if (!newlyJoined && !active.has(Number(m.room_nid)) && !ad) continue;
-      const room = await this.roomSection(me, m, since, to, limit, timelineFilter, lazy, newlyJoined, roomFilter.state);
+      const room = await this.roomSection(me, m, since, to, limit, timelineFilter, lazy, newlyJoined, roomFilter.state, sections);
       if (!room && !ad) continue;
       join[m.room_id] = {
         ...(room ?? { timeline: { events: [], limited: false, prev_batch: posToken(to) }, state: { events: [] } }),
@@ -126,9 +155,19 @@ export class SyncService {
         const include = since !== undefined ? Number(m.stream_pos) > since : !!roomFilter.include_leave;
         if (!include) continue;
         // A rejected invite or a left knock shows as a leave with just the member event.
-        const room = await this.roomSection(me, m, since, Number(m.stream_pos), limit, timelineFilter, lazy, since === undefined, roomFilter.state);
+        const room = await this.roomSection(me, m, since, Number(m.stream_pos), limit, timelineFilter, lazy, since === undefined, roomFilter.state, sections);
         leave[m.room_id] = { ...(room ?? { timeline: { events: [], limited: false }, state: { events: [] } }), account_data: { events: roomAccountData.get(m.room_id) ?? [] } };
       }
+    }
+
+    const opts = { userId: me.userId, deviceId: me.deviceId, omitRoomId: true };
+    const timelines = await formatEvents(this.store, sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
+    const states = await formatEvents(this.store, sections.flatMap((s) => s.state.events as EventRow[]), opts);
+    let t = 0;
+    let st = 0;
+    for (const s of sections) {
+      s.timeline.events = timelines.slice(t, (t += s.timeline.events.length));
+      s.state.events = states.slice(st, (st += s.state.events.length));
     }
 
     return {
@@ -153,7 +192,8 @@ export class SyncService {
     lazy: boolean,
     full: boolean,
     stateFilter: RoomEventFilter | undefined,
-  ): Promise<Record<string, unknown> | undefined> {
+    sections: RawSection[],
+  ): Promise<RawSection | undefined> {
     const roomNid = Number(m.room_nid);
     const lower = full ? undefined : since;
     // One more than the limit tells whether the timeline was cut.
@@ -199,15 +239,12 @@ export class SyncService {
     const timelineIds = new Set(visible.map((e) => e.event_id));
     stateRows = stateRows.filter((s) => !timelineIds.has(s.event_id));
 
-    const opts = { userId: me.userId, deviceId: me.deviceId, omitRoomId: true };
-    const section: Record<string, unknown> = {
-      timeline: {
-        events: await formatEvents(this.store, visible, { ...opts, aggregations: true }),
-        limited,
-        prev_batch: posToken(first ? Number(first.stream_pos) - 1 : to),
-      },
-      state: { events: await formatEvents(this.store, stateRows, opts) },
+    // Rows for now: compute() formats the rows of every room together, with one set of lookups.
+    const section: RawSection = {
+      timeline: { events: visible, limited, prev_batch: posToken(first ? Number(first.stream_pos) - 1 : to) },
+      state: { events: stateRows },
     };
+    sections.push(section);
     if (full || visible.some((e) => e.type === 'm.room.member') || stateRows.some((e) => e.type === 'm.room.member')) {
       section.summary = await this.summary(roomNid, me.userId);
     }
@@ -246,6 +283,26 @@ export class SyncService {
     }
     return stripped;
   }
+}
+
+/** A room's timeline and state, as rows until formatted, then as client events. */
+interface RawSection {
+  [key: string]: unknown;
+  timeline: { events: EventRow[] | ClientEvent[]; limited: boolean; prev_batch: string };
+  state: { events: EventRow[] | ClientEvent[] };
+  summary?: Record<string, unknown>;
+}
+
+function emptyResponse(to: number): Record<string, unknown> {
+  return {
+    next_batch: posToken(to),
+    account_data: { events: [] },
+    presence: { events: [] },
+    to_device: { events: [] },
+    device_lists: { changed: [], left: [] },
+    device_one_time_keys_count: {},
+    rooms: { join: {}, invite: {}, knock: {}, leave: {} },
+  };
 }
 
 function isEmpty(res: Record<string, unknown>): boolean {
