@@ -50,6 +50,8 @@ export class StreamTracker {
       return positions;
     } finally {
       this.holds.splice(this.holds.indexOf(hold), 1);
+      // Readers may now see further: what waited for that must run now, not at the next commit.
+      this.advanced();
     }
   }
 
@@ -58,6 +60,11 @@ export class StreamTracker {
       this.inFlight.delete(p);
       if (p > this.maxDone) this.maxDone = p;
     }
+    this.advanced();
+  }
+
+  /** Runs what waited for positions that are now readable. Every change of current() ends here. */
+  private advanced(): void {
     const now = this.current();
     if (this.waiting.length) {
       const ready = this.waiting.filter((w) => w.pos <= now);

@@ -54,3 +54,23 @@ test('a rolled-back position does not hold readers back', async () => {
   t.done([a]); // rolled back: reported done all the same
   assert.equal(t.current(), 6);
 });
+
+test('releasing an allocation hold runs what waited for it, without another commit', async () => {
+  const db = fakeDb(0);
+  const t = await StreamTracker.open(db);
+  const a = await t.allocate(db); // 1
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  // An allocation on its way back from the database holds readers at the current position.
+  const pending = t.reserve(async () => {
+    await gate;
+    return [];
+  });
+  t.done([a]);
+  const fired: number[] = [];
+  t.whenVisible(a, () => fired.push(a));
+  assert.equal(fired.length, 0, 'held');
+  release();
+  await pending;
+  assert.deepEqual(fired, [a], 'the hold released: position 1 is readable and its waiter ran');
+});
