@@ -8,7 +8,7 @@ import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type RoomRow } from './store.ts';
-import { PersistStore, WriteSet, type Query, type RoomHead } from './persist-store.ts';
+import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
 export interface EventDraft {
@@ -45,6 +45,8 @@ const MAX_BATCH = 64;
  * flight, is what lets throughput grow with load instead of with the number of rooms.
  */
 const LANES = 4;
+/** Writes rebuilt after another worker moved a room's head, before giving up. */
+const MAX_ATTEMPTS = 30;
 const MAX_ROOMS_PER_TRANSACTION = 16;
 
 /**
@@ -132,21 +134,30 @@ export class RoomEngine {
       }
     }
     if (!rooms.length) return;
-    const positions: number[] = [];
-    try {
-      await this.persist.transaction(rooms.map((r) => r.nid), async (tx, heads) => {
-        const results = await this.persistRoomBatches(tx, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, head: heads.get(r.nid)!, drafts: r.batch.map((p) => p.draft) })), positions);
+    for (let attempt = 1; ; attempt++) {
+      const positions: number[] = [];
+      try {
+        const results = await this.persist.connection((q) =>
+          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
+        );
         rooms.forEach((r, i) => (r.results = results[i]!));
-      });
-    } catch (err) {
-      // The in-memory views may hold what was rolled back: forget them.
-      for (const r of rooms) this.cache.delete(r.nid);
-      this.tracker.done(positions);
-      if (!(err instanceof MatrixError)) this.log.error({ err, rooms: rooms.map((r) => r.roomId) }, 'persisting events failed');
-      for (const r of rooms) for (const p of r.batch) p.reject(err);
-      return;
+        this.tracker.done(positions);
+        break;
+      } catch (err) {
+        // The in-memory views may hold what was not written: forget them.
+        for (const r of rooms) this.cache.delete(r.nid);
+        this.tracker.done(positions);
+        // Another worker wrote to one of the rooms since we read its head: build again on top of it,
+        // after a random pause that grows, so two busy workers stop colliding.
+        if (isHeadMoved(err) && attempt < MAX_ATTEMPTS) {
+          await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
+          continue;
+        }
+        if (!(err instanceof MatrixError)) this.log.error({ err, rooms: rooms.map((r) => r.roomId) }, 'persisting events failed');
+        for (const r of rooms) for (const p of r.batch) p.reject(err);
+        return;
+      }
     }
-    this.tracker.done(positions);
     for (const r of rooms) {
       this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
       r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
@@ -159,10 +170,9 @@ export class RoomEngine {
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
     try {
-      await this.persist.transaction([], async (q) => {
+      await this.persist.transaction(async (q) => {
         roomNid = await q.insertRoom(roomId, version.id, creator);
-        await q.lockRoom(roomNid);
-        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, head: { state_group: null, last_pos: 0 }, drafts }], positions)) as [Array<PersistedEvent | Error>];
+        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions)) as [Array<PersistedEvent | Error>];
         const failed = results.find((r): r is Error => r instanceof Error);
         if (failed) throw failed;
       });
@@ -250,12 +260,14 @@ export class RoomEngine {
   }
 
   /**
-   * Builds, authorises and writes the drafts of several rooms inside the caller's transaction,
-   * which holds the rooms' locks: ids for all in one round trip, all rows in one more.
+   * Builds, authorises and writes the drafts of several rooms: one round trip reads the rooms'
+   * heads and takes ids, one statement writes every row (its own transaction, one WAL flush) and
+   * fails with isHeadMoved if a head changed meanwhile — optimistic concurrency between workers;
+   * within a worker a room is only ever in one write at a time.
    */
   private async persistRoomBatches(
     q: Query,
-    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; head: RoomHead; drafts: EventDraft[] }>,
+    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
     positions: number[],
   ): Promise<Array<Array<PersistedEvent | Error>>> {
     // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
@@ -263,10 +275,12 @@ export class RoomEngine {
     const withTxn = all.filter((d) => d.txn);
     let allocated: Array<{ nid: number; pos: number }> = [];
     let prior = new Map<string, string>();
+    let heads = new Map<number, RoomHead>();
     const ids = await this.tracker.reserve(async () => {
-      const r = await q.allocate(all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
+      const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
       allocated = r.ids;
       prior = r.prior;
+      heads = r.heads;
       return allocated.map((x) => x.pos);
     });
     positions.push(...ids);
@@ -274,7 +288,7 @@ export class RoomEngine {
     const results: Array<Array<PersistedEvent | Error>> = [];
     let offset = 0;
     for (const r of rooms) {
-      results.push(await this.buildBatch(q, r.head, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w));
+      results.push(await this.buildBatch(q, heads.get(r.nid)!, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w));
       offset += r.drafts.length;
     }
     await q.write(w);
@@ -450,7 +464,7 @@ export class RoomEngine {
         w.txns.txns.push(draft.txn.txnId);
         w.txns.events.push(eventId);
       }
-      if (draft.redacts) w.redactions.push([draft.redacts, eventId]);
+      if (draft.redacts) w.redact(draft.redacts, eventId);
       const text = searchableText(draft);
       if (text) {
         w.search.nids.push(eventNid);
@@ -483,6 +497,7 @@ export class RoomEngine {
     w.heads.rooms.push(roomNid);
     w.heads.groups.push(stateGroup);
     w.heads.positions.push(lastPos);
+    w.heads.expected.push(head.last_pos);
 
     // The view now describes the room after this batch (dropped by the caller if the commit fails).
     if (lastEvent) view.extremities = [{ event_id: lastEvent, depth: depth - 1 }];

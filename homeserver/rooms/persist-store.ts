@@ -9,31 +9,22 @@ import type { Db } from '../storage/db.ts';
 export class PersistStore {
   constructor(private db: Db) {}
 
-  /**
-   * Runs `fn` in one transaction on one pooled connection. The transaction starts holding the
-   * given rooms' locks (events of one room are persisted in order, across workers too; taken in
-   * ascending order, so two transactions never wait on each other in a cycle), and `fn` gets each
-   * room's head as read under its lock: BEGIN, locks and heads in one round trip.
-   */
-  async transaction<T>(roomNids: number[], fn: (q: Query, heads: Map<number, RoomHead>) => Promise<T>): Promise<T> {
+  /** Runs `fn` on one pooled connection, each statement its own transaction. */
+  async connection<T>(fn: (q: Query) => Promise<T>): Promise<T> {
     const client = (await this.db.client.acquireConnection()) as pg.Client;
-    const q = new Query(client);
     try {
-      const heads = new Map<number, RoomHead>();
-      if (!roomNids.length) await client.query('BEGIN');
-      else {
-        if (!roomNids.every(Number.isSafeInteger)) throw new Error(`bad room nids ${roomNids.join(',')}`);
-        const list = roomNids.join(',');
-        const results = (await client.query(
-          `BEGIN;
-           SELECT pg_advisory_xact_lock(1, n) FROM (SELECT unnest(ARRAY[${list}]::int[]) AS n ORDER BY 1) AS sorted;
-           SELECT room_nid, state_group, last_pos FROM rooms WHERE room_nid IN (${list})`,
-        )) as unknown as pg.QueryResult[];
-        for (const row of results[2]!.rows) {
-          heads.set(Number(row.room_nid), { state_group: row.state_group === null ? null : Number(row.state_group), last_pos: Number(row.last_pos) });
-        }
-      }
-      const result = await fn(q, heads);
+      return await fn(new Query(client));
+    } finally {
+      await this.db.client.releaseConnection(client);
+    }
+  }
+
+  /** Runs `fn` in one transaction on one pooled connection. */
+  async transaction<T>(fn: (q: Query) => Promise<T>): Promise<T> {
+    const client = (await this.db.client.acquireConnection()) as pg.Client;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(new Query(client));
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -43,6 +34,11 @@ export class PersistStore {
       await this.db.client.releaseConnection(client);
     }
   }
+}
+
+/** The write found a room's head moved (another worker wrote first): read again and retry. */
+export function isHeadMoved(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '40001';
 }
 
 export interface RoomHead {
@@ -77,6 +73,7 @@ export interface EventInsert {
   txnId: string | null;
   prevEventIds: string[];
   authEventNids: number[];
+  redactedBy?: string;
   json: string;
 }
 
@@ -94,10 +91,28 @@ export class WriteSet {
   readonly extremities = { remove: [] as string[], rooms: [] as number[], add: [] as string[] };
   readonly txns = { users: [] as string[], devices: [] as string[], txns: [] as string[], events: [] as string[] };
   readonly search = { nids: [] as number[], rooms: [] as number[], keys: [] as string[], texts: [] as string[] };
-  readonly heads = { rooms: [] as number[], groups: [] as Array<number | null>, positions: [] as number[] };
-  /** Applied after the insert: a redaction may target an event of the same transaction. */
+  /** New heads, and the last positions the write expects to replace (optimistic concurrency). */
+  readonly heads = { rooms: [] as number[], groups: [] as Array<number | null>, positions: [] as number[], expected: [] as number[] };
+  /** [target, redaction] for targets written before this write. */
   readonly redactions: Array<[string, string]> = [];
+
+  /** A redaction: of an event of this very write (marked as it is inserted), or of an older one. */
+  redact(target: string, redactionId: string): void {
+    const ev = this.events.find((e) => e.eventId === target);
+    if (!ev) {
+      this.redactions.push([target, redactionId]);
+      return;
+    }
+    ev.redactedBy ??= redactionId;
+    const i = this.search.nids.indexOf(ev.nid);
+    if (i >= 0) for (const col of Object.values(this.search)) col.splice(i, 1);
+  }
 }
+
+const REDACT_CTES = `
+       rd AS (UPDATE events SET redacted_by = x.r FROM unnest($56::text[], $57::text[]) AS x(t, r)
+         WHERE events.event_id = x.t AND events.redacted_by IS NULL RETURNING 1),
+       ru AS (DELETE FROM event_search WHERE event_nid IN (SELECT event_nid FROM events WHERE event_id = ANY($56::text[])) RETURNING 1),`;
 
 /** A PostgreSQL array literal of strings, each quoted. */
 function arrayLiteral(items: string[]): string {
@@ -118,10 +133,6 @@ export class Query {
       [roomId, version, creator, Date.now()],
     );
     return Number(r.rows[0].room_nid);
-  }
-
-  async lockRoom(roomNid: number): Promise<void> {
-    await this.run('lock_room', 'SELECT pg_advisory_xact_lock(1, $1)', [roomNid]);
   }
 
   async extremities(roomNid: number): Promise<Array<{ event_id: string; depth: number }>> {
@@ -159,28 +170,36 @@ export class Query {
   }
 
   /**
-   * Event nids and stream positions for n events, in increasing order, and which of the given
-   * transactions were already persisted (user\0device\0txn → event id): one round trip.
+   * One round trip before building: the rooms' heads (what the write will expect to find), event
+   * nids and stream positions for n events in increasing order, and which of the given
+   * transactions were already persisted (user\0device\0txn → event id).
    */
-  async allocate(n: number, txnUsers: string[], txnDevices: string[], txnIds: string[]): Promise<{ ids: Array<{ nid: number; pos: number }>; prior: Map<string, string> }> {
+  async prepare(roomNids: number[], n: number, txnUsers: string[], txnDevices: string[], txnIds: string[]): Promise<{
+    heads: Map<number, RoomHead>;
+    ids: Array<{ nid: number; pos: number }>;
+    prior: Map<string, string>;
+  }> {
     const r = await this.run(
-      'allocate_events',
-      `SELECT nextval('events_event_nid_seq') AS nid, nextval('stream_positions') AS pos,
-         NULL::text AS u, NULL::text AS d, NULL::text AS x, NULL::text AS event_id
-       FROM generate_series(1, $1)
+      'prepare_write',
+      `SELECT 'h' AS k, room_nid::bigint AS a, state_group AS b, last_pos AS c, NULL::text AS u, NULL::text AS d, NULL::text AS x, NULL::text AS e
+       FROM rooms WHERE room_nid = ANY($1::int[])
        UNION ALL
-       SELECT NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txns t
-       JOIN unnest($2::text[], $3::text[], $4::text[]) AS w(user_id, device_id, txn_id)
+       SELECT 'a', nextval('events_event_nid_seq'), nextval('stream_positions'), NULL, NULL, NULL, NULL, NULL FROM generate_series(1, $2)
+       UNION ALL
+       SELECT 't', NULL, NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txns t
+       JOIN unnest($3::text[], $4::text[], $5::text[]) AS w(user_id, device_id, txn_id)
          ON t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id`,
-      [n, txnUsers, txnDevices, txnIds],
+      [roomNids, n, txnUsers, txnDevices, txnIds],
     );
+    const heads = new Map<number, RoomHead>();
     const ids: Array<{ nid: number; pos: number }> = [];
     const prior = new Map<string, string>();
     for (const x of r.rows) {
-      if (x.event_id === null) ids.push({ nid: Number(x.nid), pos: Number(x.pos) });
-      else prior.set(`${x.u}\0${x.d}\0${x.x}`, x.event_id);
+      if (x.k === 'h') heads.set(Number(x.a), { state_group: x.b === null ? null : Number(x.b), last_pos: Number(x.c) });
+      else if (x.k === 'a') ids.push({ nid: Number(x.a), pos: Number(x.b) });
+      else prior.set(`${x.u}\0${x.d}\0${x.x}`, x.e);
     }
-    return { ids: ids.sort((a, b) => a.pos - b.pos), prior };
+    return { heads, ids: ids.sort((a, b) => a.pos - b.pos), prior };
   }
 
   async allocateStateGroup(): Promise<number> {
@@ -194,17 +213,19 @@ export class Query {
     const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k]);
     const cur = [...w.current.values()];
     const mem = [...w.members.values()];
+    // Redactions of older events are rare: a plan of its own keeps them off the common plan.
+    const redacting = w.redactions.length > 0;
     await this.run(
-      'write_batch',
+      redacting ? 'write_batch_redacting' : 'write_batch',
       `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
            state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json,
-           prev_event_ids, auth_event_nids)
-         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[]
+           prev_event_ids, auth_event_nids, redacted_by)
+         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[], rb
          FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::text[],
            $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-           $18::text[], $19::text[], $20::text[], $21::text[])
-           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae) RETURNING 1),
+           $18::text[], $19::text[], $20::text[], $21::text[], $55::text[])
+           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae, rb) RETURNING 1),
        sg AS (INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len)
          SELECT * FROM unnest($22::bigint[], $23::int[], $24::bigint[], $25::int[]) RETURNING 1),
        se AS (INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
@@ -222,9 +243,11 @@ export class Query {
          ON CONFLICT DO NOTHING RETURNING 1),
        sr AS (INSERT INTO event_search (event_nid, room_nid, key, vector)
          SELECT n, r, k, to_tsvector('simple', t) FROM unnest($47::bigint[], $48::int[], $49::text[], $50::text[]) AS x(n, r, k, t) RETURNING 1),
-       rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p FROM unnest($51::int[], $52::bigint[], $53::bigint[]) AS x(n, g, p)
-         WHERE rooms.room_nid = x.n RETURNING 1)
-       SELECT 1`,
+       ${redacting ? REDACT_CTES : ''}
+       -- Each room's head must still be what was read before building: else another worker wrote.
+       rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p FROM unnest($51::int[], $52::bigint[], $53::bigint[], $54::bigint[]) AS x(n, g, p, old)
+         WHERE rooms.room_nid = x.n AND rooms.last_pos = x.old RETURNING 1)
+       SELECT CASE WHEN (SELECT count(*) FROM rh) = cardinality($51::int[]) THEN 0 ELSE room_head_moved() END AS ok`,
       [col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
         col('ts'), col('stateBefore'), col('stateAfter'), col('replacesNid'), col('membership'), col('relType'), col('relatesTo'),
         col('redacts'), col('txnDevice'), col('txnId'), col('json'),
@@ -237,14 +260,10 @@ export class Query {
         w.extremities.remove, w.extremities.rooms, w.extremities.add,
         w.txns.users, w.txns.devices, w.txns.txns, w.txns.events,
         w.search.nids, w.search.rooms, w.search.keys, w.search.texts,
-        w.heads.rooms, w.heads.groups, w.heads.positions],
+        w.heads.rooms, w.heads.groups, w.heads.positions,
+        w.heads.expected, col('redactedBy').map((r) => r ?? null),
+        ...(redacting ? [w.redactions.map((r) => r[0]), w.redactions.map((r) => r[1])] : [])],
     );
-    for (const [target, redaction] of w.redactions) await this.markRedacted(target, redaction);
-  }
-
-  async markRedacted(targetId: string, redactionId: string): Promise<void> {
-    await this.run('mark_redacted', 'UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL', [targetId, redactionId]);
-    await this.run('unindex_redacted', 'DELETE FROM event_search WHERE event_nid = (SELECT event_nid FROM events WHERE event_id = $1)', [targetId]);
   }
 
   async eventById(eventId: string): Promise<{ event_id: string; stream_pos: number; json: string } | undefined> {

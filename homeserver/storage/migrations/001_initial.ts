@@ -167,6 +167,14 @@ export async function up(knex: Knex): Promise<void> {
       PRIMARY KEY (user_id, device_id, txn_id)
     );
 
+    -- Aborts a write whose room head moved since it was read (another worker wrote first):
+    -- serialization_failure, so the writer reads again and retries.
+    CREATE FUNCTION room_head_moved() RETURNS INTEGER LANGUAGE plpgsql AS $fn$
+    BEGIN
+      RAISE EXCEPTION 'room head moved' USING ERRCODE = '40001';
+    END
+    $fn$;
+
     -- The events of a room that no other event points at yet: the prev_events of the next one.
     CREATE TABLE forward_extremities (
       room_nid   INTEGER NOT NULL,
