@@ -133,7 +133,7 @@ export async function up(knex: Knex): Promise<void> {
       event_nid        BIGSERIAL PRIMARY KEY,
       event_id         TEXT NOT NULL UNIQUE,
       room_nid         INTEGER NOT NULL,
-      stream_pos       BIGINT NOT NULL UNIQUE,       -- global order of persistence
+      stream_pos       BIGINT NOT NULL,              -- global order of persistence (unique: one sequence)
       depth            BIGINT NOT NULL,
       type_nid         INTEGER NOT NULL,
       state_key_nid    INTEGER,                      -- NULL: not a state event
