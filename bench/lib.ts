@@ -1,6 +1,6 @@
 // Shared plumbing for the benchmarks: databases, child processes, a keep-alive HTTP client,
 // load loops and latency statistics. Everything stays on loopback.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -98,7 +98,8 @@ export async function spawnNode(entry: string, env: Record<string, string>, prob
   const t0 = now();
   // BENCH_NODE_ARGS: extra node flags for the server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
+  // A .mjs entry is plain JavaScript (npm start's bundle launcher); TypeScript goes through tsx.
+  const child = spawn(process.execPath, [...nodeArgs, ...(entry.endsWith('.mjs') ? [] : ['--import', 'tsx']), entry], {
     cwd: repoRoot, env: { ...inherited, BIND_ADDRESS: '127.0.0.1', ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -144,7 +145,10 @@ export interface HomeserverOpts {
 
 export interface Homeserver extends Proc { dataDir: string }
 
-/** Starts the real homeserver (homeserver/main.ts). LOG_LEVEL defaults to warn (BENCH_LOG_LEVEL overrides). */
+/**
+ * Starts the real homeserver as `npm start` does (homeserver/start.mjs: the esbuild bundle, built
+ * beforehand so no run times the build). LOG_LEVEL defaults to warn (BENCH_LOG_LEVEL overrides).
+ */
 export async function startHomeserver(opts: HomeserverOpts = {}): Promise<Homeserver> {
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-bench-'));
   const env: Record<string, string> = { SERVER_NAME: 'localhost', LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', DATA_DIR: dataDir, ...opts.env };
@@ -155,8 +159,16 @@ export async function startHomeserver(opts: HomeserverOpts = {}): Promise<Homese
     fs.rmSync(dataDir, { recursive: true, force: true });
   };
   if (!opts.dataDir) onCleanup(rmDir);
-  const proc = await spawnNode('homeserver/main.ts', env);
+  ensureBundle();
+  const proc = await spawnNode('homeserver/start.mjs', env);
   return { ...proc, dataDir };
+}
+
+let bundled = false;
+function ensureBundle(): void {
+  if (bundled) return;
+  execFileSync(process.execPath, ['homeserver/start.mjs', '--build-only'], { cwd: repoRoot, stdio: 'inherit' });
+  bundled = true;
 }
 
 /** The embedded postmaster's pid, from DATA_DIR/pg/postmaster.pid, if it runs. */

@@ -52,7 +52,7 @@ async function measure(run: string, hs: Homeserver, pgPids: number[]): Promise<S
 }
 
 export async function main(): Promise<void> {
-  console.log(`startup: time from spawning \`node --import tsx homeserver/main.ts\` to the first 200 of GET /_matrix/client/versions`
+  console.log(`startup: time from spawning \`node homeserver/start.mjs\` (what npm start runs) to the first 200 of GET /_matrix/client/versions`
     + ` (polled every 5 ms); memory ${IDLE_MS / 1000} s after that, idle`);
   const samples: Sample[] = [];
   const env = { LOG_LEVEL: 'info' }; // for the server's own timings

@@ -37,5 +37,8 @@ if (!existsSync(outfile) || statSync(outfile).mtimeMs < newestSource(path.join(r
     logLevel: 'warning',
   });
 }
-const { main } = await import(pathToFileURL(outfile).href);
-await main();
+// `--build-only`: make the bundle and stop (benchmarks time the start, not the build).
+if (!process.argv.includes('--build-only')) {
+  const { main } = await import(pathToFileURL(outfile).href);
+  await main();
+}
