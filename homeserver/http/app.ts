@@ -1,6 +1,5 @@
 import Koa, { type Context, type Middleware } from 'koa';
 import Router, { type RouterContext } from '@koa/router';
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { MatrixError } from './errors.ts';
 import { cors } from './cors.ts';
@@ -80,18 +79,20 @@ function errors(log: Logger): Middleware {
   };
 }
 
+let nextRequest = 1;
+
 /** One log line per request, with latency; never the query string (it may hold a token). */
 function requestLog(log: Logger): Middleware {
   return async (ctx, next) => {
     const start = process.hrtime.bigint();
-    ctx.state.reqId = randomUUID();
+    ctx.state.reqId = `${process.pid.toString(36)}-${(nextRequest++).toString(36)}`;
     ctx.state.log = log;
     try {
       await next();
     } finally {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const requester = ctx.state.requester as { userId?: string } | undefined;
-      log.info({ reqId: ctx.state.reqId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10, user: requester?.userId }, 'request');
+      if (log.isLevelEnabled('info')) log.info({ reqId: ctx.state.reqId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10, user: requester?.userId }, 'request');
     }
   };
 }

@@ -1,5 +1,5 @@
 // Ed25519 JSON and event signing (appendices "Signing JSON", server-server-api "Signing Events").
-import { createPrivateKey, createPublicKey, randomBytes, randomInt, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, randomInt, sign, verify, type KeyObject } from 'node:crypto';
 import { canonicalJsonBytes } from './canonical-json.ts';
 import { decodeBase64, encodeBase64 } from './base64.ts';
 import { redactEvent } from './redaction.ts';
@@ -103,4 +103,25 @@ export function verifyEventSignature(
   version: RoomVersion,
 ): boolean {
   return verifyJsonSignature(redactEvent(event, version), serverName, keyId, publicKeyBase64);
+}
+
+/**
+ * Hashes, signs and names a new event (room versions 3+) in one pass: the bytes signed — the
+ * redacted event without signatures and unsigned — are exactly the bytes of the reference hash,
+ * so they are made once. Same result as addContentHash, signEvent and computeEventId in turn.
+ */
+export function finalizeEvent<T extends Record<string, unknown>>(
+  event: T,
+  serverName: string,
+  key: SigningKey,
+  version: RoomVersion,
+): { event: T & { hashes: { sha256: string }; signatures: Record<string, Record<string, string>> }; eventId: string } {
+  if (version.eventIdFormat === 'v1') throw new Error(`room version ${version.id} uses server-assigned event IDs`);
+  const hashed = addContentHash(event);
+  const bytes = signedBytes(redactEvent(hashed, version));
+  const sig = encodeBase64(key.sign(bytes));
+  const signed = withSignature(hashed, hashed.signatures, serverName, key.keyId, sig);
+  const ref = createHash('sha256').update(bytes).digest();
+  const eventId = '$' + (version.eventIdFormat === 'v3' ? encodeBase64(ref) : ref.toString('base64url'));
+  return { event: signed as T & { hashes: { sha256: string }; signatures: Record<string, Record<string, string>> }, eventId };
 }

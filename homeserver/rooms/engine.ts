@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
-import { addContentHash, computeEventId } from '../protocol/hashes.ts';
-import { signEvent, type SigningKey } from '../protocol/signing.ts';
+import { finalizeEvent, type SigningKey } from '../protocol/signing.ts';
 import { AuthError, authEventSelection, checkEventAuth, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
@@ -397,13 +396,12 @@ export class RoomEngine {
         }
         throw err;
       }
-      const signed = signEvent(addContentHash(unsignedPdu), this.serverName, this.signingKey, version);
+      const { event: signed, eventId } = finalizeEvent(unsignedPdu, this.serverName, this.signingKey, version);
       const json = canonicalJson(signed);
       if (Buffer.byteLength(json) > MAX_EVENT_BYTES) {
         out.push(new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`));
         continue;
       }
-      const eventId = computeEventId(signed, version);
       const { nid: eventNid, pos: streamPos } = allocated[i]!;
       const typeNid = await this.store.types.nid(this.store.db, draft.type);
       const keyNid = isState ? await this.store.stateKeys.nid(this.store.db, draft.stateKey!) : null;

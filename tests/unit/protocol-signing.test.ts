@@ -165,3 +165,21 @@ test('checkContentHash needs a well-formed sha256 hash', () => {
   assert.equal(checkContentHash({ ...REDACTABLE_EVENT, hashes: { sha256: 'onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g' } }), true);
   assert.equal(checkContentHash({ ...REDACTABLE_EVENT, hashes: { sha256: 'onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g=' } }), true);
 });
+
+test('finalizeEvent equals addContentHash + signEvent + computeEventId, for v3, v10 and v11', async () => {
+  const { finalizeEvent, signEvent, signingKeyFromSeed } = await import('../../homeserver/protocol/signing.ts');
+  const { addContentHash, computeEventId } = await import('../../homeserver/protocol/hashes.ts');
+  const { getRoomVersion } = await import('../../homeserver/protocol/room-versions.ts');
+  const key = signingKeyFromSeed('ed25519:1', 'YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1');
+  const event = {
+    auth_events: ['$a'], content: { body: 'hello', msgtype: 'm.text' }, depth: 3, origin_server_ts: 1000,
+    prev_events: ['$p'], room_id: '!r:domain', sender: '@u:domain', type: 'm.room.message',
+  };
+  for (const v of ['3', '10', '11']) {
+    const version = getRoomVersion(v)!;
+    const expected = signEvent(addContentHash(event), 'domain', key, version);
+    const got = finalizeEvent(event, 'domain', key, version);
+    assert.deepEqual(got.event, expected);
+    assert.equal(got.eventId, computeEventId(expected, version));
+  }
+});
