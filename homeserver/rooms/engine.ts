@@ -17,7 +17,12 @@ export interface EventDraft {
   stateKey?: string;
   /** m.room.redaction: the event redacted. */
   redacts?: string;
-  txn?: { deviceId: string; txnId: string };
+  /**
+   * The client's transaction: `txnId` as the client sent it (echoed in unsigned.transaction_id),
+   * `key` what makes a retry the same request — the txn id within its endpoint, as Synapse scopes
+   * transactions by request path.
+   */
+  txn?: { deviceId: string; txnId: string; key: string };
 }
 
 export interface PersistedEvent {
@@ -276,7 +281,7 @@ export class RoomEngine {
     let prior = new Map<string, string>();
     let heads = new Map<number, RoomHead>();
     const ids = await this.tracker.reserve(async () => {
-      const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.txnId));
+      const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.key));
       allocated = r.ids;
       prior = r.prior;
       heads = r.heads;
@@ -311,7 +316,7 @@ export class RoomEngine {
   ): Promise<Array<PersistedEvent | Error>> {
     const out: Array<PersistedEvent | Error> = [];
     const view = await this.roomView(q, head, roomNid);
-    const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.txnId}`;
+    const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
     const inBatch = new Map<string, PersistedEvent>();
 
     let prevEvents = view.extremities.map((e) => e.event_id);
@@ -459,7 +464,7 @@ export class RoomEngine {
       if (draft.txn) {
         w.txns.users.push(draft.sender);
         w.txns.devices.push(draft.txn.deviceId);
-        w.txns.txns.push(draft.txn.txnId);
+        w.txns.txns.push(draft.txn.key);
         w.txns.events.push(eventId);
       }
       if (draft.redacts) w.redact(draft.redacts, eventId);

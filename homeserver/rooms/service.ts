@@ -238,13 +238,14 @@ export class RoomService {
     // checking here too would cost two queries on the hottest path.
     if (!(await this.store.roomMeta(roomId))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     const draft: EventDraft = { type, sender: me.userId, content };
-    if (txnId !== undefined) draft.txn = { deviceId: me.deviceId, txnId };
+    const key = `send|${roomId}|${type}|${txnId}`;
+    if (txnId !== undefined) draft.txn = { deviceId: me.deviceId, txnId, key };
     try {
       return (await this.engine.send(roomId, draft)).eventId;
     } catch (err) {
       // A retry raced the first attempt: answer with the event that won.
       if (txnId !== undefined && isUniqueViolation(err)) {
-        const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
+        const existing = await this.store.txnEvent(me.userId, me.deviceId, key);
         if (existing) return existing;
       }
       throw err;
@@ -281,7 +282,8 @@ export class RoomService {
   }
 
   async redact(me: Requester, roomId: string, eventId: string, reason: string | undefined, txnId: string): Promise<string> {
-    const existing = await this.store.txnEvent(me.userId, me.deviceId, txnId);
+    const key = `redact|${roomId}|${eventId}|${txnId}`;
+    const existing = await this.store.txnEvent(me.userId, me.deviceId, key);
     if (existing) return existing;
     const room = await this.requireJoined(me.userId, roomId);
     const { version } = await this.room(roomId);
@@ -297,7 +299,7 @@ export class RoomService {
     if (version.redactsInContent) content.redacts = eventId;
     // A redaction of an unknown event or one in another room is sent but redacts nothing.
     const redacts = target && target.room_id === roomId ? eventId : undefined;
-    const ev = await this.engine.send(roomId, { type: 'm.room.redaction', sender: me.userId, content, redacts, txn: { deviceId: me.deviceId, txnId } });
+    const ev = await this.engine.send(roomId, { type: 'm.room.redaction', sender: me.userId, content, redacts, txn: { deviceId: me.deviceId, txnId, key } });
     if (!redacts && !version.redactsInContent) (ev.pdu as { redacts?: string }).redacts = eventId;
     return ev.eventId;
   }

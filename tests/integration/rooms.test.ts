@@ -198,4 +198,20 @@ describe('rooms', () => {
     assert.equal(canonical.status, 400);
     assert.equal(canonical.body.errcode, 'M_BAD_ALIAS');
   });
+
+  test('transaction ids are scoped by endpoint, as Synapse does', async () => {
+    const r1 = await create(alice, {});
+    const r2 = await create(alice, {});
+    const put = (path: string, body: unknown) => call('PUT', path, { token: alice.accessToken, body });
+    const a = await put(`${room(r1)}/send/m.room.message/same`, { msgtype: 'm.text', body: 'one' });
+    const b = await put(`${room(r2)}/send/m.room.message/same`, { msgtype: 'm.text', body: 'two' });
+    const c = await put(`${room(r1)}/send/org.example.custom/same`, { x: 1 });
+    const d = await put(`${room(r1)}/redact/${encodeURIComponent(a.body.event_id)}/same`, {});
+    const again = await put(`${room(r1)}/send/m.room.message/same`, { msgtype: 'm.text', body: 'one' });
+    assert.equal(new Set([a.body.event_id, b.body.event_id, c.body.event_id, d.body.event_id]).size, 4);
+    assert.equal(again.body.event_id, a.body.event_id, 'a retry is still the same request');
+    const ev = await call('GET', `${room(r2)}/event/${encodeURIComponent(b.body.event_id)}`, { token: alice.accessToken });
+    assert.equal(ev.body.content.body, 'two');
+    assert.equal(ev.body.unsigned.transaction_id, 'same', 'the client sees its own txn id');
+  });
 });
