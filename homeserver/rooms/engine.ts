@@ -61,8 +61,10 @@ const MAX_ROOMS_PER_TRANSACTION = 16;
  */
 export class RoomEngine {
   private queues = new Map<string, Pending[]>();
-  /** Rooms whose events a transaction is persisting right now. */
-  private busy = new Set<string>();
+  /** Rooms with a batch being built, and how many of their writes are in flight (at most 2). */
+  private active = new Map<string, { building: boolean; writing: number }>();
+  /** Transactions of sends in flight, so a retry is not chained behind its own first try. */
+  private inflightTxns = new Set<string>();
   private lanesInUse = 0;
   private cache = new Map<number, RoomView>();
   private persist: PersistStore;
@@ -102,33 +104,68 @@ export class RoomEngine {
     });
   }
 
-  /** Starts transactions while lanes are free and rooms that no transaction holds have events queued. */
+  /**
+   * Starts writes while lanes are free and rooms have events queued. A room is in at most one
+   * build at a time; once that batch is built and writing, a next batch of plain (non-state)
+   * events may be built on top of it and written right behind it: the second write waits on the
+   * first's row lock, so a room's throughput is not one commit round trip per batch.
+   */
   private schedule(): void {
     while (this.lanesInUse < LANES) {
-      const ready = [...this.queues.keys()].filter((roomId) => !this.busy.has(roomId));
+      const ready = [...this.queues.keys()].filter((roomId) => this.canStart(roomId));
       if (!ready.length) return;
       // Spread the ready rooms over the free lanes, so that several commits are in flight.
       const share = Math.min(MAX_ROOMS_PER_TRANSACTION, Math.ceil(ready.length / (LANES - this.lanesInUse)));
-      const rooms = ready.slice(0, share);
-      const work = rooms.map((roomId) => {
+      const work = ready.slice(0, share).map((roomId) => {
         const q = this.queues.get(roomId)!;
         const batch = q.splice(0, MAX_BATCH);
         if (!q.length) this.queues.delete(roomId);
-        this.busy.add(roomId);
-        return { roomId, batch };
+        const a = this.active.get(roomId) ?? { building: false, writing: 0 };
+        const chained = a.writing > 0;
+        a.building = true;
+        this.active.set(roomId, a);
+        for (const p of batch) if (p.draft.txn) this.inflightTxns.add(txnOf(p.draft));
+        return { roomId, batch, chained };
       });
       this.lanesInUse += 1;
-      void this.persistRooms(work).finally(() => {
+      let writing = false;
+      const built = () => {
+        writing = true;
+        for (const w of work) {
+          const a = this.active.get(w.roomId)!;
+          a.building = false;
+          a.writing += 1;
+        }
+        this.schedule();
+      };
+      void this.persistRooms(work, built).finally(() => {
         this.lanesInUse -= 1;
-        for (const w of work) this.busy.delete(w.roomId);
+        for (const w of work) {
+          const a = this.active.get(w.roomId)!;
+          if (writing) a.writing -= 1;
+          else a.building = false;
+          if (!a.building && a.writing === 0) this.active.delete(w.roomId);
+          for (const p of w.batch) if (p.draft.txn) this.inflightTxns.delete(txnOf(p.draft));
+        }
         this.schedule();
       });
     }
   }
 
-  /** One transaction for the queued events of several rooms: one commit, one WAL flush. */
-  private async persistRooms(work: Array<{ roomId: string; batch: Pending[] }>): Promise<void> {
-    const rooms: Array<{ roomId: string; batch: Pending[]; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
+  /** Whether a write of this room's queued events may start now (see schedule). */
+  private canStart(roomId: string): boolean {
+    const a = this.active.get(roomId);
+    if (!a) return true;
+    if (a.building || a.writing >= 2) return false;
+    // Behind a write in flight only plain events (a state event may need a full snapshot, which
+    // reads stored state), and no retry of a send still in flight (its first try is not visible).
+    const q = this.queues.get(roomId)!;
+    return q.slice(0, MAX_BATCH).every((p) => p.draft.stateKey === undefined && !(p.draft.txn && this.inflightTxns.has(txnOf(p.draft))));
+  }
+
+  /** One write for the queued events of several rooms: one statement, one WAL flush. */
+  private async persistRooms(work: Array<{ roomId: string; batch: Pending[]; chained: boolean }>, onBuilt: () => void): Promise<void> {
+    const rooms: Array<{ roomId: string; batch: Pending[]; chained: boolean; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
     for (const w of work) {
       try {
         const { room, version } = await this.version(w.roomId);
@@ -137,12 +174,24 @@ export class RoomEngine {
         for (const p of w.batch) p.reject(err);
       }
     }
+    let signalled = false;
+    const built = () => {
+      if (signalled) return;
+      signalled = true;
+      onBuilt();
+    };
     if (!rooms.length) return;
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
         const results = await this.persist.connection((q) =>
-          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
+          this.persistRoomBatches(
+            q,
+            // A retry reads heads afresh: whatever it was chained on has committed or failed.
+            rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft), chained: r.chained && attempt === 1 })),
+            positions,
+            built,
+          ),
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
         this.tracker.done(positions);
@@ -151,8 +200,9 @@ export class RoomEngine {
         // The in-memory views may hold what was not written: forget them.
         for (const r of rooms) this.cache.delete(r.nid);
         this.tracker.done(positions);
-        // Another worker wrote to one of the rooms since we read its head: build again on top of it,
-        // after a random pause that grows, so two busy workers stop colliding.
+        // The room's head moved since it was read (another worker wrote, or the write this one was
+        // chained on failed): build again on top of what is there, after a random pause that
+        // grows, so two busy workers stop colliding.
         if (isHeadMoved(err) && attempt < MAX_ATTEMPTS) {
           await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
           continue;
@@ -206,16 +256,36 @@ export class RoomEngine {
     }
   }
 
+  private buildLocks = new Map<number, Promise<void>>();
+
+  /** Waits until no other build holds these rooms (taken in ascending order: no cycles). */
+  private async lockBuilds(nids: number[]): Promise<() => void> {
+    const releases: Array<() => void> = [];
+    for (const nid of [...new Set(nids)].sort((a, b) => a - b)) {
+      const before = this.buildLocks.get(nid);
+      let release!: () => void;
+      const mine = new Promise<void>((r) => (release = r));
+      const tail = (before ?? Promise.resolve()).then(() => mine);
+      this.buildLocks.set(nid, tail);
+      if (before) await before;
+      releases.push(() => {
+        release();
+        if (this.buildLocks.get(nid) === tail) this.buildLocks.delete(nid);
+      });
+    }
+    return () => releases.forEach((r) => r());
+  }
+
   /**
    * What this worker knows of a room's head: valid while the room's row still shows the same state
    * snapshot and last position (read under the room's lock), so another worker's write is noticed.
    */
-  private async roomView(q: Query, head: RoomHead, roomNid: number): Promise<RoomView> {
+  private async roomView(q: Query, head: RoomHead, roomNid: number, chained: boolean): Promise<RoomView> {
     const cached = this.cache.get(roomNid);
-    if (cached && cached.head.state_group === head.state_group && cached.head.last_pos === head.last_pos) return cached;
+    // A batch chained on a write still in flight builds on that write's head, which only we know.
+    if (cached && (chained || cached.head.last_pos === head.last_pos)) return cached;
     const view: RoomView = {
       head,
-      extremities: await q.extremities(roomNid),
       chainLen: head.state_group === null ? 0 : await q.chainLen(head.state_group),
       state: new Map(),
       absent: new Set(),
@@ -271,30 +341,40 @@ export class RoomEngine {
    */
   private async persistRoomBatches(
     q: Query,
-    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
+    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[]; chained?: boolean }>,
     positions: number[],
+    onBuilt?: () => void,
   ): Promise<Array<Array<PersistedEvent | Error>>> {
-    // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
-    const all = rooms.flatMap((r) => r.drafts);
-    const withTxn = all.filter((d) => d.txn);
-    let allocated: Array<{ nid: number; pos: number }> = [];
-    let prior = new Map<string, string>();
-    let heads = new Map<number, RoomHead>();
-    const ids = await this.tracker.reserve(async () => {
-      const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.key));
-      allocated = r.ids;
-      prior = r.prior;
-      heads = r.heads;
-      return allocated.map((x) => x.pos);
-    });
-    positions.push(...ids);
-    const w = new WriteSet();
-    const results: Array<Array<PersistedEvent | Error>> = [];
-    let offset = 0;
-    for (const r of rooms) {
-      results.push(await this.buildBatch(q, heads.get(r.nid)!, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w));
-      offset += r.drafts.length;
+    // Builds of one room never overlap (retries, chained batches): each works on the room's view.
+    const unlock = await this.lockBuilds(rooms.map((r) => r.nid));
+    let w: WriteSet;
+    let results: Array<Array<PersistedEvent | Error>>;
+    try {
+      // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
+      const all = rooms.flatMap((r) => r.drafts);
+      const withTxn = all.filter((d) => d.txn);
+      let allocated: Array<{ nid: number; pos: number }> = [];
+      let prior = new Map<string, string>();
+      let heads = new Map<number, RoomHead>();
+      const ids = await this.tracker.reserve(async () => {
+        const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.key));
+        allocated = r.ids;
+        prior = r.prior;
+        heads = r.heads;
+        return allocated.map((x) => x.pos);
+      });
+      positions.push(...ids);
+      w = new WriteSet();
+      results = [];
+      let offset = 0;
+      for (const r of rooms) {
+        results.push(await this.buildBatch(q, heads.get(r.nid)!, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w, r.chained ?? false));
+        offset += r.drafts.length;
+      }
+    } finally {
+      unlock();
     }
+    onBuilt?.();
     await q.write(w);
     return results;
   }
@@ -313,17 +393,17 @@ export class RoomEngine {
     allocated: Array<{ nid: number; pos: number }>,
     prior: Map<string, string>,
     w: WriteSet,
+    chained: boolean,
   ): Promise<Array<PersistedEvent | Error>> {
     const out: Array<PersistedEvent | Error> = [];
-    const view = await this.roomView(q, head, roomNid);
+    const view = await this.roomView(q, head, roomNid, chained);
     const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
     const inBatch = new Map<string, PersistedEvent>();
 
-    let prevEvents = view.extremities.map((e) => e.event_id);
-    let depth = view.extremities.reduce((d, e) => Math.max(d, e.depth), 0) + 1;
+    let prevEvents = view.head.extremities.slice(0, 10);
+    let depth = view.head.depth + 1;
     let stateGroup: number | null = view.head.state_group;
     let chainLen = view.chainLen;
-    const firstPrev = prevEvents;
 
     const current = new Map<string, { typeNid: number; keyNid: number; nid: number }>();
     let lastEvent: string | undefined;
@@ -492,20 +572,18 @@ export class RoomEngine {
       depth += 1;
     }
 
-    if (lastEvent) {
-      w.extremities.remove.push(...firstPrev);
-      w.extremities.rooms.push(roomNid);
-      w.extremities.add.push(lastEvent);
-    }
+    const extremities = lastEvent ? [lastEvent] : view.head.extremities;
+    const newDepth = lastEvent ? depth - 1 : view.head.depth;
     w.heads.rooms.push(roomNid);
     w.heads.groups.push(stateGroup);
     w.heads.positions.push(lastPos);
-    w.heads.expected.push(head.last_pos);
+    w.heads.expected.push(view.head.last_pos);
+    w.heads.extremities.push(extremities);
+    w.heads.depths.push(newDepth);
 
-    // The view now describes the room after this batch (dropped by the caller if the commit fails).
-    if (lastEvent) view.extremities = [{ event_id: lastEvent, depth: depth - 1 }];
+    // The view now describes the room after this batch (dropped by the caller if the write fails).
     view.chainLen = chainLen;
-    view.head = { state_group: stateGroup, last_pos: lastPos };
+    view.head = { state_group: stateGroup, last_pos: lastPos, extremities, depth: newDepth };
     return out;
   }
 }
@@ -521,12 +599,15 @@ interface CachedEntry {
 /** A worker's view of a room's head, for building the next event without reading it all again. */
 interface RoomView {
   head: RoomHead;
-  extremities: Array<{ event_id: string; depth: number }>;
   chainLen: number;
   /** Current state entries this worker has looked up (a subset of the room's state). */
   state: Map<string, CachedEntry>;
   /** Keys known to have no current state. */
   absent: Set<string>;
+}
+
+function txnOf(d: EventDraft): string {
+  return `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
 }
 
 function searchableText(draft: EventDraft): { key: string; value: string } | undefined {

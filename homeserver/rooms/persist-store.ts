@@ -44,6 +44,8 @@ export function isHeadMoved(err: unknown): boolean {
 export interface RoomHead {
   state_group: number | null;
   last_pos: number;
+  extremities: string[];
+  depth: number;
 }
 
 export interface StateEntry {
@@ -88,11 +90,17 @@ export class WriteSet {
   /** Last write wins per (room, type, state key) and per (room, user): one row each. */
   readonly current = new Map<string, { room: number; type: number; key: number; nid: number }>();
   readonly members = new Map<string, { room: number; user: string; membership: string; nid: number; pos: number; sender: string }>();
-  readonly extremities = { remove: [] as string[], rooms: [] as number[], add: [] as string[] };
   readonly txns = { users: [] as string[], devices: [] as string[], txns: [] as string[], events: [] as string[] };
   readonly search = { nids: [] as number[], rooms: [] as number[], keys: [] as string[], texts: [] as string[] };
   /** New heads, and the last positions the write expects to replace (optimistic concurrency). */
-  readonly heads = { rooms: [] as number[], groups: [] as Array<number | null>, positions: [] as number[], expected: [] as number[] };
+  readonly heads = {
+    rooms: [] as number[],
+    groups: [] as Array<number | null>,
+    positions: [] as number[],
+    expected: [] as number[],
+    extremities: [] as string[][],
+    depths: [] as number[],
+  };
   /** [target, redaction] for targets written before this write. */
   readonly redactions: Array<[string, string]> = [];
 
@@ -108,11 +116,6 @@ export class WriteSet {
     if (i >= 0) for (const col of Object.values(this.search)) col.splice(i, 1);
   }
 }
-
-const REDACT_CTES = `
-       rd AS (UPDATE events SET redacted_by = x.r FROM unnest($56::text[], $57::text[]) AS x(t, r)
-         WHERE events.event_id = x.t AND events.redacted_by IS NULL RETURNING 1),
-       ru AS (DELETE FROM event_search WHERE event_nid IN (SELECT event_nid FROM events WHERE event_id = ANY($56::text[])) RETURNING 1),`;
 
 /** A PostgreSQL array literal of strings, each quoted. */
 function arrayLiteral(items: string[]): string {
@@ -133,16 +136,6 @@ export class Query {
       [roomId, version, creator, Date.now()],
     );
     return Number(r.rows[0].room_nid);
-  }
-
-  async extremities(roomNid: number): Promise<Array<{ event_id: string; depth: number }>> {
-    const r = await this.run(
-      'room_extremities',
-      `SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
-       WHERE f.room_nid = $1 ORDER BY e.depth DESC, e.stream_pos DESC LIMIT 10`,
-      [roomNid],
-    );
-    return r.rows.map((x) => ({ event_id: x.event_id, depth: Number(x.depth) }));
   }
 
   async chainLen(group: number): Promise<number> {
@@ -181,12 +174,13 @@ export class Query {
   }> {
     const r = await this.run(
       'prepare_write',
-      `SELECT 'h' AS k, room_nid::bigint AS a, state_group AS b, last_pos AS c, NULL::text AS u, NULL::text AS d, NULL::text AS x, NULL::text AS e
+      `SELECT 'h' AS k, room_nid::bigint AS a, state_group AS b, last_pos AS c, NULL::text AS u, NULL::text AS d, NULL::text AS x,
+         NULL::text AS e, extremities AS ex, depth AS dp
        FROM rooms WHERE room_nid = ANY($1::int[])
        UNION ALL
-       SELECT 'a', nextval('events_event_nid_seq'), nextval('stream_positions'), NULL, NULL, NULL, NULL, NULL FROM generate_series(1, $2)
+       SELECT 'a', nextval('events_event_nid_seq'), nextval('stream_positions'), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM generate_series(1, $2)
        UNION ALL
-       SELECT 't', NULL, NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txns t
+       SELECT 't', NULL, NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id, NULL, NULL FROM event_txns t
        JOIN unnest($3::text[], $4::text[], $5::text[]) AS w(user_id, device_id, txn_id)
          ON t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id`,
       [roomNids, n, txnUsers, txnDevices, txnIds],
@@ -195,7 +189,9 @@ export class Query {
     const ids: Array<{ nid: number; pos: number }> = [];
     const prior = new Map<string, string>();
     for (const x of r.rows) {
-      if (x.k === 'h') heads.set(Number(x.a), { state_group: x.b === null ? null : Number(x.b), last_pos: Number(x.c) });
+      if (x.k === 'h') {
+        heads.set(Number(x.a), { state_group: x.b === null ? null : Number(x.b), last_pos: Number(x.c), extremities: x.ex, depth: Number(x.dp) });
+      }
       else if (x.k === 'a') ids.push({ nid: Number(x.a), pos: Number(x.b) });
       else prior.set(`${x.u}\0${x.d}\0${x.x}`, x.e);
     }
@@ -210,60 +206,60 @@ export class Query {
   /** Everything a transaction writes, in one statement of data-modifying CTEs (one round trip). */
   async write(w: WriteSet): Promise<void> {
     const ev = w.events;
-    const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k]);
+    const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k] ?? null);
     const cur = [...w.current.values()];
     const mem = [...w.members.values()];
+    const values: unknown[] = [];
+    /** A placeholder for one more parameter, typed. */
+    const $ = (value: unknown, type: string) => `$${values.push(value)}::${type}`;
     // Redactions of older events are rare: a plan of its own keeps them off the common plan.
     const redacting = w.redactions.length > 0;
-    await this.run(
-      redacting ? 'write_batch_redacting' : 'write_batch',
-      `WITH
+    const redact = redacting
+      ? `rd AS (UPDATE events SET redacted_by = x.r FROM unnest(${$(w.redactions.map((r) => r[0]), 'text[]')}, ${$(w.redactions.map((r) => r[1]), 'text[]')}) AS x(t, r)
+           WHERE events.event_id = x.t AND events.redacted_by IS NULL RETURNING 1),
+         ru AS (DELETE FROM event_search WHERE event_nid IN (SELECT event_nid FROM events WHERE event_id = ANY($${values.length - 1}::text[])) RETURNING 1),`
+      : '';
+    const sql = `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
            state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json,
            prev_event_ids, auth_event_nids, redacted_by)
          SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[], rb
-         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::text[],
-           $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-           $18::text[], $19::text[], $20::text[], $21::text[], $55::text[])
+         FROM unnest(${$(col('nid'), 'bigint[]')}, ${$(col('eventId'), 'text[]')}, ${$(col('roomNid'), 'int[]')}, ${$(col('streamPos'), 'bigint[]')},
+           ${$(col('depth'), 'bigint[]')}, ${$(col('typeNid'), 'int[]')}, ${$(col('stateKeyNid'), 'int[]')}, ${$(col('sender'), 'text[]')},
+           ${$(col('ts'), 'bigint[]')}, ${$(col('stateBefore'), 'bigint[]')}, ${$(col('stateAfter'), 'bigint[]')}, ${$(col('replacesNid'), 'bigint[]')},
+           ${$(col('membership'), 'text[]')}, ${$(col('relType'), 'text[]')}, ${$(col('relatesTo'), 'text[]')}, ${$(col('redacts'), 'text[]')},
+           ${$(col('txnDevice'), 'text[]')}, ${$(col('txnId'), 'text[]')}, ${$(col('json'), 'text[]')},
+           -- Arrays per row travel as array literals: unnest would flatten an array of arrays.
+           ${$(ev.map((r) => arrayLiteral(r.prevEventIds)), 'text[]')}, ${$(ev.map((r) => `{${r.authEventNids.join(',')}}`), 'text[]')},
+           ${$(col('redactedBy'), 'text[]')})
            AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae, rb) RETURNING 1),
        sg AS (INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len)
-         SELECT * FROM unnest($22::bigint[], $23::int[], $24::bigint[], $25::int[]) RETURNING 1),
+         SELECT * FROM unnest(${$(w.groups.ids, 'bigint[]')}, ${$(w.groups.rooms, 'int[]')}, ${$(w.groups.prev, 'bigint[]')}, ${$(w.groups.chain, 'int[]')}) RETURNING 1),
        se AS (INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)
-         SELECT * FROM unnest($26::bigint[], $27::int[], $28::int[], $29::bigint[]) RETURNING 1),
+         SELECT * FROM unnest(${$(w.entries.groups, 'bigint[]')}, ${$(w.entries.types, 'int[]')}, ${$(w.entries.keys, 'int[]')}, ${$(w.entries.nids, 'bigint[]')}) RETURNING 1),
        cs AS (INSERT INTO current_state (room_nid, type_nid, state_key_nid, event_nid)
-         SELECT * FROM unnest($30::int[], $31::int[], $32::int[], $33::bigint[])
+         SELECT * FROM unnest(${$(cur.map((c) => c.room), 'int[]')}, ${$(cur.map((c) => c.type), 'int[]')}, ${$(cur.map((c) => c.key), 'int[]')}, ${$(cur.map((c) => c.nid), 'bigint[]')})
          ON CONFLICT (room_nid, type_nid, state_key_nid) DO UPDATE SET event_nid = EXCLUDED.event_nid RETURNING 1),
        rm AS (INSERT INTO room_memberships (user_id, room_nid, membership, event_nid, stream_pos, sender, forgotten)
-         SELECT u, r, m, e, p, s, FALSE FROM unnest($34::text[], $35::int[], $36::text[], $37::bigint[], $38::bigint[], $39::text[]) AS x(u, r, m, e, p, s)
+         SELECT u, r, m, e, p, s, FALSE FROM unnest(${$(mem.map((m) => m.user), 'text[]')}, ${$(mem.map((m) => m.room), 'int[]')}, ${$(mem.map((m) => m.membership), 'text[]')},
+           ${$(mem.map((m) => m.nid), 'bigint[]')}, ${$(mem.map((m) => m.pos), 'bigint[]')}, ${$(mem.map((m) => m.sender), 'text[]')}) AS x(u, r, m, e, p, s)
          ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
            stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE RETURNING 1),
-       fd AS (DELETE FROM forward_extremities WHERE event_id = ANY($40::text[]) RETURNING 1),
-       fi AS (INSERT INTO forward_extremities (room_nid, event_id) SELECT * FROM unnest($41::int[], $42::text[]) ON CONFLICT DO NOTHING RETURNING 1),
-       tx AS (INSERT INTO event_txns (user_id, device_id, txn_id, event_id) SELECT * FROM unnest($43::text[], $44::text[], $45::text[], $46::text[])
+       tx AS (INSERT INTO event_txns (user_id, device_id, txn_id, event_id)
+         SELECT * FROM unnest(${$(w.txns.users, 'text[]')}, ${$(w.txns.devices, 'text[]')}, ${$(w.txns.txns, 'text[]')}, ${$(w.txns.events, 'text[]')})
          ON CONFLICT DO NOTHING RETURNING 1),
        sr AS (INSERT INTO event_search (event_nid, room_nid, key, vector)
-         SELECT n, r, k, to_tsvector('simple', t) FROM unnest($47::bigint[], $48::int[], $49::text[], $50::text[]) AS x(n, r, k, t) RETURNING 1),
-       ${redacting ? REDACT_CTES : ''}
+         SELECT n, r, k, to_tsvector('simple', t)
+         FROM unnest(${$(w.search.nids, 'bigint[]')}, ${$(w.search.rooms, 'int[]')}, ${$(w.search.keys, 'text[]')}, ${$(w.search.texts, 'text[]')}) AS x(n, r, k, t) RETURNING 1),
+       ${redact}
        -- Each room's head must still be what was read before building: else another worker wrote.
-       rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p FROM unnest($51::int[], $52::bigint[], $53::bigint[], $54::bigint[]) AS x(n, g, p, old)
+       -- Waiting on the row lock of an earlier write, this re-reads the row once that commits.
+       rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p, extremities = x.e::text[], depth = x.dp
+         FROM unnest(${$(w.heads.rooms, 'int[]')}, ${$(w.heads.groups, 'bigint[]')}, ${$(w.heads.positions, 'bigint[]')},
+           ${$(w.heads.expected, 'bigint[]')}, ${$(w.heads.extremities.map(arrayLiteral), 'text[]')}, ${$(w.heads.depths, 'bigint[]')}) AS x(n, g, p, old, e, dp)
          WHERE rooms.room_nid = x.n AND rooms.last_pos = x.old RETURNING 1)
-       SELECT CASE WHEN (SELECT count(*) FROM rh) = cardinality($51::int[]) THEN 0 ELSE room_head_moved() END AS ok`,
-      [col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'),
-        col('ts'), col('stateBefore'), col('stateAfter'), col('replacesNid'), col('membership'), col('relType'), col('relatesTo'),
-        col('redacts'), col('txnDevice'), col('txnId'), col('json'),
-        // Arrays per row travel as array literals: unnest would flatten an array of arrays.
-        ev.map((r) => arrayLiteral(r.prevEventIds)), ev.map((r) => `{${r.authEventNids.join(',')}}`),
-        w.groups.ids, w.groups.rooms, w.groups.prev, w.groups.chain,
-        w.entries.groups, w.entries.types, w.entries.keys, w.entries.nids,
-        cur.map((c) => c.room), cur.map((c) => c.type), cur.map((c) => c.key), cur.map((c) => c.nid),
-        mem.map((m) => m.user), mem.map((m) => m.room), mem.map((m) => m.membership), mem.map((m) => m.nid), mem.map((m) => m.pos), mem.map((m) => m.sender),
-        w.extremities.remove, w.extremities.rooms, w.extremities.add,
-        w.txns.users, w.txns.devices, w.txns.txns, w.txns.events,
-        w.search.nids, w.search.rooms, w.search.keys, w.search.texts,
-        w.heads.rooms, w.heads.groups, w.heads.positions,
-        w.heads.expected, col('redactedBy').map((r) => r ?? null),
-        ...(redacting ? [w.redactions.map((r) => r[0]), w.redactions.map((r) => r[1])] : [])],
-    );
+       SELECT CASE WHEN (SELECT count(*) FROM rh) = ${$(w.heads.rooms.length, 'int')} THEN 0 ELSE room_head_moved() END AS ok`;
+    await this.run(redacting ? 'write_batch_redacting' : 'write_batch', sql, values);
   }
 
   async eventById(eventId: string): Promise<{ event_id: string; stream_pos: number; json: string } | undefined> {

@@ -25,6 +25,8 @@ const createRoomSchema = z.object({
   power_level_content_override: z.record(z.string(), z.unknown()).optional(),
 }).passthrough();
 
+const MEMBERSHIPS = new Set(['join', 'invite', 'knock', 'leave', 'ban']);
+
 const reasonSchema = z.object({ reason: z.string().optional() }).passthrough();
 const targetSchema = z.object({ user_id: z.string(), reason: z.string().optional() }).passthrough();
 
@@ -118,6 +120,9 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
     const at = ctx.query.at === undefined ? undefined : parseToken(ctx.query.at, 'at').pos;
     const membership = typeof ctx.query.membership === 'string' ? ctx.query.membership : undefined;
     const notMembership = typeof ctx.query.not_membership === 'string' ? ctx.query.not_membership : undefined;
+    for (const [name, value] of [['membership', membership], ['not_membership', notMembership]] as const) {
+      if (value !== undefined && !MEMBERSHIPS.has(value)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: ${value}`);
+    }
     return { chunk: await reader.members(requester(ctx), roomId(ctx.params.roomId), { at, membership, notMembership }) };
   }, { auth: true });
 

@@ -45,19 +45,54 @@ describe('two workers, one database', { skip: process.env.TEST_BACKEND === 'embe
       const db = new pg.Client({ connectionString: a.env.DATABASE_URL });
       await db.connect();
       try {
-        const ext = await db.query('SELECT count(*)::int AS n FROM forward_extremities f JOIN rooms r ON r.room_nid = f.room_nid WHERE r.room_id = $1', [roomId]);
-        assert.equal(ext.rows[0].n, 1);
+        const ext = await db.query('SELECT extremities FROM rooms WHERE room_id = $1', [roomId]);
+        assert.equal(ext.rows[0].extremities.length, 1);
         const chain = await db.query(
           'SELECT e.event_id, e.prev_event_ids FROM events e JOIN rooms r ON r.room_nid = e.room_nid WHERE r.room_id = $1 ORDER BY e.stream_pos',
           [roomId],
         );
         for (let i = 1; i < chain.rows.length; i++) assert.deepEqual(chain.rows[i].prev_event_ids, [chain.rows[i - 1].event_id]);
+        assert.deepEqual(ext.rows[0].extremities, [chain.rows[chain.rows.length - 1].event_id], 'the extremity is the newest event');
       } finally {
         await db.end();
       }
     } finally {
       await b.stop().catch(() => {});
       await a.stop();
+    }
+  });
+
+  test('one worker under load: batches written back to back keep one chain, every send once', async () => {
+    const server = await startServer();
+    try {
+      const users: Credentials[] = [];
+      for (let i = 0; i < 12; i++) users.push(await registerUser(server.baseUrl));
+      const roomId = (await api(server.baseUrl, 'POST', `${C}/createRoom`, { token: users[0]!.accessToken, body: { preset: 'public_chat' } })).body.room_id;
+      for (const u of users.slice(1)) await api(server.baseUrl, 'POST', `${C}/join/${encodeURIComponent(roomId)}`, { token: u.accessToken });
+      const sent: string[] = [];
+      await Promise.all(users.map(async (u, i) => {
+        for (let n = 0; n < 20; n++) {
+          const res = await api(server.baseUrl, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${n}`, { token: u.accessToken, body: { msgtype: 'm.text', body: `s${i}-${n}` } });
+          assert.equal(res.status, 200);
+          sent.push(`s${i}-${n}`);
+        }
+      }));
+      const db = new pg.Client({ connectionString: server.env.DATABASE_URL });
+      await db.connect();
+      try {
+        const chain = await db.query(
+          `SELECT e.event_id, e.prev_event_ids, e.json::jsonb -> 'content' ->> 'body' AS body FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+           WHERE r.room_id = $1 ORDER BY e.stream_pos`,
+          [roomId],
+        );
+        for (let i = 1; i < chain.rows.length; i++) assert.deepEqual(chain.rows[i].prev_event_ids, [chain.rows[i - 1].event_id]);
+        const bodies = chain.rows.map((r) => r.body).filter((b): b is string => typeof b === 'string' && b.startsWith('s'));
+        assert.deepEqual([...bodies].sort(), [...sent].sort());
+      } finally {
+        await db.end();
+      }
+    } finally {
+      await server.stop();
     }
   });
 });

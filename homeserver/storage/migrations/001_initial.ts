@@ -109,6 +109,10 @@ export async function up(knex: Knex): Promise<void> {
       published     BOOLEAN NOT NULL DEFAULT FALSE, -- listed in the public room directory
       state_group   BIGINT,                         -- the room's current state snapshot
       last_pos      BIGINT NOT NULL DEFAULT 0,      -- stream position of the room's newest event
+      -- Forward extremities: the events no other event points at yet, the next one's prev_events.
+      -- In the room's row, so the write that moves the head moves them in the same guarded UPDATE.
+      extremities   TEXT[] NOT NULL DEFAULT '{}',
+      depth         BIGINT NOT NULL DEFAULT 0,      -- the greatest depth among them
       created_ts    BIGINT NOT NULL
     );
 
@@ -174,13 +178,6 @@ export async function up(knex: Knex): Promise<void> {
       RAISE EXCEPTION 'room head moved' USING ERRCODE = '40001';
     END
     $fn$;
-
-    -- The events of a room that no other event points at yet: the prev_events of the next one.
-    CREATE TABLE forward_extremities (
-      room_nid   INTEGER NOT NULL,
-      event_id   TEXT NOT NULL,
-      PRIMARY KEY (room_nid, event_id)
-    );
 
     CREATE TABLE current_state (
       room_nid       INTEGER NOT NULL,
