@@ -11,6 +11,9 @@ import type { Db } from '../storage/db.ts';
 /** Types the server manages itself and clients may not set through account data. */
 const SERVER_MANAGED = new Set(['m.fully_read', 'm.push_rules']);
 
+/** The spec answers 405 M_BAD_JSON for account data the server controls (m.fully_read, m.push_rules). */
+const serverManaged = (type: string) => new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
+
 export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): void {
   const own = (ctx: { params: Record<string, string | undefined> }, me: { userId: string }) => {
     if (ctx.params.userId !== me.userId) throw forbidden('Cannot access account data of other users');
@@ -23,7 +26,7 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
   r.client('put', '/user/:userId/account_data/:type', async (ctx) => {
     const me = requester(ctx);
     own(ctx, me);
-    if (SERVER_MANAGED.has(ctx.params.type!)) throw new MatrixError(400, 'M_BAD_JSON', `Cannot set ${ctx.params.type} through this API`);
+    if (SERVER_MANAGED.has(ctx.params.type!)) throw serverManaged(ctx.params.type!);
     await store.put(me.userId, '', ctx.params.type!, jsonBody(ctx));
     return {};
   }, { auth: true });
@@ -39,7 +42,7 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
   r.client('put', '/user/:userId/rooms/:roomId/account_data/:type', async (ctx) => {
     const me = requester(ctx);
     own(ctx, me);
-    if (SERVER_MANAGED.has(ctx.params.type!)) throw new MatrixError(400, 'M_BAD_JSON', `Cannot set ${ctx.params.type} through this API`);
+    if (SERVER_MANAGED.has(ctx.params.type!)) throw serverManaged(ctx.params.type!);
     await store.put(me.userId, roomParam(ctx.params.roomId!), ctx.params.type!, jsonBody(ctx));
     return {};
   }, { auth: true });

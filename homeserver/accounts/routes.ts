@@ -25,6 +25,8 @@ const loginSchema = z.object({
   type: z.string(),
   identifier: z.object({ type: z.string(), user: z.string().optional() }).passthrough().optional(),
   user: z.string().optional(),
+  medium: z.string().optional(),
+  address: z.string().optional(),
   password: z.string().optional(),
   device_id: z.string().optional(),
   initial_device_display_name: z.string().optional(),
@@ -82,8 +84,12 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     if (b.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login type ${b.type}`);
     let who: string | undefined;
     if (b.identifier) {
-      if (b.identifier.type !== 'm.id.user') throw forbidden('Only m.id.user identifiers are supported');
+      // As Synapse: no 3PIDs are bound here, so those identifiers never match; others are unknown.
+      if (b.identifier.type === 'm.id.thirdparty' || b.identifier.type === 'm.id.phone') throw forbidden('Invalid username or password');
+      if (b.identifier.type !== 'm.id.user') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login identifier type ${b.identifier.type}`);
       who = b.identifier.user;
+    } else if (b.user === undefined && b.medium !== undefined) {
+      throw forbidden('Invalid username or password'); // the deprecated medium/address form: no 3PIDs here
     } else who = b.user;
     if (who === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: identifier.user');
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');

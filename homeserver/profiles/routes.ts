@@ -9,6 +9,8 @@ import type { RoomService } from '../rooms/service.ts';
 
 const MAX_DISPLAYNAME = 256;
 const MAX_AVATAR_URL = 1000;
+/** The keyName grammar of the profile endpoints. */
+const PROFILE_KEY = /^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$/;
 
 export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomService): void {
   const userParam = (raw: string | undefined): string => {
@@ -37,7 +39,9 @@ export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomServ
       const me = requester(ctx);
       const userId = userParam(ctx.params.userId);
       if (userId !== me.userId && !me.isAdmin) throw forbidden(`Cannot set another user's ${field}`);
-      const raw = jsonBody(ctx)[field];
+      const b = jsonBody(ctx);
+      if (!(field in b)) throw new MatrixError(400, 'M_MISSING_PARAM', `Missing key '${field}'`);
+      const raw = b[field];
       if (raw !== undefined && raw !== null && typeof raw !== 'string') throw new MatrixError(400, 'M_BAD_JSON', `${field} must be a string`);
       const max = field === 'displayname' ? MAX_DISPLAYNAME : MAX_AVATAR_URL;
       if (typeof raw === 'string' && raw.length > max) throw new MatrixError(400, 'M_TOO_LARGE', `${field} is too long (max ${max})`);
@@ -50,6 +54,43 @@ export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomServ
       return {};
     }, { auth: true });
   }
+
+  // Other profile keys (spec v1.16 extended profiles): only displayname and avatar_url are stored,
+  // as the m.profile_fields capability says; other valid keys are absent and may not be set.
+  const keyParam = (raw: string | undefined): string => {
+    if (!raw || !PROFILE_KEY.test(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid profile key.');
+    if (Buffer.byteLength(raw) > 255) throw new MatrixError(400, 'M_KEY_TOO_LARGE', 'Profile key is over 255 bytes');
+    return raw;
+  };
+
+  r.client('get', '/profile/:userId/:keyName', async (ctx) => {
+    const key = keyParam(ctx.params.keyName);
+    await load(userParam(ctx.params.userId));
+    throw notFound(`The user has no ${key}`);
+  }, { auth: 'optional' });
+
+  r.client('put', '/profile/:userId/:keyName', async (ctx) => {
+    const me = requester(ctx);
+    const userId = userParam(ctx.params.userId);
+    const key = keyParam(ctx.params.keyName);
+    if (userId !== me.userId && !me.isAdmin) throw forbidden(`Cannot set another user's ${key}`);
+    throw forbidden(`Profile field ${key} cannot be set on this server`);
+  }, { auth: true });
+
+  r.client('delete', '/profile/:userId/:keyName', async (ctx) => {
+    const me = requester(ctx);
+    const userId = userParam(ctx.params.userId);
+    const key = keyParam(ctx.params.keyName);
+    if (userId !== me.userId && !me.isAdmin) throw forbidden(`Cannot delete another user's ${key}`);
+    if (key === 'displayname' || key === 'avatar_url') {
+      const p = await load(userId);
+      if (p[key] != null) {
+        await profiles.set(userId, key, null);
+        await rooms.profileChanged(userId);
+      }
+    }
+    return {};
+  }, { auth: true });
 
   r.client('post', '/user_directory/search', async (ctx) => {
     const b = body(ctx, z.object({ search_term: z.string(), limit: z.number().int().min(0).optional() }));

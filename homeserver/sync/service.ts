@@ -139,8 +139,10 @@ export class SyncService {
       if (!room && !ad) continue;
       join[m.room_id] = {
         ...(room ?? { timeline: { events: [], limited: false, prev_batch: posToken(to) }, state: { events: [] } }),
+        summary: room?.summary ?? {},
         account_data: { events: ad ?? [] },
         ephemeral: { events: [] },
+        // No unread_notifications until push rules are evaluated: counts we cannot back are not sent.
       };
     }
 
@@ -195,7 +197,8 @@ export class SyncService {
     sections: RawSection[],
   ): Promise<RawSection | undefined> {
     const roomNid = Number(m.room_nid);
-    const lower = full ? undefined : since;
+    // full_state on an incremental sync sends all the state, but the timeline still starts at `since`.
+    const lower = full && (since === undefined || Number(m.stream_pos) > since) ? undefined : since;
     // One more than the limit tells whether the timeline was cut.
     const rows = await this.reader.eventsBetween(roomNid, to, lower, 'b', limit + 1, timelineFilter);
     const limited = rows.length > limit;

@@ -173,7 +173,8 @@ describe('push rules', () => {
     assert.deepEqual(changed.content.global.sender.map((r: { rule_id: string }) => r.rule_id), ['@x:localhost']);
 
     const direct = await api(server.baseUrl, 'PUT', `${C}/user/${encodeURIComponent(bob.userId)}/account_data/m.push_rules`, { token: bob.accessToken, body: { global: {} } });
-    assert.equal(direct.status, 400);
+    assert.equal(direct.status, 405);
+    assert.equal(direct.body.errcode, 'M_BAD_JSON');
     const stored = await api(server.baseUrl, 'GET', `${C}/user/${encodeURIComponent(bob.userId)}/account_data/m.push_rules`, { token: bob.accessToken });
     assert.deepEqual(stored.body.global.sender.map((r: { rule_id: string }) => r.rule_id), ['@x:localhost']);
   });
