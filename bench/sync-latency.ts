@@ -46,7 +46,7 @@ export async function main(): Promise<void> {
       const token = receivers[r]!.token;
       let since: string = (await c.ok('GET', `/_matrix/client/v3/sync?filter=${FILTER}&timeout=0`, { token })).next_batch;
       while (!aborts.signal.aborted) {
-        let res;
+        let res: Awaited<ReturnType<typeof c.request>>;
         try {
           res = await c.request('GET', `/_matrix/client/v3/sync?filter=${FILTER}&timeout=30000&since=${enc(since)}`, { token, signal: aborts.signal });
         } catch (e) {
