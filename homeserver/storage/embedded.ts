@@ -49,16 +49,25 @@ function unprivilegedOwner(): Owner {
   return { uid: id('-u'), gid: id('-g') };
 }
 
-/** As root, 'nobody' must be able to search every directory above `target` (ACLs aside). */
-function assertReachable(target: string, owner: NonNullable<Owner>): void {
+/** The first directory above `target` that 'nobody' cannot search (ACLs aside), if any. */
+function blockingDir(target: string, owner: NonNullable<Owner>): string | undefined {
   for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
     const st = fs.statSync(dir);
     const bit = st.uid === owner.uid ? 0o100 : st.gid === owner.gid ? 0o010 : 0o001;
-    if (!(st.mode & bit)) throw new Error(`embedded PostgreSQL: as root we run it as uid ${owner.uid} (PostgreSQL `
-      + `refuses root), which cannot search ${dir} to reach ${target}: chmod o+x ${dir}, or move it elsewhere`);
-    if (dir === path.dirname(dir)) return;
+    if (!(st.mode & bit)) return dir;
+    if (dir === path.dirname(dir)) return undefined;
   }
 }
+
+/** As root, 'nobody' must be able to search every directory above `target`. */
+function assertReachable(target: string, owner: NonNullable<Owner>): void {
+  const dir = blockingDir(target, owner);
+  if (dir) throw new Error(`embedded PostgreSQL: as root we run it as uid ${owner.uid} (PostgreSQL `
+    + `refuses root), which cannot search ${dir} to reach ${target}: chmod o+x ${dir}, or move it elsewhere`);
+}
+
+/** Where the cluster lives when root's DATA_DIR is out of nobody's reach: persistent, per DATA_DIR. */
+const ROOT_FALLBACK_DIR = '/var/lib/super-server';
 
 /** True if a postmaster still runs as `pid` (a recycled pid after a reboot/container restart doesn't count). */
 function alive(pid: number): boolean {
@@ -107,21 +116,32 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg:
   const log = opts.log ?? (() => {});
   const started = performance.now();
   const dataDir = path.resolve(opts.dataDir);
-  const pgdata = path.join(dataDir, 'pg');
-  const logFile = path.join(pgdata, 'postgres.log');
+  let pgdata = path.join(dataDir, 'pg');
   const bin = path.join(nativeDir(log), 'bin');
   const owner = unprivilegedOwner();
+  const dataHash = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
   fs.mkdirSync(dataDir, { recursive: true });
+  // sun_path holds ~107 bytes: a deep dataDir gets a short, stable socket dir under tmp instead.
+  let socketDir = path.join(dataDir, 'run');
+  if (Buffer.byteLength(path.join(socketDir, `.s.PGSQL.${PORT}`)) > 100) socketDir = path.join(os.tmpdir(), `hs-pg-${dataHash}`);
   // 'nobody' must be able to traverse dataDir (mkdtemp makes 0700 dirs); grant search, not read.
   if (owner) {
     fs.chmodSync(dataDir, fs.statSync(dataDir).mode | 0o001);
     assertReachable(path.join(bin, 'postgres'), owner);
-    assertReachable(pgdata, owner);
+    const blocked = blockingDir(pgdata, owner);
+    if (blocked) {
+      // A directory above DATA_DIR (say a 0700 home or mktemp dir) keeps 'nobody' out: keep the
+      // cluster in a persistent place of its own instead, with a link to it in DATA_DIR.
+      const elsewhere = path.join(ROOT_FALLBACK_DIR, `pg-${dataHash}`);
+      fs.mkdirSync(ROOT_FALLBACK_DIR, { recursive: true, mode: 0o755 });
+      if (!fs.existsSync(pgdata)) fs.symlinkSync(elsewhere, pgdata);
+      else if (!fs.lstatSync(pgdata).isSymbolicLink()) assertReachable(pgdata, owner); // an old cluster there: say why not
+      log(`embedded PostgreSQL: ${blocked} is closed to uid ${owner.uid}, so the cluster lives in ${elsewhere}`);
+      pgdata = elsewhere;
+      socketDir = path.join(os.tmpdir(), `hs-pg-${dataHash}`);
+    }
   }
-  // sun_path holds ~107 bytes: a deep dataDir gets a short, stable socket dir under tmp instead.
-  let socketDir = path.join(dataDir, 'run');
-  if (Buffer.byteLength(path.join(socketDir, `.s.PGSQL.${PORT}`)) > 100)
-    socketDir = path.join(os.tmpdir(), `hs-pg-${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`);
+  const logFile = path.join(pgdata, 'postgres.log');
 
   let pid = 0;
   let child: ChildProcess | undefined;
@@ -143,7 +163,7 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg:
       fs.mkdirSync(tmp, { mode: 0o700 });
       if (owner) fs.chownSync(tmp, owner.uid, owner.gid);
       log('embedded PostgreSQL: initdb');
-      await run(path.join(bin, 'initdb'), ['-D', tmp, '--encoding=UTF8', '--locale=C', '--auth=trust', '-U', USER, '--no-instructions'], owner, dataDir);
+      await run(path.join(bin, 'initdb'), ['-D', tmp, '--encoding=UTF8', '--locale=C', '--auth=trust', '-U', USER, '--no-instructions'], owner, '/');
       fs.renameSync(tmp, pgdata);
     } else if (owner && fs.statSync(pgdata).uid !== owner.uid) {
       execFileSync('chown', ['-R', `${owner.uid}:${owner.gid}`, pgdata]); // e.g. restored from a backup by root
@@ -158,7 +178,7 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg:
     for (let attempt = 1; ; attempt++) {
       const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
       try {
-        ({ pid, child } = await launch(bin, pgdata, socketDir, logFile, owner, dataDir));
+        ({ pid, child } = await launch(bin, pgdata, socketDir, logFile, owner, '/'));
         break;
       } catch (e) {
         const out = fs.readFileSync(logFile, 'utf8').slice(logStart);

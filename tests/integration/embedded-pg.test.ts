@@ -96,9 +96,25 @@ test('a deep data dir gets a short socket dir under tmp', async () => {
   }
 });
 
-test('as root, an unreachable data dir is refused with a clear message', { skip: process.getuid?.() !== 0 }, async () => {
+test('as root, a data dir out of reach keeps its cluster in /var/lib/super-server, linked from DATA_DIR', { skip: process.getuid?.() !== 0 }, async () => {
   const dataDir = path.join(tempDir(), 'inner'); // under a 0700 dir: 'nobody' cannot search it
-  await assert.rejects(startEmbeddedPostgres({ dataDir }), /cannot search .*chmod o\+x/);
+  const first = await startEmbeddedPostgres({ dataDir });
+  let target = '';
+  try {
+    await query(first, 'CREATE TABLE kept (v int)');
+    await query(first, 'INSERT INTO kept VALUES (42)');
+    target = fs.readlinkSync(path.join(dataDir, 'pg'));
+    assert.match(target, /^\/var\/lib\/super-server\/pg-[0-9a-f]{16}$/);
+  } finally {
+    await first.stop();
+  }
+  const again = await startEmbeddedPostgres({ dataDir });
+  try {
+    assert.deepEqual(await query(again, 'SELECT v FROM kept'), [{ v: 42 }], 'the same cluster after a restart');
+  } finally {
+    await again.stop();
+    fs.rmSync(target, { recursive: true, force: true });
+  }
 });
 
 test('after the host process is SIGKILLed, the orphan is adopted; after a crash, it recovers', async () => {
