@@ -177,8 +177,7 @@ export class SyncService {
       account_data: { events: globalAccountData },
       presence: { events: [] },
       to_device: { events: [] },
-      device_lists: { changed: [], left: [] },
-      device_one_time_keys_count: {},
+      // device_lists and one-time-key counts come with end-to-end encryption: not claimed before.
       rooms: { join, invite, knock, leave },
     };
   }
@@ -302,8 +301,6 @@ function emptyResponse(to: number): Record<string, unknown> {
     account_data: { events: [] },
     presence: { events: [] },
     to_device: { events: [] },
-    device_lists: { changed: [], left: [] },
-    device_one_time_keys_count: {},
     rooms: { join: {}, invite: {}, knock: {}, leave: {} },
   };
 }
