@@ -61,10 +61,8 @@ const MAX_ROOMS_PER_TRANSACTION = 16;
  */
 export class RoomEngine {
   private queues = new Map<string, Pending[]>();
-  /** Rooms with a batch being built, and how many of their writes are in flight (at most 2). */
-  private active = new Map<string, { building: boolean; writing: number }>();
-  /** Transactions of sends in flight, so a retry is not chained behind its own first try. */
-  private inflightTxns = new Set<string>();
+  /** Rooms whose events a write is persisting right now (one at a time per room). */
+  private busy = new Set<string>();
   private lanesInUse = 0;
   private cache = new Map<number, RoomView>();
   private persist: PersistStore;
@@ -104,15 +102,10 @@ export class RoomEngine {
     });
   }
 
-  /**
-   * Starts writes while lanes are free and rooms have events queued. A room is in at most one
-   * build at a time; once that batch is built and writing, a next batch of plain (non-state)
-   * events may be built on top of it and written right behind it: the second write waits on the
-   * first's row lock, so a room's throughput is not one commit round trip per batch.
-   */
+  /** Starts writes while lanes are free and rooms that no write holds have events queued. */
   private schedule(): void {
     while (this.lanesInUse < LANES) {
-      const ready = [...this.queues.keys()].filter((roomId) => this.canStart(roomId));
+      const ready = [...this.queues.keys()].filter((roomId) => !this.busy.has(roomId));
       if (!ready.length) return;
       // Spread the ready rooms over the free lanes, so that several commits are in flight.
       const share = Math.min(MAX_ROOMS_PER_TRANSACTION, Math.ceil(ready.length / (LANES - this.lanesInUse)));
@@ -120,52 +113,21 @@ export class RoomEngine {
         const q = this.queues.get(roomId)!;
         const batch = q.splice(0, MAX_BATCH);
         if (!q.length) this.queues.delete(roomId);
-        const a = this.active.get(roomId) ?? { building: false, writing: 0 };
-        const chained = a.writing > 0;
-        a.building = true;
-        this.active.set(roomId, a);
-        for (const p of batch) if (p.draft.txn) this.inflightTxns.add(txnOf(p.draft));
-        return { roomId, batch, chained };
+        this.busy.add(roomId);
+        return { roomId, batch };
       });
       this.lanesInUse += 1;
-      let writing = false;
-      const built = () => {
-        writing = true;
-        for (const w of work) {
-          const a = this.active.get(w.roomId)!;
-          a.building = false;
-          a.writing += 1;
-        }
-        this.schedule();
-      };
-      void this.persistRooms(work, built).finally(() => {
+      void this.persistRooms(work).finally(() => {
         this.lanesInUse -= 1;
-        for (const w of work) {
-          const a = this.active.get(w.roomId)!;
-          if (writing) a.writing -= 1;
-          else a.building = false;
-          if (!a.building && a.writing === 0) this.active.delete(w.roomId);
-          for (const p of w.batch) if (p.draft.txn) this.inflightTxns.delete(txnOf(p.draft));
-        }
+        for (const w of work) this.busy.delete(w.roomId);
         this.schedule();
       });
     }
   }
 
-  /** Whether a write of this room's queued events may start now (see schedule). */
-  private canStart(roomId: string): boolean {
-    const a = this.active.get(roomId);
-    if (!a) return true;
-    if (a.building || a.writing >= 2) return false;
-    // Behind a write in flight only plain events (a state event may need a full snapshot, which
-    // reads stored state), and no retry of a send still in flight (its first try is not visible).
-    const q = this.queues.get(roomId)!;
-    return q.slice(0, MAX_BATCH).every((p) => p.draft.stateKey === undefined && !(p.draft.txn && this.inflightTxns.has(txnOf(p.draft))));
-  }
-
   /** One write for the queued events of several rooms: one statement, one WAL flush. */
-  private async persistRooms(work: Array<{ roomId: string; batch: Pending[]; chained: boolean }>, onBuilt: () => void): Promise<void> {
-    const rooms: Array<{ roomId: string; batch: Pending[]; chained: boolean; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
+  private async persistRooms(work: Array<{ roomId: string; batch: Pending[] }>): Promise<void> {
+    const rooms: Array<{ roomId: string; batch: Pending[]; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
     for (const w of work) {
       try {
         const { room, version } = await this.version(w.roomId);
@@ -174,24 +136,12 @@ export class RoomEngine {
         for (const p of w.batch) p.reject(err);
       }
     }
-    let signalled = false;
-    const built = () => {
-      if (signalled) return;
-      signalled = true;
-      onBuilt();
-    };
     if (!rooms.length) return;
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
         const results = await this.persist.connection((q) =>
-          this.persistRoomBatches(
-            q,
-            // A retry reads heads afresh: whatever it was chained on has committed or failed.
-            rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft), chained: r.chained && attempt === 1 })),
-            positions,
-            built,
-          ),
+          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
         this.tracker.done(positions);
@@ -200,9 +150,8 @@ export class RoomEngine {
         // The in-memory views may hold what was not written: forget them.
         for (const r of rooms) this.cache.delete(r.nid);
         this.tracker.done(positions);
-        // The room's head moved since it was read (another worker wrote, or the write this one was
-        // chained on failed): build again on top of what is there, after a random pause that
-        // grows, so two busy workers stop colliding.
+        // Another worker moved the room's head since it was read: build again on top of what is
+        // there, after a random pause that grows, so two busy workers stop colliding.
         if (isHeadMoved(err) && attempt < MAX_ATTEMPTS) {
           await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
           continue;
@@ -280,10 +229,9 @@ export class RoomEngine {
    * What this worker knows of a room's head: valid while the room's row still shows the same state
    * snapshot and last position (read under the room's lock), so another worker's write is noticed.
    */
-  private async roomView(q: Query, head: RoomHead, roomNid: number, chained: boolean): Promise<RoomView> {
+  private async roomView(q: Query, head: RoomHead, roomNid: number): Promise<RoomView> {
     const cached = this.cache.get(roomNid);
-    // A batch chained on a write still in flight builds on that write's head, which only we know.
-    if (cached && (chained || cached.head.last_pos === head.last_pos)) return cached;
+    if (cached && cached.head.last_pos === head.last_pos) return cached;
     const view: RoomView = {
       head,
       chainLen: head.state_group === null ? 0 : await q.chainLen(head.state_group),
@@ -341,11 +289,10 @@ export class RoomEngine {
    */
   private async persistRoomBatches(
     q: Query,
-    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[]; chained?: boolean }>,
+    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
     positions: number[],
-    onBuilt?: () => void,
   ): Promise<Array<Array<PersistedEvent | Error>>> {
-    // Builds of one room never overlap (retries, chained batches): each works on the room's view.
+    // Builds of one room never overlap (a retry and the next batch): each works on the room's view.
     const unlock = await this.lockBuilds(rooms.map((r) => r.nid));
     let w: WriteSet;
     let results: Array<Array<PersistedEvent | Error>>;
@@ -368,13 +315,12 @@ export class RoomEngine {
       results = [];
       let offset = 0;
       for (const r of rooms) {
-        results.push(await this.buildBatch(q, heads.get(r.nid)!, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w, r.chained ?? false));
+        results.push(await this.buildBatch(q, heads.get(r.nid)!, r.roomId, r.nid, r.version, r.drafts, allocated.slice(offset, offset + r.drafts.length), prior, w));
         offset += r.drafts.length;
       }
     } finally {
       unlock();
     }
-    onBuilt?.();
     await q.write(w);
     return results;
   }
@@ -393,10 +339,9 @@ export class RoomEngine {
     allocated: Array<{ nid: number; pos: number }>,
     prior: Map<string, string>,
     w: WriteSet,
-    chained: boolean,
   ): Promise<Array<PersistedEvent | Error>> {
     const out: Array<PersistedEvent | Error> = [];
-    const view = await this.roomView(q, head, roomNid, chained);
+    const view = await this.roomView(q, head, roomNid);
     const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
     const inBatch = new Map<string, PersistedEvent>();
 
@@ -604,10 +549,6 @@ interface RoomView {
   state: Map<string, CachedEntry>;
   /** Keys known to have no current state. */
   absent: Set<string>;
-}
-
-function txnOf(d: EventDraft): string {
-  return `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
 }
 
 function searchableText(draft: EventDraft): { key: string; value: string } | undefined {

@@ -147,10 +147,13 @@ export class Query {
   async currentState(roomNid: number, typeNids: number[], keyNids: number[]): Promise<Array<StateEntry & { type_nid: number; state_key_nid: number }>> {
     const r = await this.run(
       'current_state_pairs',
-      `SELECT cs.type_nid, cs.state_key_nid, e.event_nid, e.event_id, e.json
+      // LIMIT keeps each lookup a primary-key probe: a prepared (generic) plan would otherwise be
+      // free to join by scanning whole tables, and these tables only grow.
+      `SELECT want.type_nid, want.state_key_nid, e.event_nid, e.event_id, e.json
        FROM unnest($2::int[], $3::int[]) AS want(type_nid, state_key_nid)
-       JOIN current_state cs ON cs.room_nid = $1 AND cs.type_nid = want.type_nid AND cs.state_key_nid = want.state_key_nid
-       JOIN events e ON e.event_nid = cs.event_nid`,
+       CROSS JOIN LATERAL (SELECT cs.event_nid FROM current_state cs
+         WHERE cs.room_nid = $1 AND cs.type_nid = want.type_nid AND cs.state_key_nid = want.state_key_nid LIMIT 1) AS cs
+       CROSS JOIN LATERAL (SELECT e.event_nid, e.event_id, e.json FROM events e WHERE e.event_nid = cs.event_nid LIMIT 1) AS e`,
       [roomNid, typeNids, keyNids],
     );
     return r.rows.map((x) => ({ ...x, type_nid: Number(x.type_nid), state_key_nid: Number(x.state_key_nid), event_nid: Number(x.event_nid) }));
@@ -180,9 +183,12 @@ export class Query {
        UNION ALL
        SELECT 'a', nextval('events_event_nid_seq'), nextval('stream_positions'), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM generate_series(1, $2)
        UNION ALL
-       SELECT 't', NULL, NULL, NULL, t.user_id, t.device_id, t.txn_id, t.event_id, NULL, NULL FROM event_txns t
-       JOIN unnest($3::text[], $4::text[], $5::text[]) AS w(user_id, device_id, txn_id)
-         ON t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id`,
+       SELECT 't', NULL, NULL, NULL, w.user_id, w.device_id, w.txn_id, t.event_id, NULL, NULL
+       FROM unnest($3::text[], $4::text[], $5::text[]) AS w(user_id, device_id, txn_id)
+       -- One primary-key probe per transaction (LIMIT keeps the prepared plan from turning this
+       -- into a join that scans the whole, ever-growing table).
+       CROSS JOIN LATERAL (SELECT event_id FROM event_txns t
+         WHERE t.user_id = w.user_id AND t.device_id = w.device_id AND t.txn_id = w.txn_id LIMIT 1) AS t`,
       [roomNids, n, txnUsers, txnDevices, txnIds],
     );
     const heads = new Map<number, RoomHead>();
@@ -215,9 +221,9 @@ export class Query {
     // Redactions of older events are rare: a plan of its own keeps them off the common plan.
     const redacting = w.redactions.length > 0;
     const redact = redacting
-      ? `rd AS (UPDATE events SET redacted_by = x.r FROM unnest(${$(w.redactions.map((r) => r[0]), 'text[]')}, ${$(w.redactions.map((r) => r[1]), 'text[]')}) AS x(t, r)
-           WHERE events.event_id = x.t AND events.redacted_by IS NULL RETURNING 1),
-         ru AS (DELETE FROM event_search WHERE event_nid IN (SELECT event_nid FROM events WHERE event_id = ANY($${values.length - 1}::text[])) RETURNING 1),`
+      ? `rd AS (UPDATE events SET redacted_by = (${$(w.redactions.map((r) => r[1]), 'text[]')})[array_position($${values.length + 1}::text[], event_id)]
+           WHERE event_id = ANY(${$(w.redactions.map((r) => r[0]), 'text[]')}) AND redacted_by IS NULL RETURNING 1),
+         ru AS (DELETE FROM event_search WHERE event_nid = ANY(ARRAY(SELECT event_nid FROM events WHERE event_id = ANY($${values.length}::text[]))) RETURNING 1),`
       : '';
     const sql = `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,

@@ -62,7 +62,7 @@ describe('two workers, one database', { skip: process.env.TEST_BACKEND === 'embe
     }
   });
 
-  test('one worker under load: batches written back to back keep one chain, every send once', async () => {
+  test('one worker under load: batched writes keep one chain, every send once', async () => {
     const server = await startServer();
     try {
       const users: Credentials[] = [];
