@@ -165,7 +165,8 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const env: Record<string, string> = { PORT: String(opts.env?.PORT ?? await freePort()), SERVER_NAME: 'localhost', LOG_LEVEL: 'warn', DATA_DIR: dataDir };
   let database: string | undefined;
   const embedded = opts.embedded ?? process.env.TEST_BACKEND === 'embedded';
-  if (!embedded) {
+  // A caller that names the database (a second worker on the first one's) gets no database of its own.
+  if (!embedded && !opts.env?.DATABASE_URL) {
     database = `hs_test_${randomBytes(6).toString('hex')}`;
     await adminQuery(`CREATE DATABASE "${database}"`);
     if ([undefined, '', '0', 'false'].includes(opts.env?.KEEP_DB)) databases.add(database);
