@@ -1,5 +1,6 @@
 // Helpers for talking to a homeserver in tests: raw HTTP (api, registerUser) and matrix-js-sdk clients.
 import './polyfills.ts';
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import {
@@ -159,4 +160,25 @@ export async function waitForMessage(
     client.on(RoomEvent.Timeline, onEvent);
     client.on(RoomEvent.LocalEchoUpdated, onEvent);
   });
+}
+
+/**
+ * The calls most test files make, bound to a server whose URL is known only once it has started
+ * (`base` is read on each call). createRoom and sendText assert a 200 and return the new id.
+ */
+export function roomApi(base: () => string) {
+  const C = '/_matrix/client/v3';
+  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(base(), method, path, opts);
+  const room = (id: string) => `${C}/rooms/${encodeURIComponent(id)}`;
+  const create = async (who: Credentials, body: Record<string, unknown>) => {
+    const res = await call('POST', `${C}/createRoom`, { token: who.accessToken, body });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.room_id as string;
+  };
+  const send = async (who: Credentials, roomId: string, body: string) => {
+    const res = await call('PUT', `${room(roomId)}/send/m.room.message/${Math.random()}`, { token: who.accessToken, body: { msgtype: 'm.text', body } });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.event_id as string;
+  };
+  return { call, room, create, send };
 }

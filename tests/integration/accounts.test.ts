@@ -3,13 +3,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser } from '../helpers/client.ts';
+import { api, registerUser, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
 describe('accounts', () => {
   let server: TestServer;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+  const { call } = roomApi(() => server.baseUrl);
   const login = (user: string, password: string, extra: Record<string, unknown> = {}) =>
     call('POST', `${C}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password, ...extra } });
 

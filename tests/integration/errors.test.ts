@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -10,7 +10,7 @@ describe('errors', () => {
   let server: TestServer;
   let alice: Credentials & { password: string };
   let roomId: string;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+  const { call } = roomApi(() => server.baseUrl);
   const messages = async () => {
     const r = await call('GET', `${C}/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100`, { token: alice.accessToken });
     return r.body.chunk.filter((e: { type: string }) => e.type === 'm.room.message').length as number;

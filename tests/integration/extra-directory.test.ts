@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 const V1 = '/_matrix/client/v1';
@@ -14,12 +14,7 @@ describe('room directory', () => {
   let bob: Credentials;
   let carol: Credentials;
   const rooms: Record<string, string> = {};
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
-  const create = async (who: Credentials, body: Record<string, unknown>) => {
-    const res = await call('POST', `${C}/createRoom`, { token: who.accessToken, body });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    return res.body.room_id as string;
-  };
+  const { call, create } = roomApi(() => server.baseUrl);
   const join = async (who: Credentials, rid: string) => assert.equal((await call('POST', `${C}/join/${encodeURIComponent(rid)}`, { token: who.accessToken })).status, 200);
   const listed = async (qs = '') => {
     const res = await call('GET', `${C}/publicRooms${qs}`);

@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 const V1 = '/_matrix/client/v1';
@@ -12,7 +12,7 @@ describe('misc endpoints', () => {
   let server: TestServer;
   let alice: Credentials;
   let bob: Credentials;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+  const { call } = roomApi(() => server.baseUrl);
   const send = async (who: Credentials, rid: string, body: string) => {
     const res = await call('PUT', `${C}/rooms/${encodeURIComponent(rid)}/send/m.room.message/${Math.random()}`, { token: who.accessToken, body: { msgtype: 'm.text', body } });
     assert.equal(res.status, 200, JSON.stringify(res.body));

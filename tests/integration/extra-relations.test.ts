@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 const V1 = '/_matrix/client/v1';
@@ -16,8 +16,7 @@ describe('relations and threads', () => {
   let roomId: string;
   let root: string;
   const ev: Record<string, string> = {};
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
-  const room = (id: string) => `${C}/rooms/${encodeURIComponent(id)}`;
+  const { call, room } = roomApi(() => server.baseUrl);
   const rel = (rid: string, id: string, rest = '') => `${V1}/rooms/${encodeURIComponent(rid)}/relations/${encodeURIComponent(id)}${rest}`;
   const send = async (who: Credentials, rid: string, type: string, content: Record<string, unknown>) => {
     const res = await call('PUT', `${room(rid)}/send/${type}/${Math.random()}`, { token: who.accessToken, body: content });

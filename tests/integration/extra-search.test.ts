@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -13,18 +13,7 @@ describe('search', () => {
   let bob: Credentials;
   let roomId: string;
   const ids: Record<string, string> = {};
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
-  const room = (id: string) => `${C}/rooms/${encodeURIComponent(id)}`;
-  const create = async (who: Credentials, body: Record<string, unknown>) => {
-    const res = await call('POST', `${C}/createRoom`, { token: who.accessToken, body });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    return res.body.room_id as string;
-  };
-  const send = async (who: Credentials, rid: string, body: string) => {
-    const res = await call('PUT', `${room(rid)}/send/m.room.message/${Math.random()}`, { token: who.accessToken, body: { msgtype: 'm.text', body } });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    return res.body.event_id as string;
-  };
+  const { call, room, create, send } = roomApi(() => server.baseUrl);
   const search = async (who: Credentials, criteria: Record<string, unknown>, nextBatch?: string) => {
     const qs = nextBatch ? `?next_batch=${encodeURIComponent(nextBatch)}` : '';
     const res = await call('POST', `${C}/search${qs}`, { token: who.accessToken, body: { search_categories: { room_events: criteria } } });

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -13,13 +13,7 @@ describe('room upgrades', () => {
   let alice: Credentials;
   let bob: Credentials;
   let carol: Credentials;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
-  const room = (id: string) => `${C}/rooms/${encodeURIComponent(id)}`;
-  const create = async (who: Credentials, body: Record<string, unknown>) => {
-    const res = await call('POST', `${C}/createRoom`, { token: who.accessToken, body });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    return res.body.room_id as string;
-  };
+  const { call, room, create } = roomApi(() => server.baseUrl);
   const state = async (who: Credentials, rid: string, type: string, key = '') => {
     const res = await call('GET', `${room(rid)}/state/${type}/${encodeURIComponent(key)}`, { token: who.accessToken });
     return res.status === 200 ? res.body : undefined;

@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -11,7 +11,7 @@ describe('spec conformance', () => {
   let server: TestServer;
   let alice: Credentials & { password: string };
   let roomId: string;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+  const { call } = roomApi(() => server.baseUrl);
   const enc = encodeURIComponent;
 
   before(async () => {

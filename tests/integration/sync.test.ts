@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -10,7 +10,7 @@ describe('sync', () => {
   let server: TestServer;
   let alice: Credentials;
   let bob: Credentials;
-  const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+  const { call } = roomApi(() => server.baseUrl);
   const sync = async (who: Credentials, query = '') => {
     const res = await call('GET', `${C}/sync?${query}`, { token: who.accessToken });
     assert.equal(res.status, 200, JSON.stringify(res.body));
