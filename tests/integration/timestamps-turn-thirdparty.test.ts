@@ -8,7 +8,7 @@ import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
 const C = '/_matrix/client/v3';
 const V1 = '/_matrix/client/v1';
 
-describe('misc endpoints', () => {
+describe('timestamp_to_event, TURN and third-party lookups', () => {
   let server: TestServer;
   let alice: Credentials;
   let bob: Credentials;
