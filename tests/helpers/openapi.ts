@@ -2,6 +2,7 @@
 // tests/spec/client-server.json by tests/spec/bundle.ts), so a response shape that drifts from the spec fails
 // the test that received it. Endpoints the spec does not describe are skipped.
 import fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { BundledOperation, SpecBundle } from '../spec/bundle.ts';
 
@@ -47,6 +48,18 @@ const STANDARD_ERROR = { allOf: [{ $ref: ERROR_SCHEMA_REF }], required: ['errcod
 const ERROR_TEXT_IF_ERRCODE = { anyOf: [{ not: { required: ['errcode'] } }, { required: ['error'], properties: { error: { type: 'string' } } }] };
 const TOKEN_ERRCODES = new Set(['M_MISSING_TOKEN', 'M_UNKNOWN_TOKEN']);
 
+/**
+ * Answers that knowingly differ from the spec, as Synapse's do. Each matches one operation, status and exact
+ * body, so any other drift on the operation is still reported.
+ */
+const KNOWN_DEVIATIONS: { operationId: string; status: number; body: unknown; why: string }[] = [
+  {
+    operationId: 'getTurnServer', status: 200, body: {},
+    why: 'no TURN server configured: Synapse answers {}; the spec wants credentials, and an empty `uris` would '
+      + 'make matrix-js-sdk hand RTCPeerConnection an empty urls list',
+  },
+];
+
 interface Route { operation: BundledOperation; segments: string[] }
 
 export class OpenApiChecker {
@@ -73,21 +86,24 @@ export class OpenApiChecker {
     const segments = pathOnly.split('/');
     const m = method.toUpperCase();
     // An endpoint the spec lists under another version (e.g. /v3/ for a /v1/ one) is still the same shape; a
-    // path one segment short is the template with an empty last parameter (/state/{eventType} is state key "").
+    // path one segment short of a {stateKey} template has the empty state key (/state/{eventType}).
     return this.bestRoute(m, segments, false) ?? this.bestRoute(m, segments, true)
-      ?? this.bestRoute(m, [...segments, ''], false, true) ?? this.bestRoute(m, [...segments, ''], true, true);
+      ?? this.bestRoute(m, [...segments, ''], false) ?? this.bestRoute(m, [...segments, ''], true);
   }
 
-  private bestRoute(method: string, segments: string[], anyVersion: boolean, lastIsParam = false): BundledOperation | undefined {
+  private bestRoute(method: string, segments: string[], anyVersion: boolean): BundledOperation | undefined {
     let best: { route: Route; literals: number } | undefined;
     for (const route of this.routes) {
       if (route.operation.method !== method || route.segments.length !== segments.length) continue;
-      if (lastIsParam && !route.segments[segments.length - 1].startsWith('{')) continue;
       let literals = 0;
       let ok = true;
       for (let i = 0; i < segments.length && ok; i++) {
         const want = route.segments[i];
-        if (want.startsWith('{') && want.endsWith('}')) continue;
+        if (want.startsWith('{') && want.endsWith('}')) {
+          // Only a state key may be empty: /pushrules/global/{kind}/ is not getPushRule with rule id "".
+          ok = segments[i] !== '' || want === '{stateKey}';
+          continue;
+        }
         if (anyVersion && i === 3 && segments[1] === '_matrix' && /^(v\d+|r0)$/.test(segments[i])) continue;
         if (safeDecode(segments[i]) === want) literals++;
         else ok = false;
@@ -103,6 +119,9 @@ export class OpenApiChecker {
     if (method === 'OPTIONS' || method === 'HEAD') return {};
     const operation = this.findOperation(method, res.path);
     if (!operation) return {};
+    if (KNOWN_DEVIATIONS.some((d) => d.operationId === operation.operationId && d.status === res.status && isDeepStrictEqual(d.body, res.body))) {
+      return { operation };
+    }
     const declared = Object.keys(operation.responses);
     if (declared.length === 0) return { operation }; // no JSON response in the spec (media, redirects)
     const where = `${method} ${res.path.split('?')[0]} (spec ${operation.method} ${operation.path}, ${operation.operationId}) → ${res.status}`;
