@@ -68,6 +68,8 @@ export class OpenApiChecker {
   private readonly validators = new Map<string, ValidateFunction>();
   /** operationId → number of responses validated, for coverage figures. */
   readonly validated = new Map<string, number>();
+  /** `METHOD /path` (identifiers masked) → number of responses not checked because the spec has no such endpoint. */
+  readonly unknown = new Map<string, number>();
 
   constructor(bundle: SpecBundle) {
     // strict: false — the spec's schemas carry OpenAPI keys (discriminator-free, but `format`s on numbers,
@@ -118,7 +120,11 @@ export class OpenApiChecker {
     const method = res.method.toUpperCase();
     if (method === 'OPTIONS' || method === 'HEAD') return {};
     const operation = this.findOperation(method, res.path);
-    if (!operation) return {};
+    if (!operation) {
+      const key = `${method} ${res.path.split('?')[0].replace(/\/(%21|!|%24|\$|%40|@|%23|#)[^/]*/g, '/{id}')}`;
+      this.unknown.set(key, (this.unknown.get(key) ?? 0) + 1);
+      return {};
+    }
     if (KNOWN_DEVIATIONS.some((d) => d.operationId === operation.operationId && d.status === res.status && isDeepStrictEqual(d.body, res.body))) {
       return { operation };
     }
@@ -198,7 +204,8 @@ export function specChecker(): OpenApiChecker {
       // For coverage figures: one line per operation and count, appended by every test process.
       const checker = shared;
       process.on('exit', () => {
-        const lines = [...checker.validated].map(([id, n]) => `${id}\t${n}\n`).join('');
+        const lines = [...checker.validated].map(([id, n]) => `checked\t${id}\t${n}\n`)
+          .concat([...checker.unknown].map(([route, n]) => `not in spec\t${route}\t${n}\n`)).join('');
         if (lines) fs.appendFileSync(coverageFile, lines);
       });
     }
