@@ -72,8 +72,8 @@ export class OpenApiChecker {
   readonly unknown = new Map<string, number>();
 
   constructor(bundle: SpecBundle) {
-    // strict: false — the spec's schemas carry OpenAPI keys (discriminator-free, but `format`s on numbers,
-    // unknown keywords left over from OpenAPI) that strict mode would refuse.
+    // strict: false and no meta-schema check: API documents keep their OpenAPI `paths` around the schemas, and
+    // schemas mix in OpenAPI-only keys, which strict mode refuses as unknown keywords.
     this.ajv = new Ajv2020({ strict: false, allErrors: true, validateSchema: false });
     for (const [name, pattern] of Object.entries(STRING_FORMATS)) this.ajv.addFormat(name, { type: 'string', validate: pattern });
     this.ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) });
