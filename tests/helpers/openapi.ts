@@ -131,11 +131,12 @@ export class OpenApiChecker {
     const declared = Object.keys(operation.responses);
     if (declared.length === 0) return { operation }; // no JSON response in the spec (media, redirects)
     const where = `${method} ${res.path.split('?')[0]} (spec ${operation.method} ${operation.path}, ${operation.operationId}) → ${res.status}`;
-    const schemaRef = operation.responses[String(res.status)];
+    const schemaRefs = operation.responses[String(res.status)];
     let target: { ref: string; schema: object } | undefined;
-    if (schemaRef && !(res.status === 401 && TOKEN_ERRCODES.has((res.body as any)?.errcode))) {
-      const schema = res.status >= 400 ? { allOf: [{ $ref: schemaRef }, ERROR_TEXT_IF_ERRCODE] } : { $ref: schemaRef };
-      target = { ref: schemaRef, schema };
+    if (schemaRefs && !(res.status === 401 && TOKEN_ERRCODES.has((res.body as any)?.errcode))) {
+      const declaredSchema = schemaRefs.length === 1 ? { $ref: schemaRefs[0] } : { anyOf: schemaRefs.map(($ref) => ({ $ref })) };
+      const schema = res.status >= 400 ? { allOf: [declaredSchema, ERROR_TEXT_IF_ERRCODE] } : declaredSchema;
+      target = { ref: schemaRefs.join(' or '), schema };
     } else if (res.status >= 400) {
       target = { ref: 'standard error', schema: STANDARD_ERROR };
     } else if (res.status === 204 || (res.status >= 300 && res.status < 400)) {

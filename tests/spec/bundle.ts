@@ -26,8 +26,9 @@ export interface BundledOperation {
   method: string;
   /** The full path template, e.g. /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}. */
   path: string;
-  /** Response status → absolute $ref of its application/json schema. */
-  responses: Record<string, string>;
+  /** Response status → absolute $refs of its application/json schema (several where the spec describes one
+   * method and path twice, e.g. POST /rooms/{roomId}/invite as inviteUser and inviteBy3PID: either shape is right). */
+  responses: Record<string, string[]>;
 }
 
 export interface SpecBundle {
@@ -89,11 +90,13 @@ export function bundle(specRoot: string): SpecBundle {
     const doc = read(rel);
     const basePath = basePathOf(doc);
     const keptPaths: Record<string, any> = {};
-    for (const [template, item] of Object.entries<any>(doc.paths ?? {})) {
+    for (const [key, item] of Object.entries<any>(doc.paths ?? {})) {
+      // inviting.yaml spells its path "/rooms/{roomId}/invite " (trailing space) to describe that path a second time.
+      const template = key.trim();
       for (const method of METHODS) {
         const op = item[method];
         if (!op) continue;
-        const responses: Record<string, string> = {};
+        const responses: Record<string, string[]> = {};
         for (const [status, declared] of Object.entries<any>(op.responses ?? {})) {
           // A response may itself be a $ref to #/components/responses/…
           let response = declared;
@@ -102,11 +105,18 @@ export function bundle(specRoot: string): SpecBundle {
           }
           const schema = response?.content?.['application/json']?.schema;
           if (!schema) continue;
-          const keptResponses = ((keptPaths[template] ??= {})[method] ??= { responses: {} }).responses;
+          const keptResponses = ((keptPaths[key] ??= {})[method] ??= { responses: {} }).responses;
           keptResponses[status] = { content: { 'application/json': { schema: stripDocs(schema) } } };
-          responses[status] = `${uri}#/paths/${pointerEscape(template)}/${method}/responses/${status}/content/application~1json/schema`;
+          responses[status] = [`${uri}#/paths/${pointerEscape(key)}/${method}/responses/${status}/content/application~1json/schema`];
         }
-        operations.push({ operationId: op.operationId, method: method.toUpperCase(), path: basePath + template, responses });
+        const full = { operationId: op.operationId, method: method.toUpperCase(), path: basePath + template, responses };
+        const twin = operations.find((o) => o.method === full.method && o.path === full.path);
+        if (!twin) {
+          operations.push(full);
+          continue;
+        }
+        twin.operationId = [twin.operationId, full.operationId].sort().join('|');
+        for (const [status, refs] of Object.entries(responses)) twin.responses[status] = [...(twin.responses[status] ?? []), ...refs];
       }
     }
     const components = doc.components?.schemas ? { schemas: stripDocs(doc.components.schemas, 'schemas') } : undefined;

@@ -29,6 +29,14 @@ describe('finding the operation', () => {
     assert.equal(checker.findOperation('GET', '/_matrix/client/v3/rooms/!r%3Ahs/relations/%24e')?.operationId, 'getRelatingEvents');
   });
 
+  test('a method and path the spec describes twice is one operation accepting either shape', () => {
+    // inviting.yaml's "/rooms/{roomId}/invite " (trailing space) and third_party_membership.yaml's invite.
+    const invite = json('POST', '/_matrix/client/v3/rooms/!r%3Ahs/invite', 200, {});
+    assert.equal(invite.operation?.operationId, 'inviteBy3PID|inviteUser');
+    assert.equal(invite.problem, undefined);
+    assert.match(json('POST', '/_matrix/client/v3/rooms/!r%3Ahs/invite', 200, []).problem ?? '', /at \/: must be object/);
+  });
+
   test('endpoints the spec does not describe are skipped', () => {
     assert.equal(checker.findOperation('GET', '/_synapse/admin/v1/users'), undefined);
     // Only a state key may be an empty segment: this is Synapse's unspecced list of one kind, not getPushRule.
