@@ -147,6 +147,9 @@ export class OpenApiChecker {
     if (!res.isJson) {
       return { operation, problem: `${where}: body is not JSON (content-type ${res.contentType ?? 'none'}): ${String(res.body).slice(0, 200)}` };
     }
+    if (!/^application\/json\b/i.test(res.contentType ?? '')) {
+      return { operation, problem: `${where}: JSON body served as content-type ${res.contentType ?? 'none'}, not application/json` };
+    }
     const validate = this.validator(target.ref, target.schema);
     this.validated.set(operation.operationId, (this.validated.get(operation.operationId) ?? 0) + 1);
     if (validate(res.body)) return { operation };

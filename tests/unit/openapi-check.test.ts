@@ -74,10 +74,12 @@ describe('reporting drift', () => {
     assert.match(json('POST', '/_matrix/client/v3/createRoom', 200, { room_id: 'r:hs' }).problem ?? '', /room_id: must match format "mx-room-id"/);
   });
 
-  test('a status the operation does not declare is reported; a body that is not JSON is reported', () => {
+  test('a status the operation does not declare is reported; a body that is not JSON, or not labelled JSON, is reported', () => {
     assert.match(json('GET', '/_matrix/client/v3/account/whoami', 201, { user_id: '@a:hs' }).problem ?? '', /declares no 201 response \(declared: 200/);
     const text = checker.check({ method: 'GET', path: '/_matrix/client/v3/account/whoami', status: 200, contentType: 'text/plain', body: 'ok', isJson: false });
     assert.match(text.problem ?? '', /body is not JSON \(content-type text\/plain\)/);
+    const mislabelled = checker.check({ method: 'GET', path: '/_matrix/client/v3/account/whoami', status: 200, contentType: 'text/html', body: { user_id: '@a:hs' }, isJson: true });
+    assert.match(mislabelled.problem ?? '', /JSON body served as content-type text\/html/);
   });
 
   test('errors must be {errcode, error}, whether or not the operation declares that status', () => {
