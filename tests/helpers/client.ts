@@ -3,7 +3,7 @@ import './polyfills.ts';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { afterEach } from 'node:test';
+import { after, afterEach } from 'node:test';
 import { specChecker } from './openapi.ts';
 import {
   ClientEvent, createClient, EventStatus, RoomEvent, SyncState,
@@ -111,12 +111,15 @@ async function specCheckedFetch(input: string | URL | Request, init?: RequestIni
   return res;
 }
 
-// Fails the test during which a matrix-js-sdk client received a drifting response.
-afterEach(() => {
+// Fails the test during which a matrix-js-sdk client received a drifting response (or the file, for one
+// received after its last test).
+function reportSdkDrift(): void {
   if (sdkDrift.length === 0) return;
   const problems = sdkDrift.splice(0);
   throw new assert.AssertionError({ message: `matrix-js-sdk received ${problems.length} response(s) drifting from the spec:\n${problems.join('\n')}` });
-});
+}
+afterEach(reportSdkDrift);
+after(reportSdkDrift);
 
 /** Stops every client makeClient() made; a running client's sync loop keeps the test process alive. */
 export function stopClients(): void {
