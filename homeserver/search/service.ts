@@ -108,16 +108,16 @@ export class SearchService {
       if (groupKeys.has('room_id')) {
         const g: Record<string, { results: string[]; order: number; next_batch?: string }> = {};
         for (const e of events) {
-          const entry = (g[e.room_id] ??= { results: [], order: rankOf.get(e.event_nid)! });
+          const entry = (g[e.room_id] ??= { results: [], order: 0 });
           entry.results.push(e.event_id);
           if (more && last) entry.next_batch = encodeBatch('room_id', e.room_id, last);
         }
-        groups.room_id = g;
+        groups.room_id = orderGroups(g);
       }
       if (groupKeys.has('sender')) {
         const g: Record<string, { results: string[]; order: number }> = {};
-        for (const e of events) (g[e.sender] ??= { results: [], order: rankOf.get(e.event_nid)! }).results.push(e.event_id);
-        groups.sender = g;
+        for (const e of events) (g[e.sender] ??= { results: [], order: 0 }).results.push(e.event_id);
+        groups.sender = orderGroups(g);
       }
       out.groups = groups;
     }
@@ -232,3 +232,9 @@ export class SearchService {
   }
 }
 
+/** The spec's group `order` is an integer: groups come in result order, so the first gets the highest. */
+function orderGroups<G extends { order: number }>(groups: Record<string, G>): Record<string, G> {
+  const keys = Object.keys(groups);
+  keys.forEach((key, i) => { groups[key]!.order = keys.length - i; });
+  return groups;
+}

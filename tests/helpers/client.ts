@@ -3,6 +3,8 @@ import './polyfills.ts';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { after, afterEach } from 'node:test';
+import { specChecker } from './openapi.ts';
 import {
   ClientEvent, createClient, EventStatus, RoomEvent, SyncState,
   type MatrixClient, type MatrixEvent, type Room,
@@ -11,7 +13,11 @@ import {
 export interface Credentials { userId: string; accessToken: string; deviceId: string }
 export interface ApiResponse { status: number; body: any; headers: Headers }
 
-/** One HTTP request; a JSON body is parsed, any other body is returned as text. */
+/**
+ * One HTTP request; a JSON body is parsed, any other body is returned as text. A response to an endpoint the
+ * spec describes must match the spec's OpenAPI schema for its status (errors: {errcode, error}), or this
+ * throws, naming the operation and where the body drifts.
+ */
 export async function api(
   baseUrl: string, method: string, path: string,
   opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
@@ -27,7 +33,10 @@ export async function api(
   const res = await fetch(baseUrl + path, { method, headers, body });
   const text = await res.text();
   let parsed: unknown = text;
-  try { parsed = text === '' ? undefined : JSON.parse(text); } catch { /* not JSON: keep the text */ }
+  let isJson = false;
+  try { parsed = text === '' ? undefined : JSON.parse(text); isJson = text !== ''; } catch { /* not JSON: keep the text */ }
+  const { problem } = specChecker().check({ method, path, status: res.status, contentType: res.headers.get('content-type'), body: parsed, isJson });
+  if (problem) throw new assert.AssertionError({ message: `response drifts from the spec: ${problem}` });
   return { status: res.status, body: parsed, headers: res.headers };
 }
 
@@ -85,6 +94,33 @@ unrefSdkRequestTimeouts();
 
 const clients = new Set<MatrixClient>();
 
+/** Drift found in responses to matrix-js-sdk clients, reported by the next afterEach (the sdk swallows errors). */
+const sdkDrift: string[] = [];
+
+/** fetch for matrix-js-sdk: the response is handed on untouched, its JSON checked against the spec on the side. */
+async function specCheckedFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  const res = await fetch(input, init);
+  const url = new URL(input instanceof Request ? input.url : input);
+  const method = init?.method ?? (input instanceof Request ? input.method : 'GET');
+  const text = await res.clone().text();
+  let body: unknown = text;
+  let isJson = false;
+  try { body = JSON.parse(text); isJson = true; } catch { /* not JSON */ }
+  const { problem } = specChecker().check({ method, path: url.pathname + url.search, status: res.status, contentType: res.headers.get('content-type'), body, isJson });
+  if (problem) sdkDrift.push(problem);
+  return res;
+}
+
+// Fails the test during which a matrix-js-sdk client received a drifting response (or the file, for one
+// received after its last test).
+function reportSdkDrift(): void {
+  if (sdkDrift.length === 0) return;
+  const problems = sdkDrift.splice(0);
+  throw new assert.AssertionError({ message: `matrix-js-sdk received ${problems.length} response(s) drifting from the spec:\n${problems.join('\n')}` });
+}
+afterEach(reportSdkDrift);
+after(reportSdkDrift);
+
 /** Stops every client makeClient() made; a running client's sync loop keeps the test process alive. */
 export function stopClients(): void {
   for (const client of clients) client.stopClient();
@@ -96,7 +132,9 @@ export function stopClients(): void {
  * (client.stopClient() or stopClients()), or its sync loop keeps the test process alive.
  */
 export async function makeClient(baseUrl: string, creds: Credentials): Promise<MatrixClient> {
-  const client = createClient({ baseUrl, userId: creds.userId, accessToken: creds.accessToken, deviceId: creds.deviceId });
+  const client = createClient({
+    baseUrl, userId: creds.userId, accessToken: creds.accessToken, deviceId: creds.deviceId, fetchFn: specCheckedFetch,
+  });
   clients.add(client);
   let lastState = 'none';
   let lastError: unknown;
