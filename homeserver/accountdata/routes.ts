@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { jsonBody, body, validate } from '../http/body.ts';
-import { syncFilterSchema } from '../sync/filter.ts';
+import { isFilterId, syncFilterSchema } from '../sync/filter.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import { isValidRoomId } from '../protocol/identifiers.ts';
@@ -66,7 +66,8 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
   r.client('put', '/user/:userId/rooms/:roomId/tags/:tag', async (ctx) => {
     const me = requester(ctx);
     own(ctx, me);
-    const b = body(ctx, z.object({ order: z.number().optional() }).passthrough());
+    // `order` is a number in [0, 1] (spec: room tagging): the one place a body may hold a fraction.
+    const b = body(ctx, z.object({ order: z.number().optional() }).passthrough(), true, { fractions: true });
     const roomId = roomParam(ctx.params.roomId!);
     const c = (await store.get(me.userId, roomId, 'm.tag')) ?? {};
     const tags = { ...((c.tags as Record<string, unknown>) ?? {}), [ctx.params.tag!]: b };
@@ -97,8 +98,8 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
   r.client('get', '/user/:userId/filter/:filterId', async (ctx) => {
     const me = requester(ctx);
     own(ctx, me);
-    if (!/^\d+$/.test(ctx.params.filterId!)) throw notFound('No such filter');
-    const res = await db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [me.userId, Number(ctx.params.filterId)]);
+    if (!isFilterId(ctx.params.filterId!)) throw notFound('No such filter');
+    const res = await db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [me.userId, ctx.params.filterId!]);
     if (!res.rows[0]) throw notFound('No such filter');
     return JSON.parse(res.rows[0].filter);
   }, { auth: true });
