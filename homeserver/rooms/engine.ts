@@ -152,16 +152,33 @@ export class RoomEngine {
       for (const r of rooms) for (const p of r.batch) p.reject(err);
       return;
     }
-    // Nothing of the failed statement was written (one statement, one transaction): write each
-    // draft alone, in order, so the rest of the batch succeeds without the one that broke it.
-    this.log.warn({ err: failure, rooms: rooms.map((r) => r.roomId), drafts }, 'batched write failed: writing its drafts one by one');
-    for (const r of rooms) {
-      for (const p of r.batch) {
-        const one: WriteRoom = { ...r, batch: [p], results: [] };
-        const err = await this.writeRooms([one]);
-        if (err === undefined) this.settle(one);
-        else p.reject(draftError(err, this.log));
+    // Nothing of the failed statement was written (one statement, one transaction): write the
+    // drafts again in halves, so the rest of the batch succeeds without the one that broke it.
+    this.log.warn({ err: failure, rooms: rooms.map((r) => r.roomId), drafts }, 'batched write failed: writing it again in parts');
+    await this.writeInParts(rooms.flatMap((r) => r.batch.map((p) => ({ r, p }))));
+  }
+
+  /**
+   * Writes queued drafts in two halves, in order (a room's drafts in the first half before its
+   * drafts in the second), halving again what fails for a draft's value: one bad draft among n
+   * costs about 2·log2(n) statements and fails alone.
+   */
+  private async writeInParts(items: Array<{ r: WriteRoom; p: Pending }>): Promise<void> {
+    const half = Math.ceil(items.length / 2);
+    for (const part of [items.slice(0, half), items.slice(half)]) {
+      if (!part.length) continue;
+      const byRoom = new Map<string, WriteRoom>();
+      for (const { r, p } of part) {
+        const one = byRoom.get(r.roomId) ?? { ...r, batch: [], results: [] };
+        one.batch.push(p);
+        byRoom.set(r.roomId, one);
       }
+      const rooms = [...byRoom.values()];
+      const err = await this.writeRooms(rooms);
+      if (err === undefined) for (const r of rooms) this.settle(r);
+      else if (part.length === 1) part[0]!.p.reject(draftError(err, this.log));
+      else if (isDraftFault(err)) await this.writeInParts(part);
+      else for (const { p } of part) p.reject(err);
     }
   }
 
@@ -483,8 +500,10 @@ export class RoomEngine {
         stateAfter,
         replacesNid: replaces ? replaces.eventNid : null,
         membership,
-        relType: typeof relates?.rel_type === 'string' ? relates.rel_type : null,
-        relatesTo: typeof relates?.event_id === 'string' ? relates.event_id : null,
+        // Indexed columns: a value longer than any event id (255 bytes) names no event, and would
+        // overflow the index row; the content keeps it, the relation columns do not.
+        relType: indexable(relates?.rel_type),
+        relatesTo: indexable(relates?.event_id),
         redacts: draft.redacts ?? null,
         txnDevice: draft.txn?.deviceId ?? null,
         txnId: draft.txn?.txnId ?? null,
@@ -652,7 +671,16 @@ interface RoomView {
 /** Spec "Size limits" of a PDU: these keys at most 255 bytes each (Synapse: 413 M_TOO_LARGE). */
 const MAX_KEY_BYTES = 255;
 
+/** A string short enough for an indexed column (at most MAX_KEY_BYTES), else null. */
+function indexable(v: unknown): string | null {
+  return typeof v === 'string' && Buffer.byteLength(v) <= MAX_KEY_BYTES ? v : null;
+}
+
 function sizeLimitError(roomId: string, draft: EventDraft): MatrixError | undefined {
+  // Transaction ids are keys of an index, within their endpoint's key; real ones are short.
+  if (draft.txn && Buffer.byteLength(draft.txn.txnId) > MAX_KEY_BYTES) {
+    return new MatrixError(400, 'M_INVALID_PARAM', `Transaction ID is over ${MAX_KEY_BYTES} bytes`);
+  }
   const keys: Array<[string, string | undefined]> = [['type', draft.type], ['state_key', draft.stateKey], ['sender', draft.sender], ['room_id', roomId]];
   for (const [name, value] of keys) {
     if (value !== undefined && Buffer.byteLength(value) > MAX_KEY_BYTES) {
