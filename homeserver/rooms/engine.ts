@@ -706,7 +706,9 @@ function draftError(err: unknown, log: Logger): Error {
   if (err instanceof MatrixError) return err;
   if (err instanceof TypeError && err.message.startsWith('canonical JSON')) return new MatrixError(400, 'M_BAD_JSON', err.message.replace(/^canonical JSON: \$/, 'Event'));
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && /^(22|54)/.test(code)) return new MatrixError(400, 'M_BAD_JSON', 'The event holds a value that cannot be stored');
+  // Data exceptions, program limits and check violations: the database refused a value of the
+  // event. (Unique violations stay as they are: a retried transaction id is answered from them.)
+  if (typeof code === 'string' && (/^(22|54)/.test(code) || code === '23514')) return new MatrixError(400, 'M_BAD_JSON', 'The event holds a value that cannot be stored');
   log.error({ err }, 'building an event failed');
   return err instanceof Error ? err : new Error(String(err));
 }
