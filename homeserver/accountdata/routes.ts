@@ -10,6 +10,7 @@ import type { Db } from '../storage/db.ts';
 
 /** Types the server manages itself and clients may not set through account data. */
 const SERVER_MANAGED = new Set(['m.fully_read', 'm.push_rules']);
+const MAX_TYPE_BYTES = 255;
 
 /** The spec answers 405 M_BAD_JSON for account data the server controls (m.fully_read, m.push_rules). */
 const serverManaged = (type: string) => new MatrixError(405, 'M_BAD_JSON', `Cannot set ${type} through this API`);
@@ -17,6 +18,12 @@ const serverManaged = (type: string) => new MatrixError(405, 'M_BAD_JSON', `Cann
 export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): void {
   const own = (ctx: { params: Record<string, string | undefined> }, me: { userId: string }) => {
     if (ctx.params.userId !== me.userId) throw forbidden('Cannot access account data of other users');
+  };
+  // Types are keys of the account_data index and event types to clients: 255 bytes at most, as
+  // an event's type (spec, size limits); a longer one could not be stored (index row size).
+  const typeParam = (type: string) => {
+    if (Buffer.byteLength(type) > MAX_TYPE_BYTES) throw new MatrixError(400, 'M_INVALID_PARAM', `Account data type is over ${MAX_TYPE_BYTES} bytes`);
+    return type;
   };
   const roomParam = (roomId: string) => {
     if (!isValidRoomId(roomId)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${roomId}`);
@@ -27,7 +34,7 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
     const me = requester(ctx);
     own(ctx, me);
     if (SERVER_MANAGED.has(ctx.params.type!)) throw serverManaged(ctx.params.type!);
-    await store.put(me.userId, '', ctx.params.type!, jsonBody(ctx));
+    await store.put(me.userId, '', typeParam(ctx.params.type!), jsonBody(ctx));
     return {};
   }, { auth: true });
 
@@ -43,7 +50,7 @@ export function accountDataRoutes(r: Routes, store: AccountDataStore, db: Db): v
     const me = requester(ctx);
     own(ctx, me);
     if (SERVER_MANAGED.has(ctx.params.type!)) throw serverManaged(ctx.params.type!);
-    await store.put(me.userId, roomParam(ctx.params.roomId!), ctx.params.type!, jsonBody(ctx));
+    await store.put(me.userId, roomParam(ctx.params.roomId!), typeParam(ctx.params.type!), jsonBody(ctx));
     return {};
   }, { auth: true });
 

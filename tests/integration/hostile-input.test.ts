@@ -100,6 +100,8 @@ describe('hostile input', () => {
     expectError(await call('PUT', `${C}/user/${u(alice.userId)}/account_data/a%00b`, { token: t, body: { a: 1 } }), 400, 'M_INVALID_PARAM', 'account-data type');
     expectError(await call('GET', `${C}/user/${u(alice.userId)}/account_data/a%00b`, { token: t }), 400, 'M_INVALID_PARAM', 'account-data type (GET)');
     expectError(await call('PUT', `${C}/user/${u(alice.userId)}/account_data/m.x`, { token: t, body: { [nul]: 1 } }), 400, 'M_BAD_JSON', 'account-data key');
+    const longType = Array.from({ length: 5000 }, () => Math.random().toString(36).slice(2, 3)).join('');
+    expectError(await call('PUT', `${C}/user/${u(alice.userId)}/account_data/${longType}`, { token: t, body: { a: 1 } }), 400, 'M_INVALID_PARAM', 'account-data type over 255 bytes');
     expectError(await call('POST', `${C}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: nul }, password: 'x' } }), 400, 'M_BAD_JSON', 'login user');
     expectError(await call('POST', `${C}/user_directory/search`, { token: t, body: { search_term: nul } }), 400, 'M_BAD_JSON', 'user directory term');
     expectError(await call('POST', `${C}/publicRooms`, { token: t, body: { filter: { generic_search_term: nul } } }), 400, 'M_BAD_JSON', 'room directory term');
