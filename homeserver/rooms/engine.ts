@@ -128,7 +128,7 @@ export class RoomEngine {
   /**
    * One write for the queued events of several rooms: one statement, one WAL flush. A draft that
    * cannot be built fails alone (buildBatch); a statement that fails for what one draft brought is
-   * written again draft by draft, so that only the draft that breaks it fails.
+   * written again in halves (writeInParts), so that only the draft that breaks it fails.
    */
   private async persistRooms(work: Array<{ roomId: string; batch: Pending[] }>): Promise<void> {
     const rooms: WriteRoom[] = [];
