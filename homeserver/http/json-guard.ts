@@ -20,6 +20,10 @@ const badJson = (why: string) => new MatrixError(400, 'M_BAD_JSON', why);
 
 /** The body as text; invalid UTF-8 is refused rather than replaced (M_NOT_JSON, as Synapse). */
 export function decodeUtf8(raw: Uint8Array): string {
+  const text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8');
+  // Node's decoder replaces invalid sequences with U+FFFD: only then is the strict (slower)
+  // decoder needed, to tell a real U+FFFD from a replaced byte.
+  if (!text.includes('\uFFFD')) return text;
   try {
     return strictUtf8.decode(raw);
   } catch {
@@ -74,36 +78,39 @@ export function badStringReason(s: string): string | undefined {
  * integer in canonical JSON's range unless `fractions` allows non-integers (tag `order`).
  * Depth is bounded by scanJsonText, so recursion here is bounded too.
  */
-export function checkJsonValue(value: unknown, opts: { fractions?: boolean } = {}, path = 'body'): void {
+export function checkJsonValue(value: unknown, opts: { fractions?: boolean } = {}): void {
+  const why = invalidValue(value, opts.fractions === true);
+  if (why) throw badJson(why);
+}
+
+/** Why a value cannot be encoded or stored (naming the key where it was found), or undefined. */
+function invalidValue(value: unknown, fractions: boolean): string | undefined {
   switch (typeof value) {
-    case 'string': {
-      const why = badStringReason(value);
-      if (why) throw badJson(`${path} ${why}`);
-      return;
-    }
+    case 'string':
+      return badStringReason(value);
     case 'number':
-      if (!Number.isFinite(value)) throw badJson(`${path} is not a finite number`);
-      if (Number.isInteger(value)) {
-        if (Math.abs(value) > MAX_SAFE) throw badJson(`${path}: integer out of range (canonical JSON allows ±(2^53−1))`);
-      } else if (!opts.fractions) {
-        throw badJson(`${path}: non-integer numbers are not allowed (canonical JSON)`);
-      }
-      return;
+      if (!Number.isFinite(value)) return 'a number is not finite';
+      if (Number.isInteger(value)) return Math.abs(value) > MAX_SAFE ? 'integer out of range (canonical JSON allows ±(2^53−1))' : undefined;
+      return fractions ? undefined : 'non-integer numbers are not allowed (canonical JSON)';
     case 'object': {
-      if (value === null) return;
+      if (value === null) return undefined;
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) checkJsonValue(value[i], opts, `${path}[${i}]`);
-        return;
+        for (const v of value) {
+          const why = invalidValue(v, fractions);
+          if (why) return why;
+        }
+        return undefined;
       }
-      for (const [k, v] of Object.entries(value)) {
-        const why = badStringReason(k);
-        if (why) throw badJson(`a key in ${path} ${why}`);
-        checkJsonValue(v, opts, `${path}.${k}`);
+      for (const k in value) {
+        const keyWhy = badStringReason(k);
+        if (keyWhy) return `a key ${keyWhy}`;
+        const why = invalidValue((value as Record<string, unknown>)[k], fractions);
+        if (why) return why.startsWith('in ') ? why : `in "${k}": ${why}`;
       }
-      return;
+      return undefined;
     }
     default:
-      return;
+      return undefined;
   }
 }
 
