@@ -3,7 +3,7 @@ import Router, { type RouterContext } from '@koa/router';
 import type { Logger } from 'pino';
 import { MatrixError } from './errors.ts';
 import { cors } from './cors.ts';
-import { parseJsonObject, readRawBody } from './body.ts';
+import { parseJsonObject, readRawBody, refuseNulParams } from './body.ts';
 import type { AccountService } from '../accounts/service.ts';
 
 export type Handler = (ctx: RouterContext) => Promise<unknown> | unknown;
@@ -38,6 +38,7 @@ export class Routes {
 
   private wrap(handler: Handler, opts: RouteOptions): Middleware {
     return async (ctx) => {
+      refuseNulParams((ctx as RouterContext).params, ctx.query);
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
         ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
       }

@@ -1,6 +1,9 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
 import { MatrixError, tooLarge } from './errors.ts';
+import { parseGuardedJson, refuseFractions, refuseNulParams } from './json-guard.ts';
+
+export { refuseNulParams };
 
 /** Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all. */
 export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
@@ -27,31 +30,41 @@ export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> 
   });
 }
 
-/** Parses a JSON object body: M_NOT_JSON when it is not JSON, M_BAD_JSON when not an object. */
+/**
+ * Parses a JSON object body under the edge rules (json-guard.ts): invalid UTF-8 or not JSON →
+ * M_NOT_JSON; not an object, NUL, lone surrogates, integers out of canonical JSON's range, nesting
+ * past MAX_JSON_DEPTH → M_BAD_JSON. Fractional numbers are refused when the body is read.
+ */
 export function parseJsonObject(raw: Buffer): Record<string, unknown> | undefined {
   if (raw.length === 0) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(raw.toString('utf8'));
-  } catch {
-    throw new MatrixError(400, 'M_NOT_JSON', 'Content not JSON.');
-  }
+  const value = parseGuardedJson(raw);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new MatrixError(400, 'M_BAD_JSON', 'Content must be a JSON object.');
   }
   return value as Record<string, unknown>;
 }
 
-/** The body as a JSON object; an absent body is an error. */
-export function jsonBody(ctx: Context): Record<string, unknown> {
-  const b = ctx.state.body as Record<string, unknown> | undefined;
-  if (b === undefined) throw new MatrixError(400, 'M_NOT_JSON', 'Content not JSON.');
+/** What a handler accepts beyond the edge rules. */
+export interface BodyOptions {
+  /** Numbers with a fraction (room tags' `order`); everywhere else canonical JSON forbids them. */
+  fractions?: boolean;
+}
+
+function guarded(b: Record<string, unknown>, opts: BodyOptions): Record<string, unknown> {
+  if (!opts.fractions) refuseFractions(b);
   return b;
 }
 
+/** The body as a JSON object; an absent body is an error. */
+export function jsonBody(ctx: Context, opts: BodyOptions = {}): Record<string, unknown> {
+  const b = ctx.state.body as Record<string, unknown> | undefined;
+  if (b === undefined) throw new MatrixError(400, 'M_NOT_JSON', 'Content not JSON.');
+  return guarded(b, opts);
+}
+
 /** The body as a JSON object; an absent body counts as {}. */
-export function optionalBody(ctx: Context): Record<string, unknown> {
-  return (ctx.state.body as Record<string, unknown> | undefined) ?? {};
+export function optionalBody(ctx: Context, opts: BodyOptions = {}): Record<string, unknown> {
+  return guarded((ctx.state.body as Record<string, unknown> | undefined) ?? {}, opts);
 }
 
 /** Validates a value against a schema: missing required keys → M_MISSING_PARAM, else M_BAD_JSON. */
@@ -67,6 +80,6 @@ export function validate<T extends z.ZodTypeAny>(schema: T, value: unknown): z.i
 }
 
 /** Validates a request body (or {} when absent) against a schema. */
-export function body<T extends z.ZodTypeAny>(ctx: Context, schema: T, required = true): z.infer<T> {
-  return validate(schema, required ? jsonBody(ctx) : optionalBody(ctx));
+export function body<T extends z.ZodTypeAny>(ctx: Context, schema: T, required = true, opts: BodyOptions = {}): z.infer<T> {
+  return validate(schema, required ? jsonBody(ctx, opts) : optionalBody(ctx, opts));
 }

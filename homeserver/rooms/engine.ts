@@ -125,9 +125,13 @@ export class RoomEngine {
     }
   }
 
-  /** One write for the queued events of several rooms: one statement, one WAL flush. */
+  /**
+   * One write for the queued events of several rooms: one statement, one WAL flush. A draft that
+   * cannot be built fails alone (buildBatch); a statement that fails for what one draft brought is
+   * written again in halves (writeInParts), so that only the draft that breaks it fails.
+   */
   private async persistRooms(work: Array<{ roomId: string; batch: Pending[] }>): Promise<void> {
-    const rooms: Array<{ roomId: string; batch: Pending[]; nid: number; version: RoomVersion; results: Array<PersistedEvent | Error> }> = [];
+    const rooms: WriteRoom[] = [];
     for (const w of work) {
       try {
         const { room, version } = await this.version(w.roomId);
@@ -137,6 +141,52 @@ export class RoomEngine {
       }
     }
     if (!rooms.length) return;
+    const failure = await this.writeRooms(rooms);
+    if (failure === undefined) {
+      for (const r of rooms) this.settle(r);
+      return;
+    }
+    const drafts = rooms.reduce((n, r) => n + r.batch.length, 0);
+    if (drafts === 1 || !isDraftFault(failure)) {
+      const err = drafts === 1 ? draftError(failure, this.log) : failure;
+      for (const r of rooms) for (const p of r.batch) p.reject(err);
+      return;
+    }
+    // Nothing of the failed statement was written (one statement, one transaction): write the
+    // drafts again in halves, so the rest of the batch succeeds without the one that broke it.
+    this.log.warn({ err: failure, rooms: rooms.map((r) => r.roomId), drafts }, 'batched write failed: writing it again in parts');
+    await this.writeInParts(rooms.flatMap((r) => r.batch.map((p) => ({ r, p }))));
+  }
+
+  /**
+   * Writes queued drafts in two halves, in order (a room's drafts in the first half before its
+   * drafts in the second), halving again what fails for a draft's value: one bad draft among n
+   * costs about 2·log2(n) statements and fails alone.
+   */
+  private async writeInParts(items: Array<{ r: WriteRoom; p: Pending }>): Promise<void> {
+    const half = Math.ceil(items.length / 2);
+    for (const part of [items.slice(0, half), items.slice(half)]) {
+      if (!part.length) continue;
+      const byRoom = new Map<string, WriteRoom>();
+      for (const { r, p } of part) {
+        const one = byRoom.get(r.roomId) ?? { ...r, batch: [], results: [] };
+        one.batch.push(p);
+        byRoom.set(r.roomId, one);
+      }
+      const rooms = [...byRoom.values()];
+      const err = await this.writeRooms(rooms);
+      if (err === undefined) for (const r of rooms) this.settle(r);
+      else if (part.length === 1) part[0]!.p.reject(draftError(err, this.log));
+      else if (isDraftFault(err)) await this.writeInParts(part);
+      else for (const { p } of part) p.reject(err);
+    }
+  }
+
+  /**
+   * Builds and writes some rooms' batches, rebuilding while another worker moved a head; fills
+   * each room's results, or answers the error that stopped the write (nothing of it written).
+   */
+  private async writeRooms(rooms: WriteRoom[]): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
@@ -145,7 +195,7 @@ export class RoomEngine {
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
         this.tracker.done(positions);
-        break;
+        return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
         for (const r of rooms) this.cache.delete(r.nid);
@@ -157,23 +207,29 @@ export class RoomEngine {
           continue;
         }
         if (!(err instanceof MatrixError)) this.log.error({ err, rooms: rooms.map((r) => r.roomId) }, 'persisting events failed');
-        for (const r of rooms) for (const p of r.batch) p.reject(err);
-        return;
+        return err;
       }
-    }
-    for (const r of rooms) {
-      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
-      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
     }
   }
 
-  /** Creates a room and persists its first events in one transaction. */
-  async createRoom(roomId: string, version: RoomVersion, creator: string, drafts: EventDraft[]): Promise<PersistedEvent[]> {
+  /** After a commit: notify, then answer each draft of the room with its event or its error. */
+  private settle(r: WriteRoom): void {
+    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+    r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+  }
+
+  /**
+   * Creates a room and persists its first events in one transaction; with `alias`, the alias is
+   * claimed in the same transaction (first), so of concurrent creations with one alias exactly
+   * one commits and the others leave nothing behind (400 M_ROOM_IN_USE).
+   */
+  async createRoom(roomId: string, version: RoomVersion, creator: string, drafts: EventDraft[], alias?: string): Promise<PersistedEvent[]> {
     const positions: number[] = [];
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
     try {
       await this.persist.transaction(async (q) => {
+        if (alias !== undefined && !(await q.claimAlias(alias, roomId, creator))) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
         roomNid = await q.insertRoom(roomId, version.id, creator);
         [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions)) as [Array<PersistedEvent | Error>];
         const failed = results.find((r): r is Error => r instanceof Error);
@@ -389,61 +445,31 @@ export class RoomEngine {
           continue;
         }
       }
-      const isState = draft.stateKey !== undefined;
-      const pairs = authEventSelection({ type: draft.type, sender: draft.sender, state_key: draft.stateKey, content: draft.content }, version);
-      const wanted: Array<[string, string]> = isState ? [...pairs, [draft.type, draft.stateKey!]] : pairs;
-      const found = await this.stateEntries(q, roomNid, view, wanted);
-      const authState: StateMap = new Map();
-      const authIds: string[] = [];
-      const authNids: number[] = [];
-      for (const [type, sk] of pairs) {
-        const e = found.get(stateKey(type, sk));
-        if (!e || authState.has(stateKey(type, sk))) continue;
-        authState.set(stateKey(type, sk), e.pdu);
-        authIds.push(e.eventId);
-        authNids.push(e.eventNid);
-      }
-      const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
-
-      const unsignedPdu: Record<string, unknown> = {
-        auth_events: authIds,
-        content: draft.content,
-        depth,
-        origin_server_ts: Date.now(),
-        prev_events: prevEvents,
-        room_id: roomId,
-        sender: draft.sender,
-        type: draft.type,
-      };
-      if (isState) unsignedPdu.state_key = draft.stateKey;
-      if (draft.redacts !== undefined && !version.redactsInContent) unsignedPdu.redacts = draft.redacts;
+      // Phase 1 computes everything that can fail and changes nothing: a draft that fails here
+      // (hostile content, a limit, a database refusal) fails alone, and the batch goes on.
+      let built: BuiltDraft;
       try {
-        checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
-      } catch (err) {
-        if (err instanceof AuthError) {
-          out.push(forbidden(err.message));
+        const r = await this.buildDraft(q, roomId, roomNid, version, view, draft, { prevEvents, depth, chainLen });
+        if (r instanceof Error) {
+          out.push(r);
           continue;
         }
-        throw err;
-      }
-      const { event: signed, eventId } = finalizeEvent(unsignedPdu, this.serverName, this.signingKey, version);
-      const json = canonicalJson(signed);
-      if (Buffer.byteLength(json) > MAX_EVENT_BYTES) {
-        out.push(new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`));
+        built = r;
+      } catch (err) {
+        out.push(draftError(err, this.log));
         continue;
       }
+      // Phase 2 only appends to the write set and the view: nothing here can fail half-way.
+      const { eventId, signed, json, typeNid, keyNid, stateAfter: allocatedGroup, fullState, authNids, replaces, text } = built;
+      const isState = draft.stateKey !== undefined;
       const { nid: eventNid, pos: streamPos } = allocated[i]!;
-      const typeNid = await this.store.types.nid(this.store.db, draft.type);
-      const keyNid = isState ? await this.store.stateKeys.nid(this.store.db, draft.stateKey!) : null;
-
       const stateBefore: number = stateGroup!;
       let stateAfter: number = stateBefore;
       if (isState) {
-        stateAfter = await q.allocateStateGroup();
-        const full = chainLen + 1 >= SNAPSHOT_EVERY;
-        if (full) {
+        stateAfter = allocatedGroup!;
+        if (fullState) {
           // A full snapshot: the current state as stored, with this batch's changes and this event.
-          const all = new Map((await q.currentStateNids(roomNid)).map((r) => [`${r.type_nid}:${r.state_key_nid}`, r]));
+          const all = new Map(fullState.map((r) => [`${r.type_nid}:${r.state_key_nid}`, r]));
           for (const c of current.values()) all.set(`${c.typeNid}:${c.keyNid}`, { type_nid: c.typeNid, state_key_nid: c.keyNid, event_nid: c.nid });
           all.set(`${typeNid}:${keyNid}`, { type_nid: typeNid, state_key_nid: keyNid!, event_nid: eventNid });
           addGroup(stateAfter, null, 0);
@@ -458,7 +484,7 @@ export class RoomEngine {
         current.set(`${typeNid}:${keyNid}`, { typeNid, keyNid: keyNid!, nid: eventNid });
         w.current.set(`${roomNid}:${typeNid}:${keyNid}`, { room: roomNid, type: typeNid, key: keyNid!, nid: eventNid });
       }
-      const relates = draft.content['m.relates_to'] as { rel_type?: unknown; event_id?: unknown } | undefined;
+      const relates = draft.content['m.relates_to'] as { rel_type?: unknown; event_id?: unknown } | null | undefined;
       const membership = draft.type === 'm.room.member' ? String(draft.content.membership) : null;
       w.events.push({
         nid: eventNid,
@@ -474,14 +500,17 @@ export class RoomEngine {
         stateAfter,
         replacesNid: replaces ? replaces.eventNid : null,
         membership,
-        relType: typeof relates?.rel_type === 'string' ? relates.rel_type : null,
-        relatesTo: typeof relates?.event_id === 'string' ? relates.event_id : null,
+        // Indexed columns: a value longer than any event id (255 bytes) names no event, and would
+        // overflow the index row; the content keeps it, the relation columns do not.
+        relType: indexable(relates?.rel_type),
+        relatesTo: indexable(relates?.event_id),
         redacts: draft.redacts ?? null,
         txnDevice: draft.txn?.deviceId ?? null,
         txnId: draft.txn?.txnId ?? null,
         prevEventIds: prevEvents,
         authEventNids: authNids,
         json,
+        containsUrl: typeof draft.content.url === 'string',
       });
       if (membership) {
         w.members.set(`${roomNid}:${draft.stateKey}`, { room: roomNid, user: draft.stateKey!, membership, nid: eventNid, pos: streamPos, sender: draft.sender });
@@ -493,7 +522,6 @@ export class RoomEngine {
         w.txns.events.push(eventId);
       }
       if (draft.redacts) w.redact(draft.redacts, eventId);
-      const text = searchableText(draft);
       if (text) {
         w.search.nids.push(eventNid);
         w.search.rooms.push(roomNid);
@@ -531,6 +559,95 @@ export class RoomEngine {
     view.head = { state_group: stateGroup, last_pos: lastPos, extremities, depth: newDepth };
     return out;
   }
+
+  /**
+   * Phase 1 of building one draft: size limits, auth events, the auth check, hashing, signing,
+   * canonical JSON, interned ids and a state group id. Changes nothing the write would carry;
+   * answers an Error (the draft's refusal) or throws what went wrong.
+   */
+  private async buildDraft(
+    q: Query,
+    roomId: string,
+    roomNid: number,
+    version: RoomVersion,
+    view: RoomView,
+    draft: EventDraft,
+    at: { prevEvents: string[]; depth: number; chainLen: number },
+  ): Promise<BuiltDraft | Error> {
+    const tooBig = sizeLimitError(roomId, draft);
+    if (tooBig) return tooBig;
+    const isState = draft.stateKey !== undefined;
+    const pairs = authEventSelection({ type: draft.type, sender: draft.sender, state_key: draft.stateKey, content: draft.content }, version);
+    const wanted: Array<[string, string]> = isState ? [...pairs, [draft.type, draft.stateKey!]] : pairs;
+    const found = await this.stateEntries(q, roomNid, view, wanted);
+    const authState: StateMap = new Map();
+    const authIds: string[] = [];
+    const authNids: number[] = [];
+    for (const [type, sk] of pairs) {
+      const e = found.get(stateKey(type, sk));
+      if (!e || authState.has(stateKey(type, sk))) continue;
+      authState.set(stateKey(type, sk), e.pdu);
+      authIds.push(e.eventId);
+      authNids.push(e.eventNid);
+    }
+    const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
+
+    const unsignedPdu: Record<string, unknown> = {
+      auth_events: authIds,
+      content: draft.content,
+      depth: at.depth,
+      origin_server_ts: Date.now(),
+      prev_events: at.prevEvents,
+      room_id: roomId,
+      sender: draft.sender,
+      type: draft.type,
+    };
+    if (isState) unsignedPdu.state_key = draft.stateKey;
+    if (draft.redacts !== undefined && !version.redactsInContent) unsignedPdu.redacts = draft.redacts;
+    try {
+      checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
+    } catch (err) {
+      if (err instanceof AuthError) return forbidden(err.message);
+      throw err;
+    }
+    const { event: signed, eventId } = finalizeEvent(unsignedPdu, this.serverName, this.signingKey, version);
+    const json = canonicalJson(signed);
+    if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`);
+    const text = searchableText(draft);
+    const typeNid = await this.store.types.nid(this.store.db, draft.type);
+    const keyNid = isState ? await this.store.stateKeys.nid(this.store.db, draft.stateKey!) : null;
+    let stateAfter: number | undefined;
+    let fullState: Array<{ type_nid: number; state_key_nid: number; event_nid: number }> | undefined;
+    if (isState) {
+      stateAfter = await q.allocateStateGroup();
+      // The batch's own changes (`current`) are laid over this when the snapshot is built.
+      if (at.chainLen + 1 >= SNAPSHOT_EVERY) fullState = await q.currentStateNids(roomNid);
+    }
+    return { eventId, signed, json, typeNid, keyNid, stateAfter, fullState, authNids, replaces, text };
+  }
+}
+
+/** A room's part of one write: its queued sends and, once built, each one's event or error. */
+interface WriteRoom {
+  roomId: string;
+  batch: Pending[];
+  nid: number;
+  version: RoomVersion;
+  results: Array<PersistedEvent | Error>;
+}
+
+/** What phase 1 of building a draft computed, for phase 2 to append to the write. */
+interface BuiltDraft {
+  eventId: string;
+  signed: Record<string, unknown>;
+  json: string;
+  typeNid: number;
+  keyNid: number | null;
+  stateAfter: number | undefined;
+  fullState: Array<{ type_nid: number; state_key_nid: number; event_nid: number }> | undefined;
+  authNids: number[];
+  replaces: CachedEntry | undefined;
+  text: { key: string; value: string } | undefined;
 }
 
 interface CachedEntry {
@@ -551,14 +668,60 @@ interface RoomView {
   absent: Set<string>;
 }
 
+/** Spec "Size limits" of a PDU: these keys at most 255 bytes each (Synapse: 413 M_TOO_LARGE). */
+const MAX_KEY_BYTES = 255;
+
+/** A string short enough for an indexed column (at most MAX_KEY_BYTES), else null. */
+function indexable(v: unknown): string | null {
+  return typeof v === 'string' && Buffer.byteLength(v) <= MAX_KEY_BYTES ? v : null;
+}
+
+function sizeLimitError(roomId: string, draft: EventDraft): MatrixError | undefined {
+  // Transaction ids are keys of an index, within their endpoint's key; real ones are short.
+  if (draft.txn && Buffer.byteLength(draft.txn.txnId) > MAX_KEY_BYTES) {
+    return new MatrixError(400, 'M_INVALID_PARAM', `Transaction ID is over ${MAX_KEY_BYTES} bytes`);
+  }
+  const keys: Array<[string, string | undefined]> = [['type', draft.type], ['state_key', draft.stateKey], ['sender', draft.sender], ['room_id', roomId]];
+  for (const [name, value] of keys) {
+    if (value !== undefined && Buffer.byteLength(value) > MAX_KEY_BYTES) {
+      return new MatrixError(413, 'M_TOO_LARGE', `'${name}' is over ${MAX_KEY_BYTES} bytes`);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * SQLSTATE classes of errors a value can cause: data exceptions (22: NUL, invalid encoding,
+ * out of range), integrity (23) and program limits (54). Only these make it worth writing a
+ * failed batch's drafts one by one; a lost connection would fail each of them too.
+ */
+function isDraftFault(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return /^(22|23|54)/.test(code);
+  return err instanceof TypeError || err instanceof RangeError;
+}
+
+/** What a draft's sender is told when building or writing it failed. */
+function draftError(err: unknown, log: Logger): Error {
+  if (err instanceof MatrixError) return err;
+  if (err instanceof TypeError && err.message.startsWith('canonical JSON')) return new MatrixError(400, 'M_BAD_JSON', err.message.replace(/^canonical JSON: \$/, 'Event'));
+  const code = (err as { code?: unknown } | null)?.code;
+  // Data exceptions, program limits and check violations: the database refused a value of the
+  // event. (Unique violations stay as they are: a retried transaction id is answered from them.)
+  if (typeof code === 'string' && (/^(22|54)/.test(code) || code === '23514')) return new MatrixError(400, 'M_BAD_JSON', 'The event holds a value that cannot be stored');
+  log.error({ err }, 'building an event failed');
+  return err instanceof Error ? err : new Error(String(err));
+}
+
 function searchableText(draft: EventDraft): { key: string; value: string } | undefined {
   const c = draft.content;
   if (draft.type === 'm.room.message' && typeof c.body === 'string') return { key: 'content.body', value: c.body };
   if (draft.type === 'm.room.name' && typeof c.name === 'string') return { key: 'content.name', value: c.name };
   if (draft.type === 'm.room.topic') {
     // The plain-text topic of m.topic counts too (spec: search keys).
-    const texts = [c.topic, ...(((c['m.topic'] as { 'm.text'?: Array<{ body?: unknown; mimetype?: unknown }> } | undefined)?.['m.text'] ?? [])
-      .filter((t) => t.mimetype === undefined || t.mimetype === 'text/plain').map((t) => t.body))];
+    const mText = (c['m.topic'] as { 'm.text'?: unknown } | null | undefined)?.['m.text'];
+    const blocks = (Array.isArray(mText) ? mText : []) as Array<{ body?: unknown; mimetype?: unknown } | null>;
+    const texts = [c.topic, ...blocks.filter((t) => t && (t.mimetype === undefined || t.mimetype === 'text/plain')).map((t) => t!.body)];
     const unique = [...new Set(texts.filter((t): t is string => typeof t === 'string' && t !== ''))];
     if (unique.length) return { key: 'content.topic', value: unique.join('\n') };
   }

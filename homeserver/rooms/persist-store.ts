@@ -76,6 +76,8 @@ export interface EventInsert {
   prevEventIds: string[];
   authEventNids: number[];
   redactedBy?: string;
+  /** content.url is a string (what `contains_url` filters match). */
+  containsUrl: boolean;
   json: string;
 }
 
@@ -136,6 +138,16 @@ export class Query {
       [roomId, version, creator, Date.now()],
     );
     return Number(r.rows[0].room_nid);
+  }
+
+  /** Claims a room alias; false when another room holds it (or claims it in a transaction that commits). */
+  async claimAlias(alias: string, roomId: string, creator: string): Promise<boolean> {
+    const r = await this.run(
+      'claim_alias',
+      'INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING alias',
+      [alias, roomId, creator],
+    );
+    return r.rows.length > 0;
   }
 
   async chainLen(group: number): Promise<number> {
@@ -228,8 +240,8 @@ export class Query {
     const sql = `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
            state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json,
-           prev_event_ids, auth_event_nids, redacted_by)
-         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[], rb
+           prev_event_ids, auth_event_nids, redacted_by, contains_url)
+         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe::text[], ae::bigint[], rb, cu
          FROM unnest(${$(col('nid'), 'bigint[]')}, ${$(col('eventId'), 'text[]')}, ${$(col('roomNid'), 'int[]')}, ${$(col('streamPos'), 'bigint[]')},
            ${$(col('depth'), 'bigint[]')}, ${$(col('typeNid'), 'int[]')}, ${$(col('stateKeyNid'), 'int[]')}, ${$(col('sender'), 'text[]')},
            ${$(col('ts'), 'bigint[]')}, ${$(col('stateBefore'), 'bigint[]')}, ${$(col('stateAfter'), 'bigint[]')}, ${$(col('replacesNid'), 'bigint[]')},
@@ -237,8 +249,8 @@ export class Query {
            ${$(col('txnDevice'), 'text[]')}, ${$(col('txnId'), 'text[]')}, ${$(col('json'), 'text[]')},
            -- Arrays per row travel as array literals: unnest would flatten an array of arrays.
            ${$(ev.map((r) => arrayLiteral(r.prevEventIds)), 'text[]')}, ${$(ev.map((r) => `{${r.authEventNids.join(',')}}`), 'text[]')},
-           ${$(col('redactedBy'), 'text[]')})
-           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae, rb) RETURNING 1),
+           ${$(col('redactedBy'), 'text[]')}, ${$(col('containsUrl'), 'boolean[]')})
+           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, td, ti, j, pe, ae, rb, cu) RETURNING 1),
        sg AS (INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len)
          SELECT * FROM unnest(${$(w.groups.ids, 'bigint[]')}, ${$(w.groups.rooms, 'int[]')}, ${$(w.groups.prev, 'bigint[]')}, ${$(w.groups.chain, 'int[]')}) RETURNING 1),
        se AS (INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid)

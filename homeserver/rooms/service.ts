@@ -77,6 +77,7 @@ export class RoomService {
     if (req.room_alias_name !== undefined) {
       alias = `#${req.room_alias_name}:${this.serverName}`;
       if (!isValidRoomAlias(alias) || /[:\s#]/.test(req.room_alias_name)) throw invalidParam('Invalid characters in room alias');
+      // A quick refusal; the claim that counts is made with the room, in its transaction.
       if (await this.aliases.resolve(alias)) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
     }
     const creationContent = { ...(req.creation_content ?? {}) };
@@ -119,8 +120,7 @@ export class RoomService {
       if (req.is_direct) content.is_direct = true;
       drafts.push({ type: 'm.room.member', sender: creator, content, stateKey: u });
     }
-    await this.engine.createRoom(roomId, version, creator, drafts);
-    if (alias) await this.aliases.create(alias, roomId, creator);
+    await this.engine.createRoom(roomId, version, creator, drafts, alias);
     if (visibility === 'public') await this.store.setPublished(roomId, true);
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }

@@ -1,25 +1,26 @@
 import { z } from 'zod';
 import { MatrixError } from '../http/errors.ts';
-import { roomEventFilterSchema } from '../rooms/filter.ts';
+import { parseGuardedText } from '../http/json-guard.ts';
+import { filterList, roomEventFilterSchema } from '../rooms/filter.ts';
 import type { Db } from '../storage/db.ts';
 
 const eventFilter = z.object({
   limit: z.number().int().optional(),
-  types: z.array(z.string()).optional(),
-  not_types: z.array(z.string()).optional(),
-  senders: z.array(z.string()).optional(),
-  not_senders: z.array(z.string()).optional(),
+  types: filterList().optional(),
+  not_types: filterList().optional(),
+  senders: filterList().optional(),
+  not_senders: filterList().optional(),
 }).passthrough();
 
 /** The sync Filter of the client-server spec. */
 export const syncFilterSchema = z.object({
-  event_fields: z.array(z.string()).optional(),
+  event_fields: filterList().optional(),
   event_format: z.enum(['client', 'federation']).optional(),
   presence: eventFilter.optional(),
   account_data: eventFilter.optional(),
   room: z.object({
-    rooms: z.array(z.string()).optional(),
-    not_rooms: z.array(z.string()).optional(),
+    rooms: filterList().optional(),
+    not_rooms: filterList().optional(),
     include_leave: z.boolean().optional(),
     timeline: roomEventFilterSchema.optional(),
     state: roomEventFilterSchema.optional(),
@@ -29,20 +30,25 @@ export const syncFilterSchema = z.object({
 }).passthrough();
 export type SyncFilter = z.infer<typeof syncFilterSchema>;
 
+/** Digits that name a filter id within the filters.filter_id column (BIGSERIAL: 1 … 2^63−1). */
+export function isFilterId(raw: string): boolean {
+  return /^\d{1,19}$/.test(raw) && BigInt(raw) >= 1n && BigInt(raw) <= MAX_BIGINT;
+}
+const MAX_BIGINT = 2n ** 63n - 1n;
+
 /** `filter` is a filter id or an inline JSON filter. */
 export async function loadSyncFilter(db: Db, userId: string, raw: unknown): Promise<SyncFilter> {
   if (raw === undefined || raw === '') return {};
   if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter');
   let value: unknown;
   if (raw.trimStart().startsWith('{')) {
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      throw new MatrixError(400, 'M_NOT_JSON', 'filter is not JSON');
-    }
+    // The edge rules of bodies hold for JSON in a query parameter too (NUL would reach SQL).
+    value = parseGuardedText(raw).value;
   } else {
     if (!/^\d+$/.test(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter ID');
-    const r = await db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [userId, Number(raw)]);
+    // Past the column's range no filter can have the id (and PostgreSQL would refuse the number).
+    if (!isFilterId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
+    const r = await db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [userId, raw]);
     if (!r.rows[0]) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
     value = JSON.parse(r.rows[0].filter);
   }

@@ -14,7 +14,10 @@ export function parseToken(raw: unknown, name = 'token'): StreamToken {
   const m = /^s(\d+)((?:_\d+)*)$/.exec(raw);
   if (!m) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: ${raw}`);
   const parts = m[2] ? m[2].slice(1).split('_').map(Number) : [];
-  return { pos: Number(m[1]), parts };
+  const pos = Number(m[1]);
+  // Positions are BIGINT columns read as numbers: past 2^53−1 no position exists or compares right.
+  if (!Number.isSafeInteger(pos) || !parts.every(Number.isSafeInteger)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: out of range`);
+  return { pos, parts };
 }
 
 export function formatToken(t: StreamToken): string {

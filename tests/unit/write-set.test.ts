@@ -6,7 +6,7 @@ import { WriteSet, type EventInsert } from '../../homeserver/rooms/persist-store
 const row = (nid: number, eventId: string): EventInsert => ({
   nid, eventId, roomNid: 1, streamPos: nid, depth: nid, typeNid: 1, stateKeyNid: null, sender: '@a:x', ts: 0, stateBefore: 1, stateAfter: 1,
   replacesNid: null, membership: null, relType: null, relatesTo: null, redacts: null, txnDevice: null, txnId: null,
-  prevEventIds: [], authEventNids: [], json: '{}',
+  prevEventIds: [], authEventNids: [], json: '{}', containsUrl: false,
 });
 
 test('redacting an event of the same write marks its row and drops its search entry', () => {
