@@ -238,6 +238,7 @@ export class SyncService {
       // Lazy loading: the members of the timeline's senders, at the timeline's start.
       stateRows = await this.store.stateAtGroup(this.store.db, Number(first.state_before), { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
     }
+    stateRows = await this.visibility.filterState(stateRows, me.userId, roomNid, current);
     const timelineIds = new Set(visible.map((e) => e.event_id));
     stateRows = stateRows.filter((s) => !timelineIds.has(s.event_id));
 
