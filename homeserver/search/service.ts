@@ -125,7 +125,14 @@ export class SearchService {
     }
     if (criteria.include_state) {
       const state: Record<string, ClientEvent[]> = {};
-      for (const roomId of new Set(events.map((e) => e.room_id))) state[roomId] = await this.reader.state(me, roomId);
+      for (const roomId of new Set(events.map((e) => e.room_id))) {
+        // A user who never joined may see some events (`invited` history) but not the room's state.
+        const rows = await this.reader.state(me, roomId).catch((err: unknown) => {
+          if (err instanceof MatrixError && err.status === 403) return undefined;
+          throw err;
+        });
+        if (rows) state[roomId] = rows;
+      }
       out.state = state;
     }
     return { search_categories: { room_events: out } };
