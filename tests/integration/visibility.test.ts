@@ -178,7 +178,7 @@ describe('history visibility: visibilities × membership histories × read paths
   test('/event', async () => {
     const table = await observe(async (r) => {
       const seen = new Set<string>();
-      for (const [label, id] of [...Object.entries(r.roots), ...Object.entries(r.replies)]) {
+      for (const [label, id] of Object.entries(r.roots)) {
         const res = await get(r, `${room(r.id)}/event/${encodeURIComponent(id!)}`);
         if (res.status === 200) seen.add(label);
         else assert.ok(res.status === 404 || res.status === 403, `${res.status} ${JSON.stringify(res.body)}`);
@@ -347,5 +347,17 @@ describe('history visibility: visibilities × membership histories × read paths
       }
     }));
     assert.deepEqual(statuses, expectedTable((h, v) => (v === 'world_readable' || EVER_JOINED.has(h) ? '200 200 200' : '403 403 403')));
+  });
+
+  test('a stranger gets 403 for the members and state of a DM and of an invite-only room', async () => {
+    const dm = await create(alice, { preset: 'trusted_private_chat', is_direct: true, invite: [subject.userId] });
+    const inviteOnly = await create(alice, { preset: 'private_chat' });
+    for (const id of [dm, inviteOnly]) {
+      for (const path of ['members', 'joined_members', 'state', 'state/m.room.create']) {
+        const res = await call('GET', `${room(id)}/${path}`, { token: latecomer.accessToken });
+        assert.equal(res.status, 403, `${path}: ${JSON.stringify(res.body)}`);
+        assert.equal(res.body.errcode, 'M_FORBIDDEN');
+      }
+    }
   });
 });
