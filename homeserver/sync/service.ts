@@ -158,6 +158,8 @@ export class SyncService {
         if (!include) continue;
         // A rejected invite or a left knock shows as a leave with just the member event.
         const room = await this.roomSection(me, m, since, Number(m.stream_pos), limit, timelineFilter, lazy, since === undefined, roomFilter.state, sections);
+        // A left room has no summary (spec: LeftRoom); its heroes would name members to users who never joined.
+        if (room) delete room.summary;
         leave[m.room_id] = { ...(room ?? { timeline: { events: [], limited: false }, state: { events: [] } }), account_data: { events: roomAccountData.get(m.room_id) ?? [] } };
       }
     }

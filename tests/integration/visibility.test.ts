@@ -268,6 +268,8 @@ describe('history visibility: visibilities × membership histories × read paths
     for (const r of rooms) {
       const section = res.body.rooms.join[r.id] ?? res.body.rooms.leave[r.id];
       if (!section) continue;
+      // Heroes and member counts are for joined rooms only (spec: LeftRoom has no summary).
+      if (res.body.rooms.leave[r.id]) assert.equal(section.summary, undefined, `${r.history}/${r.vis}: summary in a left room`);
       table[r.history][r.vis] = labels(new Set(section.timeline.events.map(labelOf).filter(Boolean)));
       if (!EVER_JOINED.has(r.history) && r.vis !== 'world_readable') {
         for (const s of [...section.state.events, ...section.timeline.events.filter((e: any) => e.state_key !== undefined)]) {
