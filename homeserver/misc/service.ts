@@ -16,12 +16,10 @@ export class TimestampService {
     const room = await this.rooms.roomMeta(roomId);
     if (!room) throw forbidden(`User ${me.userId} not in room ${roomId}, or room does not exist`);
     const m = await this.rooms.membership(me.userId, room.room_nid);
-    // As Synapse: members, or anyone when the room is world-readable.
-    if (m?.membership !== 'join') {
-      const hv = await this.rooms.currentStateFor(this.rooms.db, room.room_nid, [['m.room.history_visibility', '']]);
-      if (!hv.some((r) => JSON.parse(r.json).content?.history_visibility === 'world_readable')) {
-        throw forbidden(`User ${me.userId} not in room ${roomId}, and room previews are disabled`);
-      }
+    // As /messages: anyone with a membership of the room, or anyone when it is world-readable;
+    // which events they may find is decided event by event (Visibility).
+    if (!m && !(await this.reader.visibility.worldReadable(room.room_nid))) {
+      throw forbidden(`User ${me.userId} not in room ${roomId}, and room previews are disabled`);
     }
     let after: { ts: number; pos: number } | undefined;
     for (let scanned = 0; scanned < MAX_SCANNED; scanned += BATCH) {

@@ -193,9 +193,35 @@ export function checkEventAuth(event: PDU, authState: StateMap, version: RoomVer
   // v1-v2 rule 11: redactions need the redact level, or to come from the redacted event's server.
   if (version.redactionAuthRule && event.type === 'm.room.redaction') {
     if (senderLevel >= actionLevel(pl, 'redact')) return;
-    if (typeof event.redacts === 'string' && typeof event.event_id === 'string' && serverNameOf(event.redacts) === serverNameOf(event.event_id)) return;
+    const redacts = redactsOf(event, version);
+    if (redacts !== undefined && typeof event.event_id === 'string' && serverNameOf(redacts) === serverNameOf(event.event_id)) return;
     deny(`${event.sender} may not redact events from another server (needs power ${actionLevel(pl, 'redact')})`);
   }
+}
+
+/** The event an m.room.redaction redacts: `content.redacts` from v11, the top-level `redacts` before. */
+export function redactsOf(event: { type: string; content?: unknown; redacts?: unknown }, version: RoomVersion): string | undefined {
+  if (event.type !== 'm.room.redaction') return undefined;
+  const redacts = version.redactsInContent ? (isObject(event.content) ? event.content.redacts : undefined) : event.redacts;
+  return typeof redacts === 'string' ? redacts : undefined;
+}
+
+/**
+ * The redaction check a server applies to its own users' redactions (client-server "Redactions";
+ * from v3 the auth rules leave it to the server): the sender must have the `redact` power level,
+ * unless the redacted event is their own. `targetSender` is the sender of the event `redactsOf`
+ * names (undefined when that event is unknown or in another room: then only the redact level
+ * allows it). The same for every room version, wherever `redacts` is.
+ */
+export function checkRedaction(event: PDU, authState: StateMap, version: RoomVersion, targetSender: string | undefined): void {
+  if (event.type !== 'm.room.redaction') return;
+  const create = authState.get(stateKey('m.room.create', '')) ?? deny('no m.room.create event in the auth state');
+  const pl = authState.get(stateKey('m.room.power_levels', ''))?.content as PowerLevelsContent | undefined;
+  if (targetSender !== undefined && targetSender === event.sender) return;
+  const level = userLevel(pl, event.sender, create, version);
+  const needed = actionLevel(pl, 'redact');
+  if (level >= needed) return;
+  deny(`${event.sender} (power ${level}) may not redact ${redactsOf(event, version) ?? 'events'} sent by ${targetSender ?? 'another user'} (needs ${needed})`);
 }
 
 interface MemberCtx {

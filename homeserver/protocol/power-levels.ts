@@ -24,10 +24,10 @@ export interface PowerLevelsContent {
 export function toPowerLevel(value: unknown, version?: RoomVersion): number | undefined {
   if (typeof value === 'number') {
     if (Number.isSafeInteger(value)) return value === 0 ? 0 : value; // normalise -0
-    if (!Number.isFinite(value) || (version && version.strictCanonicalJson)) return undefined;
+    if (!Number.isFinite(value) || version?.strictCanonicalJson) return undefined;
     return Math.trunc(value) || 0; // v1-v5 "floaty" power levels truncate at the decimal point
   }
-  if (typeof value === 'string' && !(version && version.strictIntegerPowerLevels)) {
+  if (typeof value === 'string' && !version?.strictIntegerPowerLevels) {
     if (!/^\s*[+-]?[0-9]+\s*$/.test(value)) return undefined;
     const n = Number(value.trim());
     return Number.isSafeInteger(n) ? n || 0 : undefined;

@@ -9,8 +9,6 @@ import type { RelationsStore } from './store.ts';
 /** How many hops `recurse=true` follows (the spec asks for at least 3). */
 export const MAX_RECURSION = 3;
 
-type Membership = { membership: string; event_nid: number; stream_pos: number; forgotten: boolean };
-
 export interface RelationsQuery {
   relType?: string;
   eventType?: string;
@@ -25,12 +23,6 @@ export interface RelationsQuery {
 export class RelationsService {
   constructor(private store: RelationsStore, private rooms: RoomStore, private reader: RoomReader, private current: () => number) {}
 
-  /** The last position the user may read in the room: now, or when they left. */
-  private ceiling(m: Membership | undefined): number {
-    const now = this.current();
-    return m && (m.membership === 'leave' || m.membership === 'ban') ? Math.min(now, Number(m.stream_pos)) : now;
-  }
-
   async relations(me: Requester, roomId: string, eventId: string, q: RelationsQuery): Promise<Record<string, unknown>> {
     const room = await this.rooms.roomMeta(roomId);
     // An unknown room, an unknown event and an event the user may not see all look the same.
@@ -40,7 +32,8 @@ export class RelationsService {
     if (!parent || parent.room_id !== roomId || !(await this.reader.visibility.filter([parent], me.userId, m)).length) {
       throw notFound('Event not found.');
     }
-    const ceiling = this.ceiling(m);
+    // Visibility decides event by event (a user who left may still see world_readable events).
+    const ceiling = this.current();
     const depth = q.recurse ? MAX_RECURSION : 1;
     const rows = await this.store.children({
       roomNid: room.room_nid,
@@ -72,12 +65,11 @@ export class RelationsService {
     const room: RoomRow | undefined = await this.rooms.roomMeta(roomId);
     if (!room) throw forbidden(`User ${me.userId} not in room ${roomId}, or room does not exist`);
     const m = await this.rooms.membership(me.userId, room.room_nid);
-    const member = m && ['join', 'leave', 'ban'].includes(m.membership);
-    if (!member && !(await this.worldReadable(room))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
+    if (!m && !(await this.reader.visibility.worldReadable(room.room_nid))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     const found = await this.store.threads({
       roomNid: room.room_nid,
       before: opts.from,
-      ceiling: this.ceiling(m),
+      ceiling: this.current(),
       participant: opts.include === 'participated' ? me.userId : undefined,
       limit: opts.limit + 1,
     });
@@ -88,10 +80,5 @@ export class RelationsService {
     };
     if (found.length > opts.limit && page.length) out.next_batch = posToken(page[page.length - 1]!.latest);
     return out;
-  }
-
-  private async worldReadable(room: RoomRow): Promise<boolean> {
-    const rows = await this.rooms.currentStateFor(this.rooms.db, room.room_nid, [['m.room.history_visibility', '']]);
-    return rows.some((r) => JSON.parse(r.json).content?.history_visibility === 'world_readable');
   }
 }

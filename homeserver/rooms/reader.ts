@@ -7,6 +7,9 @@ import type { Visibility } from './visibility.ts';
 import { filterSql, type RoomEventFilter } from './filter.ts';
 import { posToken } from '../sync/token.ts';
 
+/** Pages of events the user may not see that one /messages request skips before answering. */
+const MAX_SKIPPED_PAGES = 10;
+
 type Membership = { membership: string; event_nid: number; stream_pos: number; forgotten: boolean };
 
 /** The read side of rooms: state, members, single events, /messages and /context. */
@@ -19,24 +22,17 @@ export class RoomReader {
     return { room, m: await this.store.membership(userId, room.room_nid) };
   }
 
-  private async isWorldReadable(room: RoomRow): Promise<boolean> {
-    const rows = await this.store.currentStateFor(this.store.db, room.room_nid, [['m.room.history_visibility', '']]);
-    return rows.some((r) => JSON.parse(r.json).content?.history_visibility === 'world_readable');
-  }
-
   /**
-   * The state a user may see: the current state while joined; the state when they left after
-   * leaving or being banned; world-readable rooms to anyone.
+   * The state a user may see (Visibility.stateAccess): the current state while joined or when the
+   * room is world_readable; the state when their last join ended after leaving, a kick or a ban;
+   * never-joined users (invited, knocking, rejected, banned before joining) get 403.
    */
-  async visibleState(userId: string, roomId: string): Promise<EventRow[]> {
+  async visibleState(userId: string, roomId: string, types?: string[]): Promise<EventRow[]> {
     const { room, m } = await this.roomAndMembership(userId, roomId);
-    if (m?.membership === 'join') return this.store.currentState(this.store.db, room.room_nid);
-    if (m && (m.membership === 'leave' || m.membership === 'ban')) {
-      const ev = (await this.store.eventsByNid([Number(m.event_nid)]))[0]!;
-      return this.store.stateAtGroup(this.store.db, Number(ev.state_after));
-    }
-    if (await this.isWorldReadable(room)) return this.store.currentState(this.store.db, room.room_nid);
-    throw forbidden(`User ${userId} not in room ${roomId}`);
+    const access = await this.visibility.stateAccess(room.room_nid, userId, m);
+    if (!access) throw forbidden(`User ${userId} not in room ${roomId}`);
+    if (access.at === 'current') return this.store.currentState(this.store.db, room.room_nid, types);
+    return this.store.stateAtGroup(this.store.db, access.group, types ? { types } : undefined);
   }
 
   async state(me: Requester, roomId: string): Promise<ClientEvent[]> {
@@ -59,33 +55,29 @@ export class RoomReader {
     return (await formatEvents(this.store, visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true }))[0]!;
   }
 
-  /** Member events, at a stream position when `at` is given, filtered by membership. */
+  /**
+   * Member events, at a stream position when `at` is given, filtered by membership. Whose state
+   * the user may see decides (visibleState): a user who left sees the members as of their leave.
+   */
   async members(me: Requester, roomId: string, opts: { at?: number; membership?: string; notMembership?: string }): Promise<ClientEvent[]> {
     const { room, m } = await this.roomAndMembership(me.userId, roomId);
+    const access = await this.visibility.stateAccess(room.room_nid, me.userId, m);
+    if (!access) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     let rows: EventRow[];
-    if (opts.at !== undefined || (m && m.membership !== 'join')) {
-      let limit = opts.at ?? Infinity;
-      if (m && m.membership !== 'join') {
-        if (m.membership !== 'leave' && m.membership !== 'ban') throw forbidden(`User ${me.userId} not in room ${roomId}`);
-        limit = Math.min(limit, Number(m.stream_pos));
-      } else if (!m && !(await this.isWorldReadable(room))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
-      const r = await this.store.db.raw(
-        'SELECT state_after FROM events WHERE room_nid = ? AND stream_pos <= ? ORDER BY stream_pos DESC LIMIT 1',
-        [room.room_nid, Number.isFinite(limit) ? limit : Number.MAX_SAFE_INTEGER],
-      );
-      if (!r.rows[0]) return [];
-      rows = await this.store.stateAtGroup(this.store.db, Number(r.rows[0].state_after), { types: ['m.room.member'] });
-    } else {
+    const limit = Math.min(opts.at ?? Number.MAX_SAFE_INTEGER, access.at === 'group' ? access.pos : Number.MAX_SAFE_INTEGER);
+    if (limit === Number.MAX_SAFE_INTEGER) {
       rows = await this.store.currentState(this.store.db, room.room_nid, ['m.room.member']);
+    } else {
+      const group = await this.visibility.history.stateGroupAt(room.room_nid, limit);
+      if (group === undefined) return [];
+      rows = await this.store.stateAtGroup(this.store.db, group, { types: ['m.room.member'] });
     }
     rows = rows.filter((r) => (!opts.membership || r.membership === opts.membership) && (!opts.notMembership || r.membership !== opts.notMembership));
     return formatEvents(this.store, rows);
   }
 
   async joinedMembers(me: Requester, roomId: string): Promise<Record<string, { display_name?: string; avatar_url?: string }>> {
-    const { room, m } = await this.roomAndMembership(me.userId, roomId);
-    if (m?.membership !== 'join') throw forbidden(`User ${me.userId} not in room ${roomId}`);
-    const rows = await this.store.currentState(this.store.db, room.room_nid, ['m.room.member']);
+    const rows = await this.visibleState(me.userId, roomId, ['m.room.member']);
     const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
     for (const r of rows) {
       if (r.membership !== 'join') continue;
@@ -115,21 +107,29 @@ export class RoomReader {
 
   async messages(me: Requester, roomId: string, opts: { from?: number; to?: number; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
     const { room, m } = await this.roomAndMembership(me.userId, roomId);
-    if (!m && !(await this.isWorldReadable(room))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
+    if (!m && !(await this.visibility.worldReadable(room.room_nid))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     const limit = Math.min(Math.max(opts.limit, 0), 1000);
-    let from = opts.from ?? (opts.dir === 'b' ? opts.current : 0);
-    // Someone who left sees nothing after leaving.
-    const ceiling = m && m.membership !== 'join' && m.membership !== 'invite' && m.membership !== 'knock' ? Number(m.stream_pos) : opts.current;
-    if (opts.dir === 'b') from = Math.min(from, ceiling);
-    const to = opts.dir === 'f' ? Math.min(opts.to ?? ceiling, ceiling) : opts.to;
-    const rows = limit === 0 ? [] : await this.eventsBetween(room.room_nid, from, to, opts.dir, limit, opts.filter);
-    const visible = await this.visibility.filter(rows, me.userId, m);
+    const from = Math.min(opts.from ?? (opts.dir === 'b' ? opts.current : 0), opts.current);
+    const to = opts.dir === 'f' ? Math.min(opts.to ?? opts.current, opts.current) : opts.to;
+    // What the user may see is decided per event (Visibility). Pages of events they may not see
+    // (after leaving, before joining a `joined` room) are skipped, a bounded number at a time.
+    const visible: EventRow[] = [];
+    let cursor = from;
+    let more = false;
+    for (let batch = 0; limit > 0 && batch < MAX_SKIPPED_PAGES; batch++) {
+      const asked = limit - visible.length;
+      const rows = await this.eventsBetween(room.room_nid, cursor, to, opts.dir, asked, opts.filter);
+      visible.push(...(await this.visibility.filter(rows, me.userId, m)));
+      if (rows.length) {
+        const last = Number(rows[rows.length - 1]!.stream_pos);
+        cursor = opts.dir === 'b' ? last - 1 : last;
+      }
+      more = rows.length === asked;
+      if (!more || visible.length >= limit) break;
+    }
     const chunk = await formatEvents(this.store, visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
     const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = { chunk, start: posToken(from) };
-    if (rows.length === limit && limit > 0) {
-      const last = Number(rows[rows.length - 1]!.stream_pos);
-      out.end = posToken(opts.dir === 'b' ? last - 1 : last);
-    }
+    if (more) out.end = posToken(cursor);
     if (opts.filter.lazy_load_members) out.state = await this.memberEventsFor(room, visible);
     return out;
   }
@@ -157,7 +157,8 @@ export class RoomReader {
     ]);
     const [vb, va] = await Promise.all([this.visibility.filter(b, me.userId, m), this.visibility.filter(a, me.userId, m)]);
     const fmt = (rows: EventRow[]) => formatEvents(this.store, rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
-    const stateRows = await this.store.stateAtGroup(this.store.db, Number(target.state_after));
+    // The state at the event, unless the user never joined (then only their own member events).
+    const stateRows = await this.visibility.filterState(await this.store.stateAtGroup(this.store.db, Number(target.state_after)), me.userId, room.room_nid, m);
     let state = stateRows;
     if (filter.lazy_load_members) {
       const senders = new Set([target, ...vb, ...va].map((e) => e.sender));

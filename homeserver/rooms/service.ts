@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { MatrixError, forbidden, invalidParam, notFound } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
-import { actionLevel, defaultPowerLevels, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { defaultPowerLevels, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
-import { stateKey } from '../protocol/auth.ts';
+import { AuthError, checkRedaction, stateKey } from '../protocol/auth.ts';
 import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
 import type { AliasStore } from './aliases.ts';
@@ -237,8 +237,17 @@ export class RoomService {
     // The engine answers retries of a transaction and checks membership through the auth rules;
     // checking here too would cost two queries on the hottest path.
     if (!(await this.store.roomMeta(roomId))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
-    const draft: EventDraft = { type, sender: me.userId, content };
     const key = `send|${roomId}|${type}|${txnId}`;
+    if (type === 'm.room.redaction') {
+      // Clients honour `content.redacts` (room version 11 keeps it there): it goes through the redaction checks.
+      if (typeof content.redacts !== 'string') {
+        const { version } = await this.room(roomId);
+        if (version.redactsInContent) throw new MatrixError(400, 'M_BAD_JSON', 'm.room.redaction needs content.redacts (an event ID)');
+      } else {
+        return this.sendRedaction(me, roomId, content.redacts, content, key, txnId ?? randomBytes(9).toString('base64url'));
+      }
+    }
+    const draft: EventDraft = { type, sender: me.userId, content };
     if (txnId !== undefined) draft.txn = { deviceId: me.deviceId, txnId, key };
     try {
       return (await this.engine.send(roomId, draft)).eventId;
@@ -282,23 +291,34 @@ export class RoomService {
   }
 
   async redact(me: Requester, roomId: string, eventId: string, reason: string | undefined, txnId: string): Promise<string> {
-    const key = `redact|${roomId}|${eventId}|${txnId}`;
+    const content: Record<string, unknown> = {};
+    if (reason !== undefined) content.reason = reason;
+    return this.sendRedaction(me, roomId, eventId, content, `redact|${roomId}|${eventId}|${txnId}`, txnId);
+  }
+
+  /**
+   * Every m.room.redaction a client sends (PUT /redact, or /send with `redacts` in content as room
+   * version 11 puts it) passes the same power check (protocol checkRedaction) and is applied.
+   */
+  private async sendRedaction(me: Requester, roomId: string, eventId: string, extra: Record<string, unknown>, key: string, txnId: string): Promise<string> {
     const existing = await this.store.txnEvent(me.userId, me.deviceId, key);
     if (existing) return existing;
     const room = await this.requireJoined(me.userId, roomId);
     const { version } = await this.room(roomId);
     const target = await this.store.eventById(eventId);
-    if (target && target.room_id === roomId && target.sender !== me.userId) {
-      const state = await this.stateFor(room.room_nid, [['m.room.power_levels', ''], ['m.room.create', '']]);
-      const pl = state.get(stateKey('m.room.power_levels', ''))?.content as PowerLevelsContent | undefined;
-      const create = state.get(stateKey('m.room.create', ''));
-      if (userLevel(pl, me.userId, create) < actionLevel(pl, 'redact')) throw forbidden("You don't have permission to redact events");
-    }
-    const content: Record<string, unknown> = {};
-    if (reason !== undefined) content.reason = reason;
+    const inRoom = target && target.room_id === roomId ? target : undefined;
+    const content: Record<string, unknown> = { ...extra };
     if (version.redactsInContent) content.redacts = eventId;
+    const state = await this.stateFor(room.room_nid, [['m.room.power_levels', ''], ['m.room.create', '']]);
+    const draftPdu = { type: 'm.room.redaction', sender: me.userId, room_id: roomId, content, redacts: eventId, origin_server_ts: 0 };
+    try {
+      checkRedaction(draftPdu, state, version, inRoom?.sender);
+    } catch (err) {
+      if (err instanceof AuthError) throw forbidden("You don't have permission to redact events");
+      throw err;
+    }
     // A redaction of an unknown event or one in another room is sent but redacts nothing.
-    const redacts = target && target.room_id === roomId ? eventId : undefined;
+    const redacts = inRoom ? eventId : undefined;
     const ev = await this.engine.send(roomId, { type: 'm.room.redaction', sender: me.userId, content, redacts, txn: { deviceId: me.deviceId, txnId, key } });
     if (!redacts && !version.redactsInContent) (ev.pdu as { redacts?: string }).redacts = eventId;
     return ev.eventId;

@@ -1,64 +1,157 @@
+import { redactEvent } from '../protocol/redaction.ts';
+import { getRoomVersion } from '../protocol/room-versions.ts';
+import { MembershipHistoryStore } from './history-store.ts';
 import type { RoomStore, EventRow } from './store.ts';
+
+/** A user's latest membership of a room and the stream position of that member event. */
+export type CurrentMembership = { membership: string; stream_pos: number } | undefined;
+
+/** Where a user may read a room's state: now, as of the end of their last join, or not at all. */
+export type StateAccess = { at: 'current' } | { at: 'group'; group: number; pos: number } | undefined;
 
 interface AtEvent {
   historyVisibility: string;
   membership: string | undefined;
 }
 
+const VISIBILITIES = new Set(['world_readable', 'shared', 'invited', 'joined']);
+const CACHE_ENTRIES = 50_000;
+
 /**
- * History visibility (client-server spec, "Server behaviour"): which events of a room a user may
- * see, judged by the room's state at each event. Looks up each distinct state snapshot once.
+ * History visibility (client-server spec, "Room History Visibility", "Server behaviour"): the one
+ * place that decides which events and which state of a room a user may see. Every read path
+ * (/messages, /context, /event, /relations, /threads, /search, /sync, /timestamp_to_event,
+ * /members, /state) asks it. Judged by the room's state at each event and the user's membership
+ * history (MembershipHistoryStore), never by the latest membership alone.
  */
 export class Visibility {
+  /** State at a snapshot never changes (a redaction keeps `history_visibility` and `membership`), so entries live until evicted. */
   private cache = new Map<string, AtEvent>();
+  readonly history: MembershipHistoryStore;
 
-  constructor(private store: RoomStore) {}
+  constructor(private store: RoomStore) {
+    this.history = new MembershipHistoryStore(store.db);
+  }
 
+  /** The history visibility and the user's membership in the state snapshot `group`. */
   private async at(group: number, userId: string): Promise<AtEvent> {
     const key = `${group}|${userId}`;
     const hit = this.cache.get(key);
-    if (hit) return hit;
+    if (hit) {
+      // Least recently used goes first: re-inserting moves the entry to the end.
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
     const rows = await this.store.stateAtGroup(this.store.db, group, {
       pairs: [['m.room.history_visibility', ''], ['m.room.member', userId]],
     });
     let historyVisibility = 'shared';
     let membership: string | undefined;
     for (const r of rows) {
-      const content = JSON.parse(r.json).content ?? {};
-      if (r.redacted_by) continue;
-      if (r.type === 'm.room.history_visibility' && typeof content.history_visibility === 'string') historyVisibility = content.history_visibility;
+      if (r.type === 'm.room.history_visibility') historyVisibility = visibilityOf(r);
       if (r.type === 'm.room.member') membership = r.membership ?? undefined;
     }
     const v = { historyVisibility, membership };
-    if (this.cache.size > 100_000) this.cache.clear();
     this.cache.set(key, v);
+    if (this.cache.size > CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
     return v;
   }
 
+  /** Position of the user's latest join of the room (undefined: never joined). */
+  async lastJoin(roomNid: number, userId: string, current?: CurrentMembership): Promise<number | undefined> {
+    // A current `join` is the latest member event, so it is the latest join: no query needed.
+    if (current?.membership === 'join') return Number(current.stream_pos);
+    return this.history.lastJoin(roomNid, userId);
+  }
+
   /**
-   * Keeps the events `userId` may see. `current` is the user's current membership of the room and
-   * the stream position of that membership event.
+   * Keeps the events `userId` may see, in order. `current` is the user's latest membership of the
+   * rows' room (a hint that saves a query when it is `join`); the decision reads the history.
    */
-  async filter(rows: EventRow[], userId: string, current: { membership: string; stream_pos: number } | undefined): Promise<EventRow[]> {
+  async filter(rows: EventRow[], userId: string, current?: CurrentMembership): Promise<EventRow[]> {
+    const lastJoins = new Map<number, Promise<number | undefined>>();
+    const lastJoinIn = (roomNid: number): Promise<number | undefined> => {
+      let p = lastJoins.get(roomNid);
+      if (!p) lastJoins.set(roomNid, (p = this.lastJoin(roomNid, userId, current)));
+      return p;
+    };
     const out: EventRow[] = [];
     for (const row of rows) {
-      const at = await this.at(Number(row.state_after), userId);
-      // Users always see their own membership events, whatever the visibility.
-      const own = row.type === 'm.room.member' && row.state_key === userId;
-      if (own || allowed(at, row, current)) out.push(row);
+      if (await this.visible(row, userId, () => lastJoinIn(Number(row.room_nid)))) out.push(row);
     }
     return out;
   }
+
+  private async visible(row: EventRow, userId: string, lastJoin: () => Promise<number | undefined>): Promise<boolean> {
+    // Users always see their own membership events, whatever the visibility.
+    if (row.type === 'm.room.member' && row.state_key === userId) return true;
+    const pos = Number(row.stream_pos);
+    const after = await this.at(Number(row.state_after), userId);
+    if (await allowed(after.historyVisibility, after.membership, pos, lastJoin)) return true;
+    // A history visibility change is visible if the visibility before *or* after it allows it.
+    if (row.type === 'm.room.history_visibility' && row.state_key === '') {
+      const before = await this.at(Number(row.state_before), userId);
+      return allowed(before.historyVisibility, after.membership, pos, lastJoin);
+    }
+    return false;
+  }
+
+  /** Whether the room's current history visibility is world_readable (anyone may read it now). */
+  async worldReadable(roomNid: number): Promise<boolean> {
+    const rows = await this.store.currentStateFor(this.store.db, roomNid, [['m.room.history_visibility', '']]);
+    return rows.some((r) => visibilityOf(r) === 'world_readable');
+  }
+
+  /**
+   * Which state of a room the user may read: the current state while joined or when the room is
+   * world_readable; after leaving (kicked, banned) the state as it was when their last join ended;
+   * nothing if they never joined (an invite, a knock, a rejected invite or a ban before joining).
+   */
+  async stateAccess(roomNid: number, userId: string, current: CurrentMembership): Promise<StateAccess> {
+    if (current?.membership === 'join') return { at: 'current' };
+    if (await this.worldReadable(roomNid)) return { at: 'current' };
+    const joined = await this.lastJoin(roomNid, userId, current);
+    if (joined === undefined) return undefined;
+    const end = await this.history.memberEventAfter(roomNid, userId, joined);
+    if (!end) return { at: 'current' };
+    return { at: 'group', group: end.state_after, pos: end.stream_pos };
+  }
+
+  /**
+   * State rows of a room shown to a user (a /sync state section): all of them once the user has
+   * joined at some point (the caller bounds them at the end of that join) or when the room is
+   * world_readable; otherwise only their own member events.
+   */
+  async filterState(rows: EventRow[], userId: string, roomNid: number, current: CurrentMembership): Promise<EventRow[]> {
+    if (!rows.length || current?.membership === 'join') return rows;
+    if ((await this.lastJoin(roomNid, userId, current)) !== undefined || (await this.worldReadable(roomNid))) return rows;
+    return rows.filter((r) => r.type === 'm.room.member' && r.state_key === userId);
+  }
 }
 
-function allowed(at: AtEvent, row: EventRow, current: { membership: string; stream_pos: number } | undefined): boolean {
-  if (at.historyVisibility === 'world_readable') return true;
-  if (at.membership === 'join') return true;
-  if (at.historyVisibility === 'shared' && current) {
-    // Joined at some point after the event: joined now, or left after having joined later on.
-    if (current.membership === 'join') return true;
-    if ((current.membership === 'leave' || current.membership === 'ban') && Number(row.stream_pos) < Number(current.stream_pos)) return true;
+/** Server behaviour, rules 1-5: the visibility and the user's membership at the event decide. */
+async function allowed(visibility: string, membership: string | undefined, pos: number, lastJoin: () => Promise<number | undefined>): Promise<boolean> {
+  if (visibility === 'world_readable') return true;
+  if (membership === 'join') return true;
+  if (visibility === 'shared') {
+    // Joined at some point after the event (a join before it is covered by the membership at it).
+    const joined = await lastJoin();
+    return joined !== undefined && joined >= pos;
   }
-  if (at.historyVisibility === 'invited' && at.membership === 'invite') return true;
+  if (visibility === 'invited') return membership === 'invite';
   return false;
+}
+
+/**
+ * The history visibility an m.room.history_visibility event sets. A redacted one keeps the key (the
+ * redaction algorithm of every room version does), so redaction does not change the visibility;
+ * an absent or unknown value means `shared`.
+ */
+function visibilityOf(row: { json: string; redacted_by?: string | null; room_version?: string }): string {
+  let pdu = JSON.parse(row.json) as Record<string, unknown>;
+  const version = row.room_version ? getRoomVersion(row.room_version) : undefined;
+  if (row.redacted_by && version) pdu = redactEvent(pdu, version);
+  const value = (pdu.content as Record<string, unknown> | undefined)?.history_visibility;
+  return typeof value === 'string' && VISIBILITIES.has(value) ? value : 'shared';
 }

@@ -23,6 +23,8 @@ export interface RoomEventsCriteria {
 const DEFAULT_LIMIT = 10;
 const MAX_LIMIT = 1000;
 const MAX_CONTEXT = 100;
+/** Matches looked at to count what the user may see. */
+const COUNT_SCANNED = 1000;
 /** Hops followed back through room upgrades when a filter names rooms. */
 const MAX_PREDECESSORS = 10;
 
@@ -77,7 +79,7 @@ export class SearchService {
     const byNid = new Map(rooms.map((r) => [r.room_nid, r]));
     if (batch && (batch.after.rank !== undefined) !== (orderBy === 'rank')) throw new MatrixError(400, 'M_INVALID_PARAM', 'next_batch belongs to another ordering');
     const { rows, more, last } = await this.collect(me.userId, q, byNid, orderBy, batch?.after, limit);
-    const count = await this.store.count(q);
+    const count = await this.countVisible(me.userId, q, byNid);
 
     const rankOf = new Map(rows.map((x) => [x.row.event_nid, x.rank]));
     const events = rows.map((x) => x.row);
@@ -123,7 +125,14 @@ export class SearchService {
     }
     if (criteria.include_state) {
       const state: Record<string, ClientEvent[]> = {};
-      for (const roomId of new Set(events.map((e) => e.room_id))) state[roomId] = await this.reader.state(me, roomId);
+      for (const roomId of new Set(events.map((e) => e.room_id))) {
+        // A user who never joined may see some events (`invited` history) but not the room's state.
+        const rows = await this.reader.state(me, roomId).catch((err: unknown) => {
+          if (err instanceof MatrixError && err.status === 403) return undefined;
+          throw err;
+        });
+        if (rows) state[roomId] = rows;
+      }
       out.state = state;
     }
     return { search_categories: { room_events: out } };
@@ -171,6 +180,16 @@ export class SearchService {
       if (hits.length < batchSize) return { rows: kept, more: false, last };
     }
     return { rows: kept, more: true, last };
+  }
+
+  /**
+   * `count` (the spec: an approximate count) counts only matches the user may see: the newest
+   * COUNT_SCANNED matches go through the same visibility decision as the results, so it never
+   * reveals history the user cannot read.
+   */
+  private async countVisible(userId: string, q: SearchQuery, rooms: Map<number, SearchRoom>): Promise<number> {
+    const hits = await this.store.byRecent(q, undefined, COUNT_SCANNED);
+    return (await this.visible(userId, hits, rooms)).size;
   }
 
   private async visible(userId: string, hits: SearchHit[], rooms: Map<number, SearchRoom>): Promise<Map<number, EventRow>> {

@@ -1,7 +1,7 @@
 import type { Db, Bindings } from '../storage/db.ts';
 import { filterSql, type RoomEventFilter } from '../rooms/filter.ts';
 
-/** A room the searcher may search, and the last stream position they may see in it. */
+/** A room the searcher may search, and the last stream position persisted when the search began. */
 export interface SearchRoom {
   room_nid: number;
   room_id: string;
@@ -38,7 +38,8 @@ export class SearchStore {
       ...x,
       room_nid: Number(x.room_nid),
       stream_pos: Number(x.stream_pos),
-      ceiling: x.membership === 'join' ? current : Math.min(current, Number(x.stream_pos)),
+      // History visibility decides event by event (a user who left still sees world_readable events).
+      ceiling: current,
     }));
   }
 
@@ -79,12 +80,6 @@ export class SearchStore {
       [...w.params, ...(before !== undefined ? [before] : []), limit],
     );
     return r.rows.map(hit);
-  }
-
-  async count(q: SearchQuery): Promise<number> {
-    const w = this.where(q);
-    const r = await this.db.raw(`SELECT count(*) AS n ${w.sql}`, w.params);
-    return Number(r.rows[0].n);
   }
 
   /** The room a room was upgraded from (m.room.create's predecessor), if any. */

@@ -2,6 +2,7 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import * as m001 from './migrations/001_initial.ts';
+import * as m002 from './migrations/002_membership_history.ts';
 import * as m003 from './migrations/003_input_limits.ts';
 
 export type Db = Knex;
@@ -13,6 +14,7 @@ pg.types.setTypeParser(20, (v: string) => Number(v));
 
 const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '001_initial', up: m001.up },
+  { name: '002_membership_history', up: m002.up },
   { name: '003_input_limits', up: m003.up },
 ];
 

@@ -158,6 +158,8 @@ export class SyncService {
         if (!include) continue;
         // A rejected invite or a left knock shows as a leave with just the member event.
         const room = await this.roomSection(me, m, since, Number(m.stream_pos), limit, timelineFilter, lazy, since === undefined, roomFilter.state, sections);
+        // A left room has no summary (spec: LeftRoom); its heroes would name members to users who never joined.
+        if (room) delete room.summary;
         leave[m.room_id] = { ...(room ?? { timeline: { events: [], limited: false }, state: { events: [] } }), account_data: { events: roomAccountData.get(m.room_id) ?? [] } };
       }
     }
@@ -238,6 +240,7 @@ export class SyncService {
       // Lazy loading: the members of the timeline's senders, at the timeline's start.
       stateRows = await this.store.stateAtGroup(this.store.db, Number(first.state_before), { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
     }
+    stateRows = await this.visibility.filterState(stateRows, me.userId, roomNid, current);
     const timelineIds = new Set(visible.map((e) => e.event_id));
     stateRows = stateRows.filter((s) => !timelineIds.has(s.event_id));
 
