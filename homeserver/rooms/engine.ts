@@ -227,6 +227,13 @@ export class RoomEngine {
     const positions: number[] = [];
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
+    // Before the transaction takes its connection (see buildDraft's interning); what is over the
+    // size limit is refused while building, and never interned.
+    const fits = (s: string) => Buffer.byteLength(s) <= MAX_KEY_BYTES;
+    for (const d of drafts) {
+      if (fits(d.type)) await this.store.types.nid(this.store.db, d.type);
+      if (d.stateKey !== undefined && fits(d.stateKey)) await this.store.stateKeys.nid(this.store.db, d.stateKey);
+    }
     try {
       await this.persist.transaction(async (q) => {
         if (alias !== undefined && !(await q.claimAlias(alias, roomId, creator))) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
@@ -311,8 +318,8 @@ export class RoomEngine {
         continue;
       }
       if (view.absent.has(key)) continue;
-      const typeNid = await this.store.types.lookup(this.store.db, type);
-      const keyNid = typeNid === undefined ? undefined : await this.store.stateKeys.lookup(this.store.db, sk);
+      const typeNid = await this.store.types.lookup(q, type);
+      const keyNid = typeNid === undefined ? undefined : await this.store.stateKeys.lookup(q, sk);
       if (typeNid === undefined || keyNid === undefined) {
         view.absent.add(key);
         continue;
@@ -614,8 +621,12 @@ export class RoomEngine {
     const json = canonicalJson(signed);
     if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`);
     const text = searchableText(draft);
-    const typeNid = await this.store.types.nid(this.store.db, draft.type);
-    const keyNid = isState ? await this.store.stateKeys.nid(this.store.db, draft.stateKey!) : null;
+    // Interned on the held connection (never a second one from the pool: that deadlocks under
+    // load), except inside a transaction, whose rollback would leave a cached id with no row:
+    // createRoom interns its drafts before its transaction, so that path only ever hits the cache.
+    const interning = q.inTransaction ? this.store.db : q;
+    const typeNid = await this.store.types.nid(interning, draft.type);
+    const keyNid = isState ? await this.store.stateKeys.nid(interning, draft.stateKey!) : null;
     let stateAfter: number | undefined;
     let fullState: Array<{ type_nid: number; state_key_nid: number; event_nid: number }> | undefined;
     if (isState) {

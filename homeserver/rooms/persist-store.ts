@@ -24,7 +24,7 @@ export class PersistStore {
     const client = (await this.db.client.acquireConnection()) as pg.Client;
     try {
       await client.query('BEGIN');
-      const result = await fn(new Query(client));
+      const result = await fn(new Query(client, true));
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -125,7 +125,14 @@ function arrayLiteral(items: string[]): string {
 }
 
 export class Query {
-  constructor(private client: pg.Client) {}
+  /** `inTransaction`: rows written through it may still be rolled back. */
+  constructor(private client: pg.Client, readonly inTransaction = false) {}
+
+  /** A statement with knex's `?` placeholders on this connection (interning, RawSql). */
+  raw(sql: string, bindings: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }> {
+    let n = 0;
+    return this.client.query(sql.replace(/\?/g, () => `$${++n}`), bindings);
+  }
 
   private async run(name: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
     return this.client.query({ name, text, values });

@@ -41,13 +41,22 @@ export const EVENT_COLUMNS = `e.event_nid, e.event_id, e.room_nid, r.room_id, r.
 export const EVENT_JOINS = `JOIN rooms r ON r.room_nid = e.room_nid JOIN event_types t ON t.type_nid = e.type_nid
   LEFT JOIN state_keys sk ON sk.state_key_nid = e.state_key_nid`;
 
-/** Interned strings never change once assigned, so every worker may cache them forever. */
+/** Runs SQL with `?` placeholders: knex, or the room engine's held connection (persist-store Query). */
+export interface RawSql {
+  raw(sql: string, bindings: Bindings): PromiseLike<{ rows: Array<Record<string, unknown>> }>;
+}
+
+/**
+ * Interned strings never change once assigned, so every worker may cache them forever. A caller
+ * that holds a pooled connection passes that connection: asking the pool for a second one while
+ * holding the first deadlocks once every connection is held that way.
+ */
 class Interner {
   private byName = new Map<string, number>();
   private byNid = new Map<number, string>();
   constructor(private table: string, private nidCol: string, private col: string) {}
 
-  async nid(db: Knex, name: string): Promise<number> {
+  async nid(db: RawSql, name: string): Promise<number> {
     const hit = this.byName.get(name);
     if (hit !== undefined) return hit;
     await db.raw(`INSERT INTO ${this.table} (${this.col}) VALUES (?) ON CONFLICT DO NOTHING`, [name]);
@@ -59,7 +68,7 @@ class Interner {
   }
 
   /** The nid if the string was ever interned; undefined means no row can refer to it. */
-  async lookup(db: Knex, name: string): Promise<number | undefined> {
+  async lookup(db: RawSql, name: string): Promise<number | undefined> {
     const hit = this.byName.get(name);
     if (hit !== undefined) return hit;
     const r = await db.raw(`SELECT ${this.nidCol} AS nid FROM ${this.table} WHERE ${this.col} = ?`, [name]);
