@@ -129,7 +129,7 @@ test('after the host process is SIGKILLed, the orphan is adopted; after a crash,
     child.on('exit', (code) => reject(new Error(`child exited ${code}: ${stderr}`)));
   });
   const { connection } = JSON.parse(line) as { connection: EmbeddedPostgres['connection'] };
-  const orphanView = { connection, stop: async () => {} };
+  const orphanView = { connection, pid: () => 0, stop: async () => {} };
   await query(orphanView, 'CREATE TABLE survivors (v int)');
   await query(orphanView, 'INSERT INTO survivors VALUES (1)');
 
