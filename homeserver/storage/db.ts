@@ -81,14 +81,20 @@ export async function databaseReady(db: Db, timeoutMs: number): Promise<boolean>
   } catch { return false; } finally { clearTimeout(timer); }
 }
 
-/** Runs the migrations not yet applied, under an advisory lock so that concurrent workers wait. */
-export async function migrate(db: Db, log: Logger): Promise<void> {
+/** The names of every migration this code knows, in order (a backup records which ones it holds). */
+export const MIGRATION_NAMES: readonly string[] = MIGRATIONS.map((m) => m.name);
+
+/**
+ * Runs the migrations not yet applied, under an advisory lock so that concurrent workers wait.
+ * `only`: apply just these (restoring a backup made before later migrations existed).
+ */
+export async function migrate(db: Db, log: Logger, only?: ReadonlySet<string>): Promise<void> {
   await db.transaction(async (trx) => {
     await trx.raw('SELECT pg_advisory_xact_lock(7271001)');
     await trx.raw('CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ts BIGINT NOT NULL)');
     const done = new Set((await trx('schema_migrations').select('name')).map((r: { name: string }) => r.name));
     for (const m of MIGRATIONS) {
-      if (done.has(m.name)) continue;
+      if (done.has(m.name) || (only && !only.has(m.name))) continue;
       log.info({ migration: m.name }, 'applying migration');
       await m.up(trx);
       await trx('schema_migrations').insert({ name: m.name, applied_ts: Date.now() });
