@@ -51,13 +51,14 @@ function redact(url: string): string {
  * refuses us for good (bad password, no such database) fails at once.
  */
 async function waitForDatabase(db: Db, config: Config, describe: string): Promise<void> {
-  const end = Date.now() + Math.max(config.databaseTimeoutMs * 2, 2_000);
+  const began = Date.now();
+  const end = began + Math.max(config.databaseTimeoutMs * 2, 2_000);
   for (;;) {
     try { await db.raw('SELECT 1'); return; } catch (err) {
       const e = err as { code?: string; message?: string };
-      if (!isDatabaseUnavailable(err) || Date.now() > end) {
-        throw new StartupError(`${describe} is unreachable: ${e.code ? `${e.code} ` : ''}${(e.message ?? String(err)).split('\n')[0]}`);
-      }
+      const reason = `${e.code ? `${e.code} ` : ''}${(e.message ?? String(err)).split('\n')[0]}`;
+      if (!isDatabaseUnavailable(err)) throw new StartupError(`${describe} refused the connection: ${reason}`);
+      if (Date.now() > end) throw new StartupError(`${describe} is unreachable (waited ${Math.round((Date.now() - began) / 1000)} s): ${reason}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }

@@ -21,6 +21,17 @@ function newestSource(dir) {
 }
 
 if (!existsSync(outfile) || statSync(outfile).mtimeMs < newestSource(path.join(root, 'homeserver'))) {
+  try {
+    await bundle();
+  } catch (err) {
+    // One line, as every start-up failure (a read-only install, say: build at install time instead).
+    process.stderr.write(`super-server: cannot build ${outfile} (${String(err?.message ?? err).split('\n')[0]}): run \`node homeserver/start.mjs --build-only\` where dist/ is writable\n`);
+    await stopEsbuild();
+    process.exit(1);
+  }
+}
+
+async function bundle() {
   await build({
     entryPoints: [path.join(root, 'homeserver', 'main.ts')],
     outfile,

@@ -34,7 +34,7 @@ async function adminQuery(sql: string): Promise<void> {
 
 test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an external'} PostgreSQL`, async () => {
   const server = await startServer({ env: { KEEP_DB: '1' } });
-  const dbEnv = embedded ? { DATA_DIR: server.dataDir } : { DATABASE_URL: server.env.DATABASE_URL! };
+  const dbEnv: Record<string, string> = embedded ? { DATA_DIR: server.dataDir } : { DATABASE_URL: server.env.DATABASE_URL! };
   const restoredDb = `hs_restored_${process.pid}_${Date.now()}`;
   try {
     const alice = await registerUser(server.baseUrl, `alice${Date.now()}`, 'correct horse battery');
