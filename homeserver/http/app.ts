@@ -68,7 +68,7 @@ function accessToken(ctx: Context): string | undefined {
 }
 
 /** Turns errors into the spec's JSON; anything unexpected is M_UNKNOWN 500, logged, never leaked. */
-function errors(log: Logger): Middleware {
+function errors(_log: Logger): Middleware {
   return async (ctx, next) => {
     try {
       await next();
