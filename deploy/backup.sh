@@ -5,5 +5,6 @@
 # Usage: deploy/backup.sh [out-file]   (configuration from the environment or /etc/super-server/env)
 set -euo pipefail
 if [ -z "${DATABASE_URL:-}${DATA_DIR:-}" ] && [ -r /etc/super-server/env ]; then set -a; . /etc/super-server/env; set +a; fi
+out=$(realpath -m "${1:-super-server-$(date +%Y%m%d-%H%M%S).backup.gz}")
 cd "$(dirname "$0")/.."
-exec node --import tsx homeserver/backup/cli.ts backup "$@"
+exec node --import tsx homeserver/backup/cli.ts backup "$out"
