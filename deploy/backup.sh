@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Backs up the homeserver database (everything the server keeps is in PostgreSQL).
-# Usage: deploy/backup.sh [out-file]   (DATABASE_URL from the environment or /etc/super-server/env)
+# Backs up the homeserver's database: everything the server keeps is in PostgreSQL. Works on the
+# embedded default (DATA_DIR/pg, PostgreSQL 18, no pg_dump needed) and on DATABASE_URL, while the
+# server runs (one consistent snapshot). Same as `npm run backup`.
+# Usage: deploy/backup.sh [out-file]   (configuration from the environment or /etc/super-server/env)
 set -euo pipefail
-[ -n "${DATABASE_URL:-}" ] || { set -a; . /etc/super-server/env; set +a; }
-out=${1:-super-server-$(date +%Y%m%d-%H%M%S).dump}
-pg_dump --format=custom --no-owner --dbname="$DATABASE_URL" --file="$out"
-echo "wrote $out"
+if [ -z "${DATABASE_URL:-}${DATA_DIR:-}" ] && [ -r /etc/super-server/env ]; then set -a; . /etc/super-server/env; set +a; fi
+out=$(realpath -m "${1:-super-server-$(date +%Y%m%d-%H%M%S).backup.gz}")
+cd "$(dirname "$0")/.."
+exec node --import tsx homeserver/backup/cli.ts backup "$out"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Restores a backup made by backup.sh into an EMPTY database. Stop the workers first.
-# Usage: deploy/restore.sh <dump-file>
+# Restores a backup made by backup.sh / `npm run backup`. Same as `npm run restore -- <file>`.
+# Embedded default: stop the server first; the backup replaces DATA_DIR's database only once it
+# has been restored completely. DATABASE_URL: it must name a new, empty database (createdb).
+# Usage: deploy/restore.sh <backup-file>
 set -euo pipefail
-[ -n "${DATABASE_URL:-}" ] || { set -a; . /etc/super-server/env; set +a; }
-pg_restore --no-owner --exit-on-error --dbname="$DATABASE_URL" "$1"
-echo "restored $1"
+if [ -z "${DATABASE_URL:-}${DATA_DIR:-}" ] && [ -r /etc/super-server/env ]; then set -a; . /etc/super-server/env; set +a; fi
+file=$(realpath "$1")
+cd "$(dirname "$0")/.."
+exec node --import tsx homeserver/backup/cli.ts restore "$file"

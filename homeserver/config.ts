@@ -1,5 +1,8 @@
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { z } from 'zod';
+import { StartupError } from './startup-error.ts';
+import { ROOM_VERSIONS as KNOWN_ROOM_VERSIONS } from './protocol/room-versions.ts';
 
 /** Every option: a default, an env name, a row in the README's table. */
 export interface Config {
@@ -18,43 +21,124 @@ export interface Config {
   accessTokenLifetimeMs: number;
   defaultRoomVersion: string;
   uiDir: string;
+  /** How long a request waits for a database connection before answering 503. */
+  databaseTimeoutMs: number;
 }
 
 type Env = Record<string, string | undefined>;
 
-/** A YAML-free config file: `CONFIG_FILE` names a JSON file whose keys are the env names. */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+/** The room versions the server can create (versions 1–2 have server-assigned event ids, which it does not make). */
+const ROOM_VERSIONS = Object.values(KNOWN_ROOM_VERSIONS).filter((v) => v.eventIdFormat !== 'v1').map((v) => v.id) as [string, ...string[]];
+
+/** An unset or empty variable takes the default. */
+const unset = (v: unknown) => v === undefined || v === '';
+
+/** A whole decimal number in [min, max], with what it accepts spelled out for the error line. */
+function integer(min: number, max: number, fallback: number, accepts: string) {
+  return z.preprocess(
+    (v) => (unset(v) ? fallback : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN),
+    z.number({ error: accepts }).int({ error: accepts }).min(min, { error: accepts }).max(max, { error: accepts }),
+  );
+}
+
+function oneOf<T extends readonly [string, ...string[]]>(values: T, accepts: string) {
+  return z.preprocess((v) => (unset(v) ? undefined : v), z.enum(values, { error: accepts }).optional());
+}
+
+function url(protocols: string[], accepts: string) {
+  return z.preprocess((v) => (unset(v) ? undefined : v), z.string().refine((s) => {
+    try { return protocols.includes(new URL(s).protocol); } catch { return false; }
+  }, { error: accepts }).optional());
+}
+
+const optionalText = z.preprocess((v) => (unset(v) ? undefined : v), z.string().optional());
+
+/** The one schema every variable goes through; each message says what the variable accepts. */
+const schema = z.object({
+  SERVER_NAME: z.preprocess((v) => (unset(v) ? 'localhost' : v), z.string().regex(
+    /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/,
+    { error: 'a server name: a host name or IP literal, optionally with :port (e.g. example.org)' },
+  )),
+  PORT: integer(0, 65535, 8008, 'a port number from 0 to 65535'),
+  BIND_ADDRESS: z.preprocess((v) => (unset(v) ? '0.0.0.0' : v), z.string().regex(/^[0-9A-Za-z.:%-]+$/, { error: 'an IP address or host name, e.g. 127.0.0.1' })),
+  PUBLIC_BASEURL: url(['http:', 'https:'], 'an http:// or https:// URL'),
+  DATABASE_URL: url(['postgres:', 'postgresql:'], 'a postgres:// or postgresql:// URL'),
+  DATA_DIR: z.preprocess((v) => (unset(v) ? './data' : v), z.string()),
+  REDIS_URL: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL'),
+  REGISTRATION: oneOf(['open', 'token', 'closed'], 'open, token or closed'),
+  REGISTRATION_SHARED_SECRET: optionalText,
+  AUTO_JOIN_ROOMS: z.string().optional(),
+  LOG_LEVEL: z.preprocess((v) => (unset(v) ? 'info' : v), z.enum(LOG_LEVELS, { error: LOG_LEVELS.join(', ') })),
+  MAX_REQUEST_BYTES: integer(1024, 1024 ** 3, 1024 * 1024, 'a whole number of bytes from 1024 to 1073741824'),
+  ACCESS_TOKEN_LIFETIME_MS: integer(1000, 2 ** 31 - 1, 5 * 60 * 1000, 'a whole number of milliseconds from 1000 to 2147483647'),
+  DEFAULT_ROOM_VERSION: z.preprocess((v) => (unset(v) ? '10' : v), z.enum(ROOM_VERSIONS, { error: `a supported room version: ${ROOM_VERSIONS.join(', ')}` })),
+  UI_DIR: z.preprocess((v) => (unset(v) ? '.' : v), z.string()),
+  DATABASE_TIMEOUT_MS: integer(100, 600_000, 5_000, 'a whole number of milliseconds from 100 to 600000'),
+});
+
+/** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
 function fileValues(env: Env): Env {
   const file = env.CONFIG_FILE;
   if (!file) return {};
-  if (!existsSync(file)) throw new Error(`CONFIG_FILE ${file} does not exist`);
-  const parsed = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, String(v)]));
+  let text: string;
+  try { text = readFileSync(file, 'utf8'); } catch (e) {
+    throw new StartupError(`CONFIG_FILE ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): it must name a readable JSON file`);
+  }
+  let parsed: unknown;
+  try { parsed = JSON.parse(text); } catch (e) {
+    throw new StartupError(`CONFIG_FILE ${file} is not valid JSON (${(e as Error).message}): it must hold one object whose keys are the variable names`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new StartupError(`CONFIG_FILE ${file} must hold one JSON object whose keys are the variable names`);
+  }
+  const known = new Set(Object.keys(schema.shape));
+  const out: Env = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    if (!known.has(k)) throw new StartupError(`CONFIG_FILE ${file}: unknown key ${k}; it accepts ${[...known].join(', ')}`);
+    if (v !== null && typeof v === 'object') throw new StartupError(`CONFIG_FILE ${file}: ${k} must be a string, number or boolean`);
+    out[k] = v === null ? undefined : String(v);
+  }
+  return out;
 }
 
+/**
+ * Reads and validates the configuration. A bad value throws a StartupError whose one-line message
+ * names the variable, the value and what it accepts.
+ */
 export function loadConfig(processEnv: Env = process.env): Config {
-  // The environment wins over the file, so one file can serve several workers.
-  const env: Env = { ...fileValues(processEnv), ...processEnv };
-  const serverName = env.SERVER_NAME || 'localhost';
-  const port = Number(env.PORT || 8008);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${env.PORT}`);
-  const registration = (env.REGISTRATION || 'open') as Config['registration'];
-  if (!['open', 'token', 'closed'].includes(registration)) throw new Error(`REGISTRATION must be open, token or closed`);
-  const autoJoin = env.AUTO_JOIN_ROOMS ?? `#global:${serverName}`;
+  // The environment wins over the file, so one file can serve several setups.
+  const fromFile = fileValues(processEnv);
+  const env: Env = { ...fromFile };
+  for (const key of Object.keys(schema.shape)) if (processEnv[key] !== undefined) env[key] = processEnv[key];
+  const r = schema.safeParse(env);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const name = String(issue.path[0]);
+    const where = processEnv[name] === undefined && fromFile[name] !== undefined ? ` (from CONFIG_FILE ${processEnv.CONFIG_FILE})` : '';
+    throw new StartupError(`${name}=${JSON.stringify(env[name] ?? '')}${where} is not valid: ${name} accepts ${issue.message}`);
+  }
+  const v = r.data;
+  const serverName = v.SERVER_NAME;
+  // A public server name is a real deployment: nobody gets an account there unless the operator says so.
+  const registration: Config['registration'] = (v.REGISTRATION as Config['registration'] | undefined) ?? (serverName === 'localhost' || serverName.startsWith('localhost:') ? 'open' : 'closed');
+  const autoJoin = v.AUTO_JOIN_ROOMS ?? `#global:${serverName}`;
   return {
     serverName,
-    port,
-    bindAddress: env.BIND_ADDRESS || '0.0.0.0',
-    publicBaseUrl: (env.PUBLIC_BASEURL || `http://${serverName === 'localhost' ? `localhost:${port}` : serverName}`).replace(/\/+$/, ''),
-    databaseUrl: env.DATABASE_URL || undefined,
-    dataDir: path.resolve(env.DATA_DIR || './data'),
-    redisUrl: env.REDIS_URL || undefined,
+    port: v.PORT,
+    bindAddress: v.BIND_ADDRESS,
+    publicBaseUrl: (v.PUBLIC_BASEURL ?? `http://${serverName === 'localhost' ? `localhost:${v.PORT}` : serverName}`).replace(/\/+$/, ''),
+    databaseUrl: v.DATABASE_URL,
+    dataDir: path.resolve(v.DATA_DIR),
+    redisUrl: v.REDIS_URL,
     registration,
-    registrationSharedSecret: env.REGISTRATION_SHARED_SECRET || undefined,
+    registrationSharedSecret: v.REGISTRATION_SHARED_SECRET,
     autoJoinRooms: autoJoin.split(',').map((s) => s.trim()).filter(Boolean),
-    logLevel: env.LOG_LEVEL || 'info',
-    maxRequestBytes: Number(env.MAX_REQUEST_BYTES || 1024 * 1024),
-    accessTokenLifetimeMs: Number(env.ACCESS_TOKEN_LIFETIME_MS || 5 * 60 * 1000),
-    defaultRoomVersion: env.DEFAULT_ROOM_VERSION || '10',
-    uiDir: path.resolve(env.UI_DIR || '.'),
+    logLevel: v.LOG_LEVEL,
+    maxRequestBytes: v.MAX_REQUEST_BYTES,
+    accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS,
+    defaultRoomVersion: v.DEFAULT_ROOM_VERSION,
+    uiDir: path.resolve(v.UI_DIR),
+    databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
   };
 }

@@ -1,12 +1,14 @@
 import { createServer, type Server } from 'node:http';
-import { mkdirSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { loadConfig, type Config } from './config.ts';
-import { connect, migrate, type Db } from './storage/db.ts';
+import { connect, isDatabaseUnavailable, migrate, type Db } from './storage/db.ts';
+import { lockDataDir, prepareDataDir } from './storage/data-dir.ts';
+import { StartupError } from './startup-error.ts';
+import { healthRoutes } from './server/health.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/embedded.ts';
 import { StreamTracker } from './storage/stream.ts';
 import { LocalNotifier } from './realtime/notifier.ts';
-import { Routes, createApp } from './http/app.ts';
+import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
 import { accountRoutes } from './accounts/routes.ts';
@@ -32,25 +34,81 @@ export interface Homeserver {
   config: Config;
   db: Db;
   server: Server;
+  /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
+}
+
+/** In-flight requests get this long to be answered on shutdown (systemd's TimeoutStopSec is 20 s). */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+/** A URL with its password masked, for messages. */
+function redact(url: string): string {
+  try { const u = new URL(url); if (u.password) u.password = '***'; return u.toString(); } catch { return '(unparseable URL)'; }
+}
+
+/**
+ * Waits (bounded) until the database answers: one that is still starting gets a moment; one that
+ * refuses us for good (bad password, no such database) fails at once.
+ */
+async function waitForDatabase(db: Db, config: Config, describe: string): Promise<void> {
+  const began = Date.now();
+  const end = began + Math.max(config.databaseTimeoutMs * 2, 2_000);
+  for (;;) {
+    try { await db.raw('SELECT 1'); return; } catch (err) {
+      const e = err as { code?: string; message?: string };
+      const reason = `${e.code ? `${e.code} ` : ''}${(e.message ?? String(err)).split('\n')[0]}`;
+      if (!isDatabaseUnavailable(err)) throw new StartupError(`${describe} refused the connection: ${reason}`);
+      if (Date.now() > end) throw new StartupError(`${describe} is unreachable (waited ${Math.round((Date.now() - began) / 1000)} s): ${reason}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /** Composition root: config → storage → services → http → listen. */
 export async function startHomeserver(config: Config, log: Logger): Promise<Homeserver> {
   const started = Date.now();
+  // What has been started so far, stopped in reverse if a later step fails: nothing is left running.
+  const undo: Array<() => Promise<void> | void> = [];
+  const unwind = async () => { for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch(() => {}); };
+  try {
+    return await assemble(config, log, started, undo);
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+async function assemble(config: Config, log: Logger, started: number, undo: Array<() => Promise<void> | void>): Promise<Homeserver> {
   let embedded: EmbeddedPostgres | undefined;
   let connection: string | object;
-  if (config.databaseUrl) connection = config.databaseUrl;
-  else {
-    mkdirSync(config.dataDir, { recursive: true });
-    embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, log: (msg) => log.info({ component: 'postgres' }, msg) });
+  let describeDb: string;
+  if (config.databaseUrl) {
+    connection = config.databaseUrl;
+    describeDb = `DATABASE_URL ${redact(config.databaseUrl)}`;
+  } else {
+    prepareDataDir(config.dataDir);
+    undo.push(lockDataDir(config.dataDir));
+    try {
+      embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, log: (msg) => log.info({ component: 'postgres' }, msg) });
+    } catch (err) {
+      if (err instanceof StartupError) throw err;
+      throw new StartupError(`the embedded PostgreSQL in ${config.dataDir}/pg did not start: ${(err as Error).message}`);
+    }
+    undo.push(() => embedded!.stop());
     connection = embedded.connection;
+    describeDb = `the embedded PostgreSQL in ${config.dataDir}/pg`;
   }
   if (config.redisUrl) {
     log.warn('REDIS_URL is set, but several workers are not supported yet: presence and wake-ups stay in this process');
   }
-  const db = connect(connection as string);
-  await migrate(db, log);
+  // Migrations may run long on a big database: their own pool, without the per-query bound.
+  const migrator = connect(connection as string, { poolMax: 2, timeoutMs: config.databaseTimeoutMs, log });
+  undo.push(() => migrator.destroy());
+  await waitForDatabase(migrator, config, describeDb);
+  await migrate(migrator, log);
+  await migrator.destroy();
+  const db = connect(connection as string, { timeoutMs: config.databaseTimeoutMs, queryTimeoutMs: QUERY_TIMEOUT_MS, log });
+  undo.push(() => db.destroy());
 
   const tracker = await StreamTracker.open(db);
   const notifier = new LocalNotifier(tracker.current());
@@ -91,51 +149,102 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   syncRoutes(routes, sync, db);
   registerExtraRoutes(routes, { config, db, rooms, reader, accountData, tracker, profiles, accounts, log });
 
-  const app = createApp(routes, log);
+  healthRoutes(routes, db, config.databaseTimeoutMs);
+
+  const inFlight = new InFlight();
+  const app = createApp(routes, log, [], inFlight);
   const server = createServer(app.callback());
   // Long-polls last up to a minute; keep idle sockets a little longer than clients expect.
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const where = `${config.bindAddress}:${config.port}`;
+      if (err.code === 'EADDRINUSE') reject(new StartupError(`PORT ${config.port} is already in use on ${config.bindAddress} by another process: stop it, or set PORT to a free port`));
+      else if (err.code === 'EACCES') reject(new StartupError(`PORT ${config.port} on ${config.bindAddress} needs privileges this user lacks: use a port above 1023 (behind Caddy)`));
+      else if (err.code === 'EADDRNOTAVAIL') reject(new StartupError(`BIND_ADDRESS ${config.bindAddress} is not an address of this machine (listening on ${where})`));
+      else reject(new StartupError(`cannot listen on ${where}: ${err.message}`));
+    });
     server.listen(config.port, config.bindAddress, () => resolve());
   });
   log.info({ port: config.port, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
 
-  return {
-    config,
-    db,
-    server,
-    async stop() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      await db.destroy();
-      if (embedded) await embedded.stop();
-    },
+  let stopping: Promise<void> | undefined;
+  const drain = async () => {
+    // 1. Stop accepting; idle keep-alive sockets go now, busy ones after their answer.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    // 2. Long-polls answer now with what they have; everything else is answered normally.
+    inFlight.shutdown.abort();
+    const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref());
+    if (!(await Promise.race([inFlight.idle().then(() => true), timer]))) {
+      log.warn({ inFlight: inFlight.size }, 'requests still running after the drain timeout; closing their connections');
+    }
+    // 3. Writes queued by background work (auto-joins, listeners) are persisted before the pool closes.
+    await Promise.race([engine.drain(), timer]);
+    server.closeAllConnections();
+    await closed;
+    // 4. Pools, then PostgreSQL, then DATA_DIR.
+    for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
+  return { config, db, server, stop: () => (stopping ??= drain()) };
+}
+
+/** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */
+const QUERY_TIMEOUT_MS = 30_000;
+
+/** The short human greeting on a terminal; logs stay JSON lines on stdout. */
+function banner(config: Config): string {
+  const registering = config.registration === 'open'
+    ? 'open: point a Matrix client (e.g. Element) at the URL and create an account'
+    : config.registration === 'token' ? 'by token (m.login.registration_token); REGISTRATION=open lets anyone register'
+    : 'closed (REGISTRATION=open or token to allow it)';
+  const admin = config.registrationSharedSecret
+    ? 'POST /_synapse/admin/v1/register with REGISTRATION_SHARED_SECRET (README: "Create an admin")'
+    : 'set REGISTRATION_SHARED_SECRET, then use /_synapse/admin/v1/register (README: "Create an admin")';
+  return [
+    '',
+    `  super-server is running: ${config.publicBaseUrl}`,
+    `  server name   ${config.serverName}   (user ids look like @alice:${config.serverName})`,
+    `  register      ${registering}`,
+    `  admin         ${admin}`,
+    `  stop          Ctrl-C (drains requests and stops the database)`,
+    '',
+  ].join('\n');
+}
+
+/** A start-up failure as one line on stderr: the operator's message, or the first line of the error. */
+function startupFailure(err: unknown): string {
+  if (err instanceof StartupError) return err.message;
+  const e = err as { message?: string; code?: string };
+  return `start-up failed: ${(e?.message ?? String(err)).split('\n')[0]}${e?.code ? ` (${e.code})` : ''}`;
 }
 
 export async function main(): Promise<void> {
-  const config = loadConfig();
-  const log = pino({ level: config.logLevel });
-  const hs = await startHomeserver(config, log);
+  let hs: Homeserver | undefined;
   let stopping = false;
+  let log: Logger | undefined;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
-    await hs.stop().catch((err) => log.error({ err }, 'error during shutdown'));
-    process.exit(0);
+    log?.info({ signal }, 'shutting down');
+    // A signal during start-up: startHomeserver unwinds itself when it fails; stop what it made.
+    if (hs) await hs.stop().catch((err) => log?.error({ err }, 'error during shutdown'));
+    else if (!log) process.exit(1);
+    if (hs) process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  try {
+    const config = loadConfig();
+    log = pino({ level: config.logLevel });
+    hs = await startHomeserver(config, log);
+    if (stopping) { await hs.stop(); process.exit(0); }
+    if (process.stdout.isTTY) process.stderr.write(`${banner(config)}\n`);
+  } catch (err) {
+    process.stderr.write(`super-server: ${startupFailure(err)}\n`);
+    process.exit(1);
+  }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+if (import.meta.url === `file://${process.argv[1]}`) void main();

@@ -1,9 +1,11 @@
+import { setMaxListeners } from 'node:events';
 import Koa, { type Context, type Middleware } from 'koa';
 import Router, { type RouterContext } from '@koa/router';
 import type { Logger } from 'pino';
 import { MatrixError } from './errors.ts';
 import { cors } from './cors.ts';
 import { parseJsonObject, readRawBody, refuseNulParams } from './body.ts';
+import { isDatabaseUnavailable } from '../storage/db.ts';
 import type { AccountService } from '../accounts/service.ts';
 
 export type Handler = (ctx: RouterContext) => Promise<unknown> | unknown;
@@ -39,13 +41,15 @@ export class Routes {
   private wrap(handler: Handler, opts: RouteOptions): Middleware {
     return async (ctx) => {
       refuseNulParams((ctx as RouterContext).params, ctx.query);
-      if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
-      }
+      // Who is asking comes first: an unauthenticated client gets its 401 at once, without the
+      // server buffering (or waiting for) a body it will never use.
       if (opts.auth) {
         const token = accessToken(ctx);
         if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null);
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
+      }
+      if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
       }
       const result = await handler(ctx as RouterContext);
       if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};
@@ -65,7 +69,7 @@ function accessToken(ctx: Context): string | undefined {
 }
 
 /** Turns errors into the spec's JSON; anything unexpected is M_UNKNOWN 500, logged, never leaked. */
-function errors(log: Logger): Middleware {
+function errors(_log: Logger): Middleware {
   return async (ctx, next) => {
     try {
       await next();
@@ -76,11 +80,57 @@ function errors(log: Logger): Middleware {
         ctx.body = (err as { bare?: boolean }).bare ? { ...err.extra } : { errcode: err.errcode, error: err.message, ...err.extra };
         return;
       }
+      if (isDatabaseUnavailable(err)) {
+        // The database is down or restarting: the request failed within the bounded wait; retry.
+        ctx.status = 503;
+        ctx.set('Retry-After', '5');
+        ctx.body = { errcode: 'M_UNKNOWN', error: 'Database unavailable, try again shortly' };
+        (ctx.state.log as Logger).warn({ err: errorSummary(err), reqId: ctx.state.reqId }, 'database unavailable');
+        return;
+      }
       ctx.status = 500;
       ctx.body = { errcode: 'M_UNKNOWN', error: 'Internal server error' };
       (ctx.state.log as Logger).error({ err, reqId: ctx.state.reqId }, 'unhandled error');
     }
   };
+}
+
+/** A database outage fails many requests at once: log what failed, not a stack per request. */
+function errorSummary(err: unknown): { message: string; code?: string } {
+  const e = err as { message?: string; code?: string };
+  return { message: String(e?.message ?? err), ...(e?.code ? { code: e.code } : {}) };
+}
+
+/**
+ * The requests being answered, for a draining shutdown: `shutdown` aborts long-polls (they answer
+ * at once with what they have), `idle()` resolves when the last in-flight request is answered.
+ */
+export class InFlight {
+  private count = 0;
+  private waiters: Array<() => void> = [];
+  readonly shutdown = new AbortController();
+
+  constructor() {
+    setMaxListeners(0, this.shutdown.signal); // every long-poll listens to it
+  }
+
+  get size(): number { return this.count; }
+
+  middleware(): Middleware {
+    return async (ctx, next) => {
+      this.count++;
+      ctx.state.shutdown = this.shutdown.signal;
+      // Keep-alive connections must not carry new requests into a server that is going away.
+      if (this.shutdown.signal.aborted) ctx.set('Connection', 'close');
+      try { await next(); } finally {
+        if (--this.count === 0) for (const w of this.waiters.splice(0)) w();
+      }
+    };
+  }
+
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
 }
 
 let nextRequest = 1;
@@ -101,9 +151,10 @@ function requestLog(log: Logger): Middleware {
   };
 }
 
-export function createApp(routes: Routes, log: Logger, extra: Middleware[] = []): Koa {
+export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [], inFlight?: InFlight): Koa {
   const app = new Koa();
   app.proxy = true;
+  if (inFlight) app.use(inFlight.middleware());
   app.use(requestLog(log));
   app.use(errors(log));
   app.use(cors);

@@ -5,14 +5,26 @@ import { parseGuardedJson, refuseFractions, refuseNulParams } from './json-guard
 
 export { refuseNulParams };
 
-/** Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all. */
+/**
+ * Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all. Settles
+ * whatever the client does: a client that aborts mid-upload rejects it (nothing stays pending).
+ */
 export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
   const declared = Number(ctx.get('content-length') || 0);
   if (declared > limit) throw tooLarge(`Request body is over the limit of ${limit} bytes`);
+  const req = ctx.req;
+  const aborted = () => new MatrixError(400, 'M_UNKNOWN', 'The client aborted the request body');
+  if (req.readableEnded) return Buffer.alloc(0); // already consumed
+  if (req.destroyed) throw aborted(); // went away while we authenticated it
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const req = ctx.req;
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limit) {
@@ -20,13 +32,19 @@ export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> 
         return;
       }
       // Stop keeping it; the rest is read and dropped so the 413 can still be answered.
-      req.off('data', onData);
+      cleanup();
       req.resume();
       reject(tooLarge(`Request body is over the limit of ${limit} bytes`));
     };
+    const onEnd = () => { cleanup(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)); };
+    // An error on the request stream is the client's connection failing (ECONNRESET 'aborted').
+    const onError = () => { cleanup(); reject(aborted()); };
+    // 'close' before 'end': the connection went away mid-body.
+    const onClose = () => { cleanup(); reject(aborted()); };
     req.on('data', onData);
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.once('error', reject);
+    req.once('end', onEnd);
+    req.once('error', onError);
+    req.once('close', onClose);
   });
 }
 

@@ -102,6 +102,11 @@ export class RoomEngine {
     });
   }
 
+  /** Resolves once every queued send is persisted (or failed): a draining shutdown waits for it. */
+  async drain(): Promise<void> {
+    while (this.queues.size > 0 || this.lanesInUse > 0) await new Promise((r) => setTimeout(r, 5));
+  }
+
   /** Starts writes while lanes are free and rooms that no write holds have events queued. */
   private schedule(): void {
     while (this.lanesInUse < LANES) {

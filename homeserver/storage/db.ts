@@ -18,18 +18,87 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '003_input_limits', up: m003.up },
 ];
 
-export function connect(connection: string | Knex.PgConnectionConfig, poolMax = 20): Db {
-  return knexFactory({ client: 'pg', connection, pool: { min: 1, max: poolMax } });
+export interface ConnectOptions {
+  poolMax?: number;
+  /**
+   * How long a query waits for a connection (and a new connection for the server) before failing;
+   * a failure of that kind answers 503 (isDatabaseUnavailable), not a 60-70 s hang.
+   */
+  timeoutMs?: number;
+  /** Client-side bound on one query, so a database that stopped answering fails requests too. 0: none. */
+  queryTimeoutMs?: number;
+  /** knex's warnings and errors go to the JSON log, not to the console as plain text. */
+  log?: Logger;
 }
 
-/** Runs the migrations not yet applied, under an advisory lock so that concurrent workers wait. */
-export async function migrate(db: Db, log: Logger): Promise<void> {
+export function connect(connection: string | Knex.PgConnectionConfig, opts: ConnectOptions = {}): Db {
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  const base: Knex.PgConnectionConfig = typeof connection === 'string' ? { connectionString: connection } : { ...connection };
+  const log = opts.log;
+  return knexFactory({
+    client: 'pg',
+    connection: {
+      ...base,
+      connectionTimeoutMillis: timeoutMs,
+      ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
+    } as Knex.PgConnectionConfig,
+    pool: { min: 1, max: opts.poolMax ?? 20, createTimeoutMillis: timeoutMs, propagateCreateError: true },
+    acquireConnectionTimeout: timeoutMs,
+    ...(log ? {
+      log: {
+        warn: (m: unknown) => log.warn({ component: 'knex', detail: String(m).split('\n')[0] }, 'database warning'),
+        error: (m: unknown) => log.error({ component: 'knex', detail: String(m).split('\n')[0] }, 'database error'),
+        deprecate: (m: unknown) => log.debug({ component: 'knex', detail: String(m) }, 'knex deprecation'),
+        debug: (m: unknown) => log.debug({ component: 'knex', detail: m }, 'knex debug'),
+      },
+    } : {}),
+  });
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
+  '57P01', '57P02', '57P03', // admin_shutdown, crash_shutdown, cannot_connect_now
+  '08000', '08001', '08003', '08004', '08006', // connection exceptions
+  '53300', // too_many_connections
+]);
+const UNAVAILABLE_MESSAGES = /Connection terminated|Timeout acquiring a connection|timeout exceeded when trying to connect|Query read timeout|not queryable|connection error|Client was closed/i;
+
+/** True when an error says the database cannot be reached right now (answer 503, not 500). */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err as { code?: string; name?: string; message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e !== 'object') return false;
+    if (e.code && UNAVAILABLE_CODES.has(e.code)) return true;
+    if (e.name === 'KnexTimeoutError') return true;
+    if (e.message && UNAVAILABLE_MESSAGES.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** One round trip to the database within `timeoutMs`: the readiness check. */
+export async function databaseReady(db: Db, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      db.raw('SELECT 1').then(() => true),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); }),
+    ]);
+  } catch { return false; } finally { clearTimeout(timer); }
+}
+
+/** The names of every migration this code knows, in order (a backup records which ones it holds). */
+export const MIGRATION_NAMES: readonly string[] = MIGRATIONS.map((m) => m.name);
+
+/**
+ * Runs the migrations not yet applied, under an advisory lock so that concurrent workers wait.
+ * `only`: apply just these (restoring a backup made before later migrations existed).
+ */
+export async function migrate(db: Db, log: Logger, only?: ReadonlySet<string>): Promise<void> {
   await db.transaction(async (trx) => {
     await trx.raw('SELECT pg_advisory_xact_lock(7271001)');
     await trx.raw('CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ts BIGINT NOT NULL)');
     const done = new Set((await trx('schema_migrations').select('name')).map((r: { name: string }) => r.name));
     for (const m of MIGRATIONS) {
-      if (done.has(m.name)) continue;
+      if (done.has(m.name) || (only && !only.has(m.name))) continue;
       log.info({ migration: m.name }, 'applying migration');
       await m.up(trx);
       await trx('schema_migrations').insert({ name: m.name, applied_ts: Date.now() });

@@ -12,6 +12,8 @@ import pg from 'pg';
 
 export interface EmbeddedPostgres {
   connection: { host: string; port: number; user: string; database: string };
+  /** The postmaster's pid now (it changes when the supervisor restarts a dead one). */
+  pid(): number;
   stop(): Promise<void>;
 }
 
@@ -70,14 +72,14 @@ function assertReachable(target: string, owner: NonNullable<Owner>): void {
 const ROOT_FALLBACK_DIR = '/var/lib/super-server';
 
 /** True if a postmaster still runs as `pid` (a recycled pid after a reboot/container restart doesn't count). */
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   if (!(pid > 0)) return false;
   try { process.kill(pid, 0); } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
   try { return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres'; } catch { return true; }
 }
 
 /** postmaster.pid: line 1 pid, line 5 first socket dir, line 8 status ("starting", "ready", "stopping"). */
-function readPidFile(pgdata: string): { pid: number; socketDir: string; status: string } | undefined {
+export function readPidFile(pgdata: string): { pid: number; socketDir: string; status: string } | undefined {
   try {
     const lines = fs.readFileSync(path.join(pgdata, 'postmaster.pid'), 'utf8').split('\n');
     return { pid: Number(lines[0]), socketDir: lines[4]?.trim() ?? '', status: lines[7]?.trim() ?? '' };
@@ -112,7 +114,7 @@ function childEnv(): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', ...(process.env.TZ ? { TZ: process.env.TZ } : {}) };
 }
 
-export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg: string) => void }): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg: string) => void; onRestart?: () => void }): Promise<EmbeddedPostgres> {
   const log = opts.log ?? (() => {});
   const started = performance.now();
   const dataDir = path.resolve(opts.dataDir);
@@ -168,26 +170,57 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg:
     } else if (owner && fs.statSync(pgdata).uid !== owner.uid) {
       execFileSync('chown', ['-R', `${owner.uid}:${owner.gid}`, pgdata]); // e.g. restored from a backup by root
     }
-    // The postmaster is dead: stale lock files whose pid may be recycled would block the new one.
-    fs.rmSync(path.join(pgdata, 'postmaster.pid'), { force: true });
-    fs.rmSync(path.join(socketDir, `.s.PGSQL.${PORT}.lock`), { force: true });
-    fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 }); // 0700: with trust auth the dir is the access control
-    if (owner) fs.chownSync(socketDir, owner.uid, owner.gid);
-    // Backends of a killed postmaster hold its shared memory for a few ms after it dies; postgres
-    // refuses to start until they are gone, so retry that case briefly.
-    for (let attempt = 1; ; attempt++) {
-      const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+    ({ pid, child } = await startPostmaster(bin, pgdata, socketDir, logFile, owner));
+  }
+  try {
+    await ensureDatabase(socketDir);
+  } catch (e) {
+    await stopServer(pid, child, log).catch(() => {}); // nothing is left running after a failed start
+    throw e;
+  }
+  log(`embedded PostgreSQL: ready in ${Math.round(performance.now() - started)} ms (pid ${pid}, socket ${socketDir})`);
+
+  // Supervision: if the postmaster dies (OOM killer, a stray kill), start it again on the same
+  // socket; meanwhile the pool's connections fail and requests answer 503 (see storage/db.ts).
+  let stopping: Promise<void> | undefined;
+  let poll: NodeJS.Timeout | undefined;
+  let reviving: Promise<void> | undefined;
+  const watch = () => {
+    if (child) { child.once('exit', () => void (reviving = revive())); return; }
+    // Adopted: not our child, so no exit event; look every half second.
+    poll = setInterval(() => { if (!alive(pid)) { clearInterval(poll); void (reviving = revive()); } }, 500);
+    poll.unref();
+  };
+  const revive = async (): Promise<void> => {
+    if (stopping) return;
+    log(`embedded PostgreSQL (pid ${pid}) exited unexpectedly; restarting it`);
+    for (let attempt = 1; !stopping; attempt++) {
       try {
-        ({ pid, child } = await launch(bin, pgdata, socketDir, logFile, owner, '/'));
-        break;
+        ({ pid, child } = await startPostmaster(bin, pgdata, socketDir, logFile, owner));
+        if (stopping) { await stopServer(pid, child, log); return; }
+        log(`embedded PostgreSQL: restarted (pid ${pid})`);
+        opts.onRestart?.();
+        watch();
+        return;
       } catch (e) {
-        const out = fs.readFileSync(logFile, 'utf8').slice(logStart);
-        if (attempt < 50 && out.includes('is still in use')) { await sleep(100); continue; }
-        throw new Error(`embedded PostgreSQL failed to start: ${(e as Error).message}\n${out.split('\n').slice(-15).join('\n')}`);
+        log(`embedded PostgreSQL: restart attempt ${attempt} failed: ${(e as Error).message.split('\n')[0]}`);
+        await sleep(Math.min(5_000, 250 * attempt));
       }
     }
-  }
+  };
+  watch();
+  return {
+    connection: { host: socketDir, port: PORT, user: USER, database: DATABASE },
+    pid: () => pid,
+    stop: () => (stopping ??= (async () => {
+      if (poll) clearInterval(poll);
+      await reviving; // a restart under way ends with the server stopped again
+      await stopServer(pid, child, log);
+    })()),
+  };
+}
 
+async function ensureDatabase(socketDir: string): Promise<void> {
   const client = new pg.Client({ host: socketDir, port: PORT, user: USER, database: 'postgres' });
   await client.connect();
   try {
@@ -196,13 +229,28 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; log?: (msg:
   } catch (e) {
     if ((e as { code?: string }).code !== '42P04') throw e; // created concurrently
   } finally { await client.end(); }
-  log(`embedded PostgreSQL: ready in ${Math.round(performance.now() - started)} ms (pid ${pid}, socket ${socketDir})`);
+}
 
-  let stopping: Promise<void> | undefined;
-  return {
-    connection: { host: socketDir, port: PORT, user: USER, database: DATABASE },
-    stop: () => (stopping ??= stopServer(pid, child, log)),
-  };
+/** Starts the postmaster on an existing cluster whose previous postmaster is dead. */
+async function startPostmaster(bin: string, pgdata: string, socketDir: string, logFile: string, owner: Owner) {
+  // The postmaster is dead: stale lock files whose pid may be recycled would block the new one.
+  fs.rmSync(path.join(pgdata, 'postmaster.pid'), { force: true });
+  fs.rmSync(path.join(socketDir, `.s.PGSQL.${PORT}.lock`), { force: true });
+  fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 }); // 0700: with trust auth the dir is the access control
+  if (owner) fs.chownSync(socketDir, owner.uid, owner.gid);
+  // Backends of a killed postmaster hold its shared memory for a few ms after it dies; postgres
+  // refuses to start until they are gone, so retry that case briefly.
+  for (let attempt = 1; ; attempt++) {
+    const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+    try {
+      return await launch(bin, pgdata, socketDir, logFile, owner, '/');
+    } catch (e) {
+      const out = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').slice(logStart) : '';
+      if (attempt < 50 && out.includes('is still in use')) { await sleep(100); continue; }
+      const reason = out.split('\n').map((l) => l.trim()).filter((l) => /FATAL|PANIC|ERROR/.test(l)).pop();
+      throw new Error(`embedded PostgreSQL failed to start: ${(e as Error).message}${reason ? `: ${reason}` : ''} (log: ${logFile})`);
+    }
+  }
 }
 
 async function launch(bin: string, pgdata: string, socketDir: string, logFile: string, owner: Owner, cwd: string) {

@@ -18,9 +18,14 @@ export function syncRoutes(r: Routes, sync: SyncService, db: Db): void {
     if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, 'M_INVALID_PARAM', 'timeout must be a non-negative number');
     const fullState = ctx.query.full_state === 'true';
     const filter = await loadSyncFilter(db, me.userId, ctx.query.filter);
-    // Stop waiting when the client goes away.
+    // Stop waiting when the client goes away, or answer at once when the server shuts down.
     const abort = new AbortController();
     ctx.req.on('close', () => abort.abort());
-    return sync.sync(me, { since, timeoutMs: Math.min(timeout, MAX_TIMEOUT_MS), fullState, filter }, abort.signal);
+    const shutdown = ctx.state.shutdown as AbortSignal | undefined;
+    const onShutdown = () => abort.abort();
+    shutdown?.addEventListener('abort', onShutdown, { once: true });
+    try {
+      return await sync.sync(me, { since, timeoutMs: Math.min(timeout, MAX_TIMEOUT_MS), fullState, filter }, abort.signal);
+    } finally { shutdown?.removeEventListener('abort', onShutdown); }
   }, { auth: true });
 }

@@ -1,0 +1,127 @@
+// npm run backup / npm run restore (finding 16): a round trip on the backend under test — write
+// data, back up (while the server runs), wipe, restore, and the server serves the data again.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { repoRoot, startServer } from '../helpers/server.ts';
+import { api, registerUser } from '../helpers/client.ts';
+
+const C = '/_matrix/client/v3';
+const embedded = process.env.TEST_BACKEND === 'embedded';
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-backup-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function npmRun(script: 'backup' | 'restore', file: string, env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+  const inherited = { ...process.env };
+  for (const k of ['DATABASE_URL', 'NODE_TEST_CONTEXT']) delete inherited[k];
+  const child = spawn('npm', ['run', '-s', script, '--', file], { cwd: repoRoot, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, out, err })));
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const c = new pg.Client(process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+  await c.connect();
+  try { await c.query(sql); } finally { await c.end(); }
+}
+
+test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an external'} PostgreSQL`, async () => {
+  const server = await startServer({ env: { KEEP_DB: '1' } });
+  const dbEnv: Record<string, string> = embedded ? { DATA_DIR: server.dataDir } : { DATABASE_URL: server.env.DATABASE_URL! };
+  const restoredDb = `hs_restored_${process.pid}_${Date.now()}`;
+  try {
+    const alice = await registerUser(server.baseUrl, `alice${Date.now()}`, 'correct horse battery');
+    const roomId = (await api(server.baseUrl, 'POST', `${C}/createRoom`, { token: alice.accessToken, body: { name: 'kept' } })).body.room_id as string;
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await api(server.baseUrl, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b${i}`, {
+        token: alice.accessToken, body: { msgtype: 'm.text', body: `kept ${i} \u00e9\u{1F600}` },
+      })).status, 200);
+    }
+
+    // While the server runs: one consistent snapshot.
+    const file = path.join(tmp, 'round-trip.backup.gz');
+    const backup = await npmRun('backup', file, dbEnv);
+    assert.equal(backup.code, 0, backup.err);
+    assert.match(backup.out, /^backed up \d+ rows in \d+ tables/);
+    assert.ok(fs.statSync(file).size > 1000, 'a real file, not 0 bytes');
+
+    // A message after the backup is not in it.
+    assert.equal((await api(server.baseUrl, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/after`, {
+      token: alice.accessToken, body: { msgtype: 'm.text', body: 'after the backup' },
+    })).status, 200);
+
+    let restoreEnv: Record<string, string>;
+    if (embedded) {
+      // Embedded: restoring under a running server is refused; then wipe the cluster and restore.
+      const refused = await npmRun('restore', file, dbEnv);
+      assert.equal(refused.code, 1);
+      assert.match(refused.err.trim(), /^super-server: the homeserver \(pid \d+\) is running on DATA_DIR .*: stop it before restoring$/);
+      await server.kill();
+      await server.stop(); // KEEP_DB: the data dir stays
+      fs.rmSync(path.join(server.dataDir, 'pg'), { recursive: true, force: true });
+      restoreEnv = dbEnv;
+    } else {
+      // External: into a new, empty database; a database that is not empty is refused.
+      const refused = await npmRun('restore', file, dbEnv);
+      assert.equal(refused.code, 1);
+      assert.match(refused.err.trim(), /^super-server: DATABASE_URL names a database that is not empty/);
+      await server.stop();
+      await adminQuery(`CREATE DATABASE "${restoredDb}"`);
+      const u = new URL(server.env.DATABASE_URL!);
+      u.pathname = `/${restoredDb}`;
+      restoreEnv = { DATABASE_URL: u.toString() };
+    }
+
+    // A truncated file restores nothing.
+    const truncated = path.join(tmp, 'truncated.backup.gz');
+    fs.writeFileSync(truncated, fs.readFileSync(file).subarray(0, Math.floor(fs.statSync(file).size / 2)));
+    const bad = await npmRun('restore', truncated, restoreEnv);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.err.trim().split('\n').length, 1, bad.err);
+
+    const restore = await npmRun('restore', file, restoreEnv);
+    assert.equal(restore.code, 0, restore.err);
+    assert.match(restore.out, /^restored \d+ rows in \d+ tables/);
+
+    const again = embedded
+      ? await startServer({ embedded: true, env: { DATA_DIR: server.dataDir, PORT: String(server.port) } })
+      : await startServer({ embedded: false, env: restoreEnv });
+    try {
+      const login = await api(again.baseUrl, 'POST', `${C}/login`, {
+        body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: alice.userId }, password: 'correct horse battery' },
+      });
+      assert.equal(login.status, 200, 'the account is back');
+      const token = login.body.access_token as string;
+      assert.equal((await api(again.baseUrl, 'GET', `${C}/account/whoami`, { token: alice.accessToken })).status, 200, 'old tokens too');
+      const page = await api(again.baseUrl, 'GET', `${C}/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=20`, { token });
+      assert.equal(page.status, 200);
+      const bodies = (page.body.chunk as Array<{ type: string; content: { body?: string } }>).filter((e) => e.type === 'm.room.message').map((e) => e.content.body);
+      assert.deepEqual(bodies.reverse(), [0, 1, 2].map((i) => `kept ${i} \u00e9\u{1F600}`));
+      // Sequences were restored: new writes get new positions and ids.
+      const send = await api(again.baseUrl, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/new`, {
+        token, body: { msgtype: 'm.text', body: 'after the restore' },
+      });
+      assert.equal(send.status, 200);
+      const sync = await api(again.baseUrl, 'GET', `${C}/sync?timeout=0`, { token });
+      const timeline = sync.body.rooms.join[roomId].timeline.events.map((e: { content: { body?: string } }) => e.content.body);
+      assert.equal(timeline.at(-1), 'after the restore');
+      assert.equal((await api(again.baseUrl, 'POST', `${C}/createRoom`, { token, body: {} })).status, 200);
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    await server.stop();
+    fs.rmSync(server.dataDir, { recursive: true, force: true });
+    if (!embedded) {
+      await adminQuery(`DROP DATABASE IF EXISTS "${new URL(server.env.DATABASE_URL!).pathname.slice(1)}" WITH (FORCE)`);
+      await adminQuery(`DROP DATABASE IF EXISTS "${restoredDb}" WITH (FORCE)`);
+    }
+  }
+});
