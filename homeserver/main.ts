@@ -17,7 +17,7 @@ import { AliasStore } from './rooms/aliases.ts';
 import { RoomReader } from './rooms/reader.ts';
 import { Visibility } from './rooms/visibility.ts';
 import { roomRoutes } from './rooms/routes.ts';
-import { ensureAutoJoinRooms } from './rooms/bootstrap.ts';
+import { autoJoin, ensureAutoJoinRooms } from './rooms/bootstrap.ts';
 import { AccountDataStore } from './accountdata/store.ts';
 import { accountDataRoutes } from './accountdata/routes.ts';
 import { SyncService } from './sync/service.ts';
@@ -57,7 +57,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   const signingKey = await loadOrCreateSigningKey(db);
 
   const accountStore = new AccountStore(db);
-  const accounts = new AccountService(accountStore, config);
+  const accounts = new AccountService(accountStore, config, log);
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
@@ -75,11 +75,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   rooms.onForgotten = (userId) => sync.membershipChanged(userId);
 
   await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
-  accounts.onRegistered = async (userId) => {
-    for (const alias of config.autoJoinRooms) {
-      await rooms.join(userId, alias).catch((err) => log.warn({ err, alias, userId }, 'auto-join failed'));
-    }
-  };
+  accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.onDeactivating = (userId) => rooms.leaveAll(userId);
 
   const routes = new Routes(accounts, config.maxRequestBytes);

@@ -54,6 +54,13 @@ export class AccountStore {
     return true;
   }
 
+  /** Removes an account whose registration could not be completed, with its devices and tokens. */
+  async deleteUser(trx: Knex, userId: string): Promise<void> {
+    await this.deleteDevices(trx, userId, 'all');
+    await trx.raw('DELETE FROM profiles WHERE user_id = ?', [userId]);
+    await trx.raw('DELETE FROM users WHERE user_id = ?', [userId]);
+  }
+
   async setPasswordHash(trx: Knex, userId: string, hash: string | null): Promise<void> {
     await trx.raw('UPDATE users SET password_hash = ? WHERE user_id = ?', [hash, userId]);
   }
