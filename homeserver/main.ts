@@ -21,9 +21,12 @@ import { autoJoin, ensureAutoJoinRooms } from './rooms/bootstrap.ts';
 import { AccountDataStore } from './accountdata/store.ts';
 import { accountDataRoutes } from './accountdata/routes.ts';
 import { SyncService } from './sync/service.ts';
+import { SyncStore } from './sync/store.ts';
 import { syncRoutes } from './sync/routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
+import { ProfileService } from './profiles/service.ts';
+import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
 import { registerExtraRoutes } from './extra-routes.ts';
@@ -66,7 +69,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   const visibility = new Visibility(roomStore);
   const reader = new RoomReader(roomStore, visibility);
   const accountData = new AccountDataStore(db, tracker, notifier);
-  const sync = new SyncService(roomStore, reader, visibility, accountData, tracker, notifier);
+  const sync = new SyncService(roomStore, new SyncStore(db), visibility, accountData, tracker, notifier);
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -81,7 +84,9 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
   const routes = new Routes(accounts, config.maxRequestBytes);
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config);
-  profileRoutes(routes, profiles, rooms);
+  const propagator = new ProfilePropagator(profiles, rooms, log.child({ component: 'profiles' }));
+  await propagator.start();
+  profileRoutes(routes, new ProfileService(profiles, propagator));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData, db);
   syncRoutes(routes, sync, db);
@@ -107,6 +112,7 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      await propagator.stop();
       await db.destroy();
       if (embedded) await embedded.stop();
     },

@@ -29,6 +29,9 @@ export interface DeviceRow {
   last_seen_ip: string | null;
 }
 
+/** Matches the expression index users_lower_localpart (lower(localpart)): a probe, not a scan. */
+export const LOGIN_LOOKUP_SQL = 'SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1';
+
 export class AccountStore {
   constructor(readonly db: Db) {}
 
@@ -39,7 +42,7 @@ export class AccountStore {
 
   /** Case-insensitive, as Synapse does for logins. */
   async userByLocalpartInsensitive(localpart: string): Promise<UserRow | undefined> {
-    const r = await this.db.raw('SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1', [localpart, localpart]);
+    const r = await this.db.raw(LOGIN_LOOKUP_SQL, [localpart, localpart]);
     return r.rows[0];
   }
 

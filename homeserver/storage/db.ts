@@ -2,6 +2,7 @@ import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import * as m001 from './migrations/001_initial.ts';
+import * as m005 from './migrations/005_request_paths.ts';
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -12,6 +13,7 @@ pg.types.setTypeParser(20, (v: string) => Number(v));
 
 const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '001_initial', up: m001.up },
+  { name: '005_request_paths', up: m005.up },
 ];
 
 export function connect(connection: string | Knex.PgConnectionConfig, poolMax = 20): Db {
