@@ -77,6 +77,63 @@ export class AccountDataStore {
     return result;
   }
 
+  /**
+   * A room upgrade, for all these members at once (a set-based write at one stream position, not
+   * a read and a write per member): their tags of the old room are merged into the new room's,
+   * and every m.direct list that names the old room names the new one too.
+   */
+  async copyToUpgradedRoom(userIds: string[], oldRoomId: string, newRoomId: string): Promise<void> {
+    if (!userIds.length) return;
+    const positions: number[] = [];
+    const touched = new Set<string>();
+    try {
+      await this.db.transaction(async (trx) => {
+        const pos = await this.tracker.allocate(trx);
+        positions.push(pos);
+        const tags = await trx.raw(
+          `INSERT INTO account_data (user_id, room_id, type, content, stream_pos)
+           SELECT a.user_id, ?, 'm.tag', jsonb_build_object('tags', jsonb_or_null(a.content) -> 'tags')::text, ?
+           FROM account_data a
+           WHERE a.user_id = ANY(?) AND a.room_id = ? AND a.type = 'm.tag'
+             AND jsonb_typeof(jsonb_or_null(a.content) -> 'tags') = 'object' AND jsonb_or_null(a.content) -> 'tags' <> '{}'::jsonb
+           ON CONFLICT (user_id, room_id, type) DO UPDATE SET
+             content = jsonb_build_object('tags',
+               (CASE WHEN jsonb_typeof(jsonb_or_null(account_data.content) -> 'tags') = 'object' THEN jsonb_or_null(account_data.content) -> 'tags' ELSE '{}'::jsonb END)
+               || (jsonb_or_null(EXCLUDED.content) -> 'tags'))::text,
+             stream_pos = EXCLUDED.stream_pos
+           RETURNING user_id`,
+          [newRoomId, pos, userIds, oldRoomId],
+        );
+        const lists = (j: string) => `jsonb_each(CASE WHEN jsonb_typeof(jsonb_or_null(${j})) = 'object' THEN jsonb_or_null(${j}) ELSE '{}'::jsonb END)`;
+        const names = "jsonb_typeof(v) = 'array' AND v @> to_jsonb(?::text) AND NOT v @> to_jsonb(?::text)";
+        const direct = await trx.raw(
+          `UPDATE account_data a SET
+             content = (SELECT jsonb_object_agg(k, CASE WHEN ${names} THEN v || to_jsonb(?::text) ELSE v END) FROM ${lists('a.content')} AS x(k, v))::text,
+             stream_pos = ?
+           WHERE a.user_id = ANY(?) AND a.room_id = '' AND a.type = 'm.direct'
+             AND EXISTS (SELECT 1 FROM ${lists('a.content')} AS x(k, v) WHERE ${names})
+           RETURNING user_id`,
+          [oldRoomId, newRoomId, newRoomId, pos, userIds, oldRoomId, newRoomId],
+        );
+        for (const r of [...tags.rows, ...direct.rows] as Array<{ user_id: string }>) touched.add(r.user_id);
+      });
+    } finally {
+      this.tracker.done(positions);
+    }
+    const pos = positions[0]!;
+    if (touched.size) this.tracker.whenVisible(pos, () => this.notifier.notify([...touched], pos));
+  }
+
+  /** Which of these users have an entry of this type (global) whose JSON mentions `text`. */
+  async usersMentioning(userIds: string[], type: string, text: string): Promise<string[]> {
+    if (!userIds.length) return [];
+    const r = await this.db.raw(
+      "SELECT user_id FROM account_data WHERE user_id = ANY(?) AND room_id = '' AND type = ? AND strpos(content, ?) > 0",
+      [userIds, type, text],
+    );
+    return r.rows.map((x: { user_id: string }) => x.user_id);
+  }
+
   /** What changed in (since, to]; everything when since is undefined. */
   async changed(userId: string, since: number | undefined, to: number): Promise<AccountDataRow[]> {
     const r = await this.db.raw(

@@ -202,7 +202,7 @@ export class SyncService {
       const plan = plans[i]!;
       out[i] = await this.roomSection(me, plan, timelines.get(Number(plan.m.room_nid)) ?? [], since, limit, lazy, stateFilter);
     });
-    const needSummary = plans.filter((p, i) => out[i]?.needsSummary).map((p) => Number(p.m.room_nid));
+    const needSummary = plans.filter((_, i) => out[i]?.needsSummary).map((p) => Number(p.m.room_nid));
     const summaries = await this.store.summaries(needSummary, me.userId);
     plans.forEach((plan, i) => {
       const section = out[i];
