@@ -43,38 +43,54 @@ export interface DirectoryPageQuery {
   roomTypes?: Array<string | null>;
 }
 
-/** Rooms a directory lists: published, someone joined, and anyone may join, knock or read. */
-const LISTED = `
-  WITH listed AS (
-    SELECT r.room_nid, r.room_id, jm.n AS joined_members, st.room_type, st.name, st.topic, st.alias
-    FROM rooms r
-    CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM room_memberships m WHERE m.room_nid = r.room_nid AND m.membership = 'join') jm
-    CROSS JOIN LATERAL (
-      SELECT
-        max(CASE WHEN jsonb_typeof(c.content -> 'join_rule') = 'string' THEN c.content ->> 'join_rule' END) FILTER (WHERE t.type = 'm.room.join_rules') AS join_rule,
-        max(CASE WHEN jsonb_typeof(c.content -> 'history_visibility') = 'string' THEN c.content ->> 'history_visibility' END) FILTER (WHERE t.type = 'm.room.history_visibility') AS history_visibility,
-        max(CASE WHEN jsonb_typeof(c.content -> 'type') = 'string' AND c.content ->> 'type' <> '' THEN c.content ->> 'type' END) FILTER (WHERE t.type = 'm.room.create') AS room_type,
-        max(CASE WHEN jsonb_typeof(c.content -> 'name') = 'string' THEN c.content ->> 'name' END) FILTER (WHERE t.type = 'm.room.name' AND e.redacted_by IS NULL) AS name,
-        max(COALESCE(
-          (SELECT b ->> 'body' FROM jsonb_array_elements(CASE WHEN jsonb_typeof(c.content -> 'm.topic' -> 'm.text') = 'array' THEN c.content -> 'm.topic' -> 'm.text' ELSE '[]' END)
-             WITH ORDINALITY AS x(b, i)
-           WHERE jsonb_typeof(b) = 'object' AND jsonb_typeof(b -> 'body') = 'string' AND (b -> 'mimetype' IS NULL OR b ->> 'mimetype' = 'text/plain')
-           ORDER BY i LIMIT 1),
-          CASE WHEN jsonb_typeof(c.content -> 'topic') = 'string' THEN c.content ->> 'topic' END)) FILTER (WHERE t.type = 'm.room.topic' AND e.redacted_by IS NULL) AS topic,
-        max(CASE WHEN jsonb_typeof(c.content -> 'alias') = 'string' THEN c.content ->> 'alias' END) FILTER (WHERE t.type = 'm.room.canonical_alias' AND e.redacted_by IS NULL) AS alias
+/** The `content` of each current state event (state key '') of these types of room `r`, aggregated by `cols`. */
+function stateOf(types: string[], cols: string): string {
+  return `CROSS JOIN LATERAL (
+      SELECT ${cols}
       FROM current_state cs
       JOIN event_types t ON t.type_nid = cs.type_nid
       JOIN state_keys sk ON sk.state_key_nid = cs.state_key_nid AND sk.state_key = ''
       JOIN events e ON e.event_nid = cs.event_nid
       -- Content that jsonb cannot hold (a NUL, a lone surrogate) reads as absent instead of failing the listing.
       CROSS JOIN LATERAL (SELECT jsonb_or_null(e.json) -> 'content' AS content) c
-      WHERE cs.room_nid = r.room_nid
-        AND t.type IN ('m.room.join_rules', 'm.room.history_visibility', 'm.room.create', 'm.room.name', 'm.room.topic', 'm.room.canonical_alias')
-    ) st
+      WHERE cs.room_nid = r.room_nid AND t.type IN (${types.map((t) => `'${t}'`).join(', ')})
+    )`;
+}
+
+const string = (key: string, type: string, unredacted = false) =>
+  `max(CASE WHEN jsonb_typeof(c.content -> '${key}') = 'string' THEN c.content ->> '${key}' END) FILTER (WHERE t.type = '${type}'${unredacted ? ' AND e.redacted_by IS NULL' : ''})`;
+
+/** What decides whether a room is listed: its join rule, history visibility and type (all kept by redaction). */
+const LISTING_STATE = stateOf(['m.room.join_rules', 'm.room.history_visibility', 'm.room.create'], `
+  ${string('join_rule', 'm.room.join_rules')} AS join_rule,
+  ${string('history_visibility', 'm.room.history_visibility')} AS history_visibility,
+  max(CASE WHEN jsonb_typeof(c.content -> 'type') = 'string' AND c.content ->> 'type' <> '' THEN c.content ->> 'type' END) FILTER (WHERE t.type = 'm.room.create') AS room_type`);
+
+/** What a search term matches: name, plain-text topic, canonical alias (read only when there is a term). */
+const SEARCHED_STATE = stateOf(['m.room.name', 'm.room.topic', 'm.room.canonical_alias'], `
+  ${string('name', 'm.room.name', true)} AS name,
+  max(COALESCE(
+    (SELECT b ->> 'body' FROM jsonb_array_elements(CASE WHEN jsonb_typeof(c.content -> 'm.topic' -> 'm.text') = 'array' THEN c.content -> 'm.topic' -> 'm.text' ELSE '[]' END)
+       WITH ORDINALITY AS x(b, i)
+     WHERE jsonb_typeof(b) = 'object' AND jsonb_typeof(b -> 'body') = 'string' AND (b -> 'mimetype' IS NULL OR b ->> 'mimetype' = 'text/plain')
+     ORDER BY i LIMIT 1),
+    CASE WHEN jsonb_typeof(c.content -> 'topic') = 'string' THEN c.content ->> 'topic' END)) FILTER (WHERE t.type = 'm.room.topic' AND e.redacted_by IS NULL) AS topic,
+  ${string('alias', 'm.room.canonical_alias', true)} AS alias`);
+
+/** Rooms a directory lists: published, someone joined, and anyone may join, knock or read. */
+function listed(withSearch: boolean): string {
+  return `
+  WITH listed AS (
+    SELECT r.room_nid, r.room_id, jm.n AS joined_members${withSearch ? ', se.name, se.topic, se.alias' : ''}
+    FROM rooms r
+    CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM room_memberships m WHERE m.room_nid = r.room_nid AND m.membership = 'join') jm
+    ${LISTING_STATE} st
+    ${withSearch ? `${SEARCHED_STATE} se` : ''}
     WHERE r.published AND jm.n > 0
       AND (st.join_rule IN ('public', 'knock', 'knock_restricted') OR st.history_visibility = 'world_readable')
       AND (?::boolean OR (st.room_type IS NULL AND ?::boolean) OR st.room_type = ANY(?::text[]))
   )`;
+}
 
 /** What the published room directory and room summaries read: current state and member counts. */
 export class DirectoryStore {
@@ -104,7 +120,7 @@ export class DirectoryStore {
     const dir = q.before ? 'ASC' : 'DESC';
     const limit = q.limit === undefined ? 'ALL' : String(Math.max(0, Math.floor(q.limit)));
     const r = await this.db.raw(
-      `${LISTED}
+      `${listed(!!q.term)}
        SELECT t.total, p.room_id, p.joined_members
        FROM (SELECT count(*)::int AS total FROM listed) t
        LEFT JOIN LATERAL (
