@@ -57,7 +57,7 @@ export class SyncStore {
   /**
    * The rooms (of these current member events) whose member was already joined at `since`: walks
    * each member event's chain of replaced events back to the one current at `since`. A profile
-   * change moves a membership's position but is no new join.
+   * change moves a membership's position but is no new join; leaving and joining again is.
    */
   async joinedAt(memberEventNids: number[], since: number): Promise<Set<number>> {
     if (!memberEventNids.length) return new Set();
@@ -68,8 +68,10 @@ export class SyncStore {
          SELECT p.room_nid, p.replaces_nid, p.stream_pos, p.membership
          FROM chain c JOIN events p ON p.event_nid = c.replaces_nid WHERE c.stream_pos > ?
        )
-       SELECT room_nid FROM chain WHERE stream_pos <= ? AND membership = 'join'`,
-      [memberEventNids, since, since],
+       SELECT room_nid FROM chain GROUP BY room_nid
+       -- Joined then, and never out of the room since (a leave and a rejoin is a new join).
+       HAVING bool_or(stream_pos <= ? AND membership = 'join') AND NOT bool_or(stream_pos > ? AND membership <> 'join')`,
+      [memberEventNids, since, since, since],
     );
     return new Set(r.rows.map((x: { room_nid: number }) => Number(x.room_nid)));
   }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, type Credentials } from '../helpers/client.ts';
+import { serverDatabase } from '../helpers/database.ts';
 
 const C = '/_matrix/client/v3';
 /** A stalled server answers nothing for a minute; a request that takes this long has failed. */
@@ -79,5 +80,36 @@ describe('connection pool: concurrent registrations and push-rule edits', () => 
     // The server still answers others at once.
     const versions = await fetch(`${server.baseUrl}/_matrix/client/versions`, { signal: AbortSignal.timeout(2_000) });
     assert.equal(versions.status, 200);
+  });
+});
+
+describe('registration whose follow-up keeps failing', () => {
+  let server: TestServer;
+
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server?.stop());
+
+  test('fails cleanly with 503 and leaves no account behind', async () => {
+    const call = (method: string, path: string, opts: Parameters<typeof api>[3] = {}) => api(server.baseUrl, method, path, opts);
+    const global = (await call('GET', `${C}/directory/room/${encodeURIComponent(`#global:${server.serverName}`)}`)).body.room_id as string;
+    // Break the auto-join room in a way only the server can trip over (its version is unknown):
+    // joining it fails with a server error, however often it is tried.
+    const db = await serverDatabase(server);
+    try {
+      await db.query("UPDATE rooms SET room_version = 'broken' WHERE room_id = $1", [global]);
+    } finally {
+      await db.end();
+    }
+    const request = { username: 'unlucky', password: 'correct horse battery' };
+    const first = await call('POST', `${C}/register`, { body: request });
+    const res = await call('POST', `${C}/register`, { body: { ...request, auth: { type: 'm.login.dummy', session: first.body.session } } });
+    assert.equal(res.status, 503, JSON.stringify(res.body));
+    assert.equal(res.body.errcode, 'M_UNKNOWN');
+    // Nothing is left: the name is free again and nobody can log in with it.
+    assert.deepEqual((await call('GET', `${C}/register/available?username=unlucky`)).body, { available: true });
+    const login = await call('POST', `${C}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'unlucky' }, password: request.password } });
+    assert.equal(login.status, 403);
   });
 });
