@@ -137,6 +137,7 @@ export class RoomEngine {
       }
     }
     if (!rooms.length) return;
+    for (const r of rooms) await this.internAhead(r.batch.map((p) => p.draft), r.version);
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
@@ -172,6 +173,7 @@ export class RoomEngine {
     const positions: number[] = [];
     let results: Array<PersistedEvent | Error> = [];
     let roomNid = 0;
+    await this.internAhead(drafts, version);
     try {
       await this.persist.transaction(async (q) => {
         roomNid = await q.insertRoom(roomId, version.id, creator);
@@ -188,6 +190,28 @@ export class RoomEngine {
     const done = results as PersistedEvent[];
     this.afterCommit(roomId, done);
     return done;
+  }
+
+  /**
+   * Interns every type and state key that building these drafts looks up, before the write takes
+   * its pooled connection: interning runs on a connection of its own, and a write holding one
+   * connection while it waits for a second can exhaust the pool under load (issue 5, finding 7).
+   * Once interned, the lookups during the build are answered from memory.
+   */
+  private async internAhead(drafts: EventDraft[], version: RoomVersion): Promise<void> {
+    for (const d of drafts) {
+      try {
+        const pairs = authEventSelection({ type: d.type, sender: d.sender, state_key: d.stateKey, content: d.content }, version);
+        await this.store.types.nid(this.store.db, d.type);
+        if (d.stateKey !== undefined) await this.store.stateKeys.nid(this.store.db, d.stateKey);
+        for (const [type, key] of pairs) {
+          await this.store.types.nid(this.store.db, type);
+          await this.store.stateKeys.nid(this.store.db, key);
+        }
+      } catch {
+        // A draft whose strings cannot be stored fails in its build, alone; the others go on.
+      }
+    }
   }
 
   private afterCommit(roomId: string, events: PersistedEvent[]): void {

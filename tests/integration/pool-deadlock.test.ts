@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, type Credentials } from '../helpers/client.ts';
+import { api, registerUser, type Credentials } from '../helpers/client.ts';
 import { serverDatabase } from '../helpers/database.ts';
 
 const C = '/_matrix/client/v3';
@@ -80,6 +80,33 @@ describe('connection pool: concurrent registrations and push-rule edits', () => 
     // The server still answers others at once.
     const versions = await fetch(`${server.baseUrl}/_matrix/client/versions`, { signal: AbortSignal.timeout(2_000) });
     assert.equal(versions.status, 200);
+  });
+});
+
+describe('connection pool: concurrent room creation with strings never seen before', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ env: { AUTO_JOIN_ROOMS: '' } });
+  });
+  after(() => server?.stop());
+
+  test('40 concurrent createRoom calls, each inviting users never seen before, finish in seconds', async () => {
+    const alice = await registerUser(server.baseUrl);
+    const started = Date.now();
+    // Each new invitee is a new state key, interned while the room's first write is being built.
+    await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+      const invite = Array.from({ length: 3 }, (_, k) => `@fresh${i}_${k}_${randomBytes(3).toString('hex')}:${server.serverName}`);
+      const res = await fetch(`${server.baseUrl}${C}/createRoom`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${alice.accessToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ invite, initial_state: [{ type: `org.example.fresh${i}`, state_key: `key${i}`, content: {} }] }),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+      assert.equal(res.status, 200, await res.text());
+    }));
+    const elapsed = Date.now() - started;
+    console.log(`# 40 concurrent createRoom with new invitees: ${elapsed} ms`);
+    assert.ok(elapsed < 15_000, `room creation took ${elapsed} ms`);
   });
 });
 
