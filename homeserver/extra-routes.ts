@@ -8,7 +8,6 @@ import type { AccountDataStore } from './accountdata/store.ts';
 import type { StreamTracker } from './storage/stream.ts';
 import type { ProfileStore } from './profiles/store.ts';
 import type { AccountService } from './accounts/service.ts';
-import { PushRuleLock } from './push/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { pushRoutes } from './push/routes.ts';
 import { SearchStore } from './search/store.ts';
@@ -46,13 +45,11 @@ export function registerExtraRoutes(r: Routes, deps: Deps): void {
   const log = deps.log.child({ component: 'extra' });
   const current = () => tracker.current();
 
-  const push = new PushRulesService(accountData, new PushRuleLock(db));
+  const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
-  const registered = accounts.onRegistered;
-  accounts.onRegistered = async (userId) => {
-    await registered(userId);
-    await push.rules(userId).catch((err) => log.warn({ err, userId }, 'could not write default push rules'));
-  };
+  accounts.onRegistered('default push rules', async (userId) => {
+    await push.writeDefaults(userId);
+  });
   pushRoutes(r, push);
 
   searchRoutes(r, new SearchService(new SearchStore(db), rooms.store, reader, current));

@@ -19,13 +19,16 @@ import { AliasStore } from './rooms/aliases.ts';
 import { RoomReader } from './rooms/reader.ts';
 import { Visibility } from './rooms/visibility.ts';
 import { roomRoutes } from './rooms/routes.ts';
-import { ensureAutoJoinRooms } from './rooms/bootstrap.ts';
+import { autoJoin, ensureAutoJoinRooms } from './rooms/bootstrap.ts';
 import { AccountDataStore } from './accountdata/store.ts';
 import { accountDataRoutes } from './accountdata/routes.ts';
 import { SyncService } from './sync/service.ts';
+import { SyncStore } from './sync/store.ts';
 import { syncRoutes } from './sync/routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
+import { ProfileService } from './profiles/service.ts';
+import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
 import { registerExtraRoutes } from './extra-routes.ts';
@@ -115,7 +118,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const signingKey = await loadOrCreateSigningKey(db);
 
   const accountStore = new AccountStore(db);
-  const accounts = new AccountService(accountStore, config);
+  const accounts = new AccountService(accountStore, config, log);
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
@@ -124,7 +127,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const visibility = new Visibility(roomStore);
   const reader = new RoomReader(roomStore, visibility);
   const accountData = new AccountDataStore(db, tracker, notifier);
-  const sync = new SyncService(roomStore, reader, visibility, accountData, tracker, notifier);
+  const sync = new SyncService(roomStore, new SyncStore(db), visibility, accountData, tracker, notifier);
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -133,17 +136,16 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   rooms.onForgotten = (userId) => sync.membershipChanged(userId);
 
   await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
-  accounts.onRegistered = async (userId) => {
-    for (const alias of config.autoJoinRooms) {
-      await rooms.join(userId, alias).catch((err) => log.warn({ err, alias, userId }, 'auto-join failed'));
-    }
-  };
+  accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.onDeactivating = (userId) => rooms.leaveAll(userId);
 
   const routes = new Routes(accounts, config.maxRequestBytes);
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config);
-  profileRoutes(routes, profiles, rooms);
+  const propagator = new ProfilePropagator(profiles, rooms, log.child({ component: 'profiles' }));
+  await propagator.start();
+  undo.push(() => propagator.stop());
+  profileRoutes(routes, new ProfileService(profiles, propagator));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData, db);
   syncRoutes(routes, sync, db);

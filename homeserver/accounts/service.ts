@@ -1,5 +1,6 @@
 import { hash as argonHash, verify as argonVerify } from '@node-rs/argon2';
 import type { Knex } from 'knex';
+import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { MatrixError, forbidden } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
@@ -20,17 +21,30 @@ export interface Session {
 const ARGON = { algorithm: 2 /* Argon2id */, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 const MAX_PASSWORD = 512;
 
+/** Tries of each registration step before the registration is undone. */
+const REGISTRATION_STEP_ATTEMPTS = 3;
+
 /** Caches token lookups briefly: a request costs no query; logout drops the entry at once. */
 const TOKEN_CACHE_MS = 10_000;
 
 export class AccountService {
   private tokenCache = new Map<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>();
   private lastTouched = new Map<string, number>();
-  /** Called after a user is created (auto-join), and before one is deactivated (leave rooms). */
-  onRegistered: (userId: string) => Promise<void> = async () => {};
+  /** What every new account needs before registration answers (default push rules, auto-join rooms). */
+  private registrationSteps: Array<{ name: string; run: (userId: string) => Promise<void> }> = [];
+  /** Called before an account is deactivated (leave rooms). */
   onDeactivating: (userId: string) => Promise<void> = async () => {};
 
-  constructor(readonly store: AccountStore, private config: Config) {}
+  constructor(readonly store: AccountStore, private config: Config, private log?: Logger) {}
+
+  /**
+   * Subscribes a step that every new account needs. Registration answers only once every step has
+   * run; a step that keeps failing undoes the registration (see `register`). A step decides itself
+   * which of its failures are the user's lot rather than the server's (and swallows those).
+   */
+  onRegistered(name: string, run: (userId: string) => Promise<void>): void {
+    this.registrationSteps.push({ name, run });
+  }
 
   userId(localpart: string): string {
     return `@${localpart}:${this.config.serverName}`;
@@ -96,8 +110,36 @@ export class AccountService {
       if (!created) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
       if (!opts.inhibitLogin) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
     });
-    await this.onRegistered(userId);
+    await this.completeRegistration(userId);
     return session ?? { user_id: userId, home_server: this.config.serverName };
+  }
+
+  /**
+   * Runs the registration steps, each retried a few times: a server that is briefly short of
+   * connections must not leave accounts without push rules or their auto-join rooms. If a step
+   * still fails, the account is removed again and registration fails with 503: the client never
+   * saw it, and may simply try again.
+   */
+  private async completeRegistration(userId: string): Promise<void> {
+    const failures = (
+      await Promise.all(this.registrationSteps.map(async (step) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await step.run(userId);
+            return undefined;
+          } catch (err) {
+            if (attempt >= REGISTRATION_STEP_ATTEMPTS) return { step: step.name, err };
+            await new Promise((r) => setTimeout(r, 50 * attempt));
+          }
+        }
+      }))
+    ).filter((f) => f !== undefined);
+    if (!failures.length) return;
+    this.log?.error({ userId, failures: failures.map((f) => ({ step: f.step, err: String(f.err) })) }, 'registration could not be completed: undoing it');
+    await this.onDeactivating(userId).catch(() => {});
+    await this.store.db.transaction((trx) => this.store.deleteUser(trx, userId));
+    this.forgetCachedTokens(userId);
+    throw new MatrixError(503, 'M_UNKNOWN', 'Registration could not be completed; please try again');
   }
 
   /** A device (new or reused) with fresh tokens. */

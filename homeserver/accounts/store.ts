@@ -29,6 +29,9 @@ export interface DeviceRow {
   last_seen_ip: string | null;
 }
 
+/** Matches the expression index users_lower_localpart (lower(localpart)): a probe, not a scan. */
+export const LOGIN_LOOKUP_SQL = 'SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1';
+
 export class AccountStore {
   constructor(readonly db: Db) {}
 
@@ -39,7 +42,7 @@ export class AccountStore {
 
   /** Case-insensitive, as Synapse does for logins. */
   async userByLocalpartInsensitive(localpart: string): Promise<UserRow | undefined> {
-    const r = await this.db.raw('SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1', [localpart, localpart]);
+    const r = await this.db.raw(LOGIN_LOOKUP_SQL, [localpart, localpart]);
     return r.rows[0];
   }
 
@@ -52,6 +55,13 @@ export class AccountStore {
     if (!r.rows.length) return false;
     await trx.raw('INSERT INTO profiles (user_id, displayname) VALUES (?, ?)', [u.userId, u.displayname]);
     return true;
+  }
+
+  /** Removes an account whose registration could not be completed, with its devices and tokens. */
+  async deleteUser(trx: Knex, userId: string): Promise<void> {
+    await this.deleteDevices(trx, userId, 'all');
+    await trx.raw('DELETE FROM profiles WHERE user_id = ?', [userId]);
+    await trx.raw('DELETE FROM users WHERE user_id = ?', [userId]);
   }
 
   async setPasswordHash(trx: Knex, userId: string, hash: string | null): Promise<void> {

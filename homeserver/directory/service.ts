@@ -1,7 +1,7 @@
 import { MatrixError, notFound } from '../http/errors.ts';
 import { isValidServerName } from '../protocol/identifiers.ts';
 import type { RoomService } from '../rooms/service.ts';
-import type { DirectoryStore, RoomStats } from './store.ts';
+import type { DirectoryBound, DirectoryStore, RoomStats } from './store.ts';
 
 export interface PublicRoomsQuery {
   limit?: number;
@@ -13,9 +13,7 @@ export interface PublicRoomsQuery {
 }
 
 /** Where a page of the directory starts: just after (forward) or before (backward) this room. */
-interface Bound {
-  members: number;
-  roomId: string;
+interface Bound extends DirectoryBound {
   forward: boolean;
 }
 
@@ -34,6 +32,9 @@ export function decodeSince(raw: string): Bound {
   }
   throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid since token');
 }
+
+/** A page is never larger than this, whatever the client asks. */
+const MAX_LIMIT = 10_000;
 
 /** Rooms whose details anyone may see in the directory, as Synapse lists them. */
 const LISTABLE_JOIN_RULES = new Set(['public', 'knock', 'knock_restricted']);
@@ -93,49 +94,32 @@ export class DirectoryService {
       bridgedOnly = true;
     }
     const since = q.since !== undefined ? decodeSince(q.since) : undefined;
-    const limit = q.limit ? q.limit : undefined; // 0 means no limit, as in Synapse
-
-    const types = q.filter?.room_types?.length ? new Set(q.filter.room_types) : undefined;
-    const listed = bridgedOnly ? [] : (await this.store.stats({ published: true }))
-      .filter((s) => {
-        const joinRule = s.state.get('m.room.join_rules')?.join_rule;
-        const worldReadable = s.state.get('m.room.history_visibility')?.history_visibility === 'world_readable';
-        return s.joined_members > 0 && ((typeof joinRule === 'string' && LISTABLE_JOIN_RULES.has(joinRule)) || worldReadable);
-      })
-      .map(roomEntry)
-      .filter((e) => !types || types.has((e.room_type as string | undefined) ?? null));
-    const total = listed.length;
+    const limit = q.limit ? Math.min(q.limit, MAX_LIMIT) : undefined; // 0 means no limit, as in Synapse
 
     const term = q.filter?.generic_search_term?.toLowerCase();
-    const matching = term
-      ? listed.filter((e) => [e.name, e.topic, e.canonical_alias].some((v) => typeof v === 'string' && v.toLowerCase().includes(term)))
-      : listed;
-    // Largest first; the room ID breaks ties.
-    const order = (a: Record<string, unknown>, b: Record<string, unknown>) =>
-      (b.num_joined_members as number) - (a.num_joined_members as number) || ((b.room_id as string) < (a.room_id as string) ? -1 : (b.room_id as string) > (a.room_id as string) ? 1 : 0);
-    matching.sort(order);
-
-    const key = (e: Record<string, unknown>) => ({ members: e.num_joined_members as number, roomId: e.room_id as string });
-    const at = (b: Bound) => ({ num_joined_members: b.members, room_id: b.roomId });
-    const after = (e: Record<string, unknown>, b: Bound) => order(at(b), e) < 0;
-    const before = (e: Record<string, unknown>, b: Bound) => order(e, at(b)) < 0;
+    if (term?.includes('\0')) throw new MatrixError(400, 'M_INVALID_PARAM', 'generic_search_term may not contain NUL');
     const forward = since?.forward ?? true;
-    let chunk: Array<Record<string, unknown>>;
-    let moreToCome: boolean;
-    if (forward) {
-      const rest = since ? matching.filter((e) => after(e, since)) : matching;
-      chunk = limit === undefined ? rest : rest.slice(0, limit);
-      moreToCome = limit !== undefined && rest.length > limit;
-    } else {
-      const rest = matching.filter((e) => before(e, since!));
-      chunk = limit === undefined ? rest : rest.slice(Math.max(0, rest.length - limit));
-      moreToCome = limit !== undefined && rest.length > limit;
-    }
+    // Ordered, filtered and cut by PostgreSQL; one more than asked tells whether more follow.
+    const page = bridgedOnly
+      ? { rooms: [], total: 0 }
+      : await this.store.page({
+        after: since && forward ? since : undefined,
+        before: since && !forward ? since : undefined,
+        limit: limit === undefined ? undefined : limit + 1,
+        term: term || undefined,
+        roomTypes: q.filter?.room_types?.length ? q.filter.room_types : undefined,
+      });
+    const moreToCome = limit !== undefined && page.rooms.length > limit;
+    const shown = !moreToCome ? page.rooms : forward ? page.rooms.slice(0, limit) : page.rooms.slice(page.rooms.length - limit!);
+    const chunk = (await this.store.statsOf(shown.map((r) => r.room_id))).map(roomEntry);
+    const total = page.total;
+    // Tokens carry the position each room had in the order the page was cut in.
+    const key = (r: { room_id: string; joined_members: number }) => ({ members: r.joined_members, roomId: r.room_id });
 
     const out: Record<string, unknown> = { chunk };
-    if (chunk.length) {
-      const first = key(chunk[0]!);
-      const last = key(chunk[chunk.length - 1]!);
+    if (shown.length) {
+      const first = key(shown[0]!);
+      const last = key(shown[shown.length - 1]!);
       const next = encodeSince({ ...last, forward: true });
       const prev = encodeSince({ ...first, forward: false });
       if (forward) {

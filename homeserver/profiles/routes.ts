@@ -1,18 +1,23 @@
+// GET    /profile/{userId}                   displayname and avatar_url
+// GET    /profile/{userId}/{keyName}         one field
+// PUT    /profile/{userId}/{displayname|avatar_url}   change it; member events follow in the background
+// PUT    /profile/{userId}/{keyName}         other keys: refused
+// DELETE /profile/{userId}/{keyName}         clear a field
+// POST   /user_directory/search              users who share a room or are in a public one
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, jsonBody } from '../http/body.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import { isValidUserId } from '../protocol/identifiers.ts';
-import type { ProfileStore } from './store.ts';
-import type { RoomService } from '../rooms/service.ts';
+import type { ProfileService } from './service.ts';
 
 const MAX_DISPLAYNAME = 256;
 const MAX_AVATAR_URL = 1000;
 /** The keyName grammar of the profile endpoints. */
 const PROFILE_KEY = /^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$/;
 
-export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomService): void {
+export function profileRoutes(r: Routes, profiles: ProfileService): void {
   const userParam = (raw: string | undefined): string => {
     if (!raw || !isValidUserId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid user ID ${raw}`);
     return raw;
@@ -49,8 +54,8 @@ export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomServ
         throw new MatrixError(400, 'M_INVALID_PARAM', 'avatar_url must be an mxc:// URI');
       }
       await load(userId);
-      await profiles.set(userId, field, typeof raw === 'string' && raw !== '' ? raw : null);
-      await rooms.profileChanged(userId);
+      // The member events of the user's rooms follow off the request path.
+      await profiles.change(userId, field, typeof raw === 'string' && raw !== '' ? raw : null);
       return {};
     }, { auth: true });
   }
@@ -85,8 +90,7 @@ export function profileRoutes(r: Routes, profiles: ProfileStore, rooms: RoomServ
     if (key === 'displayname' || key === 'avatar_url') {
       const p = await load(userId);
       if (p[key] != null) {
-        await profiles.set(userId, key, null);
-        await rooms.profileChanged(userId);
+        await profiles.change(userId, key, null);
       }
     }
     return {};

@@ -1,5 +1,4 @@
 import type { AccountDataStore } from '../accountdata/store.ts';
-import type { PushRuleLock } from './store.ts';
 import { normalize, toContent, type Ruleset } from './rules.ts';
 
 const TYPE = 'm.push_rules';
@@ -7,27 +6,30 @@ const TYPE = 'm.push_rules';
 /**
  * A user's push rules, kept as their `m.push_rules` global account data so that /sync carries
  * them like any other account data. Written the first time they are read or changed.
+ *
+ * Every change is one read-modify-write of the account data entry on one connection (the account
+ * data store's `update`): nothing here holds a pooled connection while waiting for another, which
+ * is what stalled the whole server when ~20 users edited their rules at once.
  */
 export class PushRulesService {
-  constructor(private accountData: AccountDataStore, private lock: PushRuleLock) {}
+  constructor(private accountData: AccountDataStore) {}
 
   async rules(userId: string): Promise<Ruleset> {
     const stored = await this.accountData.get(userId, '', TYPE);
     if (stored) return normalize(stored, userId);
-    return this.lock.run(userId, async () => {
-      const again = await this.accountData.get(userId, '', TYPE);
-      const rules = normalize(again, userId);
-      if (!again) await this.accountData.put(userId, '', TYPE, toContent(rules));
-      return rules;
-    });
+    return normalize(await this.writeDefaults(userId), userId);
+  }
+
+  /** Stores the default rules unless the user has rules already; returns what is stored. */
+  async writeDefaults(userId: string): Promise<Record<string, unknown> | undefined> {
+    return this.accountData.update(userId, '', TYPE, (current) => (current ? undefined : toContent(normalize(undefined, userId))));
   }
 
   /** Applies `change` to the user's rules and stores them, unless it returns false. */
   async update(userId: string, change: (rules: Ruleset) => boolean | void): Promise<void> {
-    await this.lock.run(userId, async () => {
-      const rules = normalize(await this.accountData.get(userId, '', TYPE), userId);
-      if (change(rules) === false) return;
-      await this.accountData.put(userId, '', TYPE, toContent(rules));
+    await this.accountData.update(userId, '', TYPE, (current) => {
+      const rules = normalize(current, userId);
+      return change(rules) === false ? undefined : toContent(rules);
     });
   }
 }

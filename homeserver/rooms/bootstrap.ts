@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { MatrixError } from '../http/errors.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RoomService } from './service.ts';
 
@@ -32,6 +33,22 @@ export async function ensureAutoJoinRooms(rooms: RoomService, accounts: AccountS
     } catch (err) {
       // Another worker may have created it at the same moment.
       if (!(await rooms.aliases.resolve(alias))) throw err;
+    }
+  }
+}
+
+/**
+ * Joins a new account to the auto-join rooms. A room that refuses the user (a 4xx: gone, not
+ * public any more) is logged and skipped, as Synapse does; any other failure is thrown, so that
+ * registration retries it or fails instead of leaving the account outside #global.
+ */
+export async function autoJoin(rooms: RoomService, userId: string, aliases: string[], log: Logger): Promise<void> {
+  for (const alias of aliases) {
+    try {
+      await rooms.join(userId, alias);
+    } catch (err) {
+      if (!(err instanceof MatrixError) || err.status >= 500) throw err;
+      log.warn({ err, alias, userId }, 'auto-join refused');
     }
   }
 }

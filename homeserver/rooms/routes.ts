@@ -175,6 +175,8 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
       throw new MatrixError(400, 'M_INVALID_PARAM', 'Room alias must be on this server');
     }
     await rooms.room(roomId(b.room_id));
+    // As Synapse's require_membership_for_aliases (on by default): only members may name a room.
+    await rooms.requireJoined(me.userId, b.room_id);
     if (!(await rooms.aliases.create(alias, b.room_id, me.userId))) throw new MatrixError(409, 'M_UNKNOWN', `Room alias ${alias} already exists`);
     return {};
   }, { auth: true });

@@ -324,23 +324,6 @@ export class RoomService {
     return ev.eventId;
   }
 
-  /** Resends the user's member event in every joined room after a profile change. */
-  async profileChanged(userId: string): Promise<void> {
-    const profile = (await this.profileOf(userId)) ?? {};
-    for (const roomId of await this.store.joinedRoomIds(userId)) {
-      try {
-        const { room } = await this.room(roomId);
-        const cur = (await this.stateFor(room.room_nid, [['m.room.member', userId]])).get(stateKey('m.room.member', userId));
-        const content: Record<string, unknown> = { ...(cur?.content ?? {}), membership: 'join', ...profileContent(profile) };
-        if (!profile.displayname) delete content.displayname;
-        if (!profile.avatar_url) delete content.avatar_url;
-        await this.engine.send(roomId, { type: 'm.room.member', sender: userId, content, stateKey: userId });
-      } catch (err) {
-        this.log.warn({ err, roomId, userId }, 'could not update member event after profile change');
-      }
-    }
-  }
-
   /** Leaves (or rejects) every room, for deactivation. */
   async leaveAll(userId: string): Promise<void> {
     const r = await this.store.db.raw(

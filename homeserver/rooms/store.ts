@@ -204,6 +204,16 @@ export class RoomStore {
     return r.rows.map((x: { room_id: string }) => x.room_id);
   }
 
+  /** The user's current member event in each room they are joined to (room_memberships points at it). */
+  async joinedMemberEvents(userId: string): Promise<Array<{ room_id: string; json: string }>> {
+    const r = await this.db.raw(
+      `SELECT r.room_id, e.json FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid JOIN events e ON e.event_nid = m.event_nid
+       WHERE m.user_id = ? AND m.membership = 'join'`,
+      [userId],
+    );
+    return r.rows;
+  }
+
   async joinedMembers(roomNid: number): Promise<string[]> {
     const r = await this.db.raw("SELECT user_id FROM room_memberships WHERE room_nid = ? AND membership = 'join'", [roomNid]);
     return r.rows.map((x: { user_id: string }) => x.user_id);

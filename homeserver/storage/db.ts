@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import * as m001 from './migrations/001_initial.ts';
 import * as m002 from './migrations/002_membership_history.ts';
 import * as m003 from './migrations/003_input_limits.ts';
+import * as m005 from './migrations/005_request_paths.ts';
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -16,6 +17,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '001_initial', up: m001.up },
   { name: '002_membership_history', up: m002.up },
   { name: '003_input_limits', up: m003.up },
+  { name: '005_request_paths', up: m005.up },
 ];
 
 export interface ConnectOptions {

@@ -3,22 +3,13 @@ import type { Requester } from '../http/context.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import type { AccountDataStore } from '../accountdata/store.ts';
-import { EVENT_COLUMNS, EVENT_JOINS, type EventRow, type RoomStore } from '../rooms/store.ts';
-import type { RoomReader } from '../rooms/reader.ts';
+import type { EventRow, RoomStore } from '../rooms/store.ts';
 import type { Visibility } from '../rooms/visibility.ts';
 import { formatEvents, type ClientEvent } from '../rooms/format.ts';
 import { filterSql, roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
 import { posToken } from './token.ts';
 import type { SyncFilter } from './filter.ts';
-
-interface MembershipRow {
-  room_nid: number;
-  room_id: string;
-  membership: string;
-  event_nid: number;
-  stream_pos: number;
-  forgotten: boolean;
-}
+import type { MembershipRow, SyncStore } from './store.ts';
 
 export interface SyncRequest {
   since?: number;
@@ -36,8 +27,8 @@ const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.
  */
 export class SyncService {
   constructor(
-    private store: RoomStore,
-    private reader: RoomReader,
+    private rooms: RoomStore,
+    private store: SyncStore,
     private visibility: Visibility,
     private accountData: AccountDataStore,
     private tracker: StreamTracker,
@@ -70,17 +61,13 @@ export class SyncService {
     const hit = this.membershipCache.get(userId);
     if (hit) return hit;
     const version = this.membershipVersion.get(userId) ?? 0;
-    const r = await this.store.db.raw(
-      `SELECT m.room_nid, r.room_id, m.membership, m.event_nid, m.stream_pos, m.forgotten
-       FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?`,
-      [userId],
-    );
+    const rows = await this.store.memberships(userId);
     // A membership written while we read must not be hidden by what we read before it.
     if ((this.membershipVersion.get(userId) ?? 0) === version) {
       if (this.membershipCache.size > 100_000) this.membershipCache.clear();
-      this.membershipCache.set(userId, r.rows);
+      this.membershipCache.set(userId, rows);
     }
-    return r.rows;
+    return rows;
   }
 
   /** Called when a member event about `userId` is persisted (or the room is forgotten). */
@@ -118,25 +105,35 @@ export class SyncService {
     // Which joined rooms have new events at all: one range scan instead of one query per room.
     const joined = all.filter((m) => m.membership === 'join');
     let active = new Set(joined.map((m) => Number(m.room_nid)));
+    let joinedBefore = new Set<number>();
     if (since !== undefined && !req.fullState) {
       const known = joined.map((m) => [m, this.notifier.changedSince([m.room_id], since)] as const);
       if (known.every(([, changed]) => changed !== undefined)) {
         active = new Set(known.filter(([, changed]) => changed).map(([m]) => Number(m.room_nid)));
       } else {
-        const r = await this.store.db.raw(
-          'SELECT DISTINCT room_nid FROM events WHERE stream_pos > ? AND stream_pos <= ? AND room_nid = ANY(?)',
-          [since, to, [...active]],
-        );
-        active = new Set(r.rows.map((x: { room_nid: number }) => Number(x.room_nid)));
+        active = await this.store.roomsWithEvents([...active], since, to);
       }
+      // A membership that moved since `since` is a new join only if the user was not joined then
+      // (a profile change moves it too, and must not send the room's whole state again).
+      const moved = joined.filter((m) => Number(m.stream_pos) > since);
+      joinedBefore = await this.store.joinedAt(moved.map((m) => Number(m.event_nid)), since);
     }
 
+    // The rooms of this sync, their timelines read together, then each room's visibility and state.
+    const plans: RoomPlan[] = [];
     for (const m of joined) {
-      const newlyJoined = since === undefined || Number(m.stream_pos) > since || req.fullState;
+      const nid = Number(m.room_nid);
+      const newlyJoined = since === undefined || req.fullState || (Number(m.stream_pos) > since && !joinedBefore.has(nid));
       const ad = roomAccountData.get(m.room_id);
-      if (!newlyJoined && !active.has(Number(m.room_nid)) && !ad) continue;
-      const room = await this.roomSection(me, m, since, to, limit, timelineFilter, lazy, newlyJoined, roomFilter.state, sections);
-      if (!room && !ad) continue;
+      if (!newlyJoined && !active.has(nid) && !ad) continue;
+      plans.push({ m, full: newlyJoined, upper: to, lower: timelineLower(newlyJoined, since, m) });
+    }
+    const joinedSections = await this.roomSections(me, plans, since, limit, timelineFilter, lazy, roomFilter.state, sections);
+    plans.forEach((plan, i) => {
+      const m = plan.m;
+      const room = joinedSections[i];
+      const ad = roomAccountData.get(m.room_id);
+      if (!room && !ad) return;
       join[m.room_id] = {
         ...(room ?? { timeline: { events: [], limited: false, prev_batch: posToken(to) }, state: { events: [] } }),
         summary: room?.summary ?? {},
@@ -144,7 +141,7 @@ export class SyncService {
         ephemeral: { events: [] },
         // No unread_notifications until push rules are evaluated: counts we cannot back are not sent.
       };
-    }
+    });
 
     for (const m of all) {
       const changed = since === undefined || Number(m.stream_pos) > since || req.fullState;
@@ -157,7 +154,8 @@ export class SyncService {
         const include = since !== undefined ? Number(m.stream_pos) > since : !!roomFilter.include_leave;
         if (!include) continue;
         // A rejected invite or a left knock shows as a leave with just the member event.
-        const room = await this.roomSection(me, m, since, Number(m.stream_pos), limit, timelineFilter, lazy, since === undefined, roomFilter.state, sections);
+        const plan: RoomPlan = { m, full: since === undefined, upper: Number(m.stream_pos), lower: timelineLower(since === undefined, since, m) };
+        const [room] = await this.roomSections(me, [plan], since, limit, timelineFilter, lazy, roomFilter.state, sections);
         // A left room has no summary (spec: LeftRoom); its heroes would name members to users who never joined.
         if (room) delete room.summary;
         leave[m.room_id] = { ...(room ?? { timeline: { events: [], limited: false }, state: { events: [] } }), account_data: { events: roomAccountData.get(m.room_id) ?? [] } };
@@ -165,8 +163,8 @@ export class SyncService {
     }
 
     const opts = { userId: me.userId, deviceId: me.deviceId, omitRoomId: true };
-    const timelines = await formatEvents(this.store, sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
-    const states = await formatEvents(this.store, sections.flatMap((s) => s.state.events as EventRow[]), opts);
+    const timelines = await formatEvents(this.rooms, sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
+    const states = await formatEvents(this.rooms, sections.flatMap((s) => s.state.events as EventRow[]), opts);
     let t = 0;
     let st = 0;
     for (const s of sections) {
@@ -184,24 +182,54 @@ export class SyncService {
     };
   }
 
-  /** Timeline and state of one room for this sync; undefined when nothing is new in it. */
-  private async roomSection(
+  /**
+   * Timeline and state of each planned room; undefined for a room with nothing new. The timelines
+   * and summaries of all the rooms are read together; visibility and state per room, a few rooms
+   * at a time.
+   */
+  private async roomSections(
     me: Requester,
-    m: MembershipRow,
+    plans: RoomPlan[],
     since: number | undefined,
-    to: number,
     limit: number,
     timelineFilter: RoomEventFilter,
     lazy: boolean,
-    full: boolean,
     stateFilter: RoomEventFilter | undefined,
     sections: RawSection[],
-  ): Promise<RawSection | undefined> {
-    const roomNid = Number(m.room_nid);
-    // full_state on an incremental sync sends all the state, but the timeline still starts at `since`.
-    const lower = full && (since === undefined || Number(m.stream_pos) > since) ? undefined : since;
+  ): Promise<Array<RawSection | undefined>> {
     // One more than the limit tells whether the timeline was cut.
-    const rows = await this.reader.eventsBetween(roomNid, to, lower, 'b', limit + 1, timelineFilter);
+    const timelines = await this.store.timelines(plans.map((p) => ({ roomNid: Number(p.m.room_nid), lower: p.lower, upper: p.upper })), limit + 1, timelineFilter);
+    const out = new Array<RawSection | undefined>(plans.length);
+    await eachLimited(plans.length, ROOMS_AT_ONCE, async (i) => {
+      const plan = plans[i]!;
+      out[i] = await this.roomSection(me, plan, timelines.get(Number(plan.m.room_nid)) ?? [], since, limit, lazy, stateFilter);
+    });
+    const needSummary = plans.filter((_, i) => out[i]?.needsSummary).map((p) => Number(p.m.room_nid));
+    const summaries = await this.store.summaries(needSummary, me.userId);
+    plans.forEach((plan, i) => {
+      const section = out[i];
+      if (!section) return;
+      const s = section.needsSummary ? summaries.get(Number(plan.m.room_nid)) : undefined;
+      delete section.needsSummary;
+      if (s) section.summary = { 'm.heroes': s.heroes, 'm.joined_member_count': s.joined, 'm.invited_member_count': s.invited };
+      // Rows for now: compute() formats the rows of every room together, with one set of lookups.
+      sections.push(section);
+    });
+    return out;
+  }
+
+  /** Timeline and state of one room for this sync; undefined when nothing is new in it. */
+  private async roomSection(
+    me: Requester,
+    plan: RoomPlan,
+    rows: EventRow[],
+    since: number | undefined,
+    limit: number,
+    lazy: boolean,
+    stateFilter: RoomEventFilter | undefined,
+  ): Promise<RawSection | undefined> {
+    const { m, full } = plan;
+    const roomNid = Number(m.room_nid);
     const limited = rows.length > limit;
     const page = rows.slice(0, limit).reverse();
     const current = { membership: m.membership, stream_pos: Number(m.stream_pos) };
@@ -209,75 +237,39 @@ export class SyncService {
     if (!full && visible.length === 0) return undefined;
 
     const first = page[0];
-    const stateExtra = filterSql(stateFilter);
     let stateRows: EventRow[] = [];
     const lazyMembers = lazy ? [...new Set([...visible.map((e) => e.sender), me.userId])] : undefined;
     if (full) {
       // The state at the start of the timeline; the timeline carries what changes after it.
-      let group: number | undefined;
-      if (first) group = Number(first.state_before);
-      else {
-        const r = await this.store.db.raw('SELECT state_after FROM events WHERE room_nid = ? AND stream_pos <= ? ORDER BY stream_pos DESC LIMIT 1', [roomNid, to]);
-        group = r.rows[0] ? Number(r.rows[0].state_after) : undefined;
-      }
-      if (group !== undefined) stateRows = await this.store.stateAtGroup(this.store.db, group, { members: lazyMembers, extra: stateExtra });
+      const group = first ? Number(first.state_before) : await this.store.stateGroupAt(roomNid, plan.upper);
+      if (group !== undefined) stateRows = await this.rooms.stateAtGroup(this.rooms.db, group, { members: lazyMembers, extra: filterSql(stateFilter) });
     } else if (limited && first) {
       // The gap between `since` and the timeline: the state that changed in it.
-      const r = await this.store.db.raw(
-        `SELECT DISTINCT ON (e.type_nid, e.state_key_nid) ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-         WHERE e.room_nid = ? AND e.state_key_nid IS NOT NULL AND e.stream_pos > ? AND e.stream_pos < ? ${stateExtra.sql}
-         ORDER BY e.type_nid, e.state_key_nid, e.stream_pos DESC`,
-        [roomNid, since ?? 0, Number(first.stream_pos), ...stateExtra.params],
-      );
-      stateRows = r.rows;
+      stateRows = await this.store.stateChanges(roomNid, since ?? 0, Number(first.stream_pos), stateFilter);
       if (lazyMembers) {
         const have = new Set(stateRows.filter((s) => s.type === 'm.room.member').map((s) => s.state_key));
-        const extra = await this.store.stateAtGroup(this.store.db, Number(first.state_before), { pairs: lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]) });
+        const extra = await this.rooms.stateAtGroup(this.rooms.db, Number(first.state_before), { pairs: lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]) });
         stateRows.push(...extra);
         stateRows = stateRows.filter((s) => s.type !== 'm.room.member' || lazyMembers.includes(s.state_key!));
       }
     } else if (lazyMembers && first) {
       // Lazy loading: the members of the timeline's senders, at the timeline's start.
-      stateRows = await this.store.stateAtGroup(this.store.db, Number(first.state_before), { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
+      stateRows = await this.rooms.stateAtGroup(this.rooms.db, Number(first.state_before), { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
     }
     stateRows = await this.visibility.filterState(stateRows, me.userId, roomNid, current);
     const timelineIds = new Set(visible.map((e) => e.event_id));
     stateRows = stateRows.filter((s) => !timelineIds.has(s.event_id));
 
-    // Rows for now: compute() formats the rows of every room together, with one set of lookups.
-    const section: RawSection = {
-      timeline: { events: visible, limited, prev_batch: posToken(first ? Number(first.stream_pos) - 1 : to) },
-      state: { events: stateRows },
-    };
-    sections.push(section);
-    if (full || visible.some((e) => e.type === 'm.room.member') || stateRows.some((e) => e.type === 'm.room.member')) {
-      section.summary = await this.summary(roomNid, me.userId);
-    }
-    return section;
-  }
-
-  /** Counts and heroes, for clients to name rooms without a name. */
-  private async summary(roomNid: number, userId: string): Promise<Record<string, unknown>> {
-    const r = await this.store.db.raw(
-      `SELECT membership, count(*)::int AS n FROM room_memberships WHERE room_nid = ? AND membership IN ('join', 'invite') GROUP BY membership`,
-      [roomNid],
-    );
-    const counts = Object.fromEntries(r.rows.map((x: { membership: string; n: number }) => [x.membership, x.n]));
-    const heroes = await this.store.db.raw(
-      `SELECT user_id FROM room_memberships WHERE room_nid = ? AND user_id <> ? AND membership IN ('join', 'invite')
-       ORDER BY stream_pos LIMIT 5`,
-      [roomNid, userId],
-    );
     return {
-      'm.heroes': heroes.rows.map((x: { user_id: string }) => x.user_id),
-      'm.joined_member_count': counts.join ?? 0,
-      'm.invited_member_count': counts.invite ?? 0,
+      timeline: { events: visible, limited, prev_batch: posToken(first ? Number(first.stream_pos) - 1 : plan.upper) },
+      state: { events: stateRows },
+      needsSummary: full || visible.some((e) => e.type === 'm.room.member') || stateRows.some((e) => e.type === 'm.room.member'),
     };
   }
 
   private async strippedState(m: MembershipRow): Promise<Array<Record<string, unknown>>> {
-    const rows = await this.store.currentStateFor(this.store.db, Number(m.room_nid), STRIPPED_TYPES.map((t) => [t, '']));
-    const own = await this.store.eventsByNid([Number(m.event_nid)]);
+    const rows = await this.rooms.currentStateFor(this.rooms.db, Number(m.room_nid), STRIPPED_TYPES.map((t) => [t, '']));
+    const own = await this.rooms.eventsByNid([Number(m.event_nid)]);
     const stripped = rows.map((r) => {
       const pdu = JSON.parse(r.json);
       return { type: r.type, state_key: r.state_key, content: pdu.content, sender: pdu.sender };
@@ -296,6 +288,33 @@ interface RawSection {
   timeline: { events: EventRow[] | ClientEvent[]; limited: boolean; prev_batch: string };
   state: { events: EventRow[] | ClientEvent[] };
   summary?: Record<string, unknown>;
+  /** Until summaries are read: whether this room's section carries one. */
+  needsSummary?: boolean;
+}
+
+/** A room this sync reads: its membership, whether it sends the full state, its timeline window. */
+interface RoomPlan {
+  m: MembershipRow;
+  full: boolean;
+  lower: number | undefined;
+  upper: number;
+}
+
+/** Rooms whose visibility and state are worked out at once (each takes a pooled connection or two). */
+const ROOMS_AT_ONCE = 8;
+
+/** full_state on an incremental sync sends all the state, but the timeline still starts at `since`. */
+function timelineLower(full: boolean, since: number | undefined, m: MembershipRow): number | undefined {
+  return full && (since === undefined || Number(m.stream_pos) > since) ? undefined : since;
+}
+
+/** Runs `fn` for 0..n-1, at most `concurrency` at a time. */
+async function eachLimited(n: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) await fn(i);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
 }
 
 function emptyResponse(to: number): Record<string, unknown> {

@@ -149,9 +149,8 @@ export class UpgradeService {
     await this.rooms.engine.send(oldRoomId, s('m.room.tombstone', { body: 'This room has been replaced', replacement_room: newRoomId }));
 
     await this.moveAliases(me, oldRoomId, newRoomId, state.get('m.room.canonical_alias'));
-    for (const userId of await this.store.localJoined(old.room_nid, this.serverName)) {
-      await this.copyUserState(userId, oldRoomId, newRoomId).catch((err) => this.log.warn({ err, userId }, 'could not copy user state to upgraded room'));
-    }
+    await this.copyMembersState(await this.store.localJoined(old.room_nid, this.serverName), oldRoomId, newRoomId)
+      .catch((err) => this.log.warn({ err, roomId: oldRoomId }, 'could not copy members\' state to the upgraded room'));
     if (old.published) await this.rooms.store.setPublished(oldRoomId, false);
 
     if (restoredPl) {
@@ -209,23 +208,16 @@ export class UpgradeService {
     await send(newRoomId, newContent);
   }
 
-  /** A member's tags, DM marking and room push rules follow the room to its replacement. */
-  private async copyUserState(userId: string, oldRoomId: string, newRoomId: string): Promise<void> {
-    const direct = await this.accountData.get(userId, '', 'm.direct');
-    if (direct) {
-      for (const [key, ids] of Object.entries(direct)) {
-        if (Array.isArray(ids) && ids.includes(oldRoomId) && !ids.includes(newRoomId)) {
-          await this.accountData.put(userId, '', 'm.direct', { ...direct, [key]: [...ids, newRoomId] });
-          break;
-        }
-      }
+  /**
+   * The members' tags, DM marks and room push rules follow the room to its replacement: tags and
+   * DM marks for all members in one set-based write (the global room has every user in it), push
+   * rules only for the few members whose rules name the old room.
+   */
+  private async copyMembersState(members: string[], oldRoomId: string, newRoomId: string): Promise<void> {
+    await this.accountData.copyToUpgradedRoom(members, oldRoomId, newRoomId);
+    for (const userId of await this.accountData.usersMentioning(members, 'm.push_rules', oldRoomId)) {
+      await this.push.update(userId, (rules) => copyRoomRules(rules, oldRoomId, newRoomId))
+        .catch((err) => this.log.warn({ err, userId }, 'could not copy room push rules to the upgraded room'));
     }
-    const tags = await this.accountData.get(userId, oldRoomId, 'm.tag');
-    const oldTags = (tags?.tags as Record<string, unknown> | undefined) ?? {};
-    if (Object.keys(oldTags).length) {
-      const current = ((await this.accountData.get(userId, newRoomId, 'm.tag'))?.tags as Record<string, unknown> | undefined) ?? {};
-      await this.accountData.put(userId, newRoomId, 'm.tag', { tags: { ...current, ...oldTags } });
-    }
-    await this.push.update(userId, (rules) => copyRoomRules(rules, oldRoomId, newRoomId));
   }
 }

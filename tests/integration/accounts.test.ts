@@ -116,7 +116,13 @@ describe('accounts', () => {
     assert.equal(denied.status, 403);
     assert.equal((await call('GET', `${path}/displayname`)).body.displayname, 'Ivy Green');
     const global = (await call('GET', `${C}/directory/room/${encodeURIComponent('#global:localhost')}`)).body.room_id;
-    const member = await call('GET', `${C}/rooms/${encodeURIComponent(global)}/state/m.room.member/${encodeURIComponent(u.userId)}`, { token: other.accessToken });
+    // The member events follow off the request path: poll until the latest change shows.
+    const memberPath = `${C}/rooms/${encodeURIComponent(global)}/state/m.room.member/${encodeURIComponent(u.userId)}`;
+    let member = await call('GET', memberPath, { token: other.accessToken });
+    for (const end = Date.now() + 10_000; member.body.avatar_url !== 'mxc://localhost/abc' && Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 50));
+      member = await call('GET', memberPath, { token: other.accessToken });
+    }
     assert.equal(member.body.displayname, 'Ivy Green');
     assert.equal(member.body.avatar_url, 'mxc://localhost/abc');
     const search = await call('POST', `${C}/user_directory/search`, { token: other.accessToken, body: { search_term: 'ivy gr' } });

@@ -173,7 +173,7 @@ describe('rooms', () => {
     const roomId = await create(alice, {});
     const alias = '#team-room:localhost';
     assert.equal((await call('PUT', `${C}/directory/room/${encodeURIComponent(alias)}`, { token: alice.accessToken, body: { room_id: roomId } })).status, 200);
-    const taken = await call('PUT', `${C}/directory/room/${encodeURIComponent(alias)}`, { token: bob.accessToken, body: { room_id: roomId } });
+    const taken = await call('PUT', `${C}/directory/room/${encodeURIComponent(alias)}`, { token: alice.accessToken, body: { room_id: roomId } });
     assert.equal(taken.status, 409);
     assert.deepEqual((await call('GET', `${C}/directory/room/${encodeURIComponent(alias)}`)).body, { room_id: roomId, servers: ['localhost'] });
     assert.deepEqual((await call('GET', `${room(roomId)}/aliases`, { token: alice.accessToken })).body, { aliases: [alias] });
