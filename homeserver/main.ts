@@ -31,7 +31,24 @@ import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
-import { registerExtraRoutes } from './extra-routes.ts';
+import { PushRulesService } from './push/service.ts';
+import { pushRoutes } from './push/routes.ts';
+import { SearchStore } from './search/store.ts';
+import { SearchService } from './search/service.ts';
+import { searchRoutes } from './search/routes.ts';
+import { RelationsStore } from './relations/store.ts';
+import { RelationsService } from './relations/service.ts';
+import { relationRoutes } from './relations/routes.ts';
+import { DirectoryStore } from './directory/store.ts';
+import { DirectoryService } from './directory/service.ts';
+import { directoryRoutes } from './directory/routes.ts';
+import { UpgradeStore } from './upgrades/store.ts';
+import { UpgradeService } from './upgrades/service.ts';
+import { upgradeRoutes } from './upgrades/routes.ts';
+import { TimestampStore } from './timestamps/store.ts';
+import { TimestampService } from './timestamps/service.ts';
+import { timestampRoutes } from './timestamps/routes.ts';
+import { thirdPartyRoutes } from './thirdparty/routes.ts';
 
 export interface Homeserver {
   config: Config;
@@ -133,11 +150,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   engine.onPersisted((events) => {
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) sync.membershipChanged(e.pdu.state_key);
   });
-  rooms.onForgotten = (userId) => sync.membershipChanged(userId);
+  rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
 
   await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
-  accounts.onDeactivating = (userId) => rooms.leaveAll(userId);
+  accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
   const routes = new Routes(accounts, config.maxRequestBytes);
   serverRoutes(routes, config);
@@ -149,7 +166,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData, db);
   syncRoutes(routes, sync, db);
-  registerExtraRoutes(routes, { config, db, rooms, reader, accountData, tracker, profiles, accounts, log });
+  const push = new PushRulesService(accountData);
+  // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
+  accounts.onRegistered('default push rules', async (userId) => {
+    await push.writeDefaults(userId);
+  });
+  pushRoutes(routes, push);
+  const current = () => tracker.current();
+  searchRoutes(routes, new SearchService(new SearchStore(db), rooms.store, reader, current));
+  relationRoutes(routes, new RelationsService(new RelationsStore(db), rooms.store, reader, current));
+  directoryRoutes(routes, new DirectoryService(new DirectoryStore(db), rooms, config.serverName));
+  upgradeRoutes(routes, new UpgradeService(rooms, new UpgradeStore(db), push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' })));
+  timestampRoutes(routes, new TimestampService(new TimestampStore(db), rooms.store, reader));
+  thirdPartyRoutes(routes);
 
   healthRoutes(routes, db, config.databaseTimeoutMs);
 

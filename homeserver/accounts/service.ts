@@ -1,3 +1,5 @@
+import { LruCache } from '../cache/lru.ts';
+import { Topic } from '../subscriptions/topic.ts';
 import { hash as argonHash, verify as argonVerify } from '@node-rs/argon2';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
@@ -28,12 +30,12 @@ const REGISTRATION_STEP_ATTEMPTS = 3;
 const TOKEN_CACHE_MS = 10_000;
 
 export class AccountService {
-  private tokenCache = new Map<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>();
-  private lastTouched = new Map<string, number>();
+  private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);
+  private lastTouched = new LruCache<string, number>(50_000);
   /** What every new account needs before registration answers (default push rules, auto-join rooms). */
   private registrationSteps: Array<{ name: string; run: (userId: string) => Promise<void> }> = [];
-  /** Called before an account is deactivated (leave rooms). */
-  onDeactivating: (userId: string) => Promise<void> = async () => {};
+  /** Published before an account is deactivated (or a failed registration undone): leave its rooms. */
+  readonly deactivating = new Topic<string>('account deactivating');
 
   constructor(readonly store: AccountStore, private config: Config, private log?: Logger) {}
 
@@ -136,7 +138,7 @@ export class AccountService {
     ).filter((f) => f !== undefined);
     if (!failures.length) return;
     this.log?.error({ userId, failures: failures.map((f) => ({ step: f.step, err: String(f.err) })) }, 'registration could not be completed: undoing it');
-    await this.onDeactivating(userId).catch(() => {});
+    await this.deactivating.publish(userId).catch(() => {});
     await this.store.db.transaction((trx) => this.store.deleteUser(trx, userId));
     this.forgetCachedTokens(userId);
     throw new MatrixError(503, 'M_UNKNOWN', 'Registration could not be completed; please try again');
@@ -203,7 +205,6 @@ export class AccountService {
       }
       requester = { userId: row.user_id, deviceId: row.device_id, isGuest: row.is_guest, isAdmin: row.is_admin, tokenId: Number(row.id) };
       expiresTs = row.expires_ts === null ? null : Number(row.expires_ts);
-      if (this.tokenCache.size > 50_000) this.tokenCache.clear();
       this.tokenCache.set(token, { requester, expiresTs, cachedAt: now });
     }
     if (expiresTs !== null && expiresTs <= now) {
@@ -223,7 +224,7 @@ export class AccountService {
   }
 
   forgetCachedTokens(userId: string, deviceIds?: string[]): void {
-    for (const [token, v] of this.tokenCache) {
+    for (const [token, v] of [...this.tokenCache.entries()]) {
       if (v.requester.userId === userId && (!deviceIds || deviceIds.includes(v.requester.deviceId))) this.tokenCache.delete(token);
     }
   }
@@ -255,7 +256,7 @@ export class AccountService {
   }
 
   async deactivate(userId: string): Promise<void> {
-    await this.onDeactivating(userId);
+    await this.deactivating.publish(userId);
     await this.store.db.transaction(async (trx) => {
       await this.store.setDeactivated(trx, userId);
       await this.store.deleteDevices(trx, userId, 'all');

@@ -4,40 +4,45 @@
  * at once). A Map keeps insertion order, so re-inserting on a hit makes the first key the oldest.
  */
 export class LruCache<K, V> {
-  private entries = new Map<K, V>();
+  private entries_ = new Map<K, V>();
 
   constructor(readonly capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('LruCache capacity must be a positive integer');
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.entries_.size;
   }
 
   get(key: K): V | undefined {
-    const value = this.entries.get(key);
+    const value = this.entries_.get(key);
     if (value === undefined) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, value);
+    this.entries_.delete(key);
+    this.entries_.set(key, value);
     return value;
   }
 
   has(key: K): boolean {
-    return this.entries.has(key);
+    return this.entries_.has(key);
   }
 
   set(key: K, value: V): this {
-    if (this.entries.has(key)) this.entries.delete(key);
-    else if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value as K);
-    this.entries.set(key, value);
+    if (this.entries_.has(key)) this.entries_.delete(key);
+    else if (this.entries_.size >= this.capacity) this.entries_.delete(this.entries_.keys().next().value as K);
+    this.entries_.set(key, value);
     return this;
   }
 
   delete(key: K): boolean {
-    return this.entries.delete(key);
+    return this.entries_.delete(key);
+  }
+
+  /** Every entry, least recently used first (reading does not count as a use). */
+  entries(): IterableIterator<[K, V]> {
+    return this.entries_.entries();
   }
 
   clear(): void {
-    this.entries.clear();
+    this.entries_.clear();
   }
 }

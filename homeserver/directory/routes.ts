@@ -7,7 +7,7 @@ import type { Routes } from '../http/app.ts';
 import { body } from '../http/body.ts';
 import { requester, type Requester } from '../http/context.ts';
 import { MatrixError } from '../http/errors.ts';
-import { single } from '../misc/params.ts';
+import { single } from '../http/params.ts';
 import type { DirectoryService } from './service.ts';
 
 const publicRoomsSchema = z.object({

@@ -12,7 +12,7 @@ import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { jsonBody, validate } from '../http/body.ts';
-import { requireKeys } from '../misc/params.ts';
+import { requireKeys } from '../http/params.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError } from '../http/errors.ts';
 import type { PushRulesService } from './service.ts';

@@ -8,7 +8,7 @@ import { MatrixError } from '../http/errors.ts';
 import { isValidRoomId } from '../protocol/identifiers.ts';
 import { parseLimit } from '../rooms/reader.ts';
 import { parseToken } from '../sync/token.ts';
-import { booleanParam, single } from '../misc/params.ts';
+import { booleanParam, single } from '../http/params.ts';
 import type { RelationsService } from './service.ts';
 
 const MAX_LIMIT = 1000;

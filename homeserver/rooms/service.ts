@@ -1,3 +1,4 @@
+import { Topic } from '../subscriptions/topic.ts';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { MatrixError, forbidden, invalidParam, notFound } from '../http/errors.ts';
@@ -39,7 +40,8 @@ const PRESETS = {
 /** Room operations a client asks for: creation, membership, sending, state. Reads live elsewhere. */
 export class RoomService {
   /** Called after a user forgets a room (caches of memberships listen). */
-  onForgotten: (userId: string) => void = () => {};
+  /** Published when a user forgets a room (their /sync memberships change). */
+  readonly forgotten = new Topic<string>('room forgotten');
 
   constructor(
     readonly engine: RoomEngine,
@@ -229,7 +231,7 @@ export class RoomService {
       throw new MatrixError(400, 'M_UNKNOWN', 'User must leave the room before forgetting it');
     }
     await this.store.setForgotten(userId, room.room_nid);
-    this.onForgotten(userId);
+    this.forgotten.publishSync(userId);
   }
 
   /** Sends a message-like event, idempotent per device and transaction id. */

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { jsonBody, validate } from '../http/body.ts';
-import { requireKeys } from '../misc/params.ts';
+import { requireKeys } from '../http/params.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError } from '../http/errors.ts';
 import { roomEventFilterSchema } from '../rooms/filter.ts';
