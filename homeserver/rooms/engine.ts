@@ -1,3 +1,4 @@
+import { LruCache } from '../cache/lru.ts';
 import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { finalizeEvent, type SigningKey } from '../protocol/signing.ts';
@@ -49,6 +50,9 @@ const MAX_BATCH = 64;
  * flight, is what lets throughput grow with load instead of with the number of rooms.
  */
 const LANES = 4;
+/** Rooms whose head this worker keeps in memory, and state entries (known or absent) per room. */
+const ROOM_VIEWS = 10_000;
+const VIEW_ENTRIES = 20_000;
 /** Writes rebuilt after another worker moved a room's head, before giving up. */
 const MAX_ATTEMPTS = 30;
 const MAX_ROOMS_PER_TRANSACTION = 16;
@@ -64,7 +68,7 @@ export class RoomEngine {
   /** Rooms whose events a write is persisting right now (one at a time per room). */
   private busy = new Set<string>();
   private lanesInUse = 0;
-  private cache = new Map<number, RoomView>();
+  private cache = new LruCache<number, RoomView>(ROOM_VIEWS);
   private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
 
@@ -303,10 +307,9 @@ export class RoomEngine {
     const view: RoomView = {
       head,
       chainLen: head.state_group === null ? 0 : await q.chainLen(head.state_group),
-      state: new Map(),
-      absent: new Set(),
+      state: new LruCache(VIEW_ENTRIES),
+      absent: new LruCache(VIEW_ENTRIES),
     };
-    if (this.cache.size > 10_000) this.cache.clear();
     this.cache.set(roomNid, view);
     return view;
   }
@@ -326,7 +329,7 @@ export class RoomEngine {
       const typeNid = await this.store.types.lookup(q, type);
       const keyNid = typeNid === undefined ? undefined : await this.store.stateKeys.lookup(q, sk);
       if (typeNid === undefined || keyNid === undefined) {
-        view.absent.add(key);
+        view.absent.set(key, true);
         continue;
       }
       missing.push({ key, typeNid, keyNid });
@@ -337,11 +340,10 @@ export class RoomEngine {
       for (const m of missing) {
         const row = found.get(`${m.typeNid}:${m.keyNid}`);
         if (!row) {
-          view.absent.add(m.key);
+          view.absent.set(m.key, true);
           continue;
         }
         const entry: CachedEntry = { eventNid: row.event_nid, eventId: row.event_id, typeNid: m.typeNid, keyNid: m.keyNid, pdu: pduOf(row) };
-        if (view.state.size > 50_000) view.state.clear();
         view.state.set(m.key, entry);
         out.set(m.key, entry);
       }
@@ -679,9 +681,9 @@ interface RoomView {
   head: RoomHead;
   chainLen: number;
   /** Current state entries this worker has looked up (a subset of the room's state). */
-  state: Map<string, CachedEntry>;
+  state: LruCache<string, CachedEntry>;
   /** Keys known to have no current state. */
-  absent: Set<string>;
+  absent: LruCache<string, true>;
 }
 
 /** Spec "Size limits" of a PDU: these keys at most 255 bytes each (Synapse: 413 M_TOO_LARGE). */

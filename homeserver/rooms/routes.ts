@@ -1,3 +1,19 @@
+// POST   /createRoom                                     a new room (preset, invites, initial state, alias)
+// POST   /join/{roomIdOrAlias}, /rooms/{roomId}/join     join
+// POST   /knock/{roomIdOrAlias}                          knock
+// POST   /rooms/{roomId}/invite|leave|forget|kick|ban|unban   membership changes
+// PUT    /rooms/{roomId}/send/{eventType}/{txnId}        send a message event
+// PUT    /rooms/{roomId}/state/{eventType}[/{stateKey}]  send a state event
+// GET    /rooms/{roomId}/state[/{eventType}[/{stateKey}]] current state (or as of leaving)
+// PUT    /rooms/{roomId}/redact/{eventId}/{txnId}        redact
+// GET    /rooms/{roomId}/event/{eventId}                 one event
+// GET    /rooms/{roomId}/members, /joined_members        members
+// GET    /joined_rooms                                   the user's rooms
+// GET    /rooms/{roomId}/messages                        paginate the timeline
+// GET    /rooms/{roomId}/context/{eventId}               events around one event
+// GET|PUT|DELETE /directory/room/{alias}                 resolve, create, delete an alias
+// GET    /rooms/{roomId}/aliases                         a room's local aliases
+// GET|PUT /directory/list/room/{roomId}                  published in the room directory or not
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, jsonBody } from '../http/body.ts';
@@ -9,6 +25,9 @@ import { parseLimit, type RoomReader } from './reader.ts';
 import { parseFilterParam } from './filter.ts';
 import { parseToken } from '../sync/token.ts';
 import type { StreamTracker } from '../storage/stream.ts';
+import { requiredLevelForEvent, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { getRoomVersion } from '../protocol/room-versions.ts';
+import type { EventRow } from './store.ts';
 
 /**
  * Bounds of createRoom's lists. The spec sets none; every entry is an event persisted inside the
@@ -190,12 +209,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
       const m = await rooms.membershipOf(me.userId, row.room_id).catch(() => undefined);
       if (m?.membership !== 'join') throw forbidden('You may not delete this alias');
       // Synapse lets room moderators (who may change the canonical alias) delete aliases.
-      const state = await reader.visibleState(me.userId, row.room_id);
-      const pl = state.find((s) => s.type === 'm.room.power_levels');
-      const content = pl ? JSON.parse(pl.json).content : {};
-      const mine = content.users?.[me.userId] ?? content.users_default ?? 0;
-      const needed = content.events?.['m.room.canonical_alias'] ?? content.state_default ?? 50;
-      if (mine < needed) throw forbidden('You may not delete this alias');
+      if (!maySendState(await reader.visibleState(me.userId, row.room_id), me.userId, 'm.room.canonical_alias')) throw forbidden('You may not delete this alias');
     }
     await rooms.aliases.delete(alias);
     return {};
@@ -223,13 +237,27 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
     const m = await rooms.membershipOf(me.userId, id);
     if (m?.membership !== 'join' && !me.isAdmin) throw forbidden('You are not in the room');
     if (!me.isAdmin) {
-      const state = await reader.visibleState(me.userId, id);
-      const pl = state.find((s) => s.type === 'm.room.power_levels');
-      const content = pl ? JSON.parse(pl.json).content : {};
-      const mine = content.users?.[me.userId] ?? content.users_default ?? 0;
-      if (mine < (content.state_default ?? 50)) throw forbidden('You need to be a room moderator to publish the room');
+      // As Synapse: whoever may send state events in general (state_default) may publish the room.
+      if (!maySendState(await reader.visibleState(me.userId, id), me.userId)) throw forbidden('You need to be a room moderator to publish the room');
     }
     await rooms.store.setPublished(id, (b.visibility ?? 'public') === 'public');
     return {};
   }, { auth: true });
+}
+
+/**
+ * Whether the user's power level in this state allows sending a state event of `type` (without a
+ * type: state_default), by the same rules as the auth rules (protocol/power-levels.ts).
+ */
+function maySendState(state: EventRow[], userId: string, type?: string): boolean {
+  const content = (t: string) => {
+    const row = state.find((s) => s.type === t && s.state_key === '');
+    return row ? (JSON.parse(row.json) as { sender: string; content: Record<string, unknown> }) : undefined;
+  };
+  const pl = content('m.room.power_levels')?.content as PowerLevelsContent | undefined;
+  const create = content('m.room.create');
+  const version = state[0] ? getRoomVersion(state[0].room_version) : undefined;
+  // '' names no event type, so it gets state_default.
+  const needed = requiredLevelForEvent(pl, type ?? '', true);
+  return userLevel(pl, userId, create, version) >= needed;
 }

@@ -1,3 +1,4 @@
+import { LruCache } from '../cache/lru.ts';
 import type { Bindings } from '../storage/db.ts';
 import type { Requester } from '../http/context.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -10,6 +11,9 @@ import { filterSql, roomAllowed, type RoomEventFilter } from '../rooms/filter.ts
 import { posToken } from './token.ts';
 import type { SyncFilter } from './filter.ts';
 import type { MembershipRow, SyncStore } from './store.ts';
+
+/** Users whose memberships /sync keeps in memory (the most recently syncing ones). */
+const MEMBERSHIP_CACHE_USERS = 100_000;
 
 export interface SyncRequest {
   since?: number;
@@ -35,8 +39,8 @@ export class SyncService {
     private notifier: Notifier,
   ) {}
 
-  private membershipCache = new Map<string, MembershipRow[]>();
-  private membershipVersion = new Map<string, number>();
+  private membershipCache = new LruCache<string, MembershipRow[]>(MEMBERSHIP_CACHE_USERS);
+  private membershipVersion = new LruCache<string, number>(MEMBERSHIP_CACHE_USERS);
 
   async sync(me: Requester, req: SyncRequest, signal?: AbortSignal): Promise<Record<string, unknown>> {
     const deadline = Date.now() + req.timeoutMs;
@@ -64,7 +68,6 @@ export class SyncService {
     const rows = await this.store.memberships(userId);
     // A membership written while we read must not be hidden by what we read before it.
     if ((this.membershipVersion.get(userId) ?? 0) === version) {
-      if (this.membershipCache.size > 100_000) this.membershipCache.clear();
       this.membershipCache.set(userId, rows);
     }
     return rows;
