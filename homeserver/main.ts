@@ -157,7 +157,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
   await propagator.start();
   undo.push(() => propagator.stop());
-  profileRoutes(routes, new ProfileService(profiles, propagator));
+  profileRoutes(routes, new ProfileService(profiles, propagator, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData, db);
   syncRoutes(routes, sync, db);

@@ -85,6 +85,11 @@ export class RoomReader {
     return this.store.roomsWithMembership(userId, memberships, includeForgotten);
   }
 
+  /** Which of these users `searcher` may find in the user directory (sharing a room, or in a published one). */
+  findableBy(searcher: string, userIds: string[]): Promise<Set<string>> {
+    return this.store.findableBy(searcher, userIds);
+  }
+
   /** This server's users joined to a room, sorted. */
   localJoined(roomNid: number, serverName: string): Promise<string[]> {
     return this.store.localJoined(roomNid, serverName);

@@ -251,6 +251,22 @@ export class RoomStore {
     return r.rows.map((x: { user_id: string }) => x.user_id);
   }
 
+  /** Which of these users `searcher` may find in the user directory: themselves, users sharing a joined room, users joined to a published room. */
+  async findableBy(searcher: string, userIds: string[]): Promise<Set<string>> {
+    if (!userIds.length) return new Set();
+    const r = await this.db.raw(
+      `SELECT c.user_id FROM unnest(?::text[]) AS c(user_id)
+       WHERE c.user_id = ? OR EXISTS (
+           SELECT 1 FROM room_memberships a JOIN room_memberships b ON a.room_nid = b.room_nid
+           WHERE a.user_id = c.user_id AND a.membership = 'join' AND b.user_id = ? AND b.membership = 'join')
+         OR EXISTS (
+           SELECT 1 FROM room_memberships a JOIN rooms r ON r.room_nid = a.room_nid
+           WHERE a.user_id = c.user_id AND a.membership = 'join' AND r.published)`,
+      [userIds, searcher, searcher],
+    );
+    return new Set(r.rows.map((x: { user_id: string }) => x.user_id));
+  }
+
   /** The room a room was upgraded from (its m.room.create's predecessor), if any. */
   async predecessor(roomId: string): Promise<string | undefined> {
     const r = await this.db.raw(
