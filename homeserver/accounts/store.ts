@@ -57,6 +57,14 @@ export class AccountStore {
     return true;
   }
 
+  /** Creates an account unless it exists (the server's own account at start, by every worker at once). */
+  async ensureUser(u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; displayname: string }): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      await trx.raw('SELECT pg_advisory_xact_lock(7271003)');
+      await this.insertUser(trx, u);
+    });
+  }
+
   /** Removes an account whose registration could not be completed, with its devices and tokens. */
   async deleteUser(trx: Knex, userId: string): Promise<void> {
     await this.deleteDevices(trx, userId, 'all');

@@ -1,7 +1,7 @@
 import { MatrixError, notFound } from '../http/errors.ts';
 import { isValidServerName } from '../protocol/identifiers.ts';
 import type { RoomService } from '../rooms/service.ts';
-import type { DirectoryBound, DirectoryStore, RoomStats } from './store.ts';
+import type { DirectoryBound, RoomReader, RoomStats } from '../rooms/reader.ts';
 
 export interface PublicRoomsQuery {
   limit?: number;
@@ -77,7 +77,7 @@ export function roomEntry(s: RoomStats): Record<string, unknown> {
 
 /** The published room directory (/publicRooms) and room summaries (/room_summary). */
 export class DirectoryService {
-  constructor(private store: DirectoryStore, private rooms: RoomService, private serverName: string) {}
+  constructor(private reader: RoomReader, private rooms: RoomService, private serverName: string) {}
 
   async publicRooms(q: PublicRoomsQuery): Promise<Record<string, unknown>> {
     if (q.server !== undefined && q.server !== this.serverName) {
@@ -102,7 +102,7 @@ export class DirectoryService {
     // Ordered, filtered and cut by PostgreSQL; one more than asked tells whether more follow.
     const page = bridgedOnly
       ? { rooms: [], total: 0 }
-      : await this.store.page({
+      : await this.reader.publishedPage({
         after: since && forward ? since : undefined,
         before: since && !forward ? since : undefined,
         limit: limit === undefined ? undefined : limit + 1,
@@ -111,7 +111,7 @@ export class DirectoryService {
       });
     const moreToCome = limit !== undefined && page.rooms.length > limit;
     const shown = !moreToCome ? page.rooms : forward ? page.rooms.slice(0, limit) : page.rooms.slice(page.rooms.length - limit!);
-    const chunk = (await this.store.statsOf(shown.map((r) => r.room_id))).map(roomEntry);
+    const chunk = (await this.reader.roomStatsOf(shown.map((r) => r.room_id))).map(roomEntry);
     const total = page.total;
     // Tokens carry the position each room had in the order the page was cut in.
     const key = (r: { room_id: string; joined_members: number }) => ({ members: r.joined_members, roomId: r.room_id });
@@ -141,17 +141,17 @@ export class DirectoryService {
    */
   async summary(userId: string | undefined, idOrAlias: string): Promise<Record<string, unknown>> {
     const roomId = await this.rooms.resolveRoom(idOrAlias);
-    const [s] = await this.store.stats({ roomId });
+    const s = await this.reader.roomStats(roomId);
     if (!s) throw notFound('Room not found.');
     const joinRules = s.state.get('m.room.join_rules');
     const joinRule = str(joinRules?.join_rule);
     const allowed = joinRule === 'restricted' || joinRule === 'knock_restricted' ? allowedRooms(joinRules) : [];
-    const membership = userId ? (await this.rooms.store.membership(userId, s.room_nid))?.membership : undefined;
+    const membership = userId ? (await this.reader.membership(userId, s.room_nid))?.membership : undefined;
     let accessible = (joinRule !== undefined && LISTABLE_JOIN_RULES.has(joinRule))
       || s.state.get('m.room.history_visibility')?.history_visibility === 'world_readable'
       || membership === 'join' || membership === 'invite';
     if (!accessible && userId && allowed.length) {
-      const mine = new Set(await this.rooms.store.joinedRoomIds(userId));
+      const mine = new Set(await this.reader.joinedRoomIds(userId));
       accessible = allowed.some((r) => mine.has(r));
     }
     if (!accessible) throw notFound('Room not found or is not accessible');

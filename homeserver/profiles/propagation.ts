@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { MatrixError } from '../http/errors.ts';
 import type { RoomService } from '../rooms/service.ts';
+import type { RoomReader } from '../rooms/reader.ts';
 import type { ProfileStore } from './store.ts';
 
 /** Member events sent at once: enough to fill the engine's write lanes, few enough to leave room for others. */
@@ -25,7 +26,7 @@ export class ProfilePropagator {
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private store: ProfileStore, private rooms: RoomService, private log: Logger) {}
+  constructor(private store: ProfileStore, private rooms: RoomService, private reader: RoomReader, private log: Logger) {}
 
   async start(): Promise<void> {
     await this.store.releaseAllPropagations();
@@ -77,7 +78,7 @@ export class ProfilePropagator {
   private async propagate(userId: string): Promise<boolean> {
     const profile = (await this.store.get(userId)) ?? {};
     const pending: Array<{ roomId: string; content: Record<string, unknown> }> = [];
-    for (const row of await this.rooms.store.joinedMemberEvents(userId)) {
+    for (const row of await this.reader.joinedMemberEvents(userId)) {
       const current = (JSON.parse(row.json).content ?? {}) as Record<string, unknown>;
       const content: Record<string, unknown> = { ...current, membership: 'join' };
       delete content.displayname;

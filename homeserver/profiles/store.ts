@@ -68,29 +68,19 @@ export class ProfileStore {
     await this.db.raw('UPDATE profile_propagations SET claimed_until = 0 WHERE claimed_until > 0');
   }
 
-  /** User directory: users who share a room with the searcher or are in a public room, as Synapse does by default. */
-  async search(searcher: string, term: string, limit: number): Promise<{ results: Array<{ user_id: string; display_name?: string; avatar_url?: string }>; limited: boolean }> {
-    const like = `%${term.replace(/[\\%_]/g, (c) => '\\' + c)}%`;
+  /**
+   * User directory candidates: active users whose ID or display name contains `term`, display
+   * names starting with it first, then by user ID; `offset` pages through them.
+   */
+  async searchCandidates(term: string, offset: number, limit: number): Promise<Array<{ user_id: string; displayname: string | null; avatar_url: string | null }>> {
+    const escaped = term.replace(/[\\%_]/g, (c) => '\\' + c);
+    const like = `%${escaped}%`;
     const r = await this.db.raw(
       `SELECT p.user_id, p.displayname, p.avatar_url FROM profiles p JOIN users u ON u.user_id = p.user_id
        WHERE NOT u.deactivated AND (p.user_id ILIKE ? OR p.displayname ILIKE ?)
-         AND (p.user_id = ? OR EXISTS (
-           SELECT 1 FROM room_memberships a JOIN room_memberships b ON a.room_nid = b.room_nid
-           WHERE a.user_id = p.user_id AND a.membership = 'join' AND b.user_id = ? AND b.membership = 'join')
-         OR EXISTS (
-           SELECT 1 FROM room_memberships a JOIN rooms r ON r.room_nid = a.room_nid
-           WHERE a.user_id = p.user_id AND a.membership = 'join' AND r.published))
-       ORDER BY (p.displayname ILIKE ?) DESC, p.user_id LIMIT ?`,
-      [like, like, searcher, searcher, `${term.replace(/[\\%_]/g, (c) => '\\' + c)}%`, limit + 1],
+       ORDER BY (p.displayname ILIKE ?) DESC, p.user_id OFFSET ? LIMIT ?`,
+      [like, like, `${escaped}%`, offset, limit],
     );
-    const rows = r.rows as Array<{ user_id: string; displayname: string | null; avatar_url: string | null }>;
-    return {
-      limited: rows.length > limit,
-      results: rows.slice(0, limit).map((x) => ({
-        user_id: x.user_id,
-        ...(x.displayname ? { display_name: x.displayname } : {}),
-        ...(x.avatar_url ? { avatar_url: x.avatar_url } : {}),
-      })),
-    };
+    return r.rows;
   }
 }

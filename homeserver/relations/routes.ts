@@ -7,7 +7,7 @@ import { requester } from '../http/context.ts';
 import { MatrixError } from '../http/errors.ts';
 import { isValidRoomId } from '../protocol/identifiers.ts';
 import { parseLimit } from '../rooms/reader.ts';
-import { parseToken } from '../sync/token.ts';
+import { parseToken } from '../storage/stream-token.ts';
 import { booleanParam, single } from '../http/params.ts';
 import type { RelationsService } from './service.ts';
 

@@ -13,10 +13,7 @@ export const SYSTEM_LOCALPART = '_server';
  */
 export async function ensureAutoJoinRooms(rooms: RoomService, accounts: AccountStore, serverName: string, aliases: string[], log: Logger): Promise<void> {
   const systemUser = `@${SYSTEM_LOCALPART}:${serverName}`;
-  await accounts.db.transaction(async (trx) => {
-    await trx.raw('SELECT pg_advisory_xact_lock(7271003)');
-    await accounts.insertUser(trx, { userId: systemUser, localpart: SYSTEM_LOCALPART, passwordHash: null, isAdmin: true, displayname: serverName });
-  });
+  await accounts.ensureUser({ userId: systemUser, localpart: SYSTEM_LOCALPART, passwordHash: null, isAdmin: true, displayname: serverName });
   for (const alias of aliases) {
     if (!alias.endsWith(`:${serverName}`) || (await rooms.aliases.resolve(alias))) continue;
     const localpart = alias.slice(1, alias.indexOf(':'));

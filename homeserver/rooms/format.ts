@@ -76,18 +76,12 @@ export async function formatEvents(store: RoomStore, rows: EventRow[], opts: For
 /** Bundled aggregations as the spec lists them: m.replace (latest edit), m.thread and m.reference. */
 async function bundledRelations(store: RoomStore, rows: EventRow[], userId?: string): Promise<Map<string, Record<string, unknown>>> {
   const ids = rows.map((r) => r.event_id);
-  const r = await store.db.raw(
-    `SELECT e.relates_to, e.rel_type, e.event_id, e.sender, e.stream_pos, e.origin_server_ts
-     FROM events e WHERE e.relates_to = ANY(?) AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
-       AND e.redacted_by IS NULL AND NOT e.rejected
-     ORDER BY e.stream_pos`,
-    [ids],
-  );
+  const related = await store.aggregatedRelations(ids);
   const out = new Map<string, Record<string, unknown>>();
   const originalSender = new Map(rows.map((x) => [x.event_id, x.sender]));
   const latestThread = new Map<string, string>();
   const latestEdit = new Map<string, string>();
-  for (const rel of r.rows as Array<{ relates_to: string; rel_type: string; event_id: string; sender: string }>) {
+  for (const rel of related) {
     const agg = out.get(rel.relates_to) ?? {};
     if (rel.rel_type === 'm.replace') {
       // Only the original sender's edits count.

@@ -1,20 +1,149 @@
-import type { Bindings } from '../storage/db.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
-import { EVENT_COLUMNS, EVENT_JOINS, type EventRow, type RoomRow, type RoomStore } from './store.ts';
-import { formatEvents, type ClientEvent } from './format.ts';
+import type { EventRow, RoomRow, RoomStore } from './store.ts';
+import { formatEvents, type ClientEvent, type FormatOptions } from './format.ts';
 import type { Visibility } from './visibility.ts';
-import { filterSql, type RoomEventFilter } from './filter.ts';
-import { posToken } from '../sync/token.ts';
+import type { RoomEventFilter } from './filter.ts';
+import { TimelineStore } from './timeline-store.ts';
+import { RelationStore } from './relation-store.ts';
+import { PublishedRoomStore, type DirectoryPageQuery, type RoomStats } from './published-store.ts';
+import { EventSearchStore, type SearchHit, type SearchQuery } from './search-store.ts';
+import { posToken } from '../storage/stream-token.ts';
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
 
 type Membership = { membership: string; event_nid: number; stream_pos: number; forgotten: boolean };
 
-/** The read side of rooms: state, members, single events, /messages and /context. */
+export type { EventRow, RoomRow } from './store.ts';
+export type { ClientEvent, FormatOptions } from './format.ts';
+export type { DirectoryBound, DirectoryPageQuery, RoomStats } from './published-store.ts';
+export type { SearchedRoom, SearchHit, SearchQuery } from './search-store.ts';
+
+/**
+ * The read side of rooms: state, members, single events, /messages and /context, and the room
+ * engine's read interface for the capabilities built on it (relations, threads, timestamps,
+ * search, the directory, upgrades, profiles). Only rooms' store files query the engine's tables.
+ */
 export class RoomReader {
-  constructor(readonly store: RoomStore, readonly visibility: Visibility) {}
+  private timeline: TimelineStore;
+  private relationStore: RelationStore;
+  private published: PublishedRoomStore;
+  private search: EventSearchStore;
+
+  constructor(private store: RoomStore, readonly visibility: Visibility) {
+    this.timeline = new TimelineStore(store.db);
+    this.relationStore = new RelationStore(store.db);
+    this.published = new PublishedRoomStore(store.db);
+    this.search = new EventSearchStore(store.db);
+  }
+
+  /** A room's nid, version and flags (cached). */
+  roomMeta(roomId: string): Promise<RoomRow | undefined> {
+    return this.store.roomMeta(roomId);
+  }
+
+  /** The user's latest membership of a room. */
+  membership(userId: string, roomNid: number): Promise<Membership | undefined> {
+    return this.store.membership(userId, roomNid);
+  }
+
+  eventById(eventId: string): Promise<EventRow | undefined> {
+    return this.store.eventById(eventId);
+  }
+
+  eventsByNid(nids: number[]): Promise<EventRow[]> {
+    return this.store.eventsByNid(nids);
+  }
+
+  /** Stored events in the client-server format (see formatEvents). */
+  format(rows: EventRow[], opts?: FormatOptions): Promise<ClientEvent[]> {
+    return formatEvents(this.store, rows, opts);
+  }
+
+  /** The current state of a room, optionally only some types (no visibility check: the caller's business). */
+  currentState(roomNid: number, types?: string[]): Promise<EventRow[]> {
+    return this.store.currentState(this.store.db, roomNid, types);
+  }
+
+  /** State at a snapshot, restricted to some (type, state_key) pairs. */
+  stateAt(group: number, pairs: Array<[string, string]>): Promise<EventRow[]> {
+    return this.store.stateAtGroup(this.store.db, group, { pairs });
+  }
+
+  joinedRoomIds(userId: string): Promise<string[]> {
+    return this.store.joinedRoomIds(userId);
+  }
+
+  /** The user's current member event in each room they are joined to. */
+  joinedMemberEvents(userId: string): Promise<Array<{ room_id: string; json: string }>> {
+    return this.store.joinedMemberEvents(userId);
+  }
+
+  /** Rooms where the user's latest membership is one of these (forgotten ones only when asked). */
+  roomsWithMembership(userId: string, memberships: string[], includeForgotten: boolean): ReturnType<RoomStore['roomsWithMembership']> {
+    return this.store.roomsWithMembership(userId, memberships, includeForgotten);
+  }
+
+  /** Which of these users `searcher` may find in the user directory (sharing a room, or in a published one). */
+  findableBy(searcher: string, userIds: string[]): Promise<Set<string>> {
+    return this.store.findableBy(searcher, userIds);
+  }
+
+  /** This server's users joined to a room, sorted. */
+  localJoined(roomNid: number, serverName: string): Promise<string[]> {
+    return this.store.localJoined(roomNid, serverName);
+  }
+
+  /** The room a room was upgraded from (m.room.create's predecessor), if any. */
+  predecessor(roomId: string): Promise<string | undefined> {
+    return this.store.predecessor(roomId);
+  }
+
+  /** The newest event of a room. */
+  lastEventId(roomNid: number): Promise<string | undefined> {
+    return this.timeline.lastEventId(roomNid);
+  }
+
+  /** Events around a time (GET /timestamp_to_event), a batch at a time. */
+  eventsAroundTimestamp(roomNid: number, ts: number, dir: 'f' | 'b', limit: number, after?: { ts: number; pos: number }): Promise<EventRow[]> {
+    return this.timeline.aroundTimestamp(roomNid, ts, dir, limit, after);
+  }
+
+  /** Events relating to an event (GET /relations), up to `depth` hops, one page. */
+  relationChildren(opts: Parameters<RelationStore['children']>[0]): Promise<EventRow[]> {
+    return this.relationStore.children(opts);
+  }
+
+  /** Thread roots of a room by latest thread event (GET /threads), one page. */
+  threadRoots(opts: Parameters<RelationStore['threads']>[0]): Promise<Array<{ root: EventRow; latest: number }>> {
+    return this.relationStore.threads(opts);
+  }
+
+  /** One page of the published room directory and how many rooms it lists. */
+  publishedPage(q: DirectoryPageQuery): ReturnType<PublishedRoomStore['page']> {
+    return this.published.page(q);
+  }
+
+  /** Directory stats (members, summary state) of some rooms, in the order given. */
+  roomStatsOf(roomIds: string[]): Promise<RoomStats[]> {
+    return this.published.statsOf(roomIds);
+  }
+
+  /** Directory stats of one room. */
+  roomStats(roomId: string): Promise<RoomStats | undefined> {
+    return this.published.stats({ roomId }).then((s) => s[0]);
+  }
+
+  /** Full-text matches, best first, strictly after `after` in that order. */
+  searchByRank(q: SearchQuery, after: { rank: number; pos: number } | undefined, limit: number): Promise<SearchHit[]> {
+    return this.search.byRank(q, after, limit);
+  }
+
+  /** Full-text matches, newest first, strictly before stream position `before`. */
+  searchByRecent(q: SearchQuery, before: number | undefined, limit: number): Promise<SearchHit[]> {
+    return this.search.byRecent(q, before, limit);
+  }
 
   private async roomAndMembership(userId: string, roomId: string): Promise<{ room: RoomRow; m: Membership | undefined }> {
     const room = await this.store.roomMeta(roomId);
@@ -92,17 +221,7 @@ export class RoomReader {
 
   /** Room events between positions, newest first (dir b) or oldest first (dir f). */
   async eventsBetween(roomNid: number, from: number, to: number | undefined, dir: 'b' | 'f', limit: number, filter?: RoomEventFilter): Promise<EventRow[]> {
-    const f = filterSql(filter);
-    const range = dir === 'b' ? 'e.stream_pos <= ?' + (to !== undefined ? ' AND e.stream_pos > ?' : '') : 'e.stream_pos > ?' + (to !== undefined ? ' AND e.stream_pos <= ?' : '');
-    const params: Bindings = [roomNid, from];
-    if (to !== undefined) params.push(to);
-    const r = await this.store.db.raw(
-      `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-       WHERE e.room_nid = ? AND ${range} AND NOT e.outlier AND NOT e.rejected ${f.sql}
-       ORDER BY e.stream_pos ${dir === 'b' ? 'DESC' : 'ASC'} LIMIT ?`,
-      [...params, ...f.params, limit],
-    );
-    return r.rows;
+    return this.timeline.between(roomNid, from, to, dir, limit, filter);
   }
 
   async messages(me: Requester, roomId: string, opts: { from?: number; to?: number; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {

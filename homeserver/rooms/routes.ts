@@ -23,7 +23,7 @@ import { isValidRoomAlias, isValidRoomId } from '../protocol/identifiers.ts';
 import type { RoomService } from './service.ts';
 import { parseLimit, type RoomReader } from './reader.ts';
 import { parseFilterParam } from './filter.ts';
-import { parseToken } from '../sync/token.ts';
+import { parseToken } from '../storage/stream-token.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import { requiredLevelForEvent, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';

@@ -9,7 +9,7 @@ import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/iden
 import { AuthError, checkRedaction, stateKey } from '../protocol/auth.ts';
 import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
-import type { AliasStore } from './aliases.ts';
+import type { AliasStore } from './alias-store.ts';
 
 export interface Profile {
   displayname?: string | null;
@@ -326,14 +326,20 @@ export class RoomService {
     return ev.eventId;
   }
 
+  /** Lists the room in the published directory, or takes it out. */
+  async setPublished(roomId: string, published: boolean): Promise<void> {
+    await this.store.setPublished(roomId, published);
+  }
+
+  /** Points every local alias of a room at its replacement (a room upgrade). */
+  async moveAliases(oldRoomId: string, newRoomId: string): Promise<void> {
+    await this.aliases.moveAll(oldRoomId, newRoomId);
+  }
+
   /** Leaves (or rejects) every room, for deactivation. */
   async leaveAll(userId: string): Promise<void> {
-    const r = await this.store.db.raw(
-      `SELECT r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid
-       WHERE m.user_id = ? AND m.membership IN ('join', 'invite', 'knock')`,
-      [userId],
-    );
-    for (const { room_id } of r.rows as Array<{ room_id: string }>) {
+    const rooms = await this.store.roomsWithMembership(userId, ['join', 'invite', 'knock']);
+    for (const { room_id } of rooms) {
       await this.leave(userId, room_id).catch((err) => this.log.warn({ err, room_id }, 'leave on deactivation failed'));
     }
   }

@@ -2,6 +2,7 @@ import type { Bindings } from '../storage/db.ts';
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
 import type { PDU } from '../protocol/auth.ts';
+import { LruCache } from '../cache/lru.ts';
 
 /** An event row as read for serving: the signed JSON plus the columns we query. */
 export interface EventRow {
@@ -24,6 +25,14 @@ export interface EventRow {
   txn_device: string | null;
   txn_id: string | null;
   json: string;
+}
+
+/** A relation of an event to another (columns relates_to, rel_type), as bundled aggregations read it. */
+export interface RelationRow {
+  relates_to: string;
+  rel_type: string;
+  event_id: string;
+  sender: string;
 }
 
 export interface RoomRow {
@@ -49,11 +58,11 @@ export interface RawSql {
 /**
  * Interned strings never change once assigned, so every worker may cache them forever. A caller
  * that holds a pooled connection passes that connection: asking the pool for a second one while
- * holding the first deadlocks once every connection is held that way.
+ * holding the first deadlocks once every connection is held that way. State keys are user IDs
+ * too, so the cache is bounded: an evicted string is looked up again.
  */
 class Interner {
-  private byName = new Map<string, number>();
-  private byNid = new Map<number, string>();
+  private byName = new LruCache<string, number>(INTERNED_CACHED);
   constructor(private table: string, private nidCol: string, private col: string) {}
 
   async nid(db: RawSql, name: string): Promise<number> {
@@ -63,7 +72,6 @@ class Interner {
     const r = await db.raw(`SELECT ${this.nidCol} AS nid FROM ${this.table} WHERE ${this.col} = ?`, [name]);
     const nid = Number(r.rows[0].nid);
     this.byName.set(name, nid);
-    this.byNid.set(nid, name);
     return nid;
   }
 
@@ -75,15 +83,20 @@ class Interner {
     if (!r.rows[0]) return undefined;
     const nid = Number(r.rows[0].nid);
     this.byName.set(name, nid);
-    this.byNid.set(nid, name);
     return nid;
   }
 }
 
+/** Interned strings kept in memory per table: event types are few, state keys grow with users. */
+const INTERNED_CACHED = 100_000;
+/** Rooms kept in memory (a row is ~200 bytes). */
+const ROOMS_CACHED = 20_000;
+
 export class RoomStore {
   readonly types = new Interner('event_types', 'type_nid', 'type');
   readonly stateKeys = new Interner('state_keys', 'state_key_nid', 'state_key');
-  private roomCache = new Map<string, RoomRow>();
+  /** Rooms by ID (nid and version never change; `published` is kept in step by setPublished). */
+  private roomCache = new LruCache<string, RoomRow>(ROOMS_CACHED);
 
   constructor(readonly db: Db) {}
 
@@ -217,6 +230,69 @@ export class RoomStore {
   async joinedMembers(roomNid: number): Promise<string[]> {
     const r = await this.db.raw("SELECT user_id FROM room_memberships WHERE room_nid = ? AND membership = 'join'", [roomNid]);
     return r.rows.map((x: { user_id: string }) => x.user_id);
+  }
+
+  /** Rooms where the user's latest membership is one of these (forgotten ones too unless told otherwise). */
+  async roomsWithMembership(userId: string, memberships: string[], includeForgotten = true): Promise<Array<{ room_nid: number; room_id: string; membership: string; stream_pos: number }>> {
+    const r = await this.db.raw(
+      `SELECT m.room_nid, r.room_id, m.membership, m.stream_pos FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid
+       WHERE m.user_id = ? AND m.membership = ANY(?) ${includeForgotten ? '' : 'AND NOT m.forgotten'}`,
+      [userId, memberships],
+    );
+    return (r.rows as Array<{ room_nid: number; room_id: string; membership: string; stream_pos: number }>).map((x) => ({ ...x, room_nid: Number(x.room_nid), stream_pos: Number(x.stream_pos) }));
+  }
+
+  /** Joined members of a room whose user IDs end in `:serverName` (this server's users), sorted. */
+  async localJoined(roomNid: number, serverName: string): Promise<string[]> {
+    const r = await this.db.raw(
+      "SELECT user_id FROM room_memberships WHERE room_nid = ? AND membership = 'join' AND user_id LIKE ? ESCAPE '\\' ORDER BY user_id",
+      [roomNid, `%:${serverName.replace(/[\\%_]/g, (c) => '\\' + c)}`],
+    );
+    return r.rows.map((x: { user_id: string }) => x.user_id);
+  }
+
+  /** Which of these users `searcher` may find in the user directory: themselves, users sharing a joined room, users joined to a published room. */
+  async findableBy(searcher: string, userIds: string[]): Promise<Set<string>> {
+    if (!userIds.length) return new Set();
+    const r = await this.db.raw(
+      `SELECT c.user_id FROM unnest(?::text[]) AS c(user_id)
+       WHERE c.user_id = ? OR EXISTS (
+           SELECT 1 FROM room_memberships a JOIN room_memberships b ON a.room_nid = b.room_nid
+           WHERE a.user_id = c.user_id AND a.membership = 'join' AND b.user_id = ? AND b.membership = 'join')
+         OR EXISTS (
+           SELECT 1 FROM room_memberships a JOIN rooms r ON r.room_nid = a.room_nid
+           WHERE a.user_id = c.user_id AND a.membership = 'join' AND r.published)`,
+      [userIds, searcher, searcher],
+    );
+    return new Set(r.rows.map((x: { user_id: string }) => x.user_id));
+  }
+
+  /** The room a room was upgraded from (its m.room.create's predecessor), if any. */
+  async predecessor(roomId: string): Promise<string | undefined> {
+    const r = await this.db.raw(
+      `SELECT e.json FROM rooms r
+       JOIN event_types t ON t.type = 'm.room.create'
+       JOIN state_keys sk ON sk.state_key = ''
+       JOIN current_state cs ON cs.room_nid = r.room_nid AND cs.type_nid = t.type_nid AND cs.state_key_nid = sk.state_key_nid
+       JOIN events e ON e.event_nid = cs.event_nid
+       WHERE r.room_id = ?`,
+      [roomId],
+    );
+    if (!r.rows[0]) return undefined;
+    const p = JSON.parse(r.rows[0].json).content?.predecessor?.room_id;
+    return typeof p === 'string' ? p : undefined;
+  }
+
+  /** The relations bundled with these events (m.replace, m.thread, m.reference), oldest first. */
+  async aggregatedRelations(eventIds: string[]): Promise<RelationRow[]> {
+    const r = await this.db.raw(
+      `SELECT e.relates_to, e.rel_type, e.event_id, e.sender, e.stream_pos, e.origin_server_ts
+       FROM events e WHERE e.relates_to = ANY(?) AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
+         AND e.redacted_by IS NULL AND NOT e.rejected
+       ORDER BY e.stream_pos`,
+      [eventIds],
+    );
+    return r.rows;
   }
 
   async setForgotten(userId: string, roomNid: number): Promise<void> {

@@ -1,5 +1,6 @@
 import { redactEvent } from '../protocol/redaction.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
+import { LruCache } from '../cache/lru.ts';
 import { MembershipHistoryStore } from './history-store.ts';
 import type { RoomStore, EventRow } from './store.ts';
 
@@ -26,7 +27,7 @@ const CACHE_ENTRIES = 50_000;
  */
 export class Visibility {
   /** State at a snapshot never changes (a redaction keeps `history_visibility` and `membership`), so entries live until evicted. */
-  private cache = new Map<string, AtEvent>();
+  private cache = new LruCache<string, AtEvent>(CACHE_ENTRIES);
   readonly history: MembershipHistoryStore;
 
   constructor(private store: RoomStore) {
@@ -37,12 +38,7 @@ export class Visibility {
   private async at(group: number, userId: string): Promise<AtEvent> {
     const key = `${group}|${userId}`;
     const hit = this.cache.get(key);
-    if (hit) {
-      // Least recently used goes first: re-inserting moves the entry to the end.
-      this.cache.delete(key);
-      this.cache.set(key, hit);
-      return hit;
-    }
+    if (hit) return hit;
     const rows = await this.store.stateAtGroup(this.store.db, group, {
       pairs: [['m.room.history_visibility', ''], ['m.room.member', userId]],
     });
@@ -54,7 +50,6 @@ export class Visibility {
     }
     const v = { historyVisibility, membership };
     this.cache.set(key, v);
-    if (this.cache.size > CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
     return v;
   }
 

@@ -1,12 +1,18 @@
 import { MatrixError } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
-import type { RoomReader } from '../rooms/reader.ts';
-import type { EventRow, RoomStore } from '../rooms/store.ts';
-import { formatEvents, type ClientEvent } from '../rooms/format.ts';
+import type { ClientEvent, EventRow, RoomReader, SearchHit, SearchQuery } from '../rooms/reader.ts';
 import { roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
-import { posToken } from '../sync/token.ts';
+import { posToken } from '../storage/stream-token.ts';
 import { highlightsIn, parseSearchTerm } from './query.ts';
-import type { SearchHit, SearchQuery, SearchRoom, SearchStore } from './store.ts';
+
+/** A room the searcher may search, and the last stream position persisted when the search began. */
+interface SearchRoom {
+  room_nid: number;
+  room_id: string;
+  membership: string;
+  stream_pos: number;
+  ceiling: number;
+}
 
 export const SEARCH_KEYS = ['content.body', 'content.name', 'content.topic'] as const;
 
@@ -59,7 +65,7 @@ export function decodeBatch(raw: string): Batch {
 
 /** Server-side search (POST /search), room_events category, as Synapse answers it. */
 export class SearchService {
-  constructor(private store: SearchStore, private rooms: RoomStore, private reader: RoomReader, private current: () => number) {}
+  constructor(private reader: RoomReader, private current: () => number) {}
 
   async search(me: Requester, criteria: RoomEventsCriteria | undefined, nextBatch: string | undefined): Promise<Record<string, unknown>> {
     if (!criteria) return { search_categories: {} };
@@ -83,7 +89,7 @@ export class SearchService {
 
     const rankOf = new Map(rows.map((x) => [x.row.event_nid, x.rank]));
     const events = rows.map((x) => x.row);
-    const formatted = await formatEvents(this.rooms, events, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const formatted = await this.reader.format(events, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
     const highlights = new Set<string>();
     for (const e of events) {
       const c = JSON.parse(e.json).content ?? {};
@@ -146,13 +152,17 @@ export class SearchService {
       for (const roomId of filter.rooms) {
         let cur: string | undefined = roomId;
         for (let i = 0; i < MAX_PREDECESSORS && cur; i++) {
-          cur = await this.store.predecessor(cur);
+          cur = await this.reader.predecessor(cur);
           if (cur) all.add(cur);
         }
       }
       wanted = { rooms: [...all], not_rooms: filter.not_rooms };
     }
-    let rooms = (await this.store.roomsOf(userId, this.current())).filter((r) => roomAllowed(wanted, r.room_id));
+    // Rooms the user is in, or was in (up to leaving), not forgotten. History visibility decides
+    // event by event (a user who left still sees world_readable events), so each goes up to now.
+    const ceiling = this.current();
+    const mine = await this.reader.roomsWithMembership(userId, ['join', 'leave', 'ban'], false);
+    let rooms: SearchRoom[] = mine.filter((r) => roomAllowed(wanted, r.room_id)).map((r) => ({ ...r, ceiling }));
     if (batch?.group === 'room_id') rooms = rooms.filter((r) => r.room_id === batch.groupKey);
     return rooms;
   }
@@ -167,8 +177,8 @@ export class SearchService {
     let last = from;
     for (let round = 0; round < 10; round++) {
       const hits: SearchHit[] = orderBy === 'rank'
-        ? await this.store.byRank(q, last as { rank: number; pos: number } | undefined, batchSize)
-        : await this.store.byRecent(q, last?.pos, batchSize);
+        ? await this.reader.searchByRank(q, last as { rank: number; pos: number } | undefined, batchSize)
+        : await this.reader.searchByRecent(q, last?.pos, batchSize);
       const visible = await this.visible(userId, hits, rooms);
       for (let i = 0; i < hits.length; i++) {
         const h = hits[i]!;
@@ -188,12 +198,12 @@ export class SearchService {
    * reveals history the user cannot read.
    */
   private async countVisible(userId: string, q: SearchQuery, rooms: Map<number, SearchRoom>): Promise<number> {
-    const hits = await this.store.byRecent(q, undefined, COUNT_SCANNED);
+    const hits = await this.reader.searchByRecent(q, undefined, COUNT_SCANNED);
     return (await this.visible(userId, hits, rooms)).size;
   }
 
   private async visible(userId: string, hits: SearchHit[], rooms: Map<number, SearchRoom>): Promise<Map<number, EventRow>> {
-    const rows = await this.rooms.eventsByNid(hits.map((h) => h.event_nid));
+    const rows = await this.reader.eventsByNid(hits.map((h) => h.event_nid));
     const byRoom = new Map<number, EventRow[]>();
     for (const row of rows) {
       const list = byRoom.get(Number(row.room_nid)) ?? [];
@@ -211,7 +221,7 @@ export class SearchService {
   private async contexts(me: Requester, events: EventRow[], filter: RoomEventFilter, rooms: Map<number, SearchRoom>, opts: NonNullable<RoomEventsCriteria['event_context']>): Promise<Array<Record<string, unknown>>> {
     const before = Math.min(opts.before_limit ?? 5, MAX_CONTEXT);
     const after = Math.min(opts.after_limit ?? 5, MAX_CONTEXT);
-    const fmt = (rows: EventRow[]) => formatEvents(this.rooms, rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const fmt = (rows: EventRow[]) => this.reader.format(rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
     const out: Array<Record<string, unknown>> = [];
     for (const ev of events) {
       const room = rooms.get(Number(ev.room_nid))!;
@@ -239,9 +249,9 @@ export class SearchService {
   /** The senders' display names and avatars as they were at `at` (historic profiles). */
   private async profiles(events: EventRow[], at: EventRow): Promise<Record<string, { displayname?: string; avatar_url?: string }>> {
     const senders = [...new Set(events.map((e) => e.sender))];
-    const rows = await this.rooms.stateAtGroup(this.rooms.db, Number(at.state_after), { pairs: senders.map((s) => ['m.room.member', s]) });
+    const rows = await this.reader.stateAt(Number(at.state_after), senders.map((s) => ['m.room.member', s]));
     const out: Record<string, { displayname?: string; avatar_url?: string }> = {};
-    for (const ev of await formatEvents(this.rooms, rows)) {
+    for (const ev of await this.reader.format(rows)) {
       const p: { displayname?: string; avatar_url?: string } = {};
       if (typeof ev.content.displayname === 'string') p.displayname = ev.content.displayname;
       if (typeof ev.content.avatar_url === 'string') p.avatar_url = ev.content.avatar_url;

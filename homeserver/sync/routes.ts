@@ -4,7 +4,7 @@ import { MatrixError } from '../http/errors.ts';
 import type { Db } from '../storage/db.ts';
 import type { SyncService } from './service.ts';
 import { loadSyncFilter } from './filter.ts';
-import { parseToken } from './token.ts';
+import { parseToken } from '../storage/stream-token.ts';
 
 /** Long-polls are capped so a proxy's idle timeout never cuts one. */
 const MAX_TIMEOUT_MS = 60_000;

@@ -8,7 +8,7 @@ import type { EventRow, RoomStore } from '../rooms/store.ts';
 import type { Visibility } from '../rooms/visibility.ts';
 import { formatEvents, type ClientEvent } from '../rooms/format.ts';
 import { filterSql, roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
-import { posToken } from './token.ts';
+import { posToken } from '../storage/stream-token.ts';
 import type { SyncFilter } from './filter.ts';
 import type { MembershipRow, SyncStore } from './store.ts';
 

@@ -1,8 +1,6 @@
 import { forbidden, notFound } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import type { RoomReader } from '../rooms/reader.ts';
-import type { RoomStore } from '../rooms/store.ts';
-import type { TimestampStore } from './store.ts';
 
 const BATCH = 50;
 /** How many events are looked at past ones the user may not see before giving up. */
@@ -10,12 +8,12 @@ const MAX_SCANNED = 1000;
 
 /** GET /rooms/{roomId}/timestamp_to_event: the event closest to a time, in one direction. */
 export class TimestampService {
-  constructor(private store: TimestampStore, private rooms: RoomStore, private reader: RoomReader) {}
+  constructor(private reader: RoomReader) {}
 
   async closest(me: Requester, roomId: string, ts: number, dir: 'f' | 'b'): Promise<{ event_id: string; origin_server_ts: number }> {
-    const room = await this.rooms.roomMeta(roomId);
+    const room = await this.reader.roomMeta(roomId);
     if (!room) throw forbidden(`User ${me.userId} not in room ${roomId}, or room does not exist`);
-    const m = await this.rooms.membership(me.userId, room.room_nid);
+    const m = await this.reader.membership(me.userId, room.room_nid);
     // As /messages: anyone with a membership of the room, or anyone when it is world-readable;
     // which events they may find is decided event by event (Visibility).
     if (!m && !(await this.reader.visibility.worldReadable(room.room_nid))) {
@@ -23,7 +21,7 @@ export class TimestampService {
     }
     let after: { ts: number; pos: number } | undefined;
     for (let scanned = 0; scanned < MAX_SCANNED; scanned += BATCH) {
-      const rows = await this.store.around(room.room_nid, ts, dir, BATCH, after);
+      const rows = await this.reader.eventsAroundTimestamp(room.room_nid, ts, dir, BATCH, after);
       const visible = await this.reader.visibility.filter(rows, me.userId, m);
       if (visible.length) return { event_id: visible[0]!.event_id, origin_server_ts: Number(visible[0]!.origin_server_ts) };
       if (rows.length < BATCH) break;

@@ -2,14 +2,13 @@ import type { Logger } from 'pino';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
-import { defaultPowerLevels, requiredLevelForEvent, toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { actionLevel, defaultPowerLevels, requiredLevelForEvent, toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import type { EventDraft } from '../rooms/engine.ts';
-import { formatEvents, type ClientEvent } from '../rooms/format.ts';
+import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
 import { isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
 import type { AccountDataStore } from '../accountdata/store.ts';
 import type { PushRulesService } from '../push/service.ts';
 import { copyRoomRules } from '../push/rules.ts';
-import type { UpgradeStore } from './store.ts';
 
 /** State copied to the replacement room, in the order Synapse sends it (join rules first). */
 const COPIED_STATE = [
@@ -52,7 +51,7 @@ export class UpgradeService {
 
   constructor(
     private rooms: RoomService,
-    private store: UpgradeStore,
+    private reader: RoomReader,
     private push: PushRulesService,
     private accountData: AccountDataStore,
     private profileOf: (userId: string) => Promise<Profile | undefined>,
@@ -65,7 +64,7 @@ export class UpgradeService {
     if (!version || !isSupportedVersion(version)) {
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', 'Your homeserver does not support this room version');
     }
-    const room = await this.rooms.store.roomMeta(roomId);
+    const room = await this.reader.roomMeta(roomId);
     if (!room) throw notFound(`Unknown room id ${roomId}`);
     // The same user asking again while an upgrade runs gets the same answer, as in Synapse.
     const running = this.inProgress.get(roomId);
@@ -84,7 +83,7 @@ export class UpgradeService {
 
   private async run(me: Requester, oldRoomId: string, version: RoomVersion): Promise<string> {
     const { room: old, version: oldVersion } = await this.rooms.room(oldRoomId);
-    const m = await this.rooms.store.membership(me.userId, old.room_nid);
+    const m = await this.reader.membership(me.userId, old.room_nid);
     if (m?.membership !== 'join') throw forbidden(`User ${me.userId} not in room ${oldRoomId}`);
 
     const state = await this.currentState(old.room_nid);
@@ -97,7 +96,7 @@ export class UpgradeService {
     const newRoomId = this.rooms.newRoomId();
     const creationContent: Record<string, unknown> = {
       room_version: version.id,
-      predecessor: { room_id: oldRoomId, event_id: await this.store.lastEventId(old.room_nid) },
+      predecessor: { room_id: oldRoomId, event_id: await this.reader.lastEventId(old.room_nid) },
     };
     if (!version.implicitRoomCreator) creationContent.creator = me.userId;
     if (create.content['m.federate'] === false) creationContent['m.federate'] = false;
@@ -108,12 +107,15 @@ export class UpgradeService {
     const restoredPl = oldPl ? fixupPowerLevels(oldPl as Record<string, unknown>) : undefined;
     const initialPl = restoredPl ? structuredClone(restoredPl) : (defaultPowerLevels(me.userId, version) as Record<string, unknown>);
     if (restoredPl) {
-      const events = Object.values((initialPl.events as Record<string, number> | undefined) ?? {});
-      const needed = Math.max((initialPl.state_default as number | undefined) ?? 50, (initialPl.ban as number | undefined) ?? 50, ...events, 0);
-      const users = { ...((initialPl.users as Record<string, number> | undefined) ?? {}) };
-      initialPl.users = users;
-      const current = users[me.userId] ?? (initialPl.users_default as number | undefined) ?? 0;
-      if (current < needed) users[me.userId] = needed;
+      // Enough to send any state event and to ban (the bans copied below), as Synapse grants.
+      const pl = initialPl as PowerLevelsContent;
+      const needed = Math.max(
+        toPowerLevel(pl.state_default) ?? 50,
+        actionLevel(pl, 'ban'),
+        ...Object.keys(pl.events ?? {}).map((type) => requiredLevelForEvent(pl, type, true)),
+        0,
+      );
+      if (userLevel(pl, me.userId) < needed) initialPl.users = { ...(pl.users ?? {}), [me.userId]: needed };
     }
 
     const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: me.userId, content, stateKey: key });
@@ -130,18 +132,18 @@ export class UpgradeService {
       if (ev) drafts.push(s(type, ev.content));
     }
     if (roomType === 'm.space') {
-      for (const child of await this.rooms.store.currentState(this.rooms.store.db, old.room_nid, ['m.space.child'])) {
-        const [ev] = await formatEvents(this.rooms.store, [child]);
+      for (const child of await this.reader.currentState(old.room_nid, ['m.space.child'])) {
+        const [ev] = await this.reader.format([child]);
         if (ev && Object.keys(ev.content).length) drafts.push(s('m.space.child', ev.content, ev.state_key as string));
       }
     }
     await this.rooms.engine.createRoom(newRoomId, version, me.userId, drafts);
-    if (old.published) await this.rooms.store.setPublished(newRoomId, true);
+    if (old.published) await this.rooms.setPublished(newRoomId, true);
 
     // Bans carry over; a ban the auth rules refuse (a target above the upgrader) is skipped.
-    for (const member of await this.rooms.store.currentState(this.rooms.store.db, old.room_nid, ['m.room.member'])) {
+    for (const member of await this.reader.currentState(old.room_nid, ['m.room.member'])) {
       if (member.membership !== 'ban') continue;
-      const [ev] = await formatEvents(this.rooms.store, [member]);
+      const [ev] = await this.reader.format([member]);
       await this.rooms.engine.send(newRoomId, s('m.room.member', ev!.content, member.state_key!))
         .catch((err) => this.log.warn({ err, roomId: newRoomId, user: member.state_key }, 'could not copy ban to upgraded room'));
     }
@@ -149,20 +151,22 @@ export class UpgradeService {
     await this.rooms.engine.send(oldRoomId, s('m.room.tombstone', { body: 'This room has been replaced', replacement_room: newRoomId }));
 
     await this.moveAliases(me, oldRoomId, newRoomId, state.get('m.room.canonical_alias'));
-    await this.copyMembersState(await this.store.localJoined(old.room_nid, this.serverName), oldRoomId, newRoomId)
+    await this.copyMembersState(await this.reader.localJoined(old.room_nid, this.serverName), oldRoomId, newRoomId)
       .catch((err) => this.log.warn({ err, roomId: oldRoomId }, 'could not copy members\' state to the upgraded room'));
-    if (old.published) await this.rooms.store.setPublished(oldRoomId, false);
+    if (old.published) await this.rooms.setPublished(oldRoomId, false);
 
     if (restoredPl) {
       // Stop ordinary users from talking or inviting in the old room.
-      const pl = fixupPowerLevels(oldPl as Record<string, unknown>);
-      const restricted = Math.max(((pl.users_default as number | undefined) ?? 0) + 1, 50);
+      const pl = fixupPowerLevels(oldPl as Record<string, unknown>) as PowerLevelsContent & Record<string, unknown>;
+      const restricted = Math.max((toPowerLevel(pl.users_default) ?? 0) + 1, 50);
       let changed = false;
-      for (const key of ['invite', 'events_default']) {
-        if (((pl[key] as number | undefined) ?? 0) < restricted) {
-          pl[key] = restricted;
-          changed = true;
-        }
+      if (actionLevel(pl, 'invite') < restricted) {
+        pl.invite = restricted;
+        changed = true;
+      }
+      if ((toPowerLevel(pl.events_default) ?? 0) < restricted) {
+        pl.events_default = restricted;
+        changed = true;
       }
       if (changed) {
         await this.rooms.engine.send(oldRoomId, s('m.room.power_levels', pl))
@@ -175,8 +179,8 @@ export class UpgradeService {
 
   /** The current state of the types an upgrade reads, as client events (redactions applied). */
   private async currentState(roomNid: number): Promise<Map<string, ClientEvent>> {
-    const rows = await this.rooms.store.currentState(this.rooms.store.db, roomNid, ['m.room.create', 'm.room.power_levels', 'm.room.canonical_alias', ...COPIED_STATE]);
-    const events = await formatEvents(this.rooms.store, rows.filter((r) => r.state_key === ''));
+    const rows = await this.reader.currentState(roomNid, ['m.room.create', 'm.room.power_levels', 'm.room.canonical_alias', ...COPIED_STATE]);
+    const events = await this.reader.format(rows.filter((r) => r.state_key === ''));
     return new Map(events.map((e) => [e.type, e]));
   }
 
@@ -185,7 +189,7 @@ export class UpgradeService {
    * (main and alternative) from the old room's event to a new event in the new room.
    */
   private async moveAliases(me: Requester, oldRoomId: string, newRoomId: string, canonical: ClientEvent | undefined): Promise<void> {
-    await this.store.moveAliases(oldRoomId, newRoomId);
+    await this.rooms.moveAliases(oldRoomId, newRoomId);
     if (!canonical) return;
     const local = (a: unknown): a is string => typeof a === 'string' && a.endsWith(`:${this.serverName}`);
     const oldContent: Record<string, unknown> = { ...canonical.content };

@@ -93,7 +93,7 @@ function listed(withSearch: boolean): string {
 }
 
 /** What the published room directory and room summaries read: current state and member counts. */
-export class DirectoryStore {
+export class PublishedRoomStore {
   constructor(private db: Db) {}
 
   /**

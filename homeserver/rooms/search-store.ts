@@ -1,12 +1,9 @@
 import type { Db, Bindings } from '../storage/db.ts';
-import { filterSql, type RoomEventFilter } from '../rooms/filter.ts';
+import { filterSql, type RoomEventFilter } from './filter.ts';
 
-/** A room the searcher may search, and the last stream position persisted when the search began. */
-export interface SearchRoom {
+/** A room searched, and the last stream position persisted when the search began. */
+export interface SearchedRoom {
   room_nid: number;
-  room_id: string;
-  membership: string;
-  stream_pos: number;
   ceiling: number;
 }
 
@@ -17,31 +14,19 @@ export interface SearchHit {
 }
 
 export interface SearchQuery {
-  rooms: SearchRoom[];
+  rooms: SearchedRoom[];
   tsquery: string;
   keys: string[];
   filter: RoomEventFilter | undefined;
 }
 
-/** Full-text search over the event_search index (vectors built with to_tsvector('simple', …)). */
-export class SearchStore {
+/**
+ * Full-text matches over the event_search index (vectors built with to_tsvector('simple', …)).
+ * The room engine writes that index in the same statement as the events (persist-store), so it
+ * is the engine's table; the search capability parses, pages and judges visibility.
+ */
+export class EventSearchStore {
   constructor(private db: Db) {}
-
-  /** Rooms the user is in, or was in (up to leaving), not forgotten. */
-  async roomsOf(userId: string, current: number): Promise<SearchRoom[]> {
-    const r = await this.db.raw(
-      `SELECT m.room_nid, r.room_id, m.membership, m.stream_pos FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid
-       WHERE m.user_id = ? AND m.membership IN ('join', 'leave', 'ban') AND NOT m.forgotten`,
-      [userId],
-    );
-    return (r.rows as Array<Omit<SearchRoom, 'ceiling'>>).map((x) => ({
-      ...x,
-      room_nid: Number(x.room_nid),
-      stream_pos: Number(x.stream_pos),
-      // History visibility decides event by event (a user who left still sees world_readable events).
-      ceiling: current,
-    }));
-  }
 
   private where(q: SearchQuery): { sql: string; params: Bindings } {
     const f = filterSql(q.filter);
@@ -80,22 +65,6 @@ export class SearchStore {
       [...w.params, ...(before !== undefined ? [before] : []), limit],
     );
     return r.rows.map(hit);
-  }
-
-  /** The room a room was upgraded from (m.room.create's predecessor), if any. */
-  async predecessor(roomId: string): Promise<string | undefined> {
-    const r = await this.db.raw(
-      `SELECT e.json FROM rooms r
-       JOIN event_types t ON t.type = 'm.room.create'
-       JOIN state_keys sk ON sk.state_key = ''
-       JOIN current_state cs ON cs.room_nid = r.room_nid AND cs.type_nid = t.type_nid AND cs.state_key_nid = sk.state_key_nid
-       JOIN events e ON e.event_nid = cs.event_nid
-       WHERE r.room_id = ?`,
-      [roomId],
-    );
-    if (!r.rows[0]) return undefined;
-    const p = JSON.parse(r.rows[0].json).content?.predecessor?.room_id;
-    return typeof p === 'string' ? p : undefined;
   }
 }
 

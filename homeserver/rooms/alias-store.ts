@@ -24,6 +24,11 @@ export class AliasStore {
     await this.db.raw('DELETE FROM room_aliases WHERE alias = ?', [alias]);
   }
 
+  /** Points every alias of a room at its replacement (a room upgrade). */
+  async moveAll(oldRoomId: string, newRoomId: string): Promise<void> {
+    await this.db.raw('UPDATE room_aliases SET room_id = ? WHERE room_id = ?', [newRoomId, oldRoomId]);
+  }
+
   async forRoom(roomId: string): Promise<string[]> {
     const r = await this.db.raw('SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias', [roomId]);
     return r.rows.map((x: { alias: string }) => x.alias);

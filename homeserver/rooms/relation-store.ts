@@ -1,8 +1,8 @@
-import type { Db, Bindings } from '../storage/db.ts';
-import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from '../rooms/store.ts';
+import type { Bindings, Db } from '../storage/db.ts';
+import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from './store.ts';
 
 /** Events that relate to another (columns relates_to, rel_type of events) and thread roots. */
-export class RelationsStore {
+export class RelationStore {
   constructor(private db: Db) {}
 
   /**

@@ -1,0 +1,55 @@
+import type { Bindings, Db } from '../storage/db.ts';
+import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from './store.ts';
+import { filterSql, type RoomEventFilter } from './filter.ts';
+
+/** A room's timeline read by stream position or by origin_server_ts (/messages, /context, /timestamp_to_event). */
+export class TimelineStore {
+  constructor(private db: Db) {}
+
+  /** Up to `limit` events from `from` going backwards (b) or forwards (f), stopping at `to`. */
+  async between(roomNid: number, from: number, to: number | undefined, dir: 'b' | 'f', limit: number, filter: RoomEventFilter | undefined): Promise<EventRow[]> {
+    const f = filterSql(filter);
+    const range = dir === 'b' ? 'e.stream_pos <= ?' + (to !== undefined ? ' AND e.stream_pos > ?' : '') : 'e.stream_pos > ?' + (to !== undefined ? ' AND e.stream_pos <= ?' : '');
+    const params: Bindings = [roomNid, from];
+    if (to !== undefined) params.push(to);
+    const r = await this.db.raw(
+      `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
+       WHERE e.room_nid = ? AND ${range} AND NOT e.outlier AND NOT e.rejected ${f.sql}
+       ORDER BY e.stream_pos ${dir === 'b' ? 'DESC' : 'ASC'} LIMIT ?`,
+      [...params, ...f.params, limit],
+    );
+    return r.rows;
+  }
+
+  /**
+   * Events at or after `ts` (dir f, oldest first) or at or before it (dir b, newest first),
+   * continuing after `after` (the last event of the previous batch) when given.
+   */
+  async aroundTimestamp(roomNid: number, ts: number, dir: 'f' | 'b', limit: number, after?: { ts: number; pos: number }): Promise<EventRow[]> {
+    const cmp = dir === 'f' ? '>' : '<';
+    const order = dir === 'f' ? 'ASC' : 'DESC';
+    const params: Array<number> = [roomNid, ts];
+    let page = '';
+    if (after) {
+      page = `AND (e.origin_server_ts, e.stream_pos) ${cmp} (?, ?)`;
+      params.push(after.ts, after.pos);
+    }
+    params.push(limit);
+    const r = await this.db.raw(
+      `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
+       WHERE e.room_nid = ? AND e.origin_server_ts ${cmp}= ? AND NOT e.outlier AND NOT e.rejected ${page}
+       ORDER BY e.origin_server_ts ${order}, e.stream_pos ${order} LIMIT ?`,
+      params,
+    );
+    return r.rows;
+  }
+
+  /** The newest event of a room (a room upgrade's "last known event" of the predecessor). */
+  async lastEventId(roomNid: number): Promise<string | undefined> {
+    const r = await this.db.raw(
+      'SELECT event_id FROM events WHERE room_nid = ? AND NOT outlier AND NOT rejected ORDER BY stream_pos DESC LIMIT 1',
+      [roomNid],
+    );
+    return r.rows[0]?.event_id;
+  }
+}

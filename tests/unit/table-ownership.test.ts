@@ -1,0 +1,61 @@
+// One owner per table (issue 5, deliverable 5): the room engine's tables are queried only by the
+// store files of homeserver/rooms/; the capabilities built on it read rooms through RoomReader;
+// rooms/ imports nothing from sync/ (the stream tokens live in storage/stream-token.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = join(import.meta.dirname, '../../homeserver');
+const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search'];
+/** Capabilities that read rooms only through the room engine's read interface. */
+const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles'];
+
+function tsFiles(folder: string): string[] {
+  return readdirSync(join(ROOT, folder)).filter((f) => f.endsWith('.ts')).map((f) => `${folder}/${f}`);
+}
+
+const source = (file: string) => readFileSync(join(ROOT, file), 'utf8');
+
+/** Tables named after FROM, JOIN, INTO or UPDATE in SQL text. */
+function tablesIn(text: string): string[] {
+  const found = new Set<string>();
+  for (const m of text.matchAll(/\b(?:FROM|JOIN|INTO|UPDATE)\s+([a-z_]+)/g)) found.add(m[1]!);
+  return [...found];
+}
+
+test('the capabilities built on rooms query none of its tables and import none of its store files', () => {
+  for (const folder of READERS) {
+    for (const file of tsFiles(folder)) {
+      const text = source(file);
+      const touched = tablesIn(text).filter((t) => ROOM_TABLES.includes(t));
+      assert.deepEqual(touched, [], `${file} queries the room engine's tables ${touched.join(', ')}`);
+      const imports = [...text.matchAll(/from '\.\.\/rooms\/([a-z-]+)\.ts'/g)].map((m) => m[1]!);
+      const stores = imports.filter((name) => name.includes('store') || name === 'format' || name === 'visibility');
+      assert.deepEqual(stores, [], `${file} imports rooms/${stores.join(', rooms/')} instead of going through RoomReader`);
+      assert.doesNotMatch(text, /EVENT_COLUMNS|EVENT_JOINS/, `${file} builds event rows itself`);
+    }
+  }
+});
+
+test('inside rooms/, SQL lives only in store files', () => {
+  for (const file of tsFiles('rooms')) {
+    if (/store\.ts$/.test(file)) continue;
+    // engine.ts hands the store its held connection (interning); it runs no SQL text of its own.
+    assert.equal(tablesIn(source(file)).filter((t) => ROOM_TABLES.includes(t)).length, 0, `${file} has SQL`);
+    assert.doesNotMatch(source(file), /\.raw\(\s*['`"]/, `${file} runs SQL`);
+  }
+});
+
+test('rooms/ imports nothing from sync/ (no rooms <-> sync import cycle)', () => {
+  for (const file of tsFiles('rooms')) assert.doesNotMatch(source(file), /from '\.\.\/sync\//, `${file} imports sync/`);
+});
+
+test('the room store and visibility caches are bounded LRU caches', () => {
+  // A Map field grows without bound (roomCache) or is trimmed by hand; LruCache has a capacity.
+  for (const file of ['rooms/store.ts', 'rooms/visibility.ts']) {
+    const fields = [...source(file).matchAll(/^\s+private (?:readonly )?\w+ = new (\w+)</gm)].map((m) => m[1]);
+    assert.ok(fields.length > 0, `${file} declares its caches`);
+    assert.deepEqual(fields.filter((k) => k !== 'LruCache'), [], `${file} keeps a cache in a ${fields.join(', ')}`);
+  }
+});
