@@ -155,7 +155,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('get', '/rooms/:roomId/joined_members', async (ctx) => ({ joined: await reader.joinedMembers(requester(ctx), roomId(ctx.params.roomId)) }), { auth: true });
 
-  r.client('get', '/joined_rooms', async (ctx) => ({ joined_rooms: await rooms.store.joinedRoomIds(requester(ctx).userId) }), { auth: true });
+  r.client('get', '/joined_rooms', async (ctx) => ({ joined_rooms: await reader.joinedRoomIds(requester(ctx).userId) }), { auth: true });
 
   r.client('get', '/rooms/:roomId/messages', async (ctx) => {
     const dir = ctx.query.dir ?? 'b';
@@ -240,7 +240,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
       // As Synapse: whoever may send state events in general (state_default) may publish the room.
       if (!maySendState(await reader.visibleState(me.userId, id), me.userId)) throw forbidden('You need to be a room moderator to publish the room');
     }
-    await rooms.store.setPublished(id, (b.visibility ?? 'public') === 'public');
+    await rooms.setPublished(id, (b.visibility ?? 'public') === 'public');
     return {};
   }, { auth: true });
 }
