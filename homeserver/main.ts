@@ -31,6 +31,7 @@ import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
+import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { pushRoutes } from './push/routes.ts';
 import { SearchStore } from './search/store.ts';
@@ -132,10 +133,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   const tracker = await StreamTracker.open(db);
   const notifier = new LocalNotifier(tracker.current());
-  const signingKey = await loadOrCreateSigningKey(db);
+  const serverStore = new ServerStore(db);
+  const signingKey = await loadOrCreateSigningKey(serverStore);
 
-  const accountStore = new AccountStore(db);
-  const accounts = new AccountService(accountStore, config, log);
+  const accounts = new AccountService(new AccountStore(db), config, log);
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
@@ -152,7 +153,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
 
-  await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
+  await ensureAutoJoinRooms(rooms, accounts, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
@@ -180,7 +181,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(new TimestampStore(db), rooms.store, reader));
   thirdPartyRoutes(routes);
 
-  healthRoutes(routes, db, config.databaseTimeoutMs);
+  healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
   const app = createApp(routes, log, [], inFlight);
