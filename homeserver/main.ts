@@ -21,9 +21,11 @@ import { Visibility } from './rooms/visibility.ts';
 import { roomRoutes } from './rooms/routes.ts';
 import { autoJoin, ensureAutoJoinRooms } from './rooms/bootstrap.ts';
 import { AccountDataStore } from './accountdata/store.ts';
+import { AccountDataService } from './accountdata/service.ts';
 import { accountDataRoutes } from './accountdata/routes.ts';
 import { SyncService } from './sync/service.ts';
 import { SyncStore } from './sync/store.ts';
+import { FilterService } from './sync/filter.ts';
 import { syncRoutes } from './sync/routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
@@ -144,8 +146,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
   const reader = new RoomReader(roomStore, visibility);
-  const accountData = new AccountDataStore(db, tracker, notifier);
-  const sync = new SyncService(roomStore, new SyncStore(db), visibility, accountData, tracker, notifier);
+  const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
+  const syncStore = new SyncStore(db);
+  const sync = new SyncService(roomStore, syncStore, visibility, accountData, tracker, notifier);
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -165,8 +168,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   undo.push(() => propagator.stop());
   profileRoutes(routes, new ProfileService(profiles, propagator));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
-  accountDataRoutes(routes, accountData, db);
-  syncRoutes(routes, sync, db);
+  accountDataRoutes(routes, accountData);
+  syncRoutes(routes, sync, new FilterService(syncStore));
   const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {

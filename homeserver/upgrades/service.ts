@@ -6,7 +6,7 @@ import { defaultPowerLevels, requiredLevelForEvent, toPowerLevel, userLevel, typ
 import type { EventDraft } from '../rooms/engine.ts';
 import { formatEvents, type ClientEvent } from '../rooms/format.ts';
 import { isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
-import type { AccountDataStore } from '../accountdata/store.ts';
+import type { AccountDataService } from '../accountdata/service.ts';
 import type { PushRulesService } from '../push/service.ts';
 import { copyRoomRules } from '../push/rules.ts';
 import type { UpgradeStore } from './store.ts';
@@ -54,7 +54,7 @@ export class UpgradeService {
     private rooms: RoomService,
     private store: UpgradeStore,
     private push: PushRulesService,
-    private accountData: AccountDataStore,
+    private accountData: AccountDataService,
     private profileOf: (userId: string) => Promise<Profile | undefined>,
     private serverName: string,
     private log: Logger,
