@@ -21,9 +21,11 @@ import { Visibility } from './rooms/visibility.ts';
 import { roomRoutes } from './rooms/routes.ts';
 import { autoJoin, ensureAutoJoinRooms } from './rooms/bootstrap.ts';
 import { AccountDataStore } from './accountdata/store.ts';
+import { AccountDataService } from './accountdata/service.ts';
 import { accountDataRoutes } from './accountdata/routes.ts';
 import { SyncService } from './sync/service.ts';
 import { SyncStore } from './sync/store.ts';
+import { FilterService } from './sync/filter.ts';
 import { syncRoutes } from './sync/routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
@@ -31,6 +33,7 @@ import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
+import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { pushRoutes } from './push/routes.ts';
 import { SearchService } from './search/service.ts';
@@ -127,10 +130,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   const tracker = await StreamTracker.open(db);
   const notifier = new LocalNotifier(tracker.current());
-  const signingKey = await loadOrCreateSigningKey(db);
+  const serverStore = new ServerStore(db);
+  const signingKey = await loadOrCreateSigningKey(serverStore);
 
-  const accountStore = new AccountStore(db);
-  const accounts = new AccountService(accountStore, config, log);
+  const accounts = new AccountService(new AccountStore(db), config, log);
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
@@ -138,8 +141,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
   const reader = new RoomReader(roomStore, visibility);
-  const accountData = new AccountDataStore(db, tracker, notifier);
-  const sync = new SyncService(roomStore, new SyncStore(db), visibility, accountData, tracker, notifier);
+  const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
+  const syncStore = new SyncStore(db);
+  const sync = new SyncService(roomStore, syncStore, visibility, accountData, tracker, notifier);
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -147,7 +151,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
 
-  await ensureAutoJoinRooms(rooms, accountStore, config.serverName, config.autoJoinRooms, log);
+  await ensureAutoJoinRooms(rooms, accounts, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
@@ -159,8 +163,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   undo.push(() => propagator.stop());
   profileRoutes(routes, new ProfileService(profiles, propagator, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
-  accountDataRoutes(routes, accountData, db);
-  syncRoutes(routes, sync, db);
+  accountDataRoutes(routes, accountData);
+  syncRoutes(routes, sync, new FilterService(syncStore));
   const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {
@@ -175,7 +179,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
 
-  healthRoutes(routes, db, config.databaseTimeoutMs);
+  healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
   const app = createApp(routes, log, [], inFlight);

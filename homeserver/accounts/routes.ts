@@ -1,3 +1,22 @@
+// POST   /register                                            create an account (user-interactive auth; ?kind=guest refused)
+// GET    /register/available ?username                        is a username free
+// GET    /register/m.login.registration_token/validity (v1)   is a registration token usable
+// GET    /login                                               login flows (m.login.password)
+// POST   /login                                               log in with a password
+// POST   /refresh (v3, v1)                                    rotate a refresh token
+// POST   /logout                                              end this device's session
+// POST   /logout/all                                          end every session of the user
+// GET    /account/whoami                                      who this token is
+// GET    /account/3pid                                        bound 3PIDs (none)
+// POST   /account/password                                    change the password (user-interactive auth)
+// POST   /account/deactivate                                  deactivate the account (user-interactive auth)
+// GET    /devices                                             the user's devices
+// GET    /devices/{deviceId}                                  one device
+// PUT    /devices/{deviceId}                                  rename a device
+// DELETE /devices/{deviceId}                                  delete a device (user-interactive auth)
+// POST   /delete_devices                                      delete several devices (user-interactive auth)
+// GET    /_synapse/admin/v1/register                          a nonce for shared-secret registration
+// POST   /_synapse/admin/v1/register                          shared-secret registration (the first admin)
 import { createHmac, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
@@ -6,7 +25,7 @@ import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { Config } from '../config.ts';
 import type { AccountService } from './service.ts';
-import { userInteractiveAuth, type Flow } from './uia.ts';
+import type { Flow } from './uia.ts';
 import { safeEqual } from './tokens.ts';
 
 const PASSWORD_FLOWS: Flow[] = [['m.login.password']];
@@ -46,7 +65,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const localpart = b.username !== undefined ? b.username.toLowerCase() : undefined;
     if (localpart !== undefined) await accounts.checkUsername(localpart);
     if (b.password !== undefined) accounts.checkPasswordShape(b.password);
-    const { params } = await userInteractiveAuth(accounts, b as Record<string, unknown>, registrationFlows());
+    const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, registrationFlows());
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
     return accounts.register({
       localpart: localpart ?? (await accounts.generateLocalpart()),
@@ -72,9 +91,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const token = ctx.query.token;
     if (typeof token !== 'string') throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: token');
     if (config.registration !== 'token') throw forbidden('Registration tokens are not enabled');
-    const row = await accounts.store.registrationToken(token);
-    const valid = !!row && (row.uses_allowed === null || row.completed < row.uses_allowed) && (row.expiry_time === null || row.expiry_time > Date.now());
-    return { valid };
+    return { valid: await accounts.registrationTokenValid(token) };
   }, {}, ['v1']);
 
   r.client('get', '/login', () => ({ flows: [{ type: 'm.login.password' }] }));
@@ -123,7 +140,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const me = requester(ctx);
     const b = body(ctx, z.object({ new_password: z.string(), logout_devices: z.boolean().optional(), auth: z.record(z.string(), z.unknown()).optional() }));
     accounts.checkPasswordShape(b.new_password);
-    await userInteractiveAuth(accounts, b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.interactiveAuth(b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
     await accounts.changePassword(me.userId, b.new_password, b.logout_devices ?? true, me.deviceId);
     return {};
   }, { auth: true });
@@ -131,7 +148,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
   r.client('post', '/account/deactivate', async (ctx) => {
     const me = requester(ctx);
     const b = optionalBody(ctx);
-    await userInteractiveAuth(accounts, b, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.interactiveAuth(b, PASSWORD_FLOWS, { userId: me.userId });
     await accounts.deactivate(me.userId);
     return { id_server_unbind_result: 'no-support' };
   }, { auth: true });
@@ -144,10 +161,10 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     last_seen_ip: d.last_seen_ip ?? undefined,
   });
 
-  r.client('get', '/devices', async (ctx) => ({ devices: (await accounts.store.devices(requester(ctx).userId)).map(deviceJson) }), { auth: true });
+  r.client('get', '/devices', async (ctx) => ({ devices: (await accounts.devices(requester(ctx).userId)).map(deviceJson) }), { auth: true });
 
   r.client('get', '/devices/:deviceId', async (ctx) => {
-    const d = await accounts.store.device(requester(ctx).userId, ctx.params.deviceId!);
+    const d = await accounts.device(requester(ctx).userId, ctx.params.deviceId!);
     if (!d) throw notFound('Device not found');
     return deviceJson(d);
   }, { auth: true });
@@ -155,16 +172,16 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
   r.client('put', '/devices/:deviceId', async (ctx) => {
     const b = body(ctx, z.object({ display_name: z.string().max(100).optional() }), false);
     const me = requester(ctx);
-    if (!(await accounts.store.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
-    if (b.display_name !== undefined) await accounts.store.renameDevice(me.userId, ctx.params.deviceId!, b.display_name);
+    if (!(await accounts.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
+    if (b.display_name !== undefined) await accounts.renameDevice(me.userId, ctx.params.deviceId!, b.display_name);
     return {};
   }, { auth: true });
 
   r.client('delete', '/devices/:deviceId', async (ctx) => {
     const me = requester(ctx);
     const b = optionalBody(ctx);
-    if (!(await accounts.store.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
-    await userInteractiveAuth(accounts, b, PASSWORD_FLOWS, { userId: me.userId });
+    if (!(await accounts.device(me.userId, ctx.params.deviceId!))) throw notFound('Device not found');
+    await accounts.interactiveAuth(b, PASSWORD_FLOWS, { userId: me.userId });
     await accounts.deleteDevices(me.userId, [ctx.params.deviceId!]);
     return {};
   }, { auth: true });
@@ -172,7 +189,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
   r.client('post', '/delete_devices', async (ctx) => {
     const me = requester(ctx);
     const b = body(ctx, z.object({ devices: z.array(z.string()), auth: z.record(z.string(), z.unknown()).optional() }));
-    await userInteractiveAuth(accounts, b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
+    await accounts.interactiveAuth(b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
     await accounts.deleteDevices(me.userId, b.devices);
     return {};
   }, { auth: true });

@@ -7,7 +7,8 @@ import type { Config } from '../config.ts';
 import { MatrixError, forbidden } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import { isValidLocalpart } from '../protocol/identifiers.ts';
-import { AccountStore } from './store.ts';
+import type { AccountStore, DeviceRow } from './store.ts';
+import { userInteractiveAuth, type Flow } from './uia.ts';
 import { hashToken, newToken, randomId, randomString } from './tokens.ts';
 
 export interface Session {
@@ -37,7 +38,7 @@ export class AccountService {
   /** Published before an account is deactivated (or a failed registration undone): leave its rooms. */
   readonly deactivating = new Topic<string>('account deactivating');
 
-  constructor(readonly store: AccountStore, private config: Config, private log?: Logger) {}
+  constructor(private store: AccountStore, private config: Config, private log?: Logger) {}
 
   /**
    * Subscribes a step that every new account needs. Registration answers only once every step has
@@ -71,6 +72,46 @@ export class AccountService {
     if (localpart.startsWith('_')) throw new MatrixError(400, 'M_INVALID_USERNAME', 'User ID may not begin with _');
     if (this.userId(localpart).length > 255) throw new MatrixError(400, 'M_INVALID_USERNAME', 'User ID may not be longer than 255 characters');
     if (await this.store.isLocalpartTaken(localpart)) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
+  }
+
+  /**
+   * The server's own account (creator of the rooms the server makes): created on first start,
+   * without a password, so nobody can log in as it.
+   */
+  async ensureSystemAccount(localpart: string, displayname: string): Promise<string> {
+    const userId = this.userId(localpart);
+    await this.store.ensureUser({ userId, localpart, passwordHash: null, isAdmin: true, displayname });
+    return userId;
+  }
+
+  /** Whether a registration token may still be used (uses left, not expired). */
+  async registrationTokenValid(token: string): Promise<boolean> {
+    const row = await this.store.registrationToken(token);
+    return !!row && (row.uses_allowed === null || row.completed < row.uses_allowed) && (row.expiry_time === null || row.expiry_time > Date.now());
+  }
+
+  /**
+   * User-interactive authentication (see uia.ts): answers 401 with the flows until one flow's
+   * stages are all done, then returns the session's params.
+   */
+  interactiveAuth(
+    body: Record<string, unknown>,
+    flows: Flow[],
+    opts: { userId?: string; params?: Record<string, unknown> } = {},
+  ): Promise<{ sessionId: string; params: Record<string, unknown> }> {
+    return userInteractiveAuth(this, this.store, body, flows, opts);
+  }
+
+  devices(userId: string): Promise<DeviceRow[]> {
+    return this.store.devices(userId);
+  }
+
+  device(userId: string, deviceId: string): Promise<DeviceRow | undefined> {
+    return this.store.device(userId, deviceId);
+  }
+
+  async renameDevice(userId: string, deviceId: string, name: string): Promise<void> {
+    await this.store.renameDevice(userId, deviceId, name);
   }
 
   async generateLocalpart(): Promise<string> {

@@ -29,6 +29,9 @@ export interface DeviceRow {
   last_seen_ip: string | null;
 }
 
+/** Advisory lock under which workers starting together create the system account once. */
+const SYSTEM_ACCOUNT_LOCK = 7271003;
+
 /** Matches the expression index users_lower_localpart (lower(localpart)): a probe, not a scan. */
 export const LOGIN_LOOKUP_SQL = 'SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1';
 
@@ -57,10 +60,10 @@ export class AccountStore {
     return true;
   }
 
-  /** Creates an account unless it exists (the server's own account at start, by every worker at once). */
+  /** Creates the account unless it exists, under a lock (workers starting together). */
   async ensureUser(u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; displayname: string }): Promise<void> {
     await this.db.transaction(async (trx) => {
-      await trx.raw('SELECT pg_advisory_xact_lock(7271003)');
+      await trx.raw('SELECT pg_advisory_xact_lock(?)', [SYSTEM_ACCOUNT_LOCK]);
       await this.insertUser(trx, u);
     });
   }

@@ -1,5 +1,6 @@
 import { MatrixError } from '../http/errors.ts';
 import type { AccountService } from './service.ts';
+import type { AccountStore } from './store.ts';
 import { randomString } from './tokens.ts';
 
 export type Flow = string[];
@@ -19,11 +20,11 @@ interface AuthDict {
  */
 export async function userInteractiveAuth(
   accounts: AccountService,
+  store: AccountStore,
   body: Record<string, unknown>,
   flows: Flow[],
   opts: { userId?: string; params?: Record<string, unknown> } = {},
 ): Promise<{ sessionId: string; params: Record<string, unknown> }> {
-  const store = accounts.store;
   const auth = body.auth as AuthDict | undefined;
   const uiaParams = opts.params ?? {};
   const challenge = (sessionId: string, completed: string[], err?: { errcode: string; error: string }) =>
@@ -73,9 +74,7 @@ export async function userInteractiveAuth(
     await store.completeUiaStage(sid, type);
   } else if (type === 'm.login.registration_token') {
     const token = typeof auth.token === 'string' ? auth.token : '';
-    const row = await store.registrationToken(token);
-    const valid = row && (row.uses_allowed === null || row.completed < row.uses_allowed) && (row.expiry_time === null || row.expiry_time > Date.now());
-    if (!valid) throw challenge(sid, session.completed, { errcode: 'M_FORBIDDEN', error: 'Invalid registration token' });
+    if (!(await accounts.registrationTokenValid(token))) throw challenge(sid, session.completed, { errcode: 'M_FORBIDDEN', error: 'Invalid registration token' });
     await store.setUiaParam(sid, 'registration_token', token);
     await store.completeUiaStage(sid, type);
   }

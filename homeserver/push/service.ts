@@ -1,4 +1,4 @@
-import type { AccountDataStore } from '../accountdata/store.ts';
+import type { AccountDataService } from '../accountdata/service.ts';
 import { normalize, toContent, type Ruleset } from './rules.ts';
 
 const TYPE = 'm.push_rules';
@@ -12,7 +12,7 @@ const TYPE = 'm.push_rules';
  * is what stalled the whole server when ~20 users edited their rules at once.
  */
 export class PushRulesService {
-  constructor(private accountData: AccountDataStore) {}
+  constructor(private accountData: AccountDataService) {}
 
   async rules(userId: string): Promise<Ruleset> {
     const stored = await this.accountData.get(userId, '', TYPE);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { MatrixError } from '../http/errors.ts';
-import type { AccountStore } from '../accounts/store.ts';
+import type { AccountService } from '../accounts/service.ts';
 import type { RoomService } from './service.ts';
 
 /** The server's own account: creator of the rooms the server makes (the global room). */
@@ -11,9 +11,8 @@ export const SYSTEM_LOCALPART = '_server';
  * room (the global room by default), created by the system account, as Synapse's
  * autocreate_auto_join_rooms does.
  */
-export async function ensureAutoJoinRooms(rooms: RoomService, accounts: AccountStore, serverName: string, aliases: string[], log: Logger): Promise<void> {
-  const systemUser = `@${SYSTEM_LOCALPART}:${serverName}`;
-  await accounts.ensureUser({ userId: systemUser, localpart: SYSTEM_LOCALPART, passwordHash: null, isAdmin: true, displayname: serverName });
+export async function ensureAutoJoinRooms(rooms: RoomService, accounts: AccountService, serverName: string, aliases: string[], log: Logger): Promise<void> {
+  const systemUser = await accounts.ensureSystemAccount(SYSTEM_LOCALPART, serverName);
   for (const alias of aliases) {
     if (!alias.endsWith(`:${serverName}`) || (await rooms.aliases.resolve(alias))) continue;
     const localpart = alias.slice(1, alias.indexOf(':'));

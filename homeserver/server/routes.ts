@@ -1,3 +1,7 @@
+// GET /_matrix/client/versions           spec versions and unstable features served
+// GET /.well-known/matrix/client         client discovery (the homeserver's base URL)
+// GET /.well-known/matrix/server         server discovery (federation host:port)
+// GET /_matrix/client/v3/capabilities    what the server lets clients do (room versions, profile fields, …)
 import type { Routes } from '../http/app.ts';
 import type { Config } from '../config.ts';
 import { ROOM_VERSIONS } from '../protocol/room-versions.ts';

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { MatrixError } from '../http/errors.ts';
 import { parseGuardedText } from '../http/json-guard.ts';
 import { filterList, roomEventFilterSchema } from '../rooms/filter.ts';
-import type { Db } from '../storage/db.ts';
+import type { SyncStore } from './store.ts';
 
 const eventFilter = z.object({
   limit: z.number().int().optional(),
@@ -36,23 +36,40 @@ export function isFilterId(raw: string): boolean {
 }
 const MAX_BIGINT = 2n ** 63n - 1n;
 
-/** `filter` is a filter id or an inline JSON filter. */
-export async function loadSyncFilter(db: Db, userId: string, raw: unknown): Promise<SyncFilter> {
-  if (raw === undefined || raw === '') return {};
-  if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter');
-  let value: unknown;
-  if (raw.trimStart().startsWith('{')) {
-    // The edge rules of bodies hold for JSON in a query parameter too (NUL would reach SQL).
-    value = parseGuardedText(raw).value;
-  } else {
-    if (!/^\d+$/.test(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter ID');
-    // Past the column's range no filter can have the id (and PostgreSQL would refuse the number).
-    if (!isFilterId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
-    const r = await db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [userId, raw]);
-    if (!r.rows[0]) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
-    value = JSON.parse(r.rows[0].filter);
+/** Filters: uploaded by clients (POST /user/{userId}/filter), named by id in /sync and /messages. */
+export class FilterService {
+  constructor(private store: SyncStore) {}
+
+  /** Stores a validated filter; its id. */
+  create(userId: string, filter: SyncFilter): Promise<string> {
+    return this.store.insertFilter(userId, JSON.stringify(filter));
   }
-  const parsed = syncFilterSchema.safeParse(value);
-  if (!parsed.success) throw new MatrixError(400, 'M_BAD_JSON', 'Invalid filter');
-  return parsed.data;
+
+  /** A user's filter as uploaded, or undefined (also for an id no filter can have). */
+  async get(userId: string, filterId: string): Promise<unknown> {
+    if (!isFilterId(filterId)) return undefined;
+    const stored = await this.store.filter(userId, filterId);
+    return stored === undefined ? undefined : JSON.parse(stored);
+  }
+
+  /** `raw` (a query parameter) is a filter id or an inline JSON filter. */
+  async load(userId: string, raw: unknown): Promise<SyncFilter> {
+    if (raw === undefined || raw === '') return {};
+    if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter');
+    let value: unknown;
+    if (raw.trimStart().startsWith('{')) {
+      // The edge rules of bodies hold for JSON in a query parameter too (NUL would reach SQL).
+      value = parseGuardedText(raw).value;
+    } else {
+      if (!/^\d+$/.test(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter ID');
+      // Past the column's range no filter can have the id (and PostgreSQL would refuse the number).
+      if (!isFilterId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
+      const stored = await this.store.filter(userId, raw);
+      if (stored === undefined) throw new MatrixError(400, 'M_INVALID_PARAM', 'No such filter');
+      value = JSON.parse(stored);
+    }
+    const parsed = syncFilterSchema.safeParse(value);
+    if (!parsed.success) throw new MatrixError(400, 'M_BAD_JSON', 'Invalid filter');
+    return parsed.data;
+  }
 }

@@ -3,7 +3,7 @@ import type { Bindings } from '../storage/db.ts';
 import type { Requester } from '../http/context.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
-import type { AccountDataStore } from '../accountdata/store.ts';
+import type { AccountDataService } from '../accountdata/service.ts';
 import type { EventRow, RoomStore } from '../rooms/store.ts';
 import type { Visibility } from '../rooms/visibility.ts';
 import { formatEvents, type ClientEvent } from '../rooms/format.ts';
@@ -34,7 +34,7 @@ export class SyncService {
     private rooms: RoomStore,
     private store: SyncStore,
     private visibility: Visibility,
-    private accountData: AccountDataStore,
+    private accountData: AccountDataService,
     private tracker: StreamTracker,
     private notifier: Notifier,
   ) {}

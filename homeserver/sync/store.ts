@@ -27,7 +27,7 @@ export interface RoomSummaryCounts {
 }
 
 /**
- * What /sync reads. Every read covers all the rooms of one sync in one statement, so that a sync
+ * What /sync reads, and the filters clients upload for /sync and /messages (its own table). Every read covers all the rooms of one sync in one statement, so that a sync
  * covering 500 rooms costs a handful of queries, not a few per room.
  */
 export class SyncStore {
@@ -142,5 +142,17 @@ export class SyncStore {
     );
     for (const h of heroes.rows as Array<{ room_nid: number; user_id: string }>) out.get(Number(h.room_nid))!.heroes.push(h.user_id);
     return out;
+  }
+
+  /** Stores a filter (JSON text); its new id. */
+  async insertFilter(userId: string, filterJson: string): Promise<string> {
+    const r = await this.db.raw('INSERT INTO filters (user_id, filter) VALUES (?, ?) RETURNING filter_id', [userId, filterJson]);
+    return String(r.rows[0].filter_id);
+  }
+
+  /** A user's filter as stored (JSON text), or undefined. `filterId`: digits within BIGINT. */
+  async filter(userId: string, filterId: string): Promise<string | undefined> {
+    const r = await this.db.raw('SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?', [userId, filterId]);
+    return r.rows[0]?.filter;
   }
 }

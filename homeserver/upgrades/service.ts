@@ -6,7 +6,7 @@ import { actionLevel, defaultPowerLevels, requiredLevelForEvent, toPowerLevel, u
 import type { EventDraft } from '../rooms/engine.ts';
 import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
 import { isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
-import type { AccountDataStore } from '../accountdata/store.ts';
+import type { AccountDataService } from '../accountdata/service.ts';
 import type { PushRulesService } from '../push/service.ts';
 import { copyRoomRules } from '../push/rules.ts';
 
@@ -53,7 +53,7 @@ export class UpgradeService {
     private rooms: RoomService,
     private reader: RoomReader,
     private push: PushRulesService,
-    private accountData: AccountDataStore,
+    private accountData: AccountDataService,
     private profileOf: (userId: string) => Promise<Profile | undefined>,
     private serverName: string,
     private log: Logger,
