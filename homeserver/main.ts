@@ -143,7 +143,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const reader = new RoomReader(roomStore, visibility);
   const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
   const syncStore = new SyncStore(db);
-  const sync = new SyncService(roomStore, syncStore, visibility, accountData, tracker, notifier);
+  const sync = new SyncService(reader, accountData, tracker, notifier);
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {

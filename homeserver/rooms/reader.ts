@@ -9,6 +9,8 @@ import { RelationStore } from './relation-store.ts';
 import { PublishedRoomStore, type DirectoryPageQuery, type RoomStats } from './published-store.ts';
 import { EventSearchStore, type SearchHit, type SearchQuery } from './search-store.ts';
 import { posToken } from '../storage/stream-token.ts';
+import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
+import { filterSql } from './filter.ts';
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
@@ -19,6 +21,7 @@ export type { EventRow, RoomRow } from './store.ts';
 export type { ClientEvent, FormatOptions } from './format.ts';
 export type { DirectoryBound, DirectoryPageQuery, RoomStats } from './published-store.ts';
 export type { SearchedRoom, SearchHit, SearchQuery } from './search-store.ts';
+export type { MembershipRow, RoomSummaryCounts, TimelineWindow } from './sync-read-store.ts';
 
 /**
  * The read side of rooms: state, members, single events, /messages and /context, and the room
@@ -30,13 +33,64 @@ export class RoomReader {
   private relationStore: RelationStore;
   private published: PublishedRoomStore;
   private search: EventSearchStore;
+  private syncReads: SyncReadStore;
 
   constructor(private store: RoomStore, readonly visibility: Visibility) {
+    this.syncReads = new SyncReadStore(store.db);
     this.timeline = new TimelineStore(store.db);
     this.relationStore = new RelationStore(store.db);
     this.published = new PublishedRoomStore(store.db);
     this.search = new EventSearchStore(store.db);
   }
+
+  // ---- what /sync reads: each covers all the rooms of one sync in one statement -------------
+
+  /** A user's membership of every room they ever had one in. */
+  memberships(userId: string): Promise<MembershipRow[]> {
+    return this.syncReads.memberships(userId);
+  }
+
+  /** Which of these rooms have events in (since, to]. */
+  roomsWithEvents(roomNids: number[], since: number, to: number): Promise<Set<number>> {
+    return this.syncReads.roomsWithEvents(roomNids, since, to);
+  }
+
+  /** The rooms (of these current member events) whose member was already joined at `since`. */
+  joinedAt(memberEventNids: number[], since: number): Promise<Set<number>> {
+    return this.syncReads.joinedAt(memberEventNids, since);
+  }
+
+  /** The newest `limit` events of each window that pass the filter, newest first. */
+  timelines(windows: TimelineWindow[], limit: number, filter: RoomEventFilter | undefined): Promise<Map<number, EventRow[]>> {
+    return this.syncReads.timelines(windows, limit, filter);
+  }
+
+  /** The state snapshot after a room's newest event up to `to`. */
+  stateGroupAt(roomNid: number, to: number): Promise<number | undefined> {
+    return this.syncReads.stateGroupAt(roomNid, to);
+  }
+
+  /** The newest state event of each key that changed in (since, before). */
+  stateChanges(roomNid: number, since: number, before: number, stateFilter: RoomEventFilter | undefined): Promise<EventRow[]> {
+    return this.syncReads.stateChanges(roomNid, since, before, stateFilter);
+  }
+
+  /** Member counts and up to five heroes of each room. */
+  summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
+    return this.syncReads.summaries(roomNids, userId);
+  }
+
+  /** State at a snapshot that passes a state filter, with only these users' member events (lazy loading). */
+  stateForSync(group: number, members: string[] | undefined, stateFilter: RoomEventFilter | undefined): Promise<EventRow[]> {
+    return this.store.stateAtGroup(this.store.db, group, { members, extra: filterSql(stateFilter) });
+  }
+
+  /** Current state entries for some (type, state_key) pairs. */
+  currentStateFor(roomNid: number, pairs: Array<[string, string]>): Promise<Array<{ type: string; state_key: string; event_nid: number; event_id: string; json: string }>> {
+    return this.store.currentStateFor(this.store.db, roomNid, pairs);
+  }
+
+  // ---- single rooms and events ------------------------------------------------------------
 
   /** A room's nid, version and flags (cached). */
   roomMeta(roomId: string): Promise<RoomRow | undefined> {

@@ -4,13 +4,10 @@ import type { Requester } from '../http/context.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import type { AccountDataService } from '../accountdata/service.ts';
-import type { EventRow, RoomStore } from '../rooms/store.ts';
-import type { Visibility } from '../rooms/visibility.ts';
-import { formatEvents, type ClientEvent } from '../rooms/format.ts';
-import { filterSql, roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
+import type { ClientEvent, EventRow, MembershipRow, RoomReader } from '../rooms/reader.ts';
+import { roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
 import { posToken } from '../storage/stream-token.ts';
 import type { SyncFilter } from './filter.ts';
-import type { MembershipRow, SyncStore } from './store.ts';
 
 /** Users whose memberships /sync keeps in memory (the most recently syncing ones). */
 const MEMBERSHIP_CACHE_USERS = 100_000;
@@ -31,9 +28,7 @@ const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.
  */
 export class SyncService {
   constructor(
-    private rooms: RoomStore,
-    private store: SyncStore,
-    private visibility: Visibility,
+    private rooms: RoomReader,
     private accountData: AccountDataService,
     private tracker: StreamTracker,
     private notifier: Notifier,
@@ -65,7 +60,7 @@ export class SyncService {
     const hit = this.membershipCache.get(userId);
     if (hit) return hit;
     const version = this.membershipVersion.get(userId) ?? 0;
-    const rows = await this.store.memberships(userId);
+    const rows = await this.rooms.memberships(userId);
     // A membership written while we read must not be hidden by what we read before it.
     if ((this.membershipVersion.get(userId) ?? 0) === version) {
       this.membershipCache.set(userId, rows);
@@ -114,12 +109,12 @@ export class SyncService {
       if (known.every(([, changed]) => changed !== undefined)) {
         active = new Set(known.filter(([, changed]) => changed).map(([m]) => Number(m.room_nid)));
       } else {
-        active = await this.store.roomsWithEvents([...active], since, to);
+        active = await this.rooms.roomsWithEvents([...active], since, to);
       }
       // A membership that moved since `since` is a new join only if the user was not joined then
       // (a profile change moves it too, and must not send the room's whole state again).
       const moved = joined.filter((m) => Number(m.stream_pos) > since);
-      joinedBefore = await this.store.joinedAt(moved.map((m) => Number(m.event_nid)), since);
+      joinedBefore = await this.rooms.joinedAt(moved.map((m) => Number(m.event_nid)), since);
     }
 
     // The rooms of this sync, their timelines read together, then each room's visibility and state.
@@ -166,8 +161,8 @@ export class SyncService {
     }
 
     const opts = { userId: me.userId, deviceId: me.deviceId, omitRoomId: true };
-    const timelines = await formatEvents(this.rooms, sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
-    const states = await formatEvents(this.rooms, sections.flatMap((s) => s.state.events as EventRow[]), opts);
+    const timelines = await this.rooms.format(sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
+    const states = await this.rooms.format(sections.flatMap((s) => s.state.events as EventRow[]), opts);
     let t = 0;
     let st = 0;
     for (const s of sections) {
@@ -201,14 +196,14 @@ export class SyncService {
     sections: RawSection[],
   ): Promise<Array<RawSection | undefined>> {
     // One more than the limit tells whether the timeline was cut.
-    const timelines = await this.store.timelines(plans.map((p) => ({ roomNid: Number(p.m.room_nid), lower: p.lower, upper: p.upper })), limit + 1, timelineFilter);
+    const timelines = await this.rooms.timelines(plans.map((p) => ({ roomNid: Number(p.m.room_nid), lower: p.lower, upper: p.upper })), limit + 1, timelineFilter);
     const out = new Array<RawSection | undefined>(plans.length);
     await eachLimited(plans.length, ROOMS_AT_ONCE, async (i) => {
       const plan = plans[i]!;
       out[i] = await this.roomSection(me, plan, timelines.get(Number(plan.m.room_nid)) ?? [], since, limit, lazy, stateFilter);
     });
     const needSummary = plans.filter((_, i) => out[i]?.needsSummary).map((p) => Number(p.m.room_nid));
-    const summaries = await this.store.summaries(needSummary, me.userId);
+    const summaries = await this.rooms.summaries(needSummary, me.userId);
     plans.forEach((plan, i) => {
       const section = out[i];
       if (!section) return;
@@ -236,7 +231,7 @@ export class SyncService {
     const limited = rows.length > limit;
     const page = rows.slice(0, limit).reverse();
     const current = { membership: m.membership, stream_pos: Number(m.stream_pos) };
-    const visible = await this.visibility.filter(page, me.userId, current);
+    const visible = await this.rooms.visibility.filter(page, me.userId, current);
     if (!full && visible.length === 0) return undefined;
 
     const first = page[0];
@@ -244,22 +239,22 @@ export class SyncService {
     const lazyMembers = lazy ? [...new Set([...visible.map((e) => e.sender), me.userId])] : undefined;
     if (full) {
       // The state at the start of the timeline; the timeline carries what changes after it.
-      const group = first ? Number(first.state_before) : await this.store.stateGroupAt(roomNid, plan.upper);
-      if (group !== undefined) stateRows = await this.rooms.stateAtGroup(this.rooms.db, group, { members: lazyMembers, extra: filterSql(stateFilter) });
+      const group = first ? Number(first.state_before) : await this.rooms.stateGroupAt(roomNid, plan.upper);
+      if (group !== undefined) stateRows = await this.rooms.stateForSync(group, lazyMembers, stateFilter);
     } else if (limited && first) {
       // The gap between `since` and the timeline: the state that changed in it.
-      stateRows = await this.store.stateChanges(roomNid, since ?? 0, Number(first.stream_pos), stateFilter);
+      stateRows = await this.rooms.stateChanges(roomNid, since ?? 0, Number(first.stream_pos), stateFilter);
       if (lazyMembers) {
         const have = new Set(stateRows.filter((s) => s.type === 'm.room.member').map((s) => s.state_key));
-        const extra = await this.rooms.stateAtGroup(this.rooms.db, Number(first.state_before), { pairs: lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]) });
+        const extra = await this.rooms.stateAt(Number(first.state_before), lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]));
         stateRows.push(...extra);
         stateRows = stateRows.filter((s) => s.type !== 'm.room.member' || lazyMembers.includes(s.state_key!));
       }
     } else if (lazyMembers && first) {
       // Lazy loading: the members of the timeline's senders, at the timeline's start.
-      stateRows = await this.rooms.stateAtGroup(this.rooms.db, Number(first.state_before), { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
+      stateRows = await this.rooms.stateAt(Number(first.state_before), lazyMembers.map((u) => ['m.room.member', u]));
     }
-    stateRows = await this.visibility.filterState(stateRows, me.userId, roomNid, current);
+    stateRows = await this.rooms.visibility.filterState(stateRows, me.userId, roomNid, current);
     const timelineIds = new Set(visible.map((e) => e.event_id));
     stateRows = stateRows.filter((s) => !timelineIds.has(s.event_id));
 
@@ -271,7 +266,7 @@ export class SyncService {
   }
 
   private async strippedState(m: MembershipRow): Promise<Array<Record<string, unknown>>> {
-    const rows = await this.rooms.currentStateFor(this.rooms.db, Number(m.room_nid), STRIPPED_TYPES.map((t) => [t, '']));
+    const rows = await this.rooms.currentStateFor(Number(m.room_nid), STRIPPED_TYPES.map((t) => [t, '']));
     const own = await this.rooms.eventsByNid([Number(m.event_nid)]);
     const stripped = rows.map((r) => {
       const pdu = JSON.parse(r.json);
