@@ -21,23 +21,9 @@ export class AccountDataStore {
     return r.rows[0] ? JSON.parse(r.rows[0].content) : undefined;
   }
 
+  /** Sets one entry (an update that ignores what was there). */
   async put(userId: string, roomId: string, type: string, content: Record<string, unknown>): Promise<void> {
-    const positions: number[] = [];
-    try {
-      await this.db.transaction(async (trx) => {
-        const pos = await this.tracker.allocate(trx);
-        positions.push(pos);
-        await trx.raw(
-          `INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content, stream_pos = EXCLUDED.stream_pos`,
-          [userId, roomId, type, JSON.stringify(content), pos],
-        );
-      });
-    } finally {
-      this.tracker.done(positions);
-    }
-    const pos = positions[0]!;
-    this.tracker.whenVisible(pos, () => this.notifier.notify([userId], pos));
+    await this.update(userId, roomId, type, () => content);
   }
 
   /**
