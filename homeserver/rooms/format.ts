@@ -12,6 +12,11 @@ export interface FormatOptions {
   omitRoomId?: boolean;
   /** Add bundled aggregations (m.relations) — timeline events want them, state does not. */
   aggregations?: boolean;
+  /**
+   * Which of the relating events the reader may see (history visibility): an aggregation must not
+   * carry an edit or a thread reply the user could not read on its own. RoomReader.format sets it.
+   */
+  visible?: (rows: EventRow[]) => Promise<EventRow[]>;
 }
 
 /**
@@ -26,7 +31,7 @@ export async function formatEvents(store: RoomStore, rows: EventRow[], opts: For
   const [replaced, redactions] = await Promise.all([store.eventsByNid(replacedNids), store.eventsById(redactionIds)]);
   const replacedBy = new Map(replaced.map((r) => [Number(r.event_nid), r]));
   const redactionById = new Map(redactions.map((r) => [r.event_id, r]));
-  const relations = opts.aggregations ? await bundledRelations(store, rows, opts.userId) : new Map<string, Record<string, unknown>>();
+  const relations = opts.aggregations ? await bundledRelations(store, rows, opts.userId, opts.visible) : new Map<string, Record<string, unknown>>();
   const now = Date.now();
 
   return Promise.all(
@@ -74,9 +79,13 @@ export async function formatEvents(store: RoomStore, rows: EventRow[], opts: For
 }
 
 /** Bundled aggregations as the spec lists them: m.replace (latest edit), m.thread and m.reference. */
-async function bundledRelations(store: RoomStore, rows: EventRow[], userId?: string): Promise<Map<string, Record<string, unknown>>> {
+async function bundledRelations(store: RoomStore, rows: EventRow[], userId?: string, visible?: FormatOptions['visible']): Promise<Map<string, Record<string, unknown>>> {
   const ids = rows.map((r) => r.event_id);
-  const related = await store.aggregatedRelations(ids);
+  let related = await store.aggregatedRelations(ids);
+  if (visible && related.length) {
+    const seen = new Set((await visible(related)).map((r) => r.event_id));
+    related = related.filter((r) => seen.has(r.event_id));
+  }
   const out = new Map<string, Record<string, unknown>>();
   const originalSender = new Map(rows.map((x) => [x.event_id, x.sender]));
   const latestThread = new Map<string, string>();
@@ -101,7 +110,7 @@ async function bundledRelations(store: RoomStore, rows: EventRow[], userId?: str
   }
   const needed = [...latestThread.values(), ...latestEdit.values()];
   if (needed.length) {
-    const evs = await formatEvents(store, await store.eventsById(needed), { userId, aggregations: false });
+    const evs = await formatEvents(store, related.filter((r) => needed.includes(r.event_id)), { userId, aggregations: false });
     const byId = new Map(evs.map((e) => [e.event_id, e]));
     for (const [target, id] of latestThread) {
       const t = out.get(target)!['m.thread'] as Record<string, unknown>;

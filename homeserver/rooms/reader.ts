@@ -111,8 +111,11 @@ export class RoomReader {
   }
 
   /** Stored events in the client-server format (see formatEvents). */
-  format(rows: EventRow[], opts?: FormatOptions): Promise<ClientEvent[]> {
-    return formatEvents(this.store, rows, opts);
+  format(rows: EventRow[], opts: FormatOptions = {}): Promise<ClientEvent[]> {
+    const userId = opts.userId;
+    // Bundled aggregations show only the relating events this user may see.
+    const visible = opts.aggregations && userId ? (related: EventRow[]) => this.visibility.filter(related, userId) : undefined;
+    return formatEvents(this.store, rows, { ...opts, visible });
   }
 
   /** The current state of a room, optionally only some types (no visibility check: the caller's business). */
@@ -235,7 +238,7 @@ export class RoomReader {
     if (!row || row.room_id !== roomId) throw notFound('Event not found.');
     const visible = await this.visibility.filter([row], me.userId, m);
     if (!visible.length) throw notFound('Event not found.');
-    return (await formatEvents(this.store, visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true }))[0]!;
+    return (await this.format(visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true }))[0]!;
   }
 
   /**
@@ -300,7 +303,7 @@ export class RoomReader {
       more = rows.length === asked;
       if (!more || visible.length >= limit) break;
     }
-    const chunk = await formatEvents(this.store, visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const chunk = await this.format(visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
     const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = { chunk, start: posToken(from) };
     if (more) out.end = posToken(cursor);
     if (opts.filter.lazy_load_members) out.state = await this.memberEventsFor(room, visible);
@@ -329,7 +332,7 @@ export class RoomReader {
       this.eventsBetween(room.room_nid, pos, undefined, 'f', after, filter),
     ]);
     const [vb, va] = await Promise.all([this.visibility.filter(b, me.userId, m), this.visibility.filter(a, me.userId, m)]);
-    const fmt = (rows: EventRow[]) => formatEvents(this.store, rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
+    const fmt = (rows: EventRow[]) => this.format(rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
     // The state at the event, unless the user never joined (then only their own member events).
     const stateRows = await this.visibility.filterState(await this.store.stateAtGroup(this.store.db, Number(target.state_after)), me.userId, room.room_nid, m);
     let state = stateRows;

@@ -28,12 +28,8 @@ export interface EventRow {
 }
 
 /** A relation of an event to another (columns relates_to, rel_type), as bundled aggregations read it. */
-export interface RelationRow {
-  relates_to: string;
-  rel_type: string;
-  event_id: string;
-  sender: string;
-}
+/** An event that relates to another (an edit, a thread reply, a reference). */
+export type RelationRow = EventRow & { relates_to: string; rel_type: string };
 
 export interface RoomRow {
   room_nid: number;
@@ -286,8 +282,8 @@ export class RoomStore {
   /** The relations bundled with these events (m.replace, m.thread, m.reference), oldest first. */
   async aggregatedRelations(eventIds: string[]): Promise<RelationRow[]> {
     const r = await this.db.raw(
-      `SELECT e.relates_to, e.rel_type, e.event_id, e.sender, e.stream_pos, e.origin_server_ts
-       FROM events e WHERE e.relates_to = ANY(?) AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
+      `SELECT ${EVENT_COLUMNS}, e.relates_to, e.rel_type
+       FROM events e ${EVENT_JOINS} WHERE e.relates_to = ANY(?) AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
          AND e.redacted_by IS NULL AND NOT e.rejected
        ORDER BY e.stream_pos`,
       [eventIds],
