@@ -25,7 +25,7 @@ export function serverRoutes(r: Routes, config: Config): void {
     versions: SPEC_VERSIONS,
     unstable_features: {
       'org.matrix.msc3440.stable': true, // threads
-      'org.matrix.msc2285.stable': true, // private read receipts
+      'org.matrix.msc2285.stable': false, // private read receipts: no receipts yet
       'org.matrix.msc3916.stable': false, // authenticated media: not yet
     },
   }), { auth: 'optional' });

@@ -55,6 +55,21 @@ describe('health, versions, authentication before the body', () => {
     const media = await api(server.baseUrl, 'GET', '/_matrix/client/v1/media/config', { token: alice.accessToken });
     const late = versions.filter((v) => /^v1\.(\d+)$/.test(v) && Number(v.slice(3)) >= 11);
     if (media.status !== 200) assert.deepEqual(late, [], `claims ${late.join(', ')} without authenticated media (${media.status})`);
+    // An unstable feature claimed as supported names endpoints that answer: private read receipts
+    // (MSC2285) need the receipt endpoint, threads (MSC3440) the threads list.
+    const features = (await api(server.baseUrl, 'GET', '/_matrix/client/versions')).body.unstable_features as Record<string, boolean>;
+    const probes: Record<string, () => Promise<{ status: number; body: { errcode?: string } }>> = {
+      'org.matrix.msc2285.stable': () => api(server.baseUrl, 'POST', `${C}/rooms/${encodeURIComponent('!nowhere:localhost')}/receipt/m.read.private/$e`, { token: alice.accessToken, body: {} }),
+      'org.matrix.msc3440.stable': () => api(server.baseUrl, 'GET', `/_matrix/client/v1/rooms/${encodeURIComponent('!nowhere:localhost')}/threads`, { token: alice.accessToken }),
+      'org.matrix.msc3916.stable': async () => media,
+    };
+    for (const [feature, claimed] of Object.entries(features)) {
+      if (!claimed) continue;
+      const probe = probes[feature];
+      assert.ok(probe, `claims ${feature}, which this test does not know how to check`);
+      const res = await probe();
+      assert.notEqual(res.body.errcode, 'M_UNRECOGNIZED', `claims ${feature}, but its endpoint is not served (${res.status})`);
+    }
     const caps = (await api(server.baseUrl, 'GET', `${C}/capabilities`, { token: alice.accessToken })).body.capabilities;
     // Each enabled capability names an endpoint that answers.
     if (caps['m.change_password']?.enabled) {
