@@ -1,10 +1,11 @@
-// One owner per table (issue 5, deliverable 5): the room engine's tables are queried only by the
-// store files of homeserver/rooms/; the capabilities built on it read rooms through RoomReader;
-// rooms/ imports nothing from sync/ (the stream tokens live in storage/stream-token.ts).
+// One owner per table (issue 5, deliverable 5; DESIGN.md §3): the room engine's tables are queried
+// only by the store files of homeserver/rooms/, and the capabilities built on it read rooms through
+// RoomReader; rooms/ imports nothing from sync/ (the stream tokens live in storage/stream-token.ts);
+// every other capability's SQL lives in its store.ts, which only the composition root imports.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '../../homeserver');
 const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search'];
@@ -58,4 +59,43 @@ test('the room store and visibility caches are bounded LRU caches', () => {
     assert.ok(fields.length > 0, `${file} declares its caches`);
     assert.deepEqual(fields.filter((k) => k !== 'LruCache'), [], `${file} keeps a cache in a ${fields.join(', ')}`);
   }
+});
+
+/** Capabilities with one store.ts of their own, built only by the composition root (main.ts). */
+const OWNED = ['accounts', 'accountdata', 'server', 'sync'];
+const COMPOSITION_ROOT = 'main.ts';
+
+function allTsFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
+    d.isDirectory() ? allTsFiles(join(dir, d.name)) : d.name.endsWith('.ts') ? [join(dir, d.name)] : []);
+}
+const files = allTsFiles(ROOT).map((path) => ({ path: relative(ROOT, path), text: readFileSync(path, 'utf8') }));
+
+/** A query's text handed to knex (`x.raw('SELECT …')`), as opposed to Routes.raw('get', …). */
+const SQL_CALL = /\.raw\(\s*[`'"]\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|LOCK|TRUNCATE)\b/i;
+
+test('SQL of the owned folders lives only in their store.ts', () => {
+  const offenders = files
+    .filter((f) => OWNED.some((o) => f.path.startsWith(`${o}/`)) && !f.path.endsWith('/store.ts') && SQL_CALL.test(f.text))
+    .map((f) => f.path);
+  assert.deepEqual(offenders, []);
+});
+
+test("no other folder imports an owned folder's store (only the composition root builds it)", () => {
+  const offenders: string[] = [];
+  for (const f of files) {
+    if (f.path === COMPOSITION_ROOT) continue;
+    for (const o of OWNED) {
+      if (f.path.startsWith(`${o}/`)) continue;
+      if (new RegExp(`from '[./]*/?${o}/store\\.ts'`).test(f.text)) offenders.push(`${f.path} → ${o}/store.ts`);
+    }
+  }
+  assert.deepEqual(offenders, []);
+});
+
+test('the checks see what they look for', () => {
+  assert.ok(SQL_CALL.test("await trx.raw('SELECT 1')"));
+  assert.ok(!SQL_CALL.test("r.raw('get', '/health', () => ({}))"));
+  assert.ok(files.some((f) => f.path === 'accounts/store.ts' && SQL_CALL.test(f.text)));
+  assert.deepEqual(tablesIn('SELECT 1 FROM events e JOIN rooms r'), ['events', 'rooms']);
 });
