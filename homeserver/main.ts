@@ -8,6 +8,7 @@ import { healthRoutes } from './server/health.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/embedded.ts';
 import { StreamTracker } from './storage/stream.ts';
 import { LocalNotifier } from './realtime/notifier.ts';
+import { STREAMS, type SyncToken } from './storage/stream-token.ts';
 import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
@@ -129,7 +130,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   undo.push(() => db.destroy());
 
   const tracker = await StreamTracker.open(db);
-  const notifier = new LocalNotifier(tracker.current());
+  const notifier = new LocalNotifier(startPositions(tracker.current()));
   const serverStore = new ServerStore(db);
   const signingKey = await loadOrCreateSigningKey(serverStore);
 
@@ -218,6 +219,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
   return { config, db, server, stop: () => (stopping ??= drain()) };
+}
+
+/** Where the notifier starts knowing each stream: the event stream's position; 0 for the others. */
+function startPositions(events: number): SyncToken {
+  const out = {} as SyncToken;
+  for (const s of STREAMS) out[s] = 0;
+  return { ...out, events, accountData: events };
 }
 
 /** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */

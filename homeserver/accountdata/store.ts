@@ -59,7 +59,7 @@ export class AccountDataStore {
       this.tracker.done(positions);
     }
     const pos = positions[0];
-    if (pos !== undefined) this.tracker.whenVisible(pos, () => this.notifier.notify([userId], pos));
+    if (pos !== undefined) this.tracker.whenVisible(pos, () => this.notifier.notify('accountData', [userId], pos));
     return result;
   }
 
@@ -107,7 +107,7 @@ export class AccountDataStore {
       this.tracker.done(positions);
     }
     const pos = positions[0]!;
-    if (touched.size) this.tracker.whenVisible(pos, () => this.notifier.notify([...touched], pos));
+    if (touched.size) this.tracker.whenVisible(pos, () => this.notifier.notify('accountData', [...touched], pos));
   }
 
   /** Which of these users have an entry of this type (global) whose JSON mentions `text`. */

@@ -267,7 +267,7 @@ export class RoomEngine {
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
-    this.tracker.whenVisible(maxPos, () => this.notifier.notify(keys, maxPos));
+    this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
     for (const l of this.listeners) {
       try {
         l(events, roomId);

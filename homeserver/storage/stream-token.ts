@@ -1,13 +1,21 @@
 import { MatrixError } from '../http/errors.ts';
 
 /**
- * Stream tokens. `s<pos>` is a position in the persistent stream (events, memberships, account
- * data); parts after `_` belong to the ephemeral streams added later (typing, receipts, …).
+ * Stream tokens. `s<pos>` is a position in the persistent event stream; a sync token carries one
+ * part per stream after it, in the order of STREAMS: `s<events>_<receipts>_<typing>_…`.
+ * /messages and /relations take any of them and read only the event position.
  */
 export interface StreamToken {
   pos: number;
   parts: number[];
 }
+
+/** The streams of a sync token, in token order. Each wakes only the waiters its keys name. */
+export const STREAMS = ['events', 'receipts', 'typing', 'presence', 'toDevice', 'deviceLists', 'accountData'] as const;
+export type StreamName = (typeof STREAMS)[number];
+
+/** A position in every stream: what a /sync has delivered up to. */
+export type SyncToken = Record<StreamName, number>;
 
 export function parseToken(raw: unknown, name = 'token'): StreamToken {
   if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}`);
@@ -18,6 +26,22 @@ export function parseToken(raw: unknown, name = 'token'): StreamToken {
   // Positions are BIGINT columns read as numbers: past 2^53−1 no position exists or compares right.
   if (!Number.isSafeInteger(pos) || !parts.every(Number.isSafeInteger)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: out of range`);
   return { pos, parts };
+}
+
+/**
+ * A /sync `since`. A token with fewer parts (an older server's, or a /messages token) gives the
+ * missing streams position 0: their whole recent state is sent again, nothing is skipped.
+ */
+export function parseSyncToken(raw: unknown, name = 'since'): SyncToken {
+  const t = parseToken(raw, name);
+  if (t.parts.length > STREAMS.length - 1) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: too many parts`);
+  const out = { events: t.pos } as SyncToken;
+  STREAMS.slice(1).forEach((s, i) => (out[s] = t.parts[i] ?? 0));
+  return out;
+}
+
+export function formatSyncToken(t: SyncToken): string {
+  return `s${t.events}${STREAMS.slice(1).map((s) => `_${t[s]}`).join('')}`;
 }
 
 export function formatToken(t: StreamToken): string {

@@ -7,7 +7,7 @@ import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { SyncService } from './service.ts';
 import { syncFilterSchema, type FilterService } from './filter.ts';
-import { parseToken } from '../storage/stream-token.ts';
+import { parseSyncToken } from '../storage/stream-token.ts';
 
 /** Long-polls are capped so a proxy's idle timeout never cuts one. */
 const MAX_TIMEOUT_MS = 60_000;
@@ -15,7 +15,7 @@ const MAX_TIMEOUT_MS = 60_000;
 export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService): void {
   r.client('get', '/sync', async (ctx) => {
     const me = requester(ctx);
-    const since = ctx.query.since === undefined || ctx.query.since === '' ? undefined : parseToken(ctx.query.since, 'since').pos;
+    const since = ctx.query.since === undefined || ctx.query.since === '' ? undefined : parseSyncToken(ctx.query.since, 'since');
     const timeoutRaw = ctx.query.timeout ?? '0';
     const timeout = Number(timeoutRaw);
     if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, 'M_INVALID_PARAM', 'timeout must be a non-negative number');

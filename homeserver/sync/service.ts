@@ -6,14 +6,15 @@ import type { Notifier } from '../realtime/notifier.ts';
 import type { AccountDataService } from '../accountdata/service.ts';
 import type { ClientEvent, EventRow, MembershipRow, RoomReader } from '../rooms/reader.ts';
 import { roomAllowed, type RoomEventFilter } from '../rooms/filter.ts';
-import { posToken } from '../storage/stream-token.ts';
+import { STREAMS, formatSyncToken, posToken, type SyncToken } from '../storage/stream-token.ts';
 import type { SyncFilter } from './filter.ts';
+import type { SyncPart, SyncPartOutput } from './parts.ts';
 
 /** Users whose memberships /sync keeps in memory (the most recently syncing ones). */
 const MEMBERSHIP_CACHE_USERS = 100_000;
 
 export interface SyncRequest {
-  since?: number;
+  since?: SyncToken;
   timeoutMs: number;
   fullState: boolean;
   filter: SyncFilter;
@@ -32,7 +33,22 @@ export class SyncService {
     private accountData: AccountDataService,
     private tracker: StreamTracker,
     private notifier: Notifier,
+    private parts: SyncPart[] = [],
   ) {}
+
+  /** Adds a stream or field of /sync (composition root only, before serving). */
+  addPart(part: SyncPart): void {
+    this.parts.push(part);
+  }
+
+  /** Up to where every stream is readable now. */
+  current(): SyncToken {
+    const events = this.tracker.current();
+    const out = { events, accountData: events } as SyncToken;
+    for (const s of STREAMS) out[s] ??= 0;
+    for (const p of this.parts) if (p.stream && p.current) out[p.stream] = p.current();
+    return out;
+  }
 
   private membershipCache = new LruCache<string, MembershipRow[]>(MEMBERSHIP_CACHE_USERS);
   private membershipVersion = new LruCache<string, number>(MEMBERSHIP_CACHE_USERS);
@@ -41,18 +57,27 @@ export class SyncService {
     const deadline = Date.now() + req.timeoutMs;
     let since = req.since;
     for (;;) {
-      const to = this.tracker.current();
-      const keys = [me.userId, ...(await this.memberships(me.userId)).map((m) => m.room_id)];
+      const to = this.current();
+      // A token from before a restart may be ahead in a stream kept in memory: never go backwards.
+      if (since) for (const s of STREAMS) if (since[s] > to[s] && s !== 'events' && s !== 'accountData') to[s] = since[s];
+      const keys = this.waitKeys(me, await this.memberships(me.userId));
       // The notifier knows when nothing happened for this user: then there is nothing to read.
-      const quiet = since !== undefined && !req.fullState && this.notifier.changedSince(keys, since) === false;
+      const quiet = since !== undefined && !req.fullState && STREAMS.every((s) => this.notifier.changedSince(s, keys, since![s]) === false);
       const res = quiet ? emptyResponse(to) : await this.compute(me, { ...req, since }, to);
       const remaining = deadline - Date.now();
       if (since === undefined || req.fullState || !isEmpty(res) || remaining <= 0 || signal?.aborted) return res;
-      // Nothing new: wait on the user and each of their rooms, from the position we read up to.
+      // Nothing new: wait on the user and each of their rooms, from the positions we read up to.
       const woken = await this.notifier.wait(keys, to, remaining, signal);
       if (!woken) return res;
       since = to;
     }
+  }
+
+  /** What a long-poll of this user waits on: its rooms, its user id, and what the parts add. */
+  private waitKeys(me: Requester, memberships: MembershipRow[]): string[] {
+    const keys = [me.userId, ...memberships.map((m) => m.room_id)];
+    for (const p of this.parts) if (p.waitKeys) keys.push(...p.waitKeys(me));
+    return keys;
   }
 
   /** A user's memberships, cached until a member event about them is persisted. */
@@ -74,8 +99,10 @@ export class SyncService {
     this.membershipVersion.set(userId, (this.membershipVersion.get(userId) ?? 0) + 1);
   }
 
-  private async compute(me: Requester, req: SyncRequest, to: number): Promise<Record<string, unknown>> {
-    const since = req.since;
+  private async compute(me: Requester, req: SyncRequest, toToken: SyncToken): Promise<Record<string, unknown>> {
+    const sinceToken = req.since;
+    const since = sinceToken?.events;
+    const to = toToken.events;
     const roomFilter = req.filter.room ?? {};
     const timelineFilter: RoomEventFilter = roomFilter.timeline ?? {};
     const limit = Math.max(0, Math.min(timelineFilter.limit ?? 10, 100));
@@ -89,8 +116,9 @@ export class SyncService {
     const all = (await this.memberships(me.userId)).filter((m) => roomAllowed(roomFilter, m.room_id) && Number(m.stream_pos) <= to);
     const roomAccountData = new Map<string, ClientEvent[]>();
     const globalAccountData: Array<Record<string, unknown>> = [];
-    const adChanged = req.fullState || since === undefined || this.notifier.changedSince([me.userId], since) !== false;
-    for (const row of adChanged ? await this.accountData.changed(me.userId, req.fullState ? undefined : since, to) : []) {
+    const adSince = sinceToken?.accountData;
+    const adChanged = req.fullState || adSince === undefined || this.notifier.changedSince('accountData', [me.userId], adSince) !== false;
+    for (const row of adChanged ? await this.accountData.changed(me.userId, req.fullState ? undefined : adSince, toToken.accountData) : []) {
       const ev = { type: row.type, content: JSON.parse(row.content) };
       if (row.room_id === '') globalAccountData.push(ev);
       else {
@@ -105,7 +133,7 @@ export class SyncService {
     let active = new Set(joined.map((m) => Number(m.room_nid)));
     let joinedBefore = new Set<number>();
     if (since !== undefined && !req.fullState) {
-      const known = joined.map((m) => [m, this.notifier.changedSince([m.room_id], since)] as const);
+      const known = joined.map((m) => [m, this.notifier.changedSince('events', [m.room_id], since)] as const);
       if (known.every(([, changed]) => changed !== undefined)) {
         active = new Set(known.filter(([, changed]) => changed).map(([m]) => Number(m.room_nid)));
       } else {
@@ -117,6 +145,11 @@ export class SyncService {
       joinedBefore = await this.rooms.joinedAt(moved.map((m) => Number(m.event_nid)), since);
     }
 
+    // What the other streams add (typing, receipts, presence, counts, …), read alongside.
+    const partsRead = Promise.all(this.parts.map((p) => p.read({
+      me, since: sinceToken, to: toToken, fullState: req.fullState, filter: req.filter, joinedRoomIds: joined.map((m) => m.room_id),
+    })));
+
     // The rooms of this sync, their timelines read together, then each room's visibility and state.
     const plans: RoomPlan[] = [];
     for (const m of joined) {
@@ -127,19 +160,25 @@ export class SyncService {
       plans.push({ m, full: newlyJoined, upper: to, lower: timelineLower(newlyJoined, since, m) });
     }
     const joinedSections = await this.roomSections(me, plans, since, limit, timelineFilter, lazy, roomFilter.state, sections);
+    const outputs = await partsRead;
+    const ephemeral = new Map<string, ClientEvent[]>();
+    for (const o of outputs) for (const [roomId, events] of o.ephemeral ?? []) if (events.length) ephemeral.set(roomId, [...(ephemeral.get(roomId) ?? []), ...events]);
+    const planned = new Set(plans.map((p) => p.m.room_id));
+    for (const m of joined) if (!planned.has(m.room_id) && ephemeral.has(m.room_id)) plans.push({ m, full: false, upper: to, lower: since, quiet: true });
     plans.forEach((plan, i) => {
       const m = plan.m;
-      const room = joinedSections[i];
+      const room = plan.quiet ? undefined : joinedSections[i];
       const ad = roomAccountData.get(m.room_id);
-      if (!room && !ad) return;
+      const eph = ephemeral.get(m.room_id);
+      if (!room && !ad && !eph) return;
       join[m.room_id] = {
         ...(room ?? { timeline: { events: [], limited: false, prev_batch: posToken(to) }, state: { events: [] } }),
         summary: room?.summary ?? {},
         account_data: { events: ad ?? [] },
-        ephemeral: { events: [] },
-        // No unread_notifications until push rules are evaluated: counts we cannot back are not sent.
+        ephemeral: { events: eph ?? [] },
       };
     });
+    for (const o of outputs) for (const [roomId, fields] of o.roomFields ?? []) if (join[roomId]) Object.assign(join[roomId] as object, fields);
 
     for (const m of all) {
       const changed = since === undefined || Number(m.stream_pos) > since || req.fullState;
@@ -170,14 +209,17 @@ export class SyncService {
       s.state.events = states.slice(st, (st += s.state.events.length));
     }
 
-    return {
-      next_batch: posToken(to),
+    const res: Record<string, unknown> = {
+      next_batch: formatSyncToken(toToken),
       account_data: { events: globalAccountData },
       presence: { events: [] },
       to_device: { events: [] },
       // device_lists and one-time-key counts come with end-to-end encryption: not claimed before.
       rooms: { join, invite, knock, leave },
     };
+    mergeTop(res, outputs);
+    if (outputs.some((o) => o.news)) newsOf.add(res);
+    return res;
   }
 
   /**
@@ -293,6 +335,8 @@ interface RawSection {
 /** A room this sync reads: its membership, whether it sends the full state, its timeline window. */
 interface RoomPlan {
   m: MembershipRow;
+  /** In the response for what the parts add only (no timeline read). */
+  quiet?: boolean;
   full: boolean;
   lower: number | undefined;
   upper: number;
@@ -315,9 +359,25 @@ async function eachLimited(n: number, concurrency: number, fn: (i: number) => Pr
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
 }
 
-function emptyResponse(to: number): Record<string, unknown> {
+/** Responses that carry something a part calls news (a top-level event list a client must see). */
+const newsOf = new WeakSet<object>();
+
+/** Merges the parts' top-level sections: lists of events are concatenated, objects merged. */
+function mergeTop(res: Record<string, unknown>, outputs: SyncPartOutput[]): void {
+  for (const o of outputs) {
+    for (const [key, value] of Object.entries(o.top ?? {})) {
+      const have = res[key] as Record<string, unknown> | undefined;
+      const v = value as Record<string, unknown>;
+      if (have && Array.isArray(have.events) && Array.isArray(v.events)) have.events = [...have.events, ...v.events];
+      else if (have && typeof have === 'object' && typeof v === 'object') res[key] = { ...have, ...v };
+      else res[key] = value;
+    }
+  }
+}
+
+function emptyResponse(to: SyncToken): Record<string, unknown> {
   return {
-    next_batch: posToken(to),
+    next_batch: formatSyncToken(to),
     account_data: { events: [] },
     presence: { events: [] },
     to_device: { events: [] },
@@ -326,6 +386,7 @@ function emptyResponse(to: number): Record<string, unknown> {
 }
 
 function isEmpty(res: Record<string, unknown>): boolean {
+  if (newsOf.has(res)) return false;
   const rooms = res.rooms as Record<string, Record<string, unknown>>;
   const ad = res.account_data as { events: Bindings };
   return ad.events.length === 0 && Object.values(rooms).every((section) => Object.keys(section).length === 0);
