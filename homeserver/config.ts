@@ -13,6 +13,8 @@ export interface Config {
   databaseUrl: string | undefined;
   dataDir: string;
   redisUrl: string | undefined;
+  /** Prepended to every Redis key and channel, so several servers can share one Redis. */
+  redisPrefix: string;
   registration: 'open' | 'token' | 'closed';
   registrationSharedSecret: string | undefined;
   autoJoinRooms: string[];
@@ -66,6 +68,7 @@ const schema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:'], 'a postgres:// or postgresql:// URL'),
   DATA_DIR: z.preprocess((v) => (unset(v) ? './data' : v), z.string()),
   REDIS_URL: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL'),
+  REDIS_PREFIX: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, { error: 'letters, digits and _ . : - (at most 64), e.g. chat.example.org:' }).optional()),
   REGISTRATION: oneOf(['open', 'token', 'closed'], 'open, token or closed'),
   REGISTRATION_SHARED_SECRET: optionalText,
   AUTO_JOIN_ROOMS: z.string().optional(),
@@ -131,6 +134,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     databaseUrl: v.DATABASE_URL,
     dataDir: path.resolve(v.DATA_DIR),
     redisUrl: v.REDIS_URL,
+    redisPrefix: v.REDIS_PREFIX ?? `super-server:${serverName}:`,
     registration,
     registrationSharedSecret: v.REGISTRATION_SHARED_SECRET,
     autoJoinRooms: autoJoin.split(',').map((s) => s.trim()).filter(Boolean),

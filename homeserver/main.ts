@@ -8,6 +8,7 @@ import { healthRoutes } from './server/health.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/embedded.ts';
 import { StreamTracker } from './storage/stream.ts';
 import { LocalNotifier } from './realtime/notifier.ts';
+import { connectRedis } from './coordination/redis.ts';
 import { STREAMS, type SyncToken } from './storage/stream-token.ts';
 import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
@@ -117,9 +118,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     connection = embedded.connection;
     describeDb = `the embedded PostgreSQL in ${config.dataDir}/pg`;
   }
-  if (config.redisUrl) {
-    log.warn('REDIS_URL is set, but several workers are not supported yet: presence and wake-ups stay in this process');
-  }
+  // Redis (REDIS_URL) carries what workers share: wake-ups, typing, presence, locks.
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl, log.child({ component: 'redis' })) : undefined;
+  if (redis) undo.push(() => { redis.destroy(); });
   // Migrations may run long on a big database: their own pool, without the per-query bound.
   const migrator = connect(connection as string, { poolMax: 2, timeoutMs: config.databaseTimeoutMs, log });
   undo.push(() => migrator.destroy());

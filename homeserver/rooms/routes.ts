@@ -158,7 +158,9 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   r.client('get', '/joined_rooms', async (ctx) => ({ joined_rooms: await reader.joinedRoomIds(requester(ctx).userId) }), { auth: true });
 
   r.client('get', '/rooms/:roomId/messages', async (ctx) => {
-    const dir = ctx.query.dir ?? 'b';
+    // v1.19 makes dir required (earlier versions defaulted to b).
+    if (ctx.query.dir === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', "Missing dir: 'b' or 'f'");
+    const dir = ctx.query.dir;
     if (dir !== 'b' && dir !== 'f') throw new MatrixError(400, 'M_INVALID_PARAM', "dir must be 'b' or 'f'");
     const from = ctx.query.from === undefined ? undefined : parseToken(ctx.query.from, 'from').pos;
     const to = ctx.query.to === undefined ? undefined : parseToken(ctx.query.to, 'to').pos;

@@ -34,6 +34,12 @@ export interface StartOptions {
   embedded?: boolean;
   /** Extra/overriding environment for the server. */
   env?: Record<string, string>;
+  /**
+   * Use Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379) with a key prefix of its own, so test
+   * servers never see each other's keys; a second worker passes the first one's env (REDIS_URL,
+   * REDIS_PREFIX) instead.
+   */
+  redis?: boolean;
   /** Entry script relative to the repo root; only for testing this helper. */
   entry?: string;
 }
@@ -171,6 +177,10 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
     await adminQuery(`CREATE DATABASE "${database}"`);
     if ([undefined, '', '0', 'false'].includes(opts.env?.KEEP_DB)) databases.add(database);
     env.DATABASE_URL = (await adminTarget()).url(database);
+  }
+  if (opts.redis && !opts.env?.REDIS_URL) {
+    env.REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+    env.REDIS_PREFIX = `test-${randomBytes(6).toString('hex')}:`;
   }
   Object.assign(env, opts.env);
   const port = Number(env.PORT);

@@ -110,8 +110,9 @@ describe('hostile input', () => {
     const inline = encodeURIComponent('{"room":{"timeline":{"types":["a\\u0000b"]}}}');
     expectError(await call('GET', `${C}/sync?filter=${inline}`, { token: t }), 400, 'M_BAD_JSON', 'inline sync filter');
     const roomFilter = encodeURIComponent('{"types":["a\\u0000b"]}');
-    expectError(await call('GET', `${room(roomId)}/messages?filter=${roomFilter}`, { token: t }), 400, 'M_BAD_JSON', 'inline room filter');
-    expectError(await call('GET', `${room(roomId)}/messages?filter=${encodeURIComponent('{"senders":["\\ud800"]}')}`, { token: t }), 400, 'M_BAD_JSON', 'lone surrogate in a filter');
+    expectError(await call('GET', `${room(roomId)}/messages?limit=5`, { token: t }), 400, 'M_MISSING_PARAM', '/messages without dir (required since v1.19)');
+    expectError(await call('GET', `${room(roomId)}/messages?dir=b&filter=${roomFilter}`, { token: t }), 400, 'M_BAD_JSON', 'inline room filter');
+    expectError(await call('GET', `${room(roomId)}/messages?dir=b&filter=${encodeURIComponent('{"senders":["\\ud800"]}')}`, { token: t }), 400, 'M_BAD_JSON', 'lone surrogate in a filter');
     // Nothing changed.
     const dev = await call('GET', `${C}/devices/${alice.deviceId}`, { token: t });
     assert.equal(dev.body.display_name, 'test');
