@@ -37,6 +37,8 @@ export class AccountService {
   private registrationSteps: Array<{ name: string; run: (userId: string) => Promise<void> }> = [];
   /** Published before an account is deactivated (or a failed registration undone): leave its rooms. */
   readonly deactivating = new Topic<string>('account deactivating');
+  /** issue 6 (pushers): published after devices are deleted (logout, device deletion, password change) with the ids gone. */
+  readonly devicesRemoved = new Topic<{ userId: string; deviceIds: string[] }>('devices removed');
 
   constructor(private store: AccountStore, private config: Config, private log?: Logger) {}
 
@@ -283,17 +285,19 @@ export class AccountService {
   }
 
   async deleteDevices(userId: string, deviceIds: string[] | 'all', exceptDevice?: string): Promise<void> {
-    await this.store.db.transaction((trx) => this.store.deleteDevices(trx, userId, deviceIds, exceptDevice));
+    const gone = await this.store.db.transaction((trx) => this.store.deleteDevices(trx, userId, deviceIds, exceptDevice));
     this.forgetCachedTokens(userId);
+    if (gone.length) await this.devicesRemoved.publish({ userId, deviceIds: gone }); // issue 6 (pushers)
   }
 
   async changePassword(userId: string, newPassword: string, logoutOthers: boolean, keepDevice: string | undefined): Promise<void> {
     const h = await this.hashPassword(newPassword);
-    await this.store.db.transaction(async (trx) => {
+    const gone = await this.store.db.transaction(async (trx) => {
       await this.store.setPasswordHash(trx, userId, h);
-      if (logoutOthers) await this.store.deleteDevices(trx, userId, 'all', keepDevice);
+      return logoutOthers ? this.store.deleteDevices(trx, userId, 'all', keepDevice) : [];
     });
     this.forgetCachedTokens(userId);
+    if (gone.length) await this.devicesRemoved.publish({ userId, deviceIds: gone }); // issue 6 (pushers)
   }
 
   async deactivate(userId: string): Promise<void> {

@@ -5,6 +5,7 @@ import * as m001 from './migrations/001_initial.ts';
 import * as m002 from './migrations/002_membership_history.ts';
 import * as m003 from './migrations/003_input_limits.ts';
 import * as m005 from './migrations/005_request_paths.ts';
+import * as m009 from './migrations/009_pushers.ts'; // issue 6: pushers
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -18,6 +19,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '002_membership_history', up: m002.up },
   { name: '003_input_limits', up: m003.up },
   { name: '005_request_paths', up: m005.up },
+  { name: '009_pushers', up: m009.up }, // issue 6: pushers
 ];
 
 export interface ConnectOptions {
