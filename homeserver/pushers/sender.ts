@@ -127,8 +127,18 @@ export class PusherSender {
     if (this.stopped) return;
     for (const id of ids) {
       const row = await this.repo.byId(id);
-      if (row && row.kind === 'http') this.track(row);
-      else this.drop(id);
+      if (!row || row.kind !== 'http') {
+        this.drop(id);
+        continue;
+      }
+      const s = this.track(row);
+      // Set again (a new URL, say): a back-off meant for the old settings ends now, as a new pusher.
+      if (s.retryTimer) {
+        clearTimeout(s.retryTimer);
+        s.retryTimer = undefined;
+        s.backoffMs = this.opts.initialBackoffMs;
+        void this.process(s);
+      }
     }
   }
 

@@ -332,3 +332,19 @@ test('a gateway failing for longer than giveUpAfterMs has the notification skipp
   assert.equal(g.received.length, 1);
   await g.close();
 });
+
+test('setting a backing-off pusher again (a fixed URL) retries at once with the new settings', async () => {
+  const bad = await gateway(() => ({ status: 502 }));
+  const good = await gateway();
+  const { repo, feed, sender } = setup({ initialBackoffMs: 60_000 });
+  repo.rows.set(1, pusher(1, bad.url));
+  feed.add(1);
+  await sender.start();
+  await until(() => bad.received.length === 1 && repo.rows.get(1)!.failing_since !== null, 'the first failure');
+  repo.rows.get(1)!.data = { url: good.url };
+  await sender.pusherChanged([1]);
+  await until(() => good.received.length === 1 && repo.rows.get(1)!.sent_up_to === 1, 'sent to the new URL without waiting a minute');
+  await sender.stop();
+  await bad.close();
+  await good.close();
+});
