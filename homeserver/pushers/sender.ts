@@ -127,7 +127,7 @@ export class PusherSender {
     if (this.stopped) return;
     for (const id of ids) {
       const row = await this.repo.byId(id);
-      if (!row || row.kind !== 'http') {
+      if (row?.kind !== 'http') {
         this.drop(id);
         continue;
       }
