@@ -1,0 +1,56 @@
+import type { Logger } from 'pino';
+import type { Redis } from '../coordination/redis.ts';
+
+/**
+ * Positions of the streams kept outside PostgreSQL (typing, presence). They must never go
+ * backwards, not even across a restart or a switch between the in-process and the Redis
+ * implementation: a position is the larger of "last + 1" and the wall clock in milliseconds, so
+ * a restarted process (or a Redis that lost its counter) starts past every token it ever gave.
+ */
+export function nextPos(last: number): number {
+  return Math.max(last + 1, Date.now());
+}
+
+/**
+ * Lua: the next position of the counter at KEYS[n] (the same rule as nextPos, atomically), to be
+ * pasted into a script that stores the change under that position in the same call, so a reader
+ * never sees position N+1 without N. `now` must be a Lua number in the script.
+ */
+export const LUA_NEXT_POS = (key: string) => `
+local pos = redis.call('INCR', ${key})
+if pos < now then redis.call('SET', ${key}, string.format('%d', now)); pos = now end`;
+
+/** A wake-up published by a Lua script: the stream position now readable and the notifier keys. */
+export interface Published {
+  pos: number;
+  keys: string[];
+}
+
+/**
+ * The other end of the Lua scripts' PUBLISH: a connection of its own in subscriber mode, calling
+ * `onMessage` on every worker (the publishing one too) in the order Redis published.
+ */
+export class Subscription {
+  private client: Redis | undefined;
+
+  constructor(private redis: Redis, private channel: string, private onMessage: (m: Published) => void, private log: Logger) {}
+
+  async start(): Promise<void> {
+    const client = this.redis.duplicate();
+    client.on('error', () => { /* the main client logs outages; this one reconnects by itself */ });
+    await client.connect();
+    await client.subscribe(this.channel, (raw: string) => {
+      try {
+        this.onMessage(JSON.parse(raw) as Published);
+      } catch (err) {
+        this.log.warn({ err, channel: this.channel }, 'unreadable wake-up message');
+      }
+    });
+    this.client = client;
+  }
+
+  stop(): void {
+    this.client?.destroy();
+    this.client = undefined;
+  }
+}

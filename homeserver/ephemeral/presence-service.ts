@@ -1,0 +1,246 @@
+import type { Logger } from 'pino';
+import { LruCache } from '../cache/lru.ts';
+import { forbidden, notFound } from '../http/errors.ts';
+import type { Notifier } from '../realtime/notifier.ts';
+import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
+import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
+import type { PresenceRecord, PresenceState, PresenceValue } from './presence.ts';
+
+/** last_active moves at most this often without a state change; currently_active lasts this long. */
+const LAST_ACTIVE_GRANULARITY_MS = 60_000;
+/** Who is in which room, cached this long at most (and dropped at once on a local member event). */
+const MEMBERS_TTL_MS = 10_000;
+const MEMBER_CACHE_ROOMS = 10_000;
+const MEMBER_CACHE_USERS = 100_000;
+
+export interface PresenceOptions {
+  /** PRESENCE=off: nothing is tracked or sent; everyone reads as offline. */
+  enabled: boolean;
+  /** A user not seen (no /sync in flight or ended) for this long goes offline. */
+  timeoutMs: number;
+}
+
+/** The body of GET /presence/{userId}/status and the content of m.presence. */
+export interface PresenceContent {
+  presence: PresenceValue;
+  last_active_ago?: number;
+  currently_active?: boolean;
+  status_msg?: string | null;
+}
+
+/**
+ * Presence: the state set by PUT /presence and by /sync's set_presence, timeouts to offline, and
+ * the m.presence events of /sync, delivered only to users who share a room with the subject.
+ *
+ * Presence is the top CPU cost of small Synapse servers, so it writes only when something changes:
+ * a /sync of a user known to be online here writes nothing (it is remembered in memory and flushed
+ * as one batch of sightings every `flushMs`); last_active moves at most once a minute without a
+ * state change; one change is one stream position and one notify of the subject's rooms.
+ */
+export class PresenceService {
+  /** What this process last knew of a user's state (fast path for syncs). */
+  private known = new LruCache<string, PresenceValue>(MEMBER_CACHE_USERS);
+  /** Users seen since the last flush. */
+  private seenSince = new Set<string>();
+  /** Syncs in flight per user (seen for as long as they last). */
+  private inFlight = new Map<string, number>();
+  private roomMembers = new LruCache<string, { at: number; users: Set<string> }>(MEMBER_CACHE_ROOMS);
+  private userRooms = new LruCache<string, { at: number; rooms: string[] }>(MEMBER_CACHE_USERS);
+  private lastActivity = new LruCache<string, number>(MEMBER_CACHE_USERS);
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly flushMs: number;
+
+  constructor(
+    private state: PresenceState,
+    private rooms: RoomReader,
+    private notifier: Notifier,
+    private userExists: (userId: string) => Promise<boolean>,
+    readonly opts: PresenceOptions,
+    private log: Logger,
+  ) {
+    // Sightings reach the shared state well within the timeout, so no syncing user times out.
+    this.flushMs = Math.max(100, Math.min(Math.floor(opts.timeoutMs / 3), 30_000));
+  }
+
+  async start(): Promise<void> {
+    if (!this.opts.enabled) return;
+    await this.state.start();
+    this.flushTimer = setInterval(() => { this.flush().catch((err) => this.log.warn({ err }, 'presence flush failed')); }, this.flushMs);
+    this.flushTimer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.flushTimer);
+    this.state.stop();
+  }
+
+  /** A member event was persisted: who shares a room with whom changed there. */
+  membershipChanged(roomId: string, userId: string): void {
+    this.roomMembers.delete(roomId);
+    this.userRooms.delete(userId);
+  }
+
+  /**
+   * A /sync starts with this set_presence; the returned function is called when it ends. online
+   * (the default) and unavailable count as being seen for as long as the sync lasts; offline does not.
+   */
+  async syncing(userId: string, setPresence: PresenceValue): Promise<() => void> {
+    if (!this.opts.enabled || setPresence === 'offline') return () => {};
+    this.inFlight.set(userId, (this.inFlight.get(userId) ?? 0) + 1);
+    this.seenSince.add(userId);
+    const known = this.known.get(userId);
+    const needs = setPresence === 'online' ? known !== 'online' : known === undefined || known === 'offline';
+    if (needs) {
+      // Awaited: this very sync then carries the user's own new presence.
+      await this.change(userId, setPresence === 'online' ? { kind: 'online', granularityMs: Number.MAX_SAFE_INTEGER } : { kind: 'unavailable' })
+        .catch((err) => this.log.warn({ err, userId }, 'presence update failed'));
+    }
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const n = (this.inFlight.get(userId) ?? 1) - 1;
+      if (n > 0) this.inFlight.set(userId, n);
+      else this.inFlight.delete(userId);
+      this.seenSince.add(userId);
+    };
+  }
+
+  /** The user did something (sent an event): online, and last_active at most a minute old. */
+  activity(userId: string): void {
+    if (!this.opts.enabled) return;
+    const now = Date.now();
+    if (this.known.get(userId) === 'online' && now - (this.lastActivity.get(userId) ?? 0) < LAST_ACTIVE_GRANULARITY_MS) return;
+    this.lastActivity.set(userId, now);
+    this.change(userId, { kind: 'online', granularityMs: LAST_ACTIVE_GRANULARITY_MS }).catch((err) => this.log.warn({ err, userId }, 'presence update failed'));
+  }
+
+  /** PUT /presence/{userId}/status (for oneself). */
+  async set(userId: string, presence: PresenceValue, statusMsg: string | null): Promise<void> {
+    if (!this.opts.enabled) return;
+    await this.change(userId, { kind: 'set', presence, statusMsg });
+  }
+
+  /** GET /presence/{userId}/status: one's own, or a user one shares a room with. */
+  async get(me: string, userId: string): Promise<PresenceContent> {
+    if (userId !== me) {
+      if (!(await this.userExists(userId))) throw notFound(`Unknown user ${userId}`);
+      const visible = await this.visibleTo(me, await this.roomsOf(me), [userId]);
+      if (!visible.length) throw forbidden(`You are not allowed to see the presence of ${userId}`);
+    }
+    if (!this.opts.enabled) return { presence: 'offline' };
+    const rec = (await this.state.get([userId])).get(userId)!;
+    return content(rec, Date.now());
+  }
+
+  private async change(userId: string, change: Parameters<PresenceState['apply']>[1]): Promise<void> {
+    const keys = [userId, ...(await this.roomsOf(userId))];
+    const now = await this.state.apply(userId, change, keys);
+    this.known.set(userId, now);
+  }
+
+  /** Sends this process's sightings to the state in one batch. */
+  private async flush(): Promise<void> {
+    const users = new Set([...this.seenSince, ...this.inFlight.keys()]);
+    this.seenSince.clear();
+    if (!users.size) return;
+    const offline = await this.state.seen([...users]);
+    // The state holds them as offline (timed out, or set so elsewhere): the next sync says online again.
+    for (const u of offline) this.known.delete(u);
+  }
+
+  /** The background job: users not seen for the timeout go offline. One worker runs it. */
+  job(): { start(): void; stop(): void } {
+    let timer: NodeJS.Timeout | undefined;
+    let trimmed = 0;
+    const sweep = async () => {
+      const cutoff = Date.now() - this.opts.timeoutMs;
+      for (const userId of await this.state.timedOut(cutoff)) await this.change(userId, { kind: 'timeout', cutoff });
+      if (Date.now() - trimmed > 3600_000) { trimmed = Date.now(); await this.state.trim(); }
+    };
+    let running = false;
+    return {
+      start: () => {
+        if (!this.opts.enabled) return;
+        const every = Math.max(100, Math.min(Math.floor(this.opts.timeoutMs / 4), 10_000));
+        timer = setInterval(() => {
+          if (running) return;
+          running = true;
+          sweep().catch((err) => this.log.warn({ err }, 'presence sweep failed')).finally(() => { running = false; });
+        }, every);
+        timer.unref();
+      },
+      stop: () => clearInterval(timer),
+    };
+  }
+
+  /** The presence stream of /sync: m.presence of room-mates (and oneself) that changed since the token. */
+  part(): SyncPart {
+    return {
+      name: 'presence',
+      stream: 'presence',
+      current: () => this.state.current(),
+      read: async (ctx: SyncPartContext): Promise<SyncPartOutput> => {
+        const me = ctx.me.userId;
+        const since = ctx.since?.presence;
+        if (since !== undefined && since >= this.state.knownFrom() && this.notifier.changedSince('presence', [me, ...ctx.joinedRoomIds], since) === false) return {};
+        const changed = since === undefined ? undefined : await this.state.changed(since, ctx.to.presence);
+        const initial = changed === undefined;
+        const candidates = changed ?? (await this.state.notOffline());
+        if (!candidates.length) return {};
+        const visible = await this.visibleTo(me, ctx.joinedRoomIds, candidates);
+        const recs = await this.state.get(visible);
+        const now = Date.now();
+        const events: ClientEvent[] = [];
+        for (const [userId, rec] of recs) {
+          if (initial && rec.presence === 'offline') continue;
+          events.push({ type: 'm.presence', sender: userId, content: content(rec, now) } as unknown as ClientEvent);
+        }
+        return events.length ? { top: { presence: { events } }, news: true } : {};
+      },
+    };
+  }
+
+  /** Which of `candidates` are `me` or members of one of `myRooms`. */
+  private async visibleTo(me: string, myRooms: string[], candidates: string[]): Promise<string[]> {
+    const members = await this.membersOf(myRooms);
+    return candidates.filter((c) => c === me || members.some((s) => s.has(c)));
+  }
+
+  private async membersOf(roomIds: string[]): Promise<Array<Set<string>>> {
+    const now = Date.now();
+    const out: Array<Set<string>> = [];
+    const missing: string[] = [];
+    for (const r of roomIds) {
+      const hit = this.roomMembers.get(r);
+      if (hit && now - hit.at < MEMBERS_TTL_MS) out.push(hit.users);
+      else missing.push(r);
+    }
+    if (missing.length) {
+      const loaded = await this.rooms.roomMembersOf(missing);
+      for (const r of missing) {
+        const users = new Set(loaded.get(r) ?? []);
+        this.roomMembers.set(r, { at: now, users });
+        out.push(users);
+      }
+    }
+    return out;
+  }
+
+  private async roomsOf(userId: string): Promise<string[]> {
+    const now = Date.now();
+    const hit = this.userRooms.get(userId);
+    if (hit && now - hit.at < MEMBERS_TTL_MS) return hit.rooms;
+    const rooms = await this.rooms.joinedRoomIds(userId);
+    this.userRooms.set(userId, { at: now, rooms });
+    return rooms;
+  }
+}
+
+function content(rec: PresenceRecord, now: number): PresenceContent {
+  const out: PresenceContent = { presence: rec.presence };
+  if (rec.last_active > 0) out.last_active_ago = Math.max(0, now - rec.last_active);
+  if (rec.presence === 'online') out.currently_active = rec.last_active > 0 && now - rec.last_active < LAST_ACTIVE_GRANULARITY_MS;
+  if (rec.status_msg !== null) out.status_msg = rec.status_msg;
+  return out;
+}

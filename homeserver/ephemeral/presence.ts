@@ -1,0 +1,307 @@
+import type { Logger } from 'pino';
+import type { Redis } from '../coordination/redis.ts';
+import { LUA_NEXT_POS, Subscription, nextPos, type Published } from './positions.ts';
+
+export type PresenceValue = 'online' | 'unavailable' | 'offline';
+
+/** What the server knows of one user's presence. */
+export interface PresenceRecord {
+  presence: PresenceValue;
+  status_msg: string | null;
+  /** Milliseconds since the epoch; 0: never active. */
+  last_active: number;
+  /** Position of the last change others were told about. */
+  pos: number;
+}
+
+/**
+ * How a presence changes:
+ * - set: PUT /presence (presence and status_msg as given; online also bumps last_active);
+ * - online: a /sync with set_presence=online, or activity (sending): online if not already, and
+ *   last_active bumped when older than `granularityMs` (without telling anyone: no new position);
+ * - unavailable: a /sync with set_presence=unavailable: offline users become unavailable;
+ * - timeout: offline, unless the user was seen after `cutoff` (the sweep of the background job).
+ */
+export type PresenceChange =
+  | { kind: 'set'; presence: PresenceValue; statusMsg: string | null }
+  | { kind: 'online'; granularityMs: number }
+  | { kind: 'unavailable' }
+  | { kind: 'timeout'; cutoff: number };
+
+/** Change log entries older than this are dropped; a token older than that gets a full presence list. */
+export const PRESENCE_RETENTION_MS = 24 * 3600_000;
+/** Presence records live in Redis this long after their last write or sighting. */
+const RECORD_TTL_MS = 7 * 24 * 3600_000;
+
+/**
+ * Presence state: records, a change log by position (who changed after a token), and when each
+ * non-offline user was last seen (for the timeout). In process by default, in Redis with several
+ * workers: one interface, two implementations.
+ */
+export interface PresenceState {
+  current(): number;
+  /** From this position on, every change was notified to this process (set by start()). */
+  knownFrom(): number;
+  get(userIds: string[]): Promise<Map<string, PresenceRecord>>;
+  /** Applies a change; wakes `keys` in the presence stream when others must be told. The new state. */
+  apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue>;
+  /** Users whose presence changed in (since, to]; undefined when `since` is older than the log. */
+  changed(since: number, to: number): Promise<string[] | undefined>;
+  /** Users who are not offline. */
+  notOffline(): Promise<string[]>;
+  /** Records that these users were seen now; returns those the state holds as offline. */
+  seen(userIds: string[]): Promise<string[]>;
+  /** Non-offline users not seen since `cutoff`. */
+  timedOut(cutoff: number): Promise<string[]>;
+  /** Drops change log entries and offline records past the retention. */
+  trim(): Promise<void>;
+  start(): Promise<void>;
+  stop(): void;
+}
+
+type Wake = (keys: string[], pos: number) => void;
+
+const OFFLINE: PresenceRecord = { presence: 'offline', status_msg: null, last_active: 0, pos: 0 };
+
+/** The state after a change, and whether others must be told (presence or status_msg moved). */
+function transition(cur: PresenceRecord, change: PresenceChange, now: number, seenAt: number | undefined): { next: PresenceRecord; notify: boolean } | undefined {
+  const next = { ...cur };
+  switch (change.kind) {
+    case 'set':
+      next.presence = change.presence;
+      next.status_msg = change.statusMsg;
+      if (change.presence === 'online') next.last_active = now;
+      break;
+    case 'online':
+      if (cur.presence !== 'online') { next.presence = 'online'; next.last_active = now; }
+      else if (now - cur.last_active >= change.granularityMs) next.last_active = now;
+      break;
+    case 'unavailable':
+      if (cur.presence === 'offline') next.presence = 'unavailable';
+      break;
+    case 'timeout':
+      if (seenAt !== undefined && seenAt > change.cutoff) return undefined;
+      next.presence = 'offline';
+      break;
+  }
+  return { next, notify: next.presence !== cur.presence || next.status_msg !== cur.status_msg };
+}
+
+/** One process: maps, and an append-only change log compacted now and then. */
+export class LocalPresenceState implements PresenceState {
+  private pos = nextPos(0);
+  private readonly started = this.pos;
+  private records = new Map<string, PresenceRecord>();
+  private seenAt = new Map<string, number>();
+  private log: Array<{ pos: number; userId: string }> = [];
+  private horizon = 0;
+
+  constructor(private wake: Wake) {}
+
+  current(): number { return this.pos; }
+  knownFrom(): number { return this.started; }
+
+  async get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
+    const out = new Map<string, PresenceRecord>();
+    for (const u of userIds) out.set(u, this.records.get(u) ?? OFFLINE);
+    return out;
+  }
+
+  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue> {
+    const cur = this.records.get(userId) ?? OFFLINE;
+    const now = Date.now();
+    const t = transition(cur, change, now, this.seenAt.get(userId));
+    if (!t) return cur.presence;
+    if (change.kind === 'timeout' || t.next.presence === 'offline') this.seenAt.delete(userId);
+    else this.seenAt.set(userId, now);
+    if (t.notify) {
+      t.next.pos = this.pos = nextPos(this.pos);
+      this.log.push({ pos: t.next.pos, userId });
+      if (this.log.length > 2 * this.records.size + 1000) this.compact();
+    }
+    this.records.set(userId, t.next);
+    if (t.notify) this.wake(keys, t.next.pos);
+    return t.next.presence;
+  }
+
+  async changed(since: number, to: number): Promise<string[] | undefined> {
+    if (since < this.horizon) return undefined;
+    // The first entry after `since` (the log is in position order).
+    let lo = 0;
+    let hi = this.log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.log[mid]!.pos <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    const out = new Set<string>();
+    for (let i = lo; i < this.log.length && this.log[i]!.pos <= to; i++) out.add(this.log[i]!.userId);
+    return [...out];
+  }
+
+  async notOffline(): Promise<string[]> {
+    return [...this.records].filter(([, r]) => r.presence !== 'offline').map(([u]) => u);
+  }
+
+  async seen(userIds: string[]): Promise<string[]> {
+    const now = Date.now();
+    const offline: string[] = [];
+    for (const u of userIds) {
+      if (this.seenAt.has(u)) this.seenAt.set(u, now);
+      else offline.push(u);
+    }
+    return offline;
+  }
+
+  async timedOut(cutoff: number): Promise<string[]> {
+    return [...this.seenAt].filter(([, at]) => at <= cutoff).map(([u]) => u);
+  }
+
+  async trim(): Promise<void> {
+    const horizon = Date.now() - PRESENCE_RETENTION_MS;
+    let dropped = false;
+    for (const [u, r] of this.records) if (r.presence === 'offline' && r.pos < horizon) { this.records.delete(u); dropped = true; }
+    if (dropped) { this.horizon = horizon; this.compact(); }
+  }
+
+  /** The log keeps only each user's latest entry. */
+  private compact(): void {
+    this.log = [...this.records].filter(([, r]) => r.pos > 0).map(([userId, r]) => ({ pos: r.pos, userId })).sort((a, b) => a.pos - b.pos);
+  }
+
+  async start(): Promise<void> {}
+  stop(): void {}
+}
+
+/**
+ * Redis: a hash per user (`presence:u:<user>`, with a TTL), a sorted set of users by the position
+ * of their last change (`presence:changes`, trimmed by time: positions are at least the wall clock
+ * in ms), and a sorted set of non-offline users by when they were last seen (`presence:seen`).
+ * One Lua script applies a change: reads the record, decides, positions, stores and publishes.
+ */
+const PRESENCE_LUA = `
+local kind, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cur = redis.call('HMGET', KEYS[1], 'presence', 'status_msg', 'has_status', 'last_active')
+local state, status, has, last = cur[1] or 'offline', cur[2] or '', cur[3] or '0', tonumber(cur[4] or '0')
+local nstate, nstatus, nhas, nlast = state, status, has, last
+if kind == 'set' then
+  nstate, nstatus, nhas = ARGV[4], ARGV[5], ARGV[6]
+  if nstate == 'online' then nlast = now end
+elseif kind == 'online' then
+  if state ~= 'online' then nstate = 'online'; nlast = now
+  elseif now - last >= tonumber(ARGV[4]) then nlast = now end
+elseif kind == 'unavailable' then
+  if state == 'offline' then nstate = 'unavailable' end
+elseif kind == 'timeout' then
+  local seen = redis.call('ZSCORE', KEYS[4], user)
+  if seen and tonumber(seen) > tonumber(ARGV[4]) then return state end
+end
+if kind == 'timeout' then nstate = 'offline' end
+if nstate == 'offline' then redis.call('ZREM', KEYS[4], user) else redis.call('ZADD', KEYS[4], string.format('%d', now), user) end
+if nstate ~= state or nstatus ~= status or nhas ~= has then
+  ${LUA_NEXT_POS('KEYS[2]')}
+  local p = string.format('%d', pos)
+  redis.call('HSET', KEYS[1], 'presence', nstate, 'status_msg', nstatus, 'has_status', nhas, 'last_active', string.format('%d', nlast), 'pos', p)
+  redis.call('ZADD', KEYS[3], p, user)
+  redis.call('PUBLISH', ARGV[7], '{"pos":' .. p .. ',"keys":' .. ARGV[8] .. '}')
+elseif nlast ~= last then
+  redis.call('HSET', KEYS[1], 'last_active', string.format('%d', nlast))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+return nstate`;
+
+/** Seen users: refreshed if tracked; the untracked (offline) ones are returned. */
+const SEEN_LUA = `
+local out = {}
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('PEXPIRE', ARGV[2] .. ARGV[i], ${RECORD_TTL_MS})
+  else
+    out[#out + 1] = ARGV[i]
+  end
+end
+return out`;
+
+export class RedisPresenceState implements PresenceState {
+  private pos = 0;
+  private started = Number.MAX_SAFE_INTEGER;
+  private sub: Subscription;
+
+  constructor(private redis: Redis, private prefix: string, private wake: Wake, log: Logger) {
+    this.sub = new Subscription(redis, `${prefix}presence:wake`, (m: Published) => {
+      if (m.pos > this.pos) this.pos = m.pos;
+      this.wake(m.keys, m.pos);
+    }, log);
+  }
+
+  current(): number { return this.pos; }
+  knownFrom(): number { return this.started; }
+
+  private key(what: string): string {
+    return `${this.prefix}presence:${what}`;
+  }
+
+  async start(): Promise<void> {
+    await this.sub.start();
+    this.pos = Math.max(this.pos, Number(await this.redis.get(this.key('pos')) ?? 0));
+    this.started = this.pos;
+  }
+
+  stop(): void {
+    this.sub.stop();
+  }
+
+  async get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
+    const out = new Map<string, PresenceRecord>();
+    if (!userIds.length) return out;
+    const multi = this.redis.multi();
+    for (const u of userIds) multi.hGetAll(this.key(`u:${u}`));
+    const replies = (await multi.execAsPipeline()) as unknown as Array<Record<string, string>>;
+    userIds.forEach((u, i) => {
+      const h = replies[i];
+      if (!h || !h.presence) { out.set(u, OFFLINE); return; }
+      out.set(u, {
+        presence: h.presence as PresenceValue,
+        status_msg: h.has_status === '1' ? h.status_msg ?? '' : null,
+        last_active: Number(h.last_active ?? 0),
+        pos: Number(h.pos ?? 0),
+      });
+    });
+    return out;
+  }
+
+  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue> {
+    const extra = change.kind === 'set' ? [change.presence, change.statusMsg ?? '', change.statusMsg === null ? '0' : '1']
+      : change.kind === 'online' ? [String(change.granularityMs), '', '']
+      : change.kind === 'timeout' ? [String(change.cutoff), '', ''] : ['', '', ''];
+    const r = await this.redis.eval(PRESENCE_LUA, {
+      keys: [this.key(`u:${userId}`), this.key('pos'), this.key('changes'), this.key('seen')],
+      arguments: [change.kind, userId, String(Date.now()), ...extra, this.key('wake'), JSON.stringify(keys), String(RECORD_TTL_MS)],
+    });
+    return String(r) as PresenceValue;
+  }
+
+  async changed(since: number, to: number): Promise<string[] | undefined> {
+    if (since < Date.now() - PRESENCE_RETENTION_MS) return undefined;
+    return this.redis.zRangeByScore(this.key('changes'), `(${since}`, String(to));
+  }
+
+  async notOffline(): Promise<string[]> {
+    return this.redis.zRange(this.key('seen'), 0, -1);
+  }
+
+  async seen(userIds: string[]): Promise<string[]> {
+    if (!userIds.length) return [];
+    const r = await this.redis.eval(SEEN_LUA, { keys: [this.key('seen')], arguments: [String(Date.now()), this.key('u:'), ...userIds] });
+    return r as string[];
+  }
+
+  async timedOut(cutoff: number): Promise<string[]> {
+    return this.redis.zRangeByScore(this.key('seen'), '-inf', String(cutoff));
+  }
+
+  async trim(): Promise<void> {
+    await this.redis.zRemRangeByScore(this.key('changes'), '-inf', String(Date.now() - PRESENCE_RETENTION_MS));
+  }
+}
