@@ -194,21 +194,25 @@ elseif kind == 'unavailable' then
   if state == 'offline' then nstate = 'unavailable' end
 elseif kind == 'timeout' then
   local seen = redis.call('ZSCORE', KEYS[4], user)
-  if seen and tonumber(seen) > tonumber(ARGV[4]) then return state end
+  if seen and tonumber(seen) > tonumber(ARGV[4]) then return {state, 0} end
 end
 if kind == 'timeout' then nstate = 'offline' end
 if nstate == 'offline' then redis.call('ZREM', KEYS[4], user) else redis.call('ZADD', KEYS[4], string.format('%d', now), user) end
+local result = 0
 if nstate ~= state or nstatus ~= status or nhas ~= has then
   ${LUA_NEXT_POS('KEYS[2]')}
   local p = string.format('%d', pos)
   redis.call('HSET', KEYS[1], 'presence', nstate, 'status_msg', nstatus, 'has_status', nhas, 'last_active', string.format('%d', nlast), 'pos', p)
   redis.call('ZADD', KEYS[3], p, user)
   redis.call('PUBLISH', ARGV[7], '{"pos":' .. p .. ',"keys":' .. ARGV[8] .. '}')
+  result = pos
 elseif nlast ~= last then
   redis.call('HSET', KEYS[1], 'last_active', string.format('%d', nlast))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
-return nstate`;
+-- Nothing outlives a week without writes (positions restart from the clock, past every old token).
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
+return {nstate, result}`;
 
 /** Seen users: refreshed if tracked; the untracked (offline) ones are returned. */
 const SEEN_LUA = `
@@ -260,7 +264,7 @@ export class RedisPresenceState implements PresenceState {
     const replies = (await multi.execAsPipeline()) as unknown as Array<Record<string, string>>;
     userIds.forEach((u, i) => {
       const h = replies[i];
-      if (!h || !h.presence) { out.set(u, OFFLINE); return; }
+      if (!h?.presence) { out.set(u, OFFLINE); return; }
       out.set(u, {
         presence: h.presence as PresenceValue,
         status_msg: h.has_status === '1' ? h.status_msg ?? '' : null,
@@ -279,7 +283,10 @@ export class RedisPresenceState implements PresenceState {
       keys: [this.key(`u:${userId}`), this.key('pos'), this.key('changes'), this.key('seen')],
       arguments: [change.kind, userId, String(Date.now()), ...extra, this.key('wake'), JSON.stringify(keys), String(RECORD_TTL_MS)],
     });
-    return String(r) as PresenceValue;
+    const [state, pos] = r as [string, number];
+    // Readable here at once (the writer's own client syncs next); the message wakes every worker.
+    if (Number(pos) > this.pos) this.pos = Number(pos);
+    return state as PresenceValue;
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {

@@ -174,6 +174,9 @@ if changed then
 end
 if min == nil then redis.call('ZREM', KEYS[3], ARGV[4]) else redis.call('ZADD', KEYS[3], string.format('%d', min), ARGV[4]) end
 redis.call('PEXPIRE', h, ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+-- Idle for a week, the counter may go: positions restart from the clock, past every old token.
+redis.call('PEXPIRE', KEYS[2], 604800000)
 return result`;
 
 export class RedisTypingState implements TypingState {
@@ -272,7 +275,7 @@ export class TypingService {
   async setTyping(userId: string, roomId: string, typing: boolean, timeoutMs: number | undefined): Promise<void> {
     const room = await this.rooms.roomMeta(roomId);
     const m = room ? await this.rooms.membership(userId, room.room_nid) : undefined;
-    if (!m || m.membership !== 'join') throw forbidden(`User ${userId} not in room ${roomId}`);
+    if (m?.membership !== 'join') throw forbidden(`User ${userId} not in room ${roomId}`);
     const timeout = Math.min(timeoutMs ?? TYPING_DEFAULT_TIMEOUT_MS, TYPING_MAX_TIMEOUT_MS);
     await this.state.set(roomId, userId, typing && timeout > 0 ? Date.now() + timeout : 0);
   }
