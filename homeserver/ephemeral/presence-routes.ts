@@ -2,7 +2,8 @@
 // PUT /presence/{userId}/status   {presence, status_msg?}: set one's own presence
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
-import { body } from '../http/body.ts';
+import { jsonBody, validate } from '../http/body.ts';
+import { requireKeys } from '../http/params.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError, forbidden } from '../http/errors.ts';
 import { isValidUserId } from '../protocol/identifiers.ts';
@@ -31,7 +32,9 @@ export function presenceRoutes(r: Routes, presence: PresenceService): void {
   r.client('put', '/presence/:userId/status', async (ctx) => {
     const me = requester(ctx);
     if (userParam(ctx.params.userId!) !== me.userId) throw forbidden('Cannot set the presence of other users');
-    const b = body(ctx, presenceBody);
+    const raw = jsonBody(ctx);
+    requireKeys(raw, ['presence']);
+    const b = validate(presenceBody, raw);
     await presence.set(me.userId, b.presence, b.status_msg ?? null);
     return {};
   }, { auth: true });
