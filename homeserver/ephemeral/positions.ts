@@ -54,3 +54,38 @@ export class Subscription {
     this.client = undefined;
   }
 }
+
+/**
+ * Wakes in batches: changes within `delayMs` of the first one become readable together and wake
+ * the union of their keys once, with the newest position (a burst of presence changes, such as a
+ * sweep taking many users offline, wakes each long-poll once, not once per change). The readable
+ * position moves only here, just before the wake, so no reader sees a position nobody was woken for.
+ */
+export class WakeBatcher {
+  private keys = new Set<string>();
+  private newest = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(public readable: number, private wake: (keys: string[], pos: number) => void, private delayMs: number) {}
+
+  push(keys: Iterable<string>, pos: number): void {
+    for (const k of keys) this.keys.add(k);
+    if (pos > this.newest) this.newest = pos;
+    if (this.delayMs <= 0) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.delayMs);
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.newest > this.readable) this.readable = this.newest;
+    const keys = [...this.keys];
+    this.keys.clear();
+    if (keys.length) this.wake(keys, this.readable);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,6 +1,9 @@
 import type { Logger } from 'pino';
 import type { Redis } from '../coordination/redis.ts';
-import { LUA_NEXT_POS, Subscription, nextPos, type Published } from './positions.ts';
+import { LUA_NEXT_POS, Subscription, WakeBatcher, nextPos, type Published } from './positions.ts';
+
+/** Presence changes within this long of each other wake their readers once, together. */
+const PRESENCE_BATCH_MS = 50;
 
 export type PresenceValue = 'online' | 'unavailable' | 'offline';
 
@@ -91,14 +94,17 @@ function transition(cur: PresenceRecord, change: PresenceChange, now: number, se
 export class LocalPresenceState implements PresenceState {
   private pos = nextPos(0);
   private readonly started = this.pos;
+  private batch: WakeBatcher;
   private records = new Map<string, PresenceRecord>();
   private seenAt = new Map<string, number>();
   private log: Array<{ pos: number; userId: string }> = [];
   private horizon = 0;
 
-  constructor(private wake: Wake) {}
+  constructor(wake: Wake) {
+    this.batch = new WakeBatcher(this.pos, wake, PRESENCE_BATCH_MS);
+  }
 
-  current(): number { return this.pos; }
+  current(): number { return this.batch.readable; }
   knownFrom(): number { return this.started; }
 
   async get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
@@ -120,7 +126,7 @@ export class LocalPresenceState implements PresenceState {
       if (this.log.length > 2 * this.records.size + 1000) this.compact();
     }
     this.records.set(userId, t.next);
-    if (t.notify) this.wake(keys, t.next.pos);
+    if (t.notify) this.batch.push(keys, t.next.pos);
     return t.next.presence;
   }
 
@@ -170,7 +176,7 @@ export class LocalPresenceState implements PresenceState {
   }
 
   async start(): Promise<void> {}
-  stop(): void {}
+  stop(): void { this.batch.stop(); }
 }
 
 /**
@@ -228,18 +234,17 @@ end
 return out`;
 
 export class RedisPresenceState implements PresenceState {
-  private pos = 0;
   private started = Number.MAX_SAFE_INTEGER;
   private sub: Subscription;
+  private batch: WakeBatcher;
 
-  constructor(private redis: Redis, private prefix: string, private wake: Wake, log: Logger) {
-    this.sub = new Subscription(redis, `${prefix}presence:wake`, (m: Published) => {
-      if (m.pos > this.pos) this.pos = m.pos;
-      this.wake(m.keys, m.pos);
-    }, log);
+  constructor(private redis: Redis, private prefix: string, wake: Wake, log: Logger) {
+    this.batch = new WakeBatcher(0, wake, PRESENCE_BATCH_MS);
+    // Every worker, the writer too, makes a change readable only with its wake (see WakeBatcher).
+    this.sub = new Subscription(redis, `${prefix}presence:wake`, (m: Published) => this.batch.push(m.keys, m.pos), log);
   }
 
-  current(): number { return this.pos; }
+  current(): number { return this.batch.readable; }
   knownFrom(): number { return this.started; }
 
   private key(what: string): string {
@@ -248,12 +253,13 @@ export class RedisPresenceState implements PresenceState {
 
   async start(): Promise<void> {
     await this.sub.start();
-    this.pos = Math.max(this.pos, Number(await this.redis.get(this.key('pos')) ?? 0));
-    this.started = this.pos;
+    this.batch.readable = Math.max(this.batch.readable, Number(await this.redis.get(this.key('pos')) ?? 0));
+    this.started = this.batch.readable;
   }
 
   stop(): void {
     this.sub.stop();
+    this.batch.stop();
   }
 
   async get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
@@ -283,10 +289,7 @@ export class RedisPresenceState implements PresenceState {
       keys: [this.key(`u:${userId}`), this.key('pos'), this.key('changes'), this.key('seen')],
       arguments: [change.kind, userId, String(Date.now()), ...extra, this.key('wake'), JSON.stringify(keys), String(RECORD_TTL_MS)],
     });
-    const [state, pos] = r as [string, number];
-    // Readable here at once (the writer's own client syncs next); the message wakes every worker.
-    if (Number(pos) > this.pos) this.pos = Number(pos);
-    return state as PresenceValue;
+    return (r as [string, number])[0] as PresenceValue;
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {

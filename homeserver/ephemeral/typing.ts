@@ -219,10 +219,9 @@ export class RedisTypingState implements TypingState {
       keys: [this.roomKey(roomId), `${this.prefix}typing:pos`, `${this.prefix}typing:deadlines`],
       arguments: [userId, String(expiresAt), String(Date.now()), roomId, String(ROOM_RETENTION_MS), `${this.prefix}typing:wake`, JSON.stringify([roomId])],
     });
-    const pos = Number(r);
-    // Readable here at once (the PUT's own client syncs next); the message wakes every worker.
-    if (pos > this.pos) this.pos = pos;
-    return pos;
+    // Readable here only with the published wake, like on every other worker: a position that
+    // moved before its notify could be passed over by a sync that found nothing notified yet.
+    return Number(r);
   }
 
   private roomKey(roomId: string): string {
