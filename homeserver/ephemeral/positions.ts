@@ -65,13 +65,15 @@ export class WakeBatcher {
   private keys = new Set<string>();
   private newest = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Callers waiting for a position to be readable; a batch holding one is woken at once. */
+  private waiters: Array<{ pos: number; resolve: () => void }> = [];
 
   constructor(public readable: number, private wake: (keys: string[], pos: number) => void, private delayMs: number) {}
 
   push(keys: Iterable<string>, pos: number): void {
     for (const k of keys) this.keys.add(k);
     if (pos > this.newest) this.newest = pos;
-    if (this.delayMs <= 0) this.flush();
+    if (this.delayMs <= 0 || this.waiters.some((w) => w.pos <= this.newest)) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.delayMs);
   }
 
@@ -82,10 +84,33 @@ export class WakeBatcher {
     const keys = [...this.keys];
     this.keys.clear();
     if (keys.length) this.wake(keys, this.readable);
+    const ready = this.waiters.filter((w) => w.pos <= this.readable);
+    if (ready.length) {
+      this.waiters = this.waiters.filter((w) => w.pos > this.readable);
+      for (const w of ready) w.resolve();
+    }
+  }
+
+  /**
+   * Resolves once `pos` is readable (its batch is woken at once rather than after the delay), or
+   * after `timeoutMs`: a /sync that changed its user's presence then reads past that change.
+   */
+  reached(pos: number, timeoutMs: number): Promise<void> {
+    if (pos <= this.readable) return Promise.resolve();
+    if (pos <= this.newest) {
+      this.flush();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const w = { pos, resolve: () => { clearTimeout(t); resolve(); } };
+      const t = setTimeout(() => { this.waiters = this.waiters.filter((x) => x !== w); resolve(); }, timeoutMs);
+      this.waiters.push(w);
+    });
   }
 
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    for (const w of this.waiters.splice(0)) w.resolve();
   }
 }

@@ -12,6 +12,10 @@ const LAST_ACTIVE_GRANULARITY_MS = 60_000;
 const MEMBERS_TTL_MS = 10_000;
 const MEMBER_CACHE_ROOMS = 10_000;
 const MEMBER_CACHE_USERS = 100_000;
+/** How long a /sync waits for its own presence change to be readable (Redis: its published wake). */
+const OWN_CHANGE_WAIT_MS = 1_000;
+/** Sightings sent to the state per call. */
+const FLUSH_CHUNK = 1_000;
 
 export interface PresenceOptions {
   /** PRESENCE=off: nothing is tracked or sent; everyone reads as offline. */
@@ -91,9 +95,14 @@ export class PresenceService {
     const known = this.known.get(userId);
     const needs = setPresence === 'online' ? known !== 'online' : known === undefined || known === 'offline';
     if (needs) {
-      // Awaited: this very sync then carries the user's own new presence.
-      await this.change(userId, setPresence === 'online' ? { kind: 'online', granularityMs: Number.MAX_SAFE_INTEGER } : { kind: 'unavailable' })
-        .catch((err) => this.log.warn({ err, userId }, 'presence update failed'));
+      // Awaited until readable: this very sync carries the user's new presence, and a long-poll
+      // is not woken by it right after.
+      try {
+        const pos = await this.change(userId, setPresence === 'online' ? { kind: 'online', granularityMs: Number.MAX_SAFE_INTEGER } : { kind: 'unavailable' });
+        if (pos) await this.state.reached(pos, OWN_CHANGE_WAIT_MS);
+      } catch (err) {
+        this.log.warn({ err, userId }, 'presence update failed');
+      }
     }
     let ended = false;
     return () => {
@@ -133,10 +142,12 @@ export class PresenceService {
     return content(rec, Date.now());
   }
 
-  private async change(userId: string, change: Parameters<PresenceState['apply']>[1]): Promise<void> {
+  /** Applies a change; its position (0: nobody is told). */
+  private async change(userId: string, change: Parameters<PresenceState['apply']>[1]): Promise<number> {
     const keys = [userId, ...(await this.roomsOf(userId))];
-    const now = await this.state.apply(userId, change, keys);
-    this.known.set(userId, now);
+    const { state, pos } = await this.state.apply(userId, change, keys);
+    this.known.set(userId, state);
+    return pos;
   }
 
   /** Sends this process's sightings to the state in one batch. */
@@ -144,9 +155,12 @@ export class PresenceService {
     const users = new Set([...this.seenSince, ...this.inFlight.keys()]);
     this.seenSince.clear();
     if (!users.size) return;
-    const offline = await this.state.seen([...users]);
-    // The state holds them as offline (timed out, or set so elsewhere): the next sync says online again.
-    for (const u of offline) this.known.delete(u);
+    const list = [...users];
+    for (let i = 0; i < list.length; i += FLUSH_CHUNK) {
+      const offline = await this.state.seen(list.slice(i, i + FLUSH_CHUNK));
+      // The state holds them as offline (timed out, or set so elsewhere): the next sync says online again.
+      for (const u of offline) this.known.delete(u);
+    }
   }
 
   /** The background job: users not seen for the timeout go offline. One worker runs it. */
@@ -180,25 +194,32 @@ export class PresenceService {
       name: 'presence',
       stream: 'presence',
       current: () => this.state.current(),
-      read: async (ctx: SyncPartContext): Promise<SyncPartOutput> => {
-        const me = ctx.me.userId;
-        const since = ctx.since?.presence;
-        if (since !== undefined && since >= this.state.knownFrom() && this.notifier.changedSince('presence', [me, ...ctx.joinedRoomIds], since) === false) return {};
-        const changed = since === undefined ? undefined : await this.state.changed(since, ctx.to.presence);
-        const initial = changed === undefined;
-        const candidates = changed ?? (await this.state.notOffline());
-        if (!candidates.length) return {};
-        const visible = await this.visibleTo(me, ctx.joinedRoomIds, candidates);
-        const recs = await this.state.get(visible);
-        const now = Date.now();
-        const events: ClientEvent[] = [];
-        for (const [userId, rec] of recs) {
-          if (initial && rec.presence === 'offline') continue;
-          events.push({ type: 'm.presence', sender: userId, content: content(rec, now) } as unknown as ClientEvent);
-        }
-        return events.length ? { top: { presence: { events } }, news: true } : {};
-      },
+      read: (ctx) => this.read(ctx).catch((err) => {
+        // Redis away: /sync still answers, without presence (ephemeral: a change missed in the
+        // outage shows with the user's next change; positions do not move while no wake arrives).
+        this.log.warn({ err }, 'presence unreadable; /sync answers without it');
+        return { top: {} };
+      }),
     };
+  }
+
+  private async read(ctx: SyncPartContext): Promise<SyncPartOutput> {
+    const me = ctx.me.userId;
+    const since = ctx.since?.presence;
+    if (since !== undefined && since >= this.state.knownFrom() && this.notifier.changedSince('presence', [me, ...ctx.joinedRoomIds], since) === false) return {};
+    const changed = since === undefined ? undefined : await this.state.changed(since, ctx.to.presence);
+    const initial = changed === undefined;
+    const candidates = changed ?? (await this.state.notOffline());
+    if (!candidates.length) return {};
+    const visible = await this.visibleTo(me, ctx.joinedRoomIds, candidates);
+    const recs = await this.state.get(visible);
+    const now = Date.now();
+    const events: ClientEvent[] = [];
+    for (const [userId, rec] of recs) {
+      if (initial && rec.presence === 'offline') continue;
+      events.push({ type: 'm.presence', sender: userId, content: content(rec, now) } as unknown as ClientEvent);
+    }
+    return events.length ? { top: { presence: { events } }, news: true } : {};
   }
 
   /** Which of `candidates` are `me` or members of one of `myRooms`. */

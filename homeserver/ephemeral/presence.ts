@@ -46,8 +46,13 @@ export interface PresenceState {
   /** From this position on, every change was notified to this process (set by start()). */
   knownFrom(): number;
   get(userIds: string[]): Promise<Map<string, PresenceRecord>>;
-  /** Applies a change; wakes `keys` in the presence stream when others must be told. The new state. */
-  apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue>;
+  /**
+   * Applies a change; wakes `keys` in the presence stream when others must be told. The new state,
+   * and the change's position (0: nobody is told).
+   */
+  apply(userId: string, change: PresenceChange, keys: string[]): Promise<{ state: PresenceValue; pos: number }>;
+  /** Resolves when `pos` is readable here (at most `timeoutMs` later). */
+  reached(pos: number, timeoutMs: number): Promise<void>;
   /** Users whose presence changed in (since, to]; undefined when `since` is older than the log. */
   changed(since: number, to: number): Promise<string[] | undefined>;
   /** Users who are not offline. */
@@ -113,11 +118,11 @@ export class LocalPresenceState implements PresenceState {
     return out;
   }
 
-  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue> {
+  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<{ state: PresenceValue; pos: number }> {
     const cur = this.records.get(userId) ?? OFFLINE;
     const now = Date.now();
     const t = transition(cur, change, now, this.seenAt.get(userId));
-    if (!t) return cur.presence;
+    if (!t) return { state: cur.presence, pos: 0 };
     if (change.kind === 'timeout' || t.next.presence === 'offline') this.seenAt.delete(userId);
     else this.seenAt.set(userId, now);
     if (t.notify) {
@@ -127,7 +132,11 @@ export class LocalPresenceState implements PresenceState {
     }
     this.records.set(userId, t.next);
     if (t.notify) this.batch.push(keys, t.next.pos);
-    return t.next.presence;
+    return { state: t.next.presence, pos: t.notify ? t.next.pos : 0 };
+  }
+
+  reached(pos: number, timeoutMs: number): Promise<void> {
+    return this.batch.reached(pos, timeoutMs);
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {
@@ -281,7 +290,11 @@ export class RedisPresenceState implements PresenceState {
     return out;
   }
 
-  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<PresenceValue> {
+  reached(pos: number, timeoutMs: number): Promise<void> {
+    return this.batch.reached(pos, timeoutMs);
+  }
+
+  async apply(userId: string, change: PresenceChange, keys: string[]): Promise<{ state: PresenceValue; pos: number }> {
     const extra = change.kind === 'set' ? [change.presence, change.statusMsg ?? '', change.statusMsg === null ? '0' : '1']
       : change.kind === 'online' ? [String(change.granularityMs), '', '']
       : change.kind === 'timeout' ? [String(change.cutoff), '', ''] : ['', '', ''];
@@ -289,7 +302,8 @@ export class RedisPresenceState implements PresenceState {
       keys: [this.key(`u:${userId}`), this.key('pos'), this.key('changes'), this.key('seen')],
       arguments: [change.kind, userId, String(Date.now()), ...extra, this.key('wake'), JSON.stringify(keys), String(RECORD_TTL_MS)],
     });
-    return (r as [string, number])[0] as PresenceValue;
+    const [state, pos] = r as [string, number];
+    return { state: state as PresenceValue, pos: Number(pos) };
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {

@@ -309,7 +309,13 @@ export class TypingService {
         if (since !== undefined && since >= this.state.knownFrom()) {
           roomIds = roomIds.filter((r) => this.notifier.changedSince('typing', [r], since) !== false);
         }
-        const typing = await this.state.read(roomIds);
+        let typing: Map<string, RoomTyping>;
+        try {
+          typing = await this.state.read(roomIds);
+        } catch {
+          // Redis away: /sync still answers, without typing (positions do not move while no wake arrives).
+          return {};
+        }
         const ephemeral = new Map<string, ClientEvent[]>();
         for (const [roomId, t] of typing) {
           const include = since === undefined ? t.userIds.length > 0 : t.pos > since && t.pos <= ctx.to.typing;

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { UserEvent, type MatrixClient } from 'matrix-js-sdk';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { api, makeClient, registerUser, roomApi, stopClients, type Credentials } from '../helpers/client.ts';
+import { makeClient, registerUser, roomApi, stopClients, type Credentials } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 /** No auto-joined room: users share a room only when a test makes them. */
