@@ -114,3 +114,46 @@ export class WakeBatcher {
     for (const w of this.waiters.splice(0)) w.resolve();
   }
 }
+
+/**
+ * A bounded cache of values read from Redis, shared by every /sync of this worker that a wake-up
+ * sends to read the same thing (1,000 members of a room woken by one typing change read the
+ * room's typing once). `invalidate` runs when a published change names the key, before that
+ * change becomes readable; a read that was under way then is not stored (generation check).
+ */
+export class SnapshotCache<V> {
+  private values = new Map<string, { at: number; value: V }>();
+  private generation = new Map<string, number>();
+
+  constructor(private capacity: number, private ttlMs: number) {}
+
+  invalidate(key: string): void {
+    this.values.delete(key);
+    this.generation.set(key, (this.generation.get(key) ?? 0) + 1);
+    if (this.generation.size > this.capacity) this.generation.delete(this.generation.keys().next().value as string);
+  }
+
+  /** The cached values of `keys`, loading the missing ones with one call of `load`. */
+  async getMany(keys: string[], load: (missing: string[]) => Promise<Map<string, V>>): Promise<Map<string, V>> {
+    const now = Date.now();
+    const out = new Map<string, V>();
+    const missing: string[] = [];
+    for (const k of keys) {
+      const hit = this.values.get(k);
+      if (hit && now - hit.at < this.ttlMs) out.set(k, hit.value);
+      else missing.push(k);
+    }
+    if (!missing.length) return out;
+    const before = missing.map((k) => this.generation.get(k) ?? 0);
+    const loaded = await load(missing);
+    missing.forEach((k, i) => {
+      const v = loaded.get(k);
+      if (v === undefined) return;
+      out.set(k, v);
+      if ((this.generation.get(k) ?? 0) !== before[i]) return;
+      if (this.values.size >= this.capacity) this.values.delete(this.values.keys().next().value as string);
+      this.values.set(k, { at: now, value: v });
+    });
+    return out;
+  }
+}

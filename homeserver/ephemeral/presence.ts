@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Redis } from '../coordination/redis.ts';
-import { LUA_NEXT_POS, Subscription, WakeBatcher, nextPos, type Published } from './positions.ts';
+import { LUA_NEXT_POS, SnapshotCache, Subscription, WakeBatcher, nextPos, type Published } from './positions.ts';
 
 /** Presence changes within this long of each other wake their readers once, together. */
 const PRESENCE_BATCH_MS = 50;
@@ -250,8 +250,20 @@ export class RedisPresenceState implements PresenceState {
   constructor(private redis: Redis, private prefix: string, wake: Wake, log: Logger) {
     this.batch = new WakeBatcher(0, wake, PRESENCE_BATCH_MS);
     // Every worker, the writer too, makes a change readable only with its wake (see WakeBatcher).
-    this.sub = new Subscription(redis, `${prefix}presence:wake`, (m: Published) => this.batch.push(m.keys, m.pos), log);
+    // The subject of a change is the first key (see PresenceService.change).
+    this.sub = new Subscription(redis, `${prefix}presence:wake`, (m: Published) => {
+      if (m.keys[0]) this.records.invalidate(m.keys[0]);
+      this.batch.push(m.keys, m.pos);
+    }, log);
   }
+
+  /**
+   * Records as read from Redis, shared by the syncs a wake-up sends to read them; dropped when a
+   * change of the user is published, and after a minute (last_active moves without one).
+   */
+  private records = new SnapshotCache<PresenceRecord>(100_000, 60_000);
+  /** Who changed between two positions: the same question from every sync woken by one batch. */
+  private changes = new Map<string, Promise<string[]>>();
 
   current(): number { return this.batch.readable; }
   knownFrom(): number { return this.started; }
@@ -271,7 +283,11 @@ export class RedisPresenceState implements PresenceState {
     this.batch.stop();
   }
 
-  async get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
+  get(userIds: string[]): Promise<Map<string, PresenceRecord>> {
+    return this.records.getMany(userIds, (missing) => this.load(missing));
+  }
+
+  private async load(userIds: string[]): Promise<Map<string, PresenceRecord>> {
     const out = new Map<string, PresenceRecord>();
     if (!userIds.length) return out;
     const multi = this.redis.multi();
@@ -302,13 +318,24 @@ export class RedisPresenceState implements PresenceState {
       keys: [this.key(`u:${userId}`), this.key('pos'), this.key('changes'), this.key('seen')],
       arguments: [change.kind, userId, String(Date.now()), ...extra, this.key('wake'), JSON.stringify(keys), String(RECORD_TTL_MS)],
     });
+    // Read-your-writes here: this worker's cache forgets the user now, not when the wake arrives.
+    this.records.invalidate(userId);
     const [state, pos] = r as [string, number];
     return { state: state as PresenceValue, pos: Number(pos) };
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {
     if (since < Date.now() - PRESENCE_RETENTION_MS) return undefined;
-    return this.redis.zRangeByScore(this.key('changes'), `(${since}`, String(to));
+    // Positions up to `to` are readable, so their log entries are final: one read serves all.
+    const key = `${since} ${to}`;
+    let hit = this.changes.get(key);
+    if (!hit) {
+      hit = this.redis.zRangeByScore(this.key('changes'), `(${since}`, String(to));
+      hit.catch(() => this.changes.delete(key));
+      if (this.changes.size >= 256) this.changes.delete(this.changes.keys().next().value as string);
+      this.changes.set(key, hit);
+    }
+    return hit;
   }
 
   async notOffline(): Promise<string[]> {

@@ -4,7 +4,7 @@ import { forbidden } from '../http/errors.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
-import { LUA_NEXT_POS, Subscription, nextPos, type Published } from './positions.ts';
+import { LUA_NEXT_POS, SnapshotCache, Subscription, nextPos, type Published } from './positions.ts';
 
 /** A typing notification lasts this long when the client names no timeout… */
 export const TYPING_DEFAULT_TIMEOUT_MS = 30_000;
@@ -184,8 +184,12 @@ export class RedisTypingState implements TypingState {
   private sub: Subscription;
   private timers = new Map<string, NodeJS.Timeout>();
 
+  /** Rooms' typing as read from Redis, until a change of the room is published. */
+  private cache = new SnapshotCache<RoomTyping & { expiries: number[] }>(10_000, ROOM_RETENTION_MS);
+
   constructor(private redis: Redis, private prefix: string, private wake: Wake, log: Logger) {
     this.sub = new Subscription(redis, `${prefix}typing:wake`, (m: Published) => {
+      for (const k of m.keys) this.cache.invalidate(k);
       if (m.pos > this.pos) this.pos = m.pos;
       this.wake(m.keys, m.pos);
     }, log);
@@ -219,6 +223,7 @@ export class RedisTypingState implements TypingState {
       keys: [this.roomKey(roomId), `${this.prefix}typing:pos`, `${this.prefix}typing:deadlines`],
       arguments: [userId, String(expiresAt), String(Date.now()), roomId, String(ROOM_RETENTION_MS), `${this.prefix}typing:wake`, JSON.stringify([roomId])],
     });
+    this.cache.invalidate(roomId);
     // Readable here only with the published wake, like on every other worker: a position that
     // moved before its notify could be passed over by a sync that found nothing notified yet.
     return Number(r);
@@ -245,16 +250,22 @@ export class RedisTypingState implements TypingState {
   async read(roomIds: string[]): Promise<Map<string, RoomTyping>> {
     const out = new Map<string, RoomTyping>();
     if (!roomIds.length) return out;
-    const multi = this.redis.multi();
-    for (const id of roomIds) multi.hGetAll(this.roomKey(id));
-    const replies = (await multi.execAsPipeline()) as unknown as Array<Record<string, string>>;
-    const now = Date.now();
-    roomIds.forEach((id, i) => {
-      const h = replies[i];
-      if (!h || h['~pos'] === undefined) return;
-      const userIds = Object.entries(h).filter(([f, exp]) => f !== '~pos' && Number(exp) > now).map(([f]) => f);
-      out.set(id, { pos: Number(h['~pos']), userIds });
+    const rooms = await this.cache.getMany(roomIds, async (missing) => {
+      const multi = this.redis.multi();
+      for (const id of missing) multi.hGetAll(this.roomKey(id));
+      const replies = (await multi.execAsPipeline()) as unknown as Array<Record<string, string>>;
+      const loaded = new Map<string, RoomTyping & { expiries: number[] }>();
+      missing.forEach((id, i) => {
+        const h = replies[i];
+        if (!h || h['~pos'] === undefined) return;
+        const entries = Object.entries(h).filter(([f]) => f !== '~pos');
+        loaded.set(id, { pos: Number(h['~pos']), userIds: entries.map(([f]) => f), expiries: entries.map(([, exp]) => Number(exp)) });
+      });
+      return loaded;
     });
+    // Entries that ran out are left out at once, before the sweep publishes their removal.
+    const now = Date.now();
+    for (const [id, t] of rooms) out.set(id, { pos: t.pos, userIds: t.userIds.filter((_, i) => t.expiries[i]! > now) });
     return out;
   }
 
