@@ -4,6 +4,7 @@ import { forbidden, notFound } from '../http/errors.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
+import { eventAllowed, limited } from './filter.ts';
 import type { PresenceRecord, PresenceState, PresenceValue } from './presence.ts';
 
 /** last_active moves at most this often without a state change; currently_active lasts this long. */
@@ -206,10 +207,13 @@ export class PresenceService {
   private async read(ctx: SyncPartContext): Promise<SyncPartOutput> {
     const me = ctx.me.userId;
     const since = ctx.since?.presence;
+    const filter = ctx.filter.presence;
+    // A client that filters presence out costs nothing here.
+    if (!eventAllowed(filter, 'm.presence')) return {};
     if (since !== undefined && since >= this.state.knownFrom() && this.notifier.changedSince('presence', [me, ...ctx.joinedRoomIds], since) === false) return {};
     const changed = since === undefined ? undefined : await this.state.changed(since, ctx.to.presence);
     const initial = changed === undefined;
-    const candidates = changed ?? (await this.state.notOffline());
+    const candidates = (changed ?? (await this.state.notOffline())).filter((u) => eventAllowed(filter, 'm.presence', u));
     if (!candidates.length) return {};
     const visible = await this.visibleTo(me, ctx.joinedRoomIds, candidates);
     const recs = await this.state.get(visible);
@@ -219,7 +223,7 @@ export class PresenceService {
       if (initial && rec.presence === 'offline') continue;
       events.push({ type: 'm.presence', sender: userId, content: content(rec, now) } as unknown as ClientEvent);
     }
-    return events.length ? { top: { presence: { events } }, news: true } : {};
+    return events.length ? { top: { presence: { events: limited(filter, events) } }, news: true } : {};
   }
 
   /** Which of `candidates` are `me` or members of one of `myRooms`. */

@@ -4,6 +4,7 @@ import { forbidden } from '../http/errors.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
+import { eventAllowed, roomPasses } from './filter.ts';
 import { LUA_NEXT_POS, SnapshotCache, Subscription, nextPos, type Published } from './positions.ts';
 
 /** A typing notification lasts this long when the client names no timeout… */
@@ -315,7 +316,9 @@ export class TypingService {
       current: () => this.state.current(),
       read: async (ctx: SyncPartContext): Promise<SyncPartOutput> => {
         const since = ctx.since?.typing;
-        let roomIds = ctx.joinedRoomIds;
+        const filter = ctx.filter.room?.ephemeral;
+        if (!eventAllowed(filter, 'm.typing')) return {};
+        let roomIds = ctx.joinedRoomIds.filter((r) => roomPasses(filter, r));
         // The notifier knows which rooms changed since it started; older tokens read every room.
         if (since !== undefined && since >= this.state.knownFrom()) {
           roomIds = roomIds.filter((r) => this.notifier.changedSince('typing', [r], since) !== false);

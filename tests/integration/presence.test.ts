@@ -88,6 +88,19 @@ function suite(name: string, redis: boolean): void {
       assert.equal((await next).content.status_msg, undefined, 'status_msg absent: cleared');
     });
 
+    test('a presence filter leaves out what it excludes', async () => {
+      await h.put(alice, { presence: 'online', status_msg: 'filtered' });
+      await h.sync(bob); // bob online too
+      const f = (x: unknown) => `set_presence=offline&filter=${encodeURIComponent(JSON.stringify(x))}`;
+      const all = await h.sync(alice, 'set_presence=offline');
+      assert.ok(presenceOf(all, bob.userId).length && presenceOf(all, alice.userId).length, 'unfiltered: both');
+      assert.deepEqual((await h.sync(alice, f({ presence: { not_types: ['*'] } }))).presence.events, []);
+      assert.deepEqual((await h.sync(alice, f({ presence: { types: [] } }))).presence.events, []);
+      const onlyBob = await h.sync(alice, f({ presence: { senders: [bob.userId] } }));
+      assert.deepEqual(onlyBob.presence.events.map((e: any) => e.sender), [bob.userId]);
+      assert.equal((await h.sync(alice, f({ presence: { limit: 1 } }))).presence.events.length, 1);
+    });
+
     test('status round trip: GET own and a room-mate\'s; 403 for a stranger, 404 for an unknown user', async () => {
       assert.equal((await h.put(alice, { presence: 'unavailable', status_msg: 'lunch 🍜' })).status, 200);
       for (const who of [alice, bob]) {

@@ -117,6 +117,19 @@ function suite(name: string, redis: boolean): void {
       await until(alice, res.next_batch, roomId, (ids) => ids.length === 0, 5_000);
     });
 
+    test('a filter that leaves m.typing (or the room) out of ephemeral gets none', async () => {
+      const roomId = await create(alice, { preset: 'public_chat' });
+      await join(bob, roomId);
+      await type(alice, roomId, { typing: true, timeout: 20_000 });
+      const f = (x: unknown) => `filter=${encodeURIComponent(JSON.stringify(x))}`;
+      assert.deepEqual(typingIn(await sync(bob), roomId), [alice.userId], 'unfiltered: shown');
+      for (const filter of [{ room: { ephemeral: { not_types: ['m.typing'] } } }, { room: { ephemeral: { types: ['m.receipt'] } } }, { room: { ephemeral: { not_rooms: [roomId] } } }]) {
+        assert.equal(typingIn(await sync(bob, f(filter)), roomId), undefined, JSON.stringify(filter));
+      }
+      assert.deepEqual(typingIn(await sync(bob, f({ room: { ephemeral: { types: ['m.*'] } } })), roomId), [alice.userId], 'a wildcard lets it through');
+      await type(alice, roomId, { typing: false });
+    });
+
     test('refused: other users, non-members, unknown rooms and bad bodies change nothing', async () => {
       const roomId = await create(alice, { preset: 'public_chat' });
       await join(bob, roomId);
