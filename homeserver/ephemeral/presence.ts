@@ -140,7 +140,8 @@ export class LocalPresenceState implements PresenceState {
   }
 
   async changed(since: number, to: number): Promise<string[] | undefined> {
-    if (since < this.horizon) return undefined;
+    // The same rule as in Redis (positions are at least the clock): older tokens get the full list.
+    if (since < Math.max(this.horizon, Date.now() - PRESENCE_RETENTION_MS)) return undefined;
     // The first entry after `since` (the log is in position order).
     let lo = 0;
     let hi = this.log.length;
