@@ -179,8 +179,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   engine.onPersisted((events, roomId) => {
     for (const e of events) {
       if (e.pdu.type === 'm.room.member' && e.pdu.state_key) {
-        presence.membershipChanged(roomId, e.pdu.state_key);
-        if ((e.pdu.content as { membership?: string })?.membership !== 'join') typing.left(roomId, e.pdu.state_key).catch(() => {});
+        const membership = (e.pdu.content as { membership?: string })?.membership;
+        presence.membershipChanged(roomId, e.pdu.state_key, membership);
+        if (membership !== 'join') typing.left(roomId, e.pdu.state_key).catch(() => {});
       } else if (e.pdu.sender.endsWith(`:${config.serverName}`)) presence.activity(e.pdu.sender);
     }
   });

@@ -80,9 +80,20 @@ export class PresenceService {
   }
 
   /** A member event was persisted: who shares a room with whom changed there. */
-  membershipChanged(roomId: string, userId: string): void {
+  membershipChanged(roomId: string, userId: string, membership: string | undefined): void {
     this.roomMembers.delete(roomId);
     this.userRooms.delete(userId);
+    if (membership === 'join' && this.opts.enabled) this.joined(roomId, userId).catch((err) => this.log.warn({ err, userId }, 'presence update failed'));
+  }
+
+  /**
+   * New room-mates learn of each other, as Synapse does: the joiner's next sync lists the room's
+   * members that are not offline, and the members hear of the joiner. (A profile change is a
+   * join event too: the joiner then gets the list again, which is redundant but harmless.)
+   */
+  private async joined(roomId: string, userId: string): Promise<void> {
+    await this.state.joined(userId, roomId);
+    await this.state.announce(userId, [userId, ...(await this.roomsOf(userId)), roomId]);
   }
 
   /**
@@ -144,7 +155,7 @@ export class PresenceService {
   }
 
   /** Applies a change; its position (0: nobody is told). */
-  private async change(userId: string, change: Parameters<PresenceState['apply']>[1]): Promise<number> {
+  private async change(userId: string, change: Exclude<Parameters<PresenceState['apply']>[1], { kind: 'announce' }>): Promise<number> {
     const keys = [userId, ...(await this.roomsOf(userId))];
     const { state, pos } = await this.state.apply(userId, change, keys);
     this.known.set(userId, state);
@@ -213,14 +224,24 @@ export class PresenceService {
     if (since !== undefined && since >= this.state.knownFrom() && this.notifier.changedSince('presence', [me, ...ctx.joinedRoomIds], since) === false) return {};
     const changed = since === undefined ? undefined : await this.state.changed(since, ctx.to.presence);
     const initial = changed === undefined;
-    const candidates = (changed ?? (await this.state.notOffline())).filter((u) => eventAllowed(filter, 'm.presence', u));
+    // Rooms joined since the token: their members' presence is news to this user (unless offline).
+    const joins = initial || (since! >= this.state.knownFrom() && this.notifier.changedSince('presence', [me], since!) === false)
+      ? [] : (await this.state.joinedRooms(me, since!, ctx.to.presence)).filter((r) => ctx.joinedRoomIds.includes(r));
+    let candidates = changed ?? (await this.state.notOffline());
+    const onlyIfOnline = new Set<string>();
+    if (joins.length) {
+      const members = await this.membersOf(joins);
+      const told = new Set(candidates);
+      for (const u of await this.state.notOffline()) if (!told.has(u) && members.some((m) => m.has(u))) { candidates.push(u); onlyIfOnline.add(u); }
+    }
+    candidates = candidates.filter((u) => eventAllowed(filter, 'm.presence', u));
     if (!candidates.length) return {};
     const visible = await this.visibleTo(me, ctx.joinedRoomIds, candidates);
     const recs = await this.state.get(visible);
     const now = Date.now();
     const events: ClientEvent[] = [];
     for (const [userId, rec] of recs) {
-      if (initial && rec.presence === 'offline') continue;
+      if ((initial || onlyIfOnline.has(userId)) && rec.presence === 'offline') continue;
       events.push({ type: 'm.presence', sender: userId, content: content(rec, now) } as unknown as ClientEvent);
     }
     return events.length ? { top: { presence: { events: limited(filter, events) } }, news: true } : {};

@@ -29,10 +29,13 @@ export type PresenceChange =
   | { kind: 'set'; presence: PresenceValue; statusMsg: string | null }
   | { kind: 'online'; granularityMs: number }
   | { kind: 'unavailable' }
-  | { kind: 'timeout'; cutoff: number };
+  | { kind: 'timeout'; cutoff: number }
+  | { kind: 'announce' };
 
 /** Change log entries older than this are dropped; a token older than that gets a full presence list. */
 export const PRESENCE_RETENTION_MS = 24 * 3600_000;
+/** Joins remembered per user (a sync reads those after its token). */
+const MAX_JOINS_KEPT = 100;
 /** Presence records live in Redis this long after their last write or sighting. */
 const RECORD_TTL_MS = 7 * 24 * 3600_000;
 
@@ -63,6 +66,12 @@ export interface PresenceState {
   timedOut(cutoff: number): Promise<string[]>;
   /** Drops change log entries and offline records past the retention. */
   trim(): Promise<void>;
+  /** A user joined a room: their next sync lists the presence of its members (wakes the user). */
+  joined(userId: string, roomId: string): Promise<void>;
+  /** The rooms `userId` joined in (since, to]. */
+  joinedRooms(userId: string, since: number, to: number): Promise<string[]>;
+  /** Tells `keys` again of a user who is not offline (they have new room-mates); no state change. */
+  announce(userId: string, keys: string[]): Promise<void>;
   start(): Promise<void>;
   stop(): void;
 }
@@ -91,6 +100,8 @@ function transition(cur: PresenceRecord, change: PresenceChange, now: number, se
       if (seenAt !== undefined && seenAt > change.cutoff) return undefined;
       next.presence = 'offline';
       break;
+    case 'announce':
+      return undefined;
   }
   return { next, notify: next.presence !== cur.presence || next.status_msg !== cur.status_msg };
 }
@@ -180,6 +191,29 @@ export class LocalPresenceState implements PresenceState {
     if (dropped) { this.horizon = horizon; this.compact(); }
   }
 
+  /** Per user, the rooms they joined and when (a few recent ones). */
+  private joins = new Map<string, Array<{ roomId: string; pos: number }>>();
+
+  async joined(userId: string, roomId: string): Promise<void> {
+    const pos = this.pos = nextPos(this.pos);
+    const list = (this.joins.get(userId) ?? []).filter((j) => j.roomId !== roomId && j.pos > Date.now() - PRESENCE_RETENTION_MS);
+    list.push({ roomId, pos });
+    this.joins.set(userId, list.slice(-MAX_JOINS_KEPT));
+    this.batch.push([userId], pos);
+  }
+
+  async joinedRooms(userId: string, since: number, to: number): Promise<string[]> {
+    return (this.joins.get(userId) ?? []).filter((j) => j.pos > since && j.pos <= to).map((j) => j.roomId);
+  }
+
+  async announce(userId: string, keys: string[]): Promise<void> {
+    const rec = this.records.get(userId);
+    if (!rec || rec.presence === 'offline') return;
+    rec.pos = this.pos = nextPos(this.pos);
+    this.log.push({ pos: rec.pos, userId });
+    this.batch.push(keys, rec.pos);
+  }
+
   /** The log keeps only each user's latest entry. */
   private compact(): void {
     this.log = [...this.records].filter(([, r]) => r.pos > 0).map(([userId, r]) => ({ pos: r.pos, userId })).sort((a, b) => a.pos - b.pos);
@@ -200,7 +234,11 @@ local kind, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cur = redis.call('HMGET', KEYS[1], 'presence', 'status_msg', 'has_status', 'last_active')
 local state, status, has, last = cur[1] or 'offline', cur[2] or '', cur[3] or '0', tonumber(cur[4] or '0')
 local nstate, nstatus, nhas, nlast = state, status, has, last
-if kind == 'set' then
+local force = false
+if kind == 'announce' then
+  if state == 'offline' then return {state, 0} end
+  force = true
+elseif kind == 'set' then
   nstate, nstatus, nhas = ARGV[4], ARGV[5], ARGV[6]
   if nstate == 'online' then nlast = now end
 elseif kind == 'online' then
@@ -213,9 +251,10 @@ elseif kind == 'timeout' then
   if seen and tonumber(seen) > tonumber(ARGV[4]) then return {state, 0} end
 end
 if kind == 'timeout' then nstate = 'offline' end
-if nstate == 'offline' then redis.call('ZREM', KEYS[4], user) else redis.call('ZADD', KEYS[4], string.format('%d', now), user) end
+if nstate == 'offline' then redis.call('ZREM', KEYS[4], user)
+elseif kind ~= 'announce' then redis.call('ZADD', KEYS[4], string.format('%d', now), user) end
 local result = 0
-if nstate ~= state or nstatus ~= status or nhas ~= has then
+if force or nstate ~= state or nstatus ~= status or nhas ~= has then
   ${LUA_NEXT_POS('KEYS[2]')}
   local p = string.format('%d', pos)
   redis.call('HSET', KEYS[1], 'presence', nstate, 'status_msg', nstatus, 'has_status', nhas, 'last_active', string.format('%d', nlast), 'pos', p)
@@ -229,6 +268,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[9])
 -- Nothing outlives a week without writes (positions restart from the clock, past every old token).
 for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 return {nstate, result}`;
+
+/** A join: positioned, kept (the last ${MAX_JOINS_KEPT}), published to the joiner. */
+const JOIN_LUA = `
+local now = tonumber(ARGV[2])
+${LUA_NEXT_POS('KEYS[2]')}
+local p = string.format('%d', pos)
+redis.call('ZADD', KEYS[1], p, ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -${MAX_JOINS_KEPT + 1})
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[3], '{"pos":' .. p .. ',"keys":' .. ARGV[4] .. '}')
+return pos`;
 
 /** Seen users: refreshed if tracked; the untracked (offline) ones are returned. */
 const SEEN_LUA = `
@@ -355,5 +406,20 @@ export class RedisPresenceState implements PresenceState {
 
   async trim(): Promise<void> {
     await this.redis.zRemRangeByScore(this.key('changes'), '-inf', String(Date.now() - PRESENCE_RETENTION_MS));
+  }
+
+  async joined(userId: string, roomId: string): Promise<void> {
+    await this.redis.eval(JOIN_LUA, {
+      keys: [this.key(`joins:${userId}`), this.key('pos')],
+      arguments: [roomId, String(Date.now()), this.key('wake'), JSON.stringify([userId]), String(PRESENCE_RETENTION_MS)],
+    });
+  }
+
+  async joinedRooms(userId: string, since: number, to: number): Promise<string[]> {
+    return this.redis.zRangeByScore(this.key(`joins:${userId}`), `(${since}`, String(to));
+  }
+
+  async announce(userId: string, keys: string[]): Promise<void> {
+    await this.apply(userId, { kind: 'announce' }, keys);
   }
 }

@@ -101,6 +101,19 @@ function suite(name: string, redis: boolean): void {
       assert.equal((await h.sync(alice, f({ presence: { limit: 1 } }))).presence.events.length, 1);
     });
 
+    test('joining a room: the joiner hears of its members that are online, and they of the joiner', async () => {
+      await h.put(alice, { presence: 'online', status_msg: 'welcome' });
+      const dave = await registerUser(server.baseUrl);
+      const first = await h.sync(dave); // online, but sharing no room yet
+      assert.deepEqual(presenceOf(first, alice.userId), []);
+      const bobBase = await h.sync(bob, 'set_presence=offline');
+      await h.join(dave, roomId);
+      const { content } = await h.until(dave, first.next_batch, alice.userId, (c) => c.status_msg === 'welcome');
+      assert.equal(content.presence, 'online');
+      const toBob = await h.until(bob, bobBase.next_batch, dave.userId, (c) => c.presence === 'online');
+      assert.ok(toBob.content);
+    });
+
     test('status round trip: GET own and a room-mate\'s; 403 for a stranger, 404 for an unknown user', async () => {
       assert.equal((await h.put(alice, { presence: 'unavailable', status_msg: 'lunch 🍜' })).status, 200);
       for (const who of [alice, bob]) {

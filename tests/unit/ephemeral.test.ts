@@ -200,6 +200,19 @@ for (const impl of impls) {
         assert.equal((await s.get(['@b:x'])).get('@b:x')!.status_msg, 'away', 'timing out keeps the status message');
         assert.deepEqual(await s.notOffline(), ['@a:x']);
         assert.equal(await s.changed(Date.now() - 2 * 24 * 3600_000, s.current()), undefined, 'a token older than the log: full list');
+        // A join: the joiner is woken and the room is listed after the token; announcing an online
+        // user logs them again, an offline one not.
+        const before = s.current();
+        await s.joined('@a:x', '!new:x');
+        await until(() => wakes.at(-1)!.keys.includes('@a:x') && s.current() > before);
+        assert.deepEqual(await s.joinedRooms('@a:x', before, s.current()), ['!new:x']);
+        assert.deepEqual(await s.joinedRooms('@a:x', s.current(), s.current()), []);
+        const mid = s.current();
+        await s.announce('@b:x', ['!new:x']); // offline: nothing
+        await s.announce('@a:x', ['!new:x']);
+        await until(() => s.current() > mid);
+        assert.deepEqual(await s.changed(mid, s.current()), ['@a:x']);
+        assert.equal((await s.get(['@a:x'])).get('@a:x')!.presence, 'online', 'no state change');
         if (made.prefix) await allExpire(made.prefix);
       } finally { s.stop(); }
     });
