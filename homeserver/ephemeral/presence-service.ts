@@ -15,6 +15,8 @@ const MEMBER_CACHE_ROOMS = 10_000;
 const MEMBER_CACHE_USERS = 100_000;
 /** How long a /sync waits for its own presence change to be readable (Redis: its published wake). */
 const OWN_CHANGE_WAIT_MS = 1_000;
+/** Joins within this long of each other are told together. */
+const JOIN_BATCH_MS = 50;
 /** Sightings sent to the state per call. */
 const FLUSH_CHUNK = 1_000;
 
@@ -76,24 +78,40 @@ export class PresenceService {
 
   stop(): void {
     clearInterval(this.flushTimer);
+    clearTimeout(this.joinTimer);
     this.state.stop();
   }
 
   /** A member event was persisted: who shares a room with whom changed there. */
   membershipChanged(roomId: string, userId: string, membership: string | undefined): void {
+    // A join event of a member already known here is a profile change, not a new room-mate.
+    const hit = this.roomMembers.get(roomId);
+    const wasMember = hit && Date.now() - hit.at < MEMBERS_TTL_MS && hit.users.has(userId);
     this.roomMembers.delete(roomId);
     this.userRooms.delete(userId);
-    if (membership === 'join' && this.opts.enabled) this.joined(roomId, userId).catch((err) => this.log.warn({ err, userId }, 'presence update failed'));
+    if (membership !== 'join' || wasMember || !this.opts.enabled) return;
+    let rooms = this.pendingJoins.get(userId);
+    if (!rooms) this.pendingJoins.set(userId, (rooms = new Set()));
+    rooms.add(roomId);
+    this.joinTimer ??= setTimeout(() => {
+      this.joinTimer = undefined;
+      const batch = [...this.pendingJoins];
+      this.pendingJoins.clear();
+      for (const [u, rs] of batch) this.joined(u, [...rs]).catch((err) => this.log.warn({ err, userId: u }, 'presence update failed'));
+    }, JOIN_BATCH_MS);
   }
 
+  /** Joins waiting to be told (a user joining many rooms at once is announced once). */
+  private pendingJoins = new Map<string, Set<string>>();
+  private joinTimer: NodeJS.Timeout | undefined;
+
   /**
-   * New room-mates learn of each other, as Synapse does: the joiner's next sync lists the room's
-   * members that are not offline, and the members hear of the joiner. (A profile change is a
-   * join event too: the joiner then gets the list again, which is redundant but harmless.)
+   * New room-mates learn of each other, as Synapse does: the joiner's next sync lists the rooms'
+   * members that are not offline, and the members hear of the joiner (once for all the rooms).
    */
-  private async joined(roomId: string, userId: string): Promise<void> {
-    await this.state.joined(userId, roomId);
-    await this.state.announce(userId, [userId, ...(await this.roomsOf(userId)), roomId]);
+  private async joined(userId: string, roomIds: string[]): Promise<void> {
+    for (const roomId of roomIds) await this.state.joined(userId, roomId);
+    await this.state.announce(userId, [...new Set([userId, ...(await this.roomsOf(userId)), ...roomIds])]);
   }
 
   /**
