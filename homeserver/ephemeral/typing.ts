@@ -91,10 +91,12 @@ export class LocalTypingState implements TypingState {
     return out;
   }
 
+  /** The rooms' own timers do this on time; the sweep only catches a timer that fired late. */
   async sweep(): Promise<void> {
     const now = Date.now();
     for (const [id, room] of this.rooms) {
-      if (this.expire(id, room, now)) this.changed(id, room);
+      if (!this.expire(id, room, now)) continue;
+      this.changed(id, room);
       this.schedule(id, room);
     }
   }
