@@ -51,7 +51,12 @@ export class PresenceService {
   private seenSince = new Set<string>();
   /** Syncs in flight per user (seen for as long as they last). */
   private inFlight = new Map<string, number>();
-  private roomMembers = new LruCache<string, { at: number; users: Set<string> }>(MEMBER_CACHE_ROOMS);
+  /**
+   * Joined members per room. The entry holds the load while it runs, so the syncs one wake-up
+   * sends share one query, and a member event (which deletes the entry) is never overwritten by a
+   * load that began before it.
+   */
+  private roomMembers = new LruCache<string, { at: number; load: Promise<Set<string>>; users?: Set<string> }>(MEMBER_CACHE_ROOMS);
   private userRooms = new LruCache<string, { at: number; rooms: string[] }>(MEMBER_CACHE_USERS);
   private lastActivity = new LruCache<string, number>(MEMBER_CACHE_USERS);
   private flushTimer: NodeJS.Timeout | undefined;
@@ -86,7 +91,7 @@ export class PresenceService {
   membershipChanged(roomId: string, userId: string, membership: string | undefined): void {
     // A join event of a member already known here is a profile change, not a new room-mate.
     const hit = this.roomMembers.get(roomId);
-    const wasMember = hit && Date.now() - hit.at < MEMBERS_TTL_MS && hit.users.has(userId);
+    const wasMember = hit?.users && Date.now() - hit.at < MEMBERS_TTL_MS && hit.users.has(userId);
     this.roomMembers.delete(roomId);
     this.userRooms.delete(userId);
     if (membership !== 'join' || wasMember || !this.opts.enabled) return;
@@ -273,23 +278,25 @@ export class PresenceService {
 
   private async membersOf(roomIds: string[]): Promise<Array<Set<string>>> {
     const now = Date.now();
-    const out: Array<Set<string>> = [];
+    const loads: Array<Promise<Set<string>>> = [];
     const missing: string[] = [];
     for (const r of roomIds) {
       const hit = this.roomMembers.get(r);
-      if (hit && now - hit.at < MEMBERS_TTL_MS) out.push(hit.users);
+      if (hit && now - hit.at < MEMBERS_TTL_MS) loads.push(hit.load);
       else missing.push(r);
     }
     if (missing.length) {
-      const loaded = await this.rooms.roomMembersOf(missing);
+      const all = this.rooms.roomMembersOf(missing);
       for (const r of missing) {
-        const users = new Set(loaded.get(r) ?? []);
-        this.roomMembers.set(r, { at: now, users });
-        out.push(users);
+        const entry: { at: number; load: Promise<Set<string>>; users?: Set<string> } = { at: now, load: all.then((m) => new Set(m.get(r) ?? [])) };
+        entry.load.then((users) => { entry.users = users; }, () => { if (this.roomMembers.get(r) === entry) this.roomMembers.delete(r); });
+        this.roomMembers.set(r, entry);
+        loads.push(entry.load);
       }
     }
-    return out;
+    return Promise.all(loads);
   }
+
 
   private async roomsOf(userId: string): Promise<string[]> {
     const now = Date.now();
