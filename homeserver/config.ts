@@ -25,6 +25,10 @@ export interface Config {
   uiDir: string;
   /** How long a request waits for a database connection before answering 503. */
   databaseTimeoutMs: number;
+  /** PRESENCE=off: presence is neither tracked nor sent (everyone reads as offline). */
+  presence: boolean;
+  /** A user with no /sync in flight or ended for this long goes offline. */
+  presenceTimeoutMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,6 +82,8 @@ const schema = z.object({
   DEFAULT_ROOM_VERSION: z.preprocess((v) => (unset(v) ? '10' : v), z.enum(ROOM_VERSIONS, { error: `a supported room version: ${ROOM_VERSIONS.join(', ')}` })),
   UI_DIR: z.preprocess((v) => (unset(v) ? '.' : v), z.string()),
   DATABASE_TIMEOUT_MS: integer(100, 600_000, 5_000, 'a whole number of milliseconds from 100 to 600000'),
+  PRESENCE: oneOf(['on', 'off'], 'on or off'),
+  PRESENCE_TIMEOUT_MS: integer(500, 86_400_000, 30_000, 'a whole number of milliseconds from 500 to 86400000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -144,5 +150,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     defaultRoomVersion: v.DEFAULT_ROOM_VERSION,
     uiDir: path.resolve(v.UI_DIR),
     databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
+    presence: v.PRESENCE !== 'off',
+    presenceTimeoutMs: v.PRESENCE_TIMEOUT_MS,
   };
 }

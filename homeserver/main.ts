@@ -52,6 +52,11 @@ import { thirdPartyRoutes } from './thirdparty/routes.ts';
 import { PusherStore } from './pushers/store.ts'; // issue 6: pushers
 import { PusherService } from './pushers/service.ts';
 import { pusherRoutes } from './pushers/routes.ts';
+import { LocalTypingState, RedisTypingState, TypingService } from './ephemeral/typing.ts';
+import { typingRoutes } from './ephemeral/typing-routes.ts';
+import { LocalPresenceState, RedisPresenceState } from './ephemeral/presence.ts';
+import { PresenceService } from './ephemeral/presence-service.ts';
+import { presenceRoutes } from './ephemeral/presence-routes.ts';
 
 export interface Homeserver {
   config: Config;
@@ -156,6 +161,40 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
 
+  // Typing and presence (ephemeral/): in Redis with REDIS_URL, in process otherwise. In Redis,
+  // each change is published by its Lua script and every worker (the writer too) wakes its own
+  // long-polls from that message, after advancing its readable position: `localWake` must wake
+  // this process only.
+  const localWake = (stream: 'typing' | 'presence') => (keys: string[], pos: number) => notifier.notify(stream, keys, pos);
+  const typingLog = log.child({ component: 'typing' });
+  const typingState = redis ? new RedisTypingState(redis, config.redisPrefix, localWake('typing'), typingLog) : new LocalTypingState(localWake('typing'));
+  await typingState.start();
+  undo.push(() => typingState.stop());
+  const typing = new TypingService(typingState, reader, notifier);
+  sync.addPart(typing.part());
+  const presenceLog = log.child({ component: 'presence' });
+  const presenceState = redis ? new RedisPresenceState(redis, config.redisPrefix, localWake('presence'), presenceLog) : new LocalPresenceState(localWake('presence'));
+  const presence = new PresenceService(presenceState, reader, notifier, async (u) => !!(await profiles.get(u)),
+    { enabled: config.presence, timeoutMs: config.presenceTimeoutMs }, presenceLog);
+  await presence.start();
+  undo.push(() => presence.stop());
+  if (config.presence) sync.addPart(presence.part());
+  engine.onPersisted((events, roomId) => {
+    for (const e of events) {
+      if (e.pdu.type === 'm.room.member' && e.pdu.state_key) {
+        const membership = (e.pdu.content as { membership?: string })?.membership;
+        presence.membershipChanged(roomId, e.pdu.state_key, membership);
+        if (membership !== 'join') typing.left(roomId, e.pdu.state_key).catch(() => {});
+      } else if (e.pdu.sender.endsWith(`:${config.serverName}`)) presence.activity(e.pdu.sender);
+    }
+  });
+  // BackgroundJobs: the typing and presence sweeps run on one worker once coordination/jobs.ts
+  // exists (BackgroundJobs.register('typing', …), register('presence', …)); until then, here.
+  for (const job of [typing.job(), presence.job()]) {
+    job.start();
+    undo.push(() => job.stop());
+  }
+
   await ensureAutoJoinRooms(rooms, accounts, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
@@ -169,7 +208,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   profileRoutes(routes, new ProfileService(profiles, propagator, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
-  syncRoutes(routes, sync, new FilterService(syncStore));
+  syncRoutes(routes, sync, new FilterService(syncStore), presence);
+  typingRoutes(routes, typing);
+  presenceRoutes(routes, presence);
   const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {

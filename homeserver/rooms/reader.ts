@@ -11,6 +11,7 @@ import { EventSearchStore, type SearchHit, type SearchQuery } from './search-sto
 import { posToken } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
+import { SharedRoomsStore } from './shared-rooms-store.ts';
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
@@ -350,6 +351,11 @@ export class RoomReader {
       end: posToken(lastAfter),
       state: await formatEvents(this.store, state),
     };
+  }
+
+  /** The users joined to each of these rooms, in one statement (presence and typing reach only room-mates). */
+  roomMembersOf(roomIds: string[]): Promise<Map<string, string[]>> {
+    return new SharedRoomsStore(this.store.db).joinedMembers(roomIds);
   }
 }
 

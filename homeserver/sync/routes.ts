@@ -8,11 +8,17 @@ import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { SyncService } from './service.ts';
 import { syncFilterSchema, type FilterService } from './filter.ts';
 import { parseSyncToken } from '../storage/stream-token.ts';
+import { parseSetPresence } from '../ephemeral/presence-routes.ts';
+
+/** Presence hears of each /sync (set_presence) and of its end: a syncing user is seen (ephemeral/). */
+export interface SyncPresence {
+  syncing(userId: string, setPresence: 'online' | 'unavailable' | 'offline'): Promise<() => void>;
+}
 
 /** Long-polls are capped so a proxy's idle timeout never cuts one. */
 const MAX_TIMEOUT_MS = 60_000;
 
-export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService): void {
+export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService, presence?: SyncPresence): void {
   r.client('get', '/sync', async (ctx) => {
     const me = requester(ctx);
     const since = ctx.query.since === undefined || ctx.query.since === '' ? undefined : parseSyncToken(ctx.query.since, 'since');
@@ -21,6 +27,8 @@ export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService)
     if (!Number.isFinite(timeout) || timeout < 0) throw new MatrixError(400, 'M_INVALID_PARAM', 'timeout must be a non-negative number');
     const fullState = ctx.query.full_state === 'true';
     const filter = await filters.load(me.userId, ctx.query.filter);
+    const setPresence = parseSetPresence(ctx.query.set_presence);
+    const synced = presence ? await presence.syncing(me.userId, setPresence) : undefined;
     // Stop waiting when the client goes away, or answer at once when the server shuts down.
     const abort = new AbortController();
     ctx.req.on('close', () => abort.abort());
@@ -29,7 +37,7 @@ export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService)
     shutdown?.addEventListener('abort', onShutdown, { once: true });
     try {
       return await sync.sync(me, { since, timeoutMs: Math.min(timeout, MAX_TIMEOUT_MS), fullState, filter }, abort.signal);
-    } finally { shutdown?.removeEventListener('abort', onShutdown); }
+    } finally { shutdown?.removeEventListener('abort', onShutdown); synced?.(); }
   }, { auth: true });
 
   const own = (ctx: { params: Record<string, string | undefined> }, me: { userId: string }) => {
