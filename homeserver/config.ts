@@ -25,6 +25,10 @@ export interface Config {
   uiDir: string;
   /** How long a request waits for a database connection before answering 503. */
   databaseTimeoutMs: number;
+  /** WebSocket sync: how often every socket is pinged (a socket that missed the last pong is closed). */
+  wsPingIntervalMs: number;
+  /** WebSocket sync: open sockets one user may have at once. */
+  wsMaxSocketsPerUser: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,6 +82,8 @@ const schema = z.object({
   DEFAULT_ROOM_VERSION: z.preprocess((v) => (unset(v) ? '10' : v), z.enum(ROOM_VERSIONS, { error: `a supported room version: ${ROOM_VERSIONS.join(', ')}` })),
   UI_DIR: z.preprocess((v) => (unset(v) ? '.' : v), z.string()),
   DATABASE_TIMEOUT_MS: integer(100, 600_000, 5_000, 'a whole number of milliseconds from 100 to 600000'),
+  WS_PING_INTERVAL_MS: integer(100, 600_000, 30_000, 'a whole number of milliseconds from 100 to 600000'),
+  WS_MAX_SOCKETS_PER_USER: integer(1, 10_000, 10, 'a whole number from 1 to 10000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -144,5 +150,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     defaultRoomVersion: v.DEFAULT_ROOM_VERSION,
     uiDir: path.resolve(v.UI_DIR),
     databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
+    wsPingIntervalMs: v.WS_PING_INTERVAL_MS,
+    wsMaxSocketsPerUser: v.WS_MAX_SOCKETS_PER_USER,
   };
 }
