@@ -30,7 +30,7 @@ import { SyncStore } from './sync/store.ts';
 import { FilterService } from './sync/filter.ts';
 import { syncRoutes } from './sync/routes.ts';
 import { SyncSockets } from './sync/socket.ts';
-import { socketRoutes } from './sync/socket-routes.ts';
+import { revocationWatcher, socketRoutes } from './sync/socket-routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
 import { ProfileService } from './profiles/service.ts';
@@ -195,7 +195,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
-  const app = createApp(routes, log, [], inFlight);
+  const app = createApp(routes, log, [revocationWatcher(sockets)], inFlight);
   const handle = app.callback();
   const server = createServer(handle);
   server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));

@@ -42,6 +42,9 @@ export const CLOSE = {
 const ROUND_MS = 10 * 60_000;
 /** Token re-checks in flight at once during a ping round (each may be a database query). */
 const RECHECK_CONCURRENCY = 8;
+/** A round that failed on an unavailable database is retried this many times, after about RETRY_MS × n. */
+const RETRIES = 5;
+const RETRY_MS = 1_000;
 /** On shutdown, how long sockets get to answer their close frame before they are cut. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -76,12 +79,14 @@ interface Conn {
   alive: boolean;
   /** Seen over the buffer limit at the previous ping round. */
   clogged: boolean;
+  /** Rounds failed in a row because the database was unavailable. */
+  failures: number;
 }
 
 export class SyncSockets {
   private readonly wss: WebSocketServer;
   private readonly conns = new Set<Conn>();
-  private readonly perUser = new Map<string, number>();
+  private readonly perUser = new Map<string, Set<Conn>>();
   private readonly timer: NodeJS.Timeout;
   private readonly maxBuffered: number;
   private closing = false;
@@ -101,7 +106,7 @@ export class SyncSockets {
     this.timer.unref();
   }
 
-  /** Open sockets (and their users' counts) right now. */
+  /** Open sockets right now. */
   get size(): number {
     return this.conns.size;
   }
@@ -140,14 +145,13 @@ export class SyncSockets {
     const me = await this.opts.authenticate(token, ip);
     const since = q.get('since') ? parseSyncToken(q.get('since'), 'since') : undefined;
     const fullState = q.get('full_state') === 'true';
-    if (q.has('full_state') && !['true', 'false'].includes(q.get('full_state')!)) throw new MatrixError(400, 'M_INVALID_PARAM', 'full_state must be true or false');
     const setPresence = q.get('set_presence') ?? undefined;
     if (setPresence !== undefined && !['online', 'offline', 'unavailable'].includes(setPresence)) {
       throw new MatrixError(400, 'M_INVALID_PARAM', 'set_presence must be online, offline or unavailable');
     }
     const filter = await this.opts.filters.load(me.userId, q.get('filter') ?? undefined);
     if (this.closing) throw new MatrixError(503, 'M_UNKNOWN', 'Server is shutting down', {}, { 'Retry-After': '5' });
-    const count = this.perUser.get(me.userId) ?? 0;
+    const count = this.perUser.get(me.userId)?.size ?? 0;
     if (count >= this.opts.maxSocketsPerUser) {
       throw new MatrixError(429, 'M_LIMIT_EXCEEDED', `Too many sync sockets for this user (at most ${this.opts.maxSocketsPerUser})`, { retry_after_ms: 5_000 }, { 'Retry-After': '5' });
     }
@@ -155,15 +159,17 @@ export class SyncSockets {
     let upgraded = false;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       upgraded = true;
-      this.open(ws, { ws, me, token, ip, setPresence, abort: new AbortController(), alive: true, clogged: false }, since, fullState, filter);
+      this.open(ws, { ws, me, token, ip, setPresence, abort: new AbortController(), alive: true, clogged: false, failures: 0 }, since, fullState, filter);
     });
-    // ws answers a malformed handshake (bad key or version) itself with 400 and no callback.
-    if (!upgraded) return;
+    // ws answers a malformed handshake (bad key or version) itself with 400, without the callback.
+    if (!upgraded) this.opts.log.debug('websocket handshake refused by ws');
   }
 
   private open(ws: WebSocket, c: Conn, since: SyncToken | undefined, fullState: boolean, filter: SyncFilter): void {
     this.conns.add(c);
-    this.perUser.set(c.me.userId, (this.perUser.get(c.me.userId) ?? 0) + 1);
+    let mine = this.perUser.get(c.me.userId);
+    if (!mine) this.perUser.set(c.me.userId, (mine = new Set()));
+    mine.add(c);
     const log = this.opts.log;
     if (log.isLevelEnabled('info')) log.info({ user: c.me.userId, device: c.me.deviceId, sockets: this.conns.size }, 'sync socket opened');
     ws.on('pong', () => { c.alive = true; });
@@ -173,38 +179,61 @@ export class SyncSockets {
     ws.once('close', (code) => {
       c.abort.abort();
       this.conns.delete(c);
-      const n = (this.perUser.get(c.me.userId) ?? 1) - 1;
-      if (n > 0) this.perUser.set(c.me.userId, n);
-      else this.perUser.delete(c.me.userId);
+      const set = this.perUser.get(c.me.userId);
+      set?.delete(c);
+      if (set?.size === 0) this.perUser.delete(c.me.userId);
       log.debug({ user: c.me.userId, code }, 'sync socket closed');
     });
     this.opts.onActive?.(c.me, c.setPresence);
-    void this.run(c, { since, timeoutMs: 0, fullState, filter });
+    this.run(c, { since, timeoutMs: 0, fullState, filter });
   }
 
-  /** One sync round after another: each frame is computed from the previous frame's next_batch. */
-  private async run(c: Conn, first: SyncRequest): Promise<void> {
-    let req = first;
-    const signal = c.abort.signal;
+  /**
+   * One sync round after another: each frame is computed from the previous frame's next_batch.
+   * No async function stays suspended across the long wait (a suspended one keeps its registers,
+   * and so the last batch, alive): while a socket waits, it holds only its since token and filter.
+   */
+  private run(c: Conn, req: SyncRequest): void {
+    this.opts.sync.sync(c.me, req, c.abort.signal).then(
+      (res) => this.deliver(c, req, res),
+      (err) => this.fail(c, req, err),
+    );
+  }
+
+  private async deliver(c: Conn, req: SyncRequest, res: Record<string, unknown>): Promise<void> {
     try {
-      for (;;) {
-        const res = await this.opts.sync.sync(c.me, req, signal);
-        if (signal.aborted) return;
-        // A frame never goes out on a token that has stopped being valid.
-        if (!(await this.tokenStillValid(c))) return;
-        if (!(await this.send(c, JSON.stringify(res)))) return;
-        this.opts.onActive?.(c.me, c.setPresence);
-        req = { since: parseSyncToken(res.next_batch, 'next_batch'), timeoutMs: ROUND_MS, fullState: false, filter: req.filter };
-      }
+      if (c.abort.signal.aborted) return;
+      const next = parseSyncToken(res.next_batch, 'next_batch');
+      // The token is re-checked at each ping round (not per frame: waking 1,000 sockets must not
+      // cost 1,000 token queries), and at once for a user named to recheckUser().
+      if (!(await this.send(c, JSON.stringify(res)))) return;
+      c.failures = 0;
+      this.opts.onActive?.(c.me, c.setPresence);
+      this.run(c, { since: next, timeoutMs: ROUND_MS, fullState: false, filter: req.filter });
     } catch (err) {
-      if (signal.aborted) return;
-      if (isDatabaseUnavailable(err)) {
-        this.opts.log.warn({ user: c.me.userId }, 'sync socket: database unavailable; closing (the client resumes from its last next_batch)');
-        this.closeConn(c, CLOSE.tryAgain, 'Database unavailable, reconnect shortly');
-      } else {
-        this.opts.log.error({ err, user: c.me.userId }, 'sync socket failed');
-        this.closeConn(c, CLOSE.internal, 'Internal server error');
+      this.fail(c, req, err);
+    }
+  }
+
+  /**
+   * A round that failed. The database busy or away (a pool wait that timed out when one send woke
+   * thousands of sockets, a restart): the same round again after a jittered pause, from the same
+   * since, so nothing is lost and no reconnect storm follows; after RETRIES failures in a row, 1013.
+   */
+  private fail(c: Conn, req: SyncRequest, err: unknown): void {
+    if (c.abort.signal.aborted) return;
+    if (isDatabaseUnavailable(err)) {
+      c.failures++;
+      if (c.failures <= RETRIES) {
+        const pause = RETRY_MS * c.failures * (0.5 + Math.random());
+        setTimeout(() => { if (!c.abort.signal.aborted) this.run(c, req); }, pause).unref();
+        return;
       }
+      this.opts.log.warn({ user: c.me.userId }, 'sync socket: database unavailable; closing (the client resumes from its last next_batch)');
+      this.closeConn(c, CLOSE.tryAgain, 'Database unavailable, reconnect shortly');
+    } else {
+      this.opts.log.error({ err, user: c.me.userId }, 'sync socket failed');
+      this.closeConn(c, CLOSE.internal, 'Internal server error');
     }
   }
 
@@ -268,6 +297,14 @@ export class SyncSockets {
       try { c.ws.ping(); } catch { /* closing */ }
     }
     void this.recheckTokens();
+  }
+
+  /**
+   * Re-checks the tokens of a user's sockets now (for a composition root that learns of a logout,
+   * a deleted device or a deactivation): those no longer valid close with 4401.
+   */
+  recheckUser(userId: string): void {
+    for (const c of this.perUser.get(userId) ?? []) if (!c.abort.signal.aborted) void this.tokenStillValid(c);
   }
 
   /** A logout (or expiry) closes the socket at the latest at the next ping round. */

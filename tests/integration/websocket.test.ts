@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { registerUser, roomApi, type Credentials } from '../helpers/client.ts';
+import { api, registerUser, roomApi, type Credentials } from '../helpers/client.ts';
 import { specChecker } from '../helpers/openapi.ts';
 
 const C = '/_matrix/client/v3';
@@ -321,25 +321,43 @@ for (const mode of ['in-process', 'redis'] as const) {
     });
   });
 
-  describe(`websocket sync shutdown (${mode})`, () => {
+  describe(`websocket sync, pings a minute apart (${mode})`, () => {
+    let server: TestServer;
+    before(async () => { server = await startServer({ redis: mode === 'redis', env: { WS_PING_INTERVAL_MS: '60000' } }); });
+    after(() => server?.stop());
+
+    test('a logout on this worker closes the sockets of that token at once, not at the next ping', async () => {
+      const u = await registerUser(server.baseUrl);
+      const other = await api(server.baseUrl, 'POST', `${C}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: u.userId }, password: u.password } });
+      assert.equal(other.status, 200);
+      const mine = await connect(server.baseUrl, { access_token: u.accessToken });
+      const theirs = await connect(server.baseUrl, { access_token: other.body.access_token });
+      await mine.next();
+      await theirs.next();
+      const t0 = Date.now();
+      assert.equal((await api(server.baseUrl, 'POST', `${C}/logout`, { token: u.accessToken, body: {} })).status, 200);
+      assert.equal((await mine.closed).code, 4401);
+      assert.ok(Date.now() - t0 < 5_000, `closed at once (${Date.now() - t0} ms)`);
+      assert.equal(mine.frames.at(-1)!.errcode, 'M_UNKNOWN_TOKEN');
+      // The other device's socket stays.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(theirs.ws.readyState, WebSocket.OPEN);
+      theirs.ws.terminate();
+    });
+
     test('stopping the server closes sockets with 1001 promptly', async () => {
-      const server = await startServer({ redis: mode === 'redis', env: ENV });
-      try {
-        const u = await registerUser(server.baseUrl);
-        const a = await connect(server.baseUrl, { access_token: u.accessToken });
-        const b = await connect(server.baseUrl, { access_token: u.accessToken });
-        await a.next();
-        await b.next();
-        const t0 = Date.now();
-        const stopping = server.stop();
-        const [ca, cb] = await Promise.all([a.closed, b.closed]);
-        assert.equal(ca.code, 1001);
-        assert.equal(cb.code, 1001);
-        assert.ok(Date.now() - t0 < 3_000, `closed promptly (${Date.now() - t0} ms)`);
-        await stopping;
-      } finally {
-        await server.stop();
-      }
+      const u = await registerUser(server.baseUrl);
+      const a = await connect(server.baseUrl, { access_token: u.accessToken });
+      const b = await connect(server.baseUrl, { access_token: u.accessToken });
+      await a.next();
+      await b.next();
+      const t0 = Date.now();
+      const stopping = server.stop();
+      const [ca, cb] = await Promise.all([a.closed, b.closed]);
+      assert.equal(ca.code, 1001);
+      assert.equal(cb.code, 1001);
+      assert.ok(Date.now() - t0 < 3_000, `closed promptly (${Date.now() - t0} ms)`);
+      await stopping;
     });
   });
 }
