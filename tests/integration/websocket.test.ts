@@ -3,7 +3,11 @@
 // dead sockets reaped, shutdown (1001), limits; the same tests in-process and on Redis.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { SyncSockets } from '../../homeserver/sync/socket.ts';
+import { MatrixError } from '../../homeserver/http/errors.ts';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, registerUser, roomApi, type Credentials } from '../helpers/client.ts';
@@ -62,6 +66,11 @@ async function connect(base: string, query: Record<string, string | undefined>, 
     }
   };
   return { ws, frames, next, until, closed };
+}
+
+/** A socket's close, or a failure after `ms` (a socket the server should have closed must not hang the test). */
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`not closed within ${ms} ms`)), ms).unref())]);
 }
 
 /** The HTTP answer to an upgrade that is refused (no socket). */
@@ -244,7 +253,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       assert.equal(r.status, 429);
       assert.equal(r.body.errcode, 'M_LIMIT_EXCEEDED');
       three[0]!.ws.close();
-      await three[0]!.closed;
+      await within(three[0]!.closed);
       // A closed socket frees its slot (the server may see the close a moment later).
       let again: Client | undefined;
       const end = Date.now() + 5_000;
@@ -261,7 +270,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       const t0 = Date.now();
       const res = await call('POST', `${C}/logout`, { token: dave.accessToken, body: {} });
       assert.equal(res.status, 200);
-      const { code } = await ws.closed;
+      const { code } = await within(ws.closed);
       assert.equal(code, 4401);
       assert.ok(Date.now() - t0 < PING_MS * 3 + 2_000, `closed within a ping round (${Date.now() - t0} ms)`);
       const lastFrame = ws.frames.at(-1)!;
@@ -279,7 +288,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       await deaf.next();
       await healthy.next();
       const t0 = Date.now();
-      const { code } = await deaf.closed;
+      const { code } = await within(deaf.closed);
       const took = Date.now() - t0;
       assert.equal(code, 1006, 'terminated without a close handshake');
       assert.ok(took <= PING_MS * 2 + 1_000, `reaped after about two intervals (${took} ms)`);
@@ -292,7 +301,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       const ws = await client(bob);
       await ws.next();
       ws.ws.send('x'.repeat(65 * 1024));
-      const { code } = await ws.closed;
+      const { code } = await within(ws.closed);
       assert.equal(code, 1009);
     });
 
@@ -336,7 +345,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       await theirs.next();
       const t0 = Date.now();
       assert.equal((await api(server.baseUrl, 'POST', `${C}/logout`, { token: u.accessToken, body: {} })).status, 200);
-      assert.equal((await mine.closed).code, 4401);
+      assert.equal((await within(mine.closed)).code, 4401);
       assert.ok(Date.now() - t0 < 5_000, `closed at once (${Date.now() - t0} ms)`);
       assert.equal(mine.frames.at(-1)!.errcode, 'M_UNKNOWN_TOKEN');
       // The other device's socket stays.
@@ -353,7 +362,7 @@ for (const mode of ['in-process', 'redis'] as const) {
       await b.next();
       const t0 = Date.now();
       const stopping = server.stop();
-      const [ca, cb] = await Promise.all([a.closed, b.closed]);
+      const [ca, cb] = await within(Promise.all([a.closed, b.closed]));
       assert.equal(ca.code, 1001);
       assert.equal(cb.code, 1001);
       assert.ok(Date.now() - t0 < 3_000, `closed promptly (${Date.now() - t0} ms)`);
@@ -361,3 +370,58 @@ for (const mode of ['in-process', 'redis'] as const) {
     });
   });
 }
+
+describe('websocket sync back-pressure (SyncSockets with a stub /sync)', () => {
+  let http: Server;
+  let sockets: SyncSockets;
+  let base: string;
+  const BIG = 16 * 1024 * 1024;
+  before(async () => {
+    const me = { userId: '@a:x', deviceId: 'D', isGuest: false, isAdmin: false, tokenId: 1 };
+    sockets = new SyncSockets({
+      authenticate: async (token) => {
+        if (token !== 'small' && token !== 'big') throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'no');
+        return { ...me, deviceId: token };
+      },
+      // The first batch (huge for the device 'big'); later rounds wait until the socket goes.
+      sync: {
+        sync: (who, req, signal) => req.since
+          ? new Promise((resolve) => signal?.addEventListener('abort', () => resolve({ next_batch: 's1_0_0_0_0_0_1' })))
+          : Promise.resolve({ next_batch: 's1_0_0_0_0_0_1', big: who.deviceId === 'big' ? 'x'.repeat(BIG) : '' }),
+      },
+      filters: { load: async () => ({}) },
+      log: pino({ level: 'silent' }),
+      pingIntervalMs: 250,
+      maxSocketsPerUser: 10,
+      maxBufferedBytes: 1024 * 1024,
+    });
+    http = createServer((_req, res) => { res.statusCode = 404; res.end(); });
+    http.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head));
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', () => r()));
+    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await sockets.close(100);
+    http.closeAllConnections();
+    await new Promise((r) => http.close(r));
+  });
+
+  test('a client that does not read is closed (1008) instead of buffering; one that reads keeps its socket', async () => {
+    const reader = await connect(base, { access_token: 'small' });
+    await reader.next();
+    const stalled = new WebSocket(wsUrl(base, { access_token: 'big' }));
+    await new Promise<void>((resolve, reject) => {
+      // Stops reading the moment the handshake is done (explicitly paused: ws's 'data' listener does not resume it).
+      stalled.once('upgrade', (res) => res.socket.pause());
+      stalled.once('open', () => resolve());
+      stalled.once('error', reject);
+    });
+    const end = Date.now() + 10_000;
+    while (sockets.stats.clogged === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(sockets.stats.clogged, 1, 'the stalled socket was closed for not reading');
+    await new Promise((r) => setTimeout(r, 750));
+    assert.equal(sockets.size, 1, 'only the reading socket is left');
+    assert.equal(reader.ws.readyState, WebSocket.OPEN);
+    stalled.terminate();
+  });
+});
