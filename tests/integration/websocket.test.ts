@@ -16,7 +16,8 @@ import { specChecker } from '../helpers/openapi.ts';
 const C = '/_matrix/client/v3';
 const WS_PATH = '/_matrix/client/unstable/io.superserver/sync';
 const PING_MS = 300;
-const ENV = { WS_PING_INTERVAL_MS: String(PING_MS), WS_MAX_SOCKETS_PER_USER: '3' };
+const TOKEN_LIFETIME_MS = 1_500;
+const ENV = { WS_PING_INTERVAL_MS: String(PING_MS), WS_MAX_SOCKETS_PER_USER: '3', ACCESS_TOKEN_LIFETIME_MS: String(TOKEN_LIFETIME_MS) };
 
 type Frame = Record<string, any>;
 
@@ -279,6 +280,24 @@ for (const mode of ['in-process', 'redis'] as const) {
       // And the token can no longer open one.
       const r = await refused(base(), { access_token: dave.accessToken });
       assert.equal(r.status, 401);
+    });
+
+    test('an access token that expires closes its socket with 4401 and soft_logout; expired, it is refused', async () => {
+      const u = await registerUser(base());
+      const login = await call('POST', `${C}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: u.userId }, password: u.password, refresh_token: true } });
+      assert.equal(login.status, 200);
+      assert.equal(login.body.expires_in_ms, TOKEN_LIFETIME_MS);
+      const ws = await connect(base(), { access_token: login.body.access_token });
+      open.push(ws);
+      await ws.next();
+      const { code } = await within(ws.closed, TOKEN_LIFETIME_MS + PING_MS * 2 + 5_000);
+      assert.equal(code, 4401);
+      const last = ws.frames.at(-1)!;
+      assert.equal(last.errcode, 'M_UNKNOWN_TOKEN');
+      assert.equal(last.soft_logout, true);
+      const r = await refused(base(), { access_token: login.body.access_token });
+      assert.equal(r.status, 401);
+      assert.equal(r.body.soft_logout, true);
     });
 
     test('a socket that stops answering pings is terminated; one that answers stays', async () => {
