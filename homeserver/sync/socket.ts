@@ -14,7 +14,8 @@
 //     terminated. A token that stops being valid closes the socket with 4401 after a last frame
 //     {errcode: 'M_UNKNOWN_TOKEN', error}; a client that does not read is closed with 1008, a frame
 //     from the client over 64 KiB with 1009, every socket with 1001 on shutdown.
-import { STATUS_CODES, type IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, STATUS_CODES, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -124,7 +125,7 @@ export class SyncSockets {
     const url = new URL(req.url ?? '/', 'http://x');
     const isWebSocket = (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
     if (!isWebSocket && fallback) {
-      answerNormally(req, socket, fallback);
+      answerNormally(req, socket, head, fallback);
       return;
     }
     if (url.pathname !== SOCKET_SYNC_PATH || !isWebSocket) {
@@ -391,11 +392,40 @@ function refuse(socket: Duplex, err: MatrixError): void {
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ''}\r\n${head}\r\n${body}`);
 }
 
-/** An upgrade request that is not ours (e.g. `Upgrade: h2c`): answered by the normal app, then closed. */
-function answerNormally(req: IncomingMessage, socket: Duplex, app: (req: IncomingMessage, res: ServerResponse) => void): void {
+/**
+ * An upgrade request that is not ours (e.g. `Upgrade: h2c` from curl --http2): answered by the normal
+ * app as plain HTTP/1.1, then closed. Node hands such a request over as ended, without its body: a
+ * fresh request with the same head gets what came with the headers (`head`) and what follows on the
+ * socket as its body.
+ */
+function answerNormally(orig: IncomingMessage, socket: Duplex, head: Buffer, app: (req: IncomingMessage, res: ServerResponse) => void): void {
+  const length = Number(orig.headers['content-length'] ?? 0);
+  if (orig.headers['transfer-encoding'] || !Number.isSafeInteger(length) || length < 0) {
+    refuse(socket, new MatrixError(400, 'M_UNRECOGNIZED', 'Send this request without the Upgrade header'));
+    return;
+  }
+  const net = socket as Socket;
+  const req = new IncomingMessage(net);
+  Object.assign(req, {
+    headers: orig.headers, rawHeaders: orig.rawHeaders, method: orig.method, url: orig.url,
+    httpVersion: orig.httpVersion, httpVersionMajor: orig.httpVersionMajor, httpVersionMinor: orig.httpVersionMinor,
+  });
+  let left = length;
+  const feed = (chunk: Buffer) => {
+    const part = chunk.subarray(0, left);
+    left -= part.length;
+    if (part.length > 0) req.push(part);
+    if (left === 0) {
+      socket.off('data', feed);
+      req.complete = true; // else IncomingMessage, once read, takes itself for aborted and destroys the socket
+      req.push(null);
+    }
+  };
+  feed(head);
+  if (left > 0) socket.on('data', feed);
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
-  res.assignSocket(socket as import('node:net').Socket);
-  res.on('finish', () => { res.detachSocket(socket as import('node:net').Socket); socket.end(); });
+  res.assignSocket(net);
+  res.on('finish', () => { res.detachSocket(net); socket.end(); });
   app(req, res);
 }

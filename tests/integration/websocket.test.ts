@@ -238,6 +238,24 @@ for (const mode of ['in-process', 'redis'] as const) {
       });
       assert.equal(answer.status, 200);
       assert.ok(Array.isArray(answer.body.versions));
+      // With a body, sent with the headers or after them: the body reaches the route.
+      for (const late of [false, true]) {
+        const body = JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: bob.userId }, password: 'wrong' });
+        const login = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+          const req = httpRequest(`${base()}${C}/login`, {
+            method: 'POST',
+            headers: { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': '', 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+          }, (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+          });
+          req.on('error', reject);
+          if (late) { req.flushHeaders(); setTimeout(() => req.end(body), 100); } else req.end(body);
+        });
+        assert.equal(login.status, 403, JSON.stringify(login.body));
+        assert.equal(login.body.errcode, 'M_FORBIDDEN');
+      }
       const elsewhere = await new Promise<number>((resolve, reject) => {
         const ws = new WebSocket(`${base().replace(/^http/, 'ws')}${C}/sync?access_token=${bob.accessToken}`);
         ws.on('open', () => { ws.terminate(); reject(new Error('upgrade was accepted')); });
