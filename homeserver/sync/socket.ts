@@ -62,7 +62,7 @@ export interface SyncSocketsOptions {
   /** Largest frame a client may send (1009 beyond). */
   maxMessageBytes?: number;
   /**
-   * Called when a socket shows life (connect, each frame sent, each pong) with its `set_presence`:
+   * Called when a socket shows life (connect, each frame sent, each ping round it answered) with its `set_presence`:
    * the hook for a presence service ("a user goes offline when no sync or socket has been seen").
    */
   onActive?: (me: Requester, setPresence: string | undefined) => void;
