@@ -29,6 +29,10 @@ export interface Config {
   presence: boolean;
   /** A user with no /sync in flight or ended for this long goes offline. */
   presenceTimeoutMs: number;
+  /** WebSocket sync: how often every socket is pinged (a socket that missed the last pong is closed). */
+  wsPingIntervalMs: number;
+  /** WebSocket sync: open sockets one user may have at once. */
+  wsMaxSocketsPerUser: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -84,6 +88,8 @@ const schema = z.object({
   DATABASE_TIMEOUT_MS: integer(100, 600_000, 5_000, 'a whole number of milliseconds from 100 to 600000'),
   PRESENCE: oneOf(['on', 'off'], 'on or off'),
   PRESENCE_TIMEOUT_MS: integer(500, 86_400_000, 30_000, 'a whole number of milliseconds from 500 to 86400000'),
+  WS_PING_INTERVAL_MS: integer(100, 600_000, 15_000, 'a whole number of milliseconds from 100 to 600000'),
+  WS_MAX_SOCKETS_PER_USER: integer(1, 10_000, 10, 'a whole number from 1 to 10000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -152,5 +158,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
     presence: v.PRESENCE !== 'off',
     presenceTimeoutMs: v.PRESENCE_TIMEOUT_MS,
+    wsPingIntervalMs: v.WS_PING_INTERVAL_MS,
+    wsMaxSocketsPerUser: v.WS_MAX_SOCKETS_PER_USER,
   };
 }

@@ -29,6 +29,8 @@ import { SyncService } from './sync/service.ts';
 import { SyncStore } from './sync/store.ts';
 import { FilterService } from './sync/filter.ts';
 import { syncRoutes } from './sync/routes.ts';
+import { SyncSockets } from './sync/socket.ts';
+import { revocationWatcher, socketRoutes } from './sync/socket-routes.ts';
 import { ProfileStore } from './profiles/store.ts';
 import { profileRoutes } from './profiles/routes.ts';
 import { ProfileService } from './profiles/service.ts';
@@ -208,9 +210,23 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   profileRoutes(routes, new ProfileService(profiles, propagator, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
-  syncRoutes(routes, sync, new FilterService(syncStore), presence);
+  const filters = new FilterService(syncStore);
+  syncRoutes(routes, sync, filters, presence);
   typingRoutes(routes, typing);
   presenceRoutes(routes, presence);
+  // WebSocket sync (README "WebSocket sync"): the same batches as /sync, pushed; attached to the server below.
+  const sockets = new SyncSockets({
+    authenticate: (token, ip) => accounts.authenticate(token, ip),
+    sync, filters, log: log.child({ component: 'ws' }),
+    pingIntervalMs: config.wsPingIntervalMs, maxSocketsPerUser: config.wsMaxSocketsPerUser,
+    // An open socket that answers pings counts as a user seen, like a /sync in flight.
+    onActive: (me, setPresence) => {
+      const value = setPresence === 'offline' || setPresence === 'unavailable' ? setPresence : 'online';
+      presence.syncing(me.userId, value).then((end) => end(), () => {});
+    },
+  });
+  undo.push(() => sockets.close());
+  socketRoutes(routes);
   const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {
@@ -242,8 +258,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
-  const app = createApp(routes, log, [], inFlight);
-  const server = createServer(app.callback());
+  const app = createApp(routes, log, [revocationWatcher(sockets)], inFlight);
+  const handle = app.callback();
+  const server = createServer(handle);
+  server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));
   // Long-polls last up to a minute; keep idle sockets a little longer than clients expect.
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 0;
@@ -264,6 +282,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 1. Stop accepting; idle keep-alive sockets go now, busy ones after their answer.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
+    // Sync sockets close with 1001 (going away); clients reconnect elsewhere from their last next_batch.
+    await sockets.close();
     // 2. Long-polls answer now with what they have; everything else is answered normally.
     inFlight.shutdown.abort();
     const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS).unref());
