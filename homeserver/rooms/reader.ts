@@ -11,6 +11,8 @@ import { EventSearchStore, type SearchHit, type SearchQuery } from './search-sto
 import { posToken } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
+import { RecentEvents, compileFilter } from './recent-events.ts';
+import type { RelationRow } from './store.ts';
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
@@ -34,9 +36,22 @@ export class RoomReader {
   private published: PublishedRoomStore;
   private search: EventSearchStore;
   private syncReads: SyncReadStore;
+  /** The recent events, state and member summaries of rooms, shared by every /sync. */
+  readonly recent: RecentEvents;
+  /** Identical lookups of formatting in flight, shared (keyed by the reader's position). */
+  private formatReads = new Map<string, Promise<unknown>>();
 
   constructor(private store: RoomStore, readonly visibility: Visibility) {
     this.syncReads = new SyncReadStore(store.db);
+    // SYNC_CACHE_TRACE=1 writes a line per database read of the cache (tests count them).
+    const trace = process.env.SYNC_CACHE_TRACE === '1'
+      ? (what: string, n: number) => process.stderr.write(`sync-cache read ${what} rooms=${n}\n`)
+      : undefined;
+    this.recent = new RecentEvents({
+      timelines: (w, limit, f) => this.syncReads.timelines(w, limit, f),
+      stateAtGroup: (group) => this.store.stateAtGroup(this.store.db, group),
+      summaries: (nids) => this.syncReads.summaries(nids),
+    }, {}, trace);
     this.timeline = new TimelineStore(store.db);
     this.relationStore = new RelationStore(store.db);
     this.published = new PublishedRoomStore(store.db);
@@ -60,9 +75,12 @@ export class RoomReader {
     return this.syncReads.joinedAt(memberEventNids, since);
   }
 
-  /** The newest `limit` events of each window that pass the filter, newest first. */
+  /**
+   * The newest `limit` events of each window that pass the filter, newest first. Served from the
+   * shared recent-events cache: `upper` must never exceed the persisted-up-to position.
+   */
   timelines(windows: TimelineWindow[], limit: number, filter: RoomEventFilter | undefined): Promise<Map<number, EventRow[]>> {
-    return this.syncReads.timelines(windows, limit, filter);
+    return this.recent.timelines(windows, limit, filter);
   }
 
   /** The state snapshot after a room's newest event up to `to`. */
@@ -75,14 +93,34 @@ export class RoomReader {
     return this.syncReads.stateChanges(roomNid, since, before, stateFilter);
   }
 
-  /** Member counts and up to five heroes of each room. */
-  summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
-    return this.syncReads.summaries(roomNids, userId);
+  /** Member counts and up to five heroes of each room (shared between syncs until a member event). */
+  async summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
+    const out = new Map<number, RoomSummaryCounts>();
+    for (const [nid, s] of await this.recent.summaries(roomNids)) {
+      out.set(nid, { heroes: s.members.filter((u) => u !== userId).slice(0, 5), joined: s.joined, invited: s.invited });
+    }
+    return out;
   }
 
-  /** State at a snapshot that passes a state filter, with only these users' member events (lazy loading). */
-  stateForSync(group: number, members: string[] | undefined, stateFilter: RoomEventFilter | undefined): Promise<EventRow[]> {
-    return this.store.stateAtGroup(this.store.db, group, { members, extra: filterSql(stateFilter) });
+  /**
+   * State at a snapshot of a room that passes a state filter; with `members`, only these users'
+   * member events (lazy loading), with `pairs` only these keys. From the shared cache (call after
+   * `timelines` or `recent.bring` brought the room to the sync's position), else from the database.
+   */
+  async stateForSync(roomNid: number, group: number, upper: number, opts: { members?: string[]; pairs?: Array<[string, string]>; filter?: RoomEventFilter }): Promise<EventRow[]> {
+    const match = compileFilter(opts.filter);
+    const cached = match ? this.recent.stateAt(roomNid, group, upper) : undefined;
+    if (!cached) {
+      if (opts.pairs) return this.store.stateAtGroup(this.store.db, group, { pairs: opts.pairs });
+      return this.store.stateAtGroup(this.store.db, group, { members: opts.members, extra: filterSql(opts.filter) });
+    }
+    const rows = await cached;
+    if (opts.pairs) {
+      const want = new Set(opts.pairs.map(([t, k]) => `${t}\u0000${k}`));
+      return rows.filter((r) => want.has(`${r.type}\u0000${r.state_key}`));
+    }
+    const members = opts.members ? new Set(opts.members) : undefined;
+    return rows.filter((r) => (!members || r.type !== 'm.room.member' || members.has(r.state_key!)) && match!(r));
   }
 
   /** Current state entries for some (type, state_key) pairs. */
@@ -116,6 +154,36 @@ export class RoomReader {
     // Bundled aggregations show only the relating events this user may see.
     const visible = opts.aggregations && userId ? (related: EventRow[]) => this.visibility.filter(related, userId) : undefined;
     return formatEvents(this.store, rows, { ...opts, visible });
+  }
+
+  /**
+   * format() for /sync at position `at`: the lookups formatting makes (bundled relations, replaced
+   * and redaction events) are shared with every sync at the same position asking the same, so a
+   * thousand syncs woken by one event read its relations once.
+   */
+  formatAt(rows: EventRow[], opts: FormatOptions, at: number): Promise<ClientEvent[]> {
+    const userId = opts.userId;
+    const visible = opts.aggregations && userId ? (related: EventRow[]) => this.visibility.filter(related, userId) : undefined;
+    const shared = <T>(kind: string, keys: Array<string | number>, read: () => Promise<T>): Promise<T> => {
+      if (!keys.length) return read();
+      const key = `${kind}|${at}|${keys.join(',')}`;
+      let p = this.formatReads.get(key) as Promise<T> | undefined;
+      if (!p) {
+        p = read();
+        this.formatReads.set(key, p);
+        const done = () => { this.formatReads.delete(key); };
+        p.then(done, done);
+      }
+      return p;
+    };
+    const base = this.store;
+    // The store as formatEvents sees it: the same, with its three lookups shared.
+    const store = Object.create(base, {
+      aggregatedRelations: { value: (ids: string[]): Promise<RelationRow[]> => shared('rel', ids, () => base.aggregatedRelations(ids)) },
+      eventsByNid: { value: (nids: number[]): Promise<EventRow[]> => shared('nid', nids, () => base.eventsByNid(nids)) },
+      eventsById: { value: (ids: string[]): Promise<EventRow[]> => shared('id', ids, () => base.eventsById(ids)) },
+    }) as RoomStore;
+    return formatEvents(store, rows, { ...opts, visible });
   }
 
   /** The current state of a room, optionally only some types (no visibility check: the caller's business). */

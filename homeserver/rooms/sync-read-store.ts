@@ -1,4 +1,4 @@
-import type { Bindings, Db } from '../storage/db.ts';
+import type { Db } from '../storage/db.ts';
 import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from './store.ts';
 import { filterSql, type RoomEventFilter } from './filter.ts';
 
@@ -22,6 +22,16 @@ export interface TimelineWindow {
 
 export interface RoomSummaryCounts {
   heroes: string[];
+  joined: number;
+  invited: number;
+}
+
+/** Heroes are five members other than the reader: six candidates always leave five. */
+const HERO_CANDIDATES = 6;
+
+/** A room's member counts and its earliest joined or invited members (hero candidates). */
+export interface RoomMembersSummary {
+  members: string[];
   joined: number;
   invited: number;
 }
@@ -117,31 +127,30 @@ export class SyncReadStore {
     return r.rows;
   }
 
-  /** Member counts and up to five heroes (other members, earliest first) of each room. */
-  async summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
-    const out = new Map<number, RoomSummaryCounts>(roomNids.map((n) => [n, { heroes: [], joined: 0, invited: 0 }]));
+  /**
+   * Member counts and the six earliest joined or invited members of each room, in one statement
+   * (each user's heroes are the first five of them other than the user).
+   */
+  async summaries(roomNids: number[]): Promise<Map<number, RoomMembersSummary>> {
+    const out = new Map<number, RoomMembersSummary>(roomNids.map((n) => [n, { members: [], joined: 0, invited: 0 }]));
     if (!roomNids.length) return out;
-    const params: Bindings = [roomNids];
-    const counts = await this.db.raw(
-      `SELECT room_nid, count(*) FILTER (WHERE membership = 'join')::int AS joined, count(*) FILTER (WHERE membership = 'invite')::int AS invited
-       FROM room_memberships WHERE room_nid = ANY(?::int[]) AND membership IN ('join', 'invite') GROUP BY room_nid`,
-      params,
-    );
-    for (const c of counts.rows as Array<{ room_nid: number; joined: number; invited: number }>) {
-      const s = out.get(Number(c.room_nid))!;
-      s.joined = c.joined;
-      s.invited = c.invited;
-    }
-    const heroes = await this.db.raw(
-      `SELECT w.room_nid, h.user_id FROM unnest(?::int[]) AS w(room_nid)
+    const r = await this.db.raw(
+      `SELECT w.room_nid, c.joined, c.invited, h.members FROM unnest(?::int[]) AS w(room_nid)
        CROSS JOIN LATERAL (
-         SELECT user_id, stream_pos FROM room_memberships
-         WHERE room_nid = w.room_nid AND user_id <> ? AND membership IN ('join', 'invite') ORDER BY stream_pos LIMIT 5
-       ) h
-       ORDER BY w.room_nid, h.stream_pos`,
-      [roomNids, userId],
+         SELECT count(*) FILTER (WHERE membership = 'join')::int AS joined, count(*) FILTER (WHERE membership = 'invite')::int AS invited
+         FROM room_memberships WHERE room_nid = w.room_nid AND membership IN ('join', 'invite')
+       ) c
+       CROSS JOIN LATERAL (
+         SELECT coalesce(array_agg(x.user_id ORDER BY x.stream_pos), '{}') AS members FROM (
+           SELECT user_id, stream_pos FROM room_memberships
+           WHERE room_nid = w.room_nid AND membership IN ('join', 'invite') ORDER BY stream_pos LIMIT ${HERO_CANDIDATES}
+         ) x
+       ) h`,
+      [roomNids],
     );
-    for (const h of heroes.rows as Array<{ room_nid: number; user_id: string }>) out.get(Number(h.room_nid))!.heroes.push(h.user_id);
+    for (const row of r.rows as Array<{ room_nid: number; joined: number; invited: number; members: string[] }>) {
+      out.set(Number(row.room_nid), { members: row.members, joined: row.joined, invited: row.invited });
+    }
     return out;
   }
 }

@@ -34,23 +34,60 @@ export class Visibility {
     this.history = new MembershipHistoryStore(store.db);
   }
 
-  /** The history visibility and the user's membership in the state snapshot `group`. */
-  private async at(group: number, userId: string): Promise<AtEvent> {
+  /** Lookups waiting for the next batch read: by state group, the users asked about. */
+  private pending = new Map<number, Map<string, Array<{ resolve: (v: AtEvent) => void; reject: (e: unknown) => void }>>>();
+  private flushing = false;
+  /** Statements read by the batch lookups (tests and benchmarks). */
+  readonly stats = { reads: 0, lookups: 0 };
+
+  /**
+   * The history visibility and the user's membership in the state snapshot `group`. Lookups asked
+   * in the same turn of the event loop are read together, one statement per snapshot: a thousand
+   * syncs woken by one event ask about the same snapshot for a thousand users at once.
+   */
+  private at(group: number, userId: string): Promise<AtEvent> | AtEvent {
     const key = `${group}|${userId}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
-    const rows = await this.store.stateAtGroup(this.store.db, group, {
-      pairs: [['m.room.history_visibility', ''], ['m.room.member', userId]],
+    this.stats.lookups++;
+    return new Promise<AtEvent>((resolve, reject) => {
+      let users = this.pending.get(group);
+      if (!users) this.pending.set(group, (users = new Map()));
+      const waiters = users.get(userId);
+      if (waiters) waiters.push({ resolve, reject });
+      else users.set(userId, [{ resolve, reject }]);
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => this.flush());
+      }
     });
-    let historyVisibility = 'shared';
-    let membership: string | undefined;
-    for (const r of rows) {
-      if (r.type === 'm.room.history_visibility') historyVisibility = visibilityOf(r);
-      if (r.type === 'm.room.member') membership = r.membership ?? undefined;
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = new Map();
+    this.flushing = false;
+    for (const [group, users] of batch) {
+      const ids = [...users.keys()];
+      this.stats.reads++;
+      this.store.stateAtGroup(this.store.db, group, {
+        pairs: [['m.room.history_visibility', ''], ...ids.map((u): [string, string] => ['m.room.member', u])],
+      }).then((rows) => {
+        let historyVisibility = 'shared';
+        const membership = new Map<string, string | undefined>();
+        for (const r of rows) {
+          if (r.type === 'm.room.history_visibility') historyVisibility = visibilityOf(r);
+          if (r.type === 'm.room.member') membership.set(r.state_key!, r.membership ?? undefined);
+        }
+        for (const [userId, waiters] of users) {
+          const v = { historyVisibility, membership: membership.get(userId) };
+          this.cache.set(`${group}|${userId}`, v);
+          for (const w of waiters) w.resolve(v);
+        }
+      }, (e) => {
+        for (const waiters of users.values()) for (const w of waiters) w.reject(e);
+      });
     }
-    const v = { historyVisibility, membership };
-    this.cache.set(key, v);
-    return v;
   }
 
   /** Position of the user's latest join of the room (undefined: never joined). */
