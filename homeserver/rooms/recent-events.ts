@@ -350,9 +350,9 @@ export function compileFilter(f: RoomEventFilter | undefined): ((row: EventRow) 
   if (!types && !notTypes && !senders && !notSenders) return () => true;
   return (row) =>
     (!types || types.some((re) => re.test(row.type)))
-    && (!notTypes || !notTypes.some((re) => re.test(row.type)))
+    && !notTypes?.some((re) => re.test(row.type))
     && (!senders || senders.has(row.sender))
-    && (!notSenders || !notSenders.has(row.sender));
+    && !notSenders?.has(row.sender);
 }
 
 /** `m.room.*` wildcards (filterSql's LIKE: `*` any run, everything else literal, case-sensitive). */

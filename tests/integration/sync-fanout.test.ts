@@ -1,0 +1,142 @@
+// Fan-out: many long-polls woken by one send share one read of the room (the recent-events cache),
+// and what each gets is still its own: its transaction ids, what history visibility lets it see,
+// redactions made after the events were cached.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, type TestServer } from '../helpers/server.ts';
+import { registerUser, type Credentials, roomApi } from '../helpers/client.ts';
+
+const C = '/_matrix/client/v3';
+const LISTENERS = 50;
+
+describe('sync fan-out', () => {
+  let server: TestServer;
+  let alice: Credentials;
+  let bob: Credentials;
+  const { call, room, create, send } = roomApi(() => server.baseUrl);
+  const sync = async (who: Credentials, query = '') => {
+    const res = await call('GET', `${C}/sync?${query}`, { token: who.accessToken });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body;
+  };
+  const timeline = (body: any, roomId: string): any[] => body.rooms?.join?.[roomId]?.timeline?.events ?? [];
+  const bodies = (body: any, roomId: string) => timeline(body, roomId).filter((e) => e.type === 'm.room.message').map((e) => e.content.body);
+  /** Database reads of room events the cache made so far (SYNC_CACHE_TRACE lines). */
+  const eventReads = () => server.logs().split('\n').filter((l) => l.startsWith('sync-cache read events')).length;
+  const registerMany = async (n: number) => {
+    const out: Credentials[] = [];
+    for (let i = 0; i < n; i += 10) out.push(...(await Promise.all(Array.from({ length: Math.min(10, n - i) }, () => registerUser(server.baseUrl)))));
+    return out;
+  };
+  const join = async (who: Credentials, roomId: string) => {
+    const res = await call('POST', `${C}/join/${encodeURIComponent(roomId)}`, { token: who.accessToken, body: {} });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+  };
+
+  before(async () => {
+    server = await startServer({ env: { SYNC_CACHE_TRACE: '1' } });
+    alice = await registerUser(server.baseUrl);
+    bob = await registerUser(server.baseUrl);
+  });
+  after(() => server?.stop());
+
+  test(`${LISTENERS} long-polls get one send exactly once, with one shared read of the room`, async () => {
+    const roomId = await create(alice, { preset: 'public_chat' });
+    const members = await registerMany(LISTENERS - 1);
+    for (const m of members) await join(m, roomId);
+    const listeners = [alice, ...members];
+    const since = await Promise.all(listeners.map(async (u) => (await sync(u, 'timeout=0')).next_batch as string));
+    // Everyone waits; the notifier knows nothing happened, so waiting reads nothing.
+    const polls = listeners.map((u, i) => sync(u, `since=${encodeURIComponent(since[i]!)}&timeout=20000`));
+    await new Promise((r) => setTimeout(r, 300));
+    const readsBefore = eventReads();
+    const txn = `fanout-${Date.now()}`;
+    const sent = await call('PUT', `${room(roomId)}/send/m.room.message/${txn}`, { token: alice.accessToken, body: { msgtype: 'm.text', body: 'to everyone' } });
+    assert.equal(sent.status, 200);
+    const eventId = sent.body.event_id as string;
+    const results = await Promise.all(polls);
+    results.forEach((res, i) => {
+      const got = timeline(res, roomId).filter((e) => e.event_id === eventId);
+      assert.equal(got.length, 1, `listener ${i} gets the event exactly once`);
+      assert.equal(got[0].content.body, 'to everyone');
+      if (i === 0) assert.equal(got[0].unsigned.transaction_id, txn, 'the sender sees its transaction id');
+      else assert.equal(got[0].unsigned?.transaction_id, undefined, `listener ${i} does not see the sender's transaction id`);
+    });
+    // Each sync reading on its own would make one read per listener.
+    const reads = eventReads() - readsBefore;
+    assert.ok(reads >= 1 && reads <= 3, `${LISTENERS} woken syncs read the room's new events ${reads} times`);
+    // And the next incremental sync of each is empty of it (no duplicate).
+    const again = await Promise.all(listeners.slice(0, 5).map((u, i) => sync(u, `since=${encodeURIComponent(results[i]!.next_batch)}&timeout=0`)));
+    for (const res of again) assert.equal(timeline(res, roomId).filter((e) => e.event_id === eventId).length, 0);
+  });
+
+  test('a later joiner gets no history before the join from the cache when visibility is joined; shared shows it', async () => {
+    for (const visibility of ['joined', 'shared'] as const) {
+      const roomId = await create(alice, { preset: 'public_chat', initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: visibility } }] });
+      await send(alice, roomId, `before-${visibility}-1`);
+      await send(alice, roomId, `before-${visibility}-2`);
+      // Alice's syncs fill the cache with the room's events.
+      const a0 = await sync(alice);
+      assert.deepEqual(bodies(a0, roomId), [`before-${visibility}-1`, `before-${visibility}-2`]);
+      const carol = await registerUser(server.baseUrl);
+      const c0 = await sync(carol);
+      await join(carol, roomId);
+      await send(alice, roomId, `after-${visibility}`);
+      const initial = await sync(carol);
+      const incremental = await sync(carol, `since=${encodeURIComponent(c0.next_batch)}`);
+      for (const res of [initial, incremental]) {
+        if (visibility === 'joined') assert.deepEqual(bodies(res, roomId), [`after-${visibility}`], 'only what was sent after the join');
+        else assert.deepEqual(bodies(res, roomId), [`before-${visibility}-1`, `before-${visibility}-2`, `after-${visibility}`], 'shared: the history too');
+      }
+      // Alice still sees all of it (the rows are shared, the decision is per user).
+      assert.deepEqual(bodies(await sync(alice, `since=${encodeURIComponent(a0.next_batch)}`), roomId), [`after-${visibility}`]);
+    }
+  });
+
+  test('an event redacted after it was cached is served redacted, in timelines and in state', async () => {
+    const roomId = await create(alice, { preset: 'public_chat', topic: 'secret topic' });
+    await join(bob, roomId);
+    const secret = await send(alice, roomId, 'secret words');
+    await send(alice, roomId, 'harmless');
+    const b0 = await sync(bob);
+    assert.ok(timeline(b0, roomId).some((e) => e.event_id === secret && e.content.body === 'secret words'), 'cached unredacted first');
+    const topicState = (res: any) => [...(res.rooms.join[roomId].state.events as any[]), ...timeline(res, roomId)].find((e) => e.type === 'm.room.topic');
+    assert.equal(topicState(b0).content.topic, 'secret topic');
+    const topicId = topicState(b0).event_id as string;
+    const redact = async (id: string) => {
+      const res = await call('PUT', `${room(roomId)}/redact/${encodeURIComponent(id)}/r${Math.random()}`, { token: alice.accessToken, body: { reason: 'oops' } });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+    };
+    await redact(secret);
+    await redact(topicId);
+    // Enough new events that the topic falls out of the timeline into the state section.
+    for (let i = 0; i < 12; i++) await send(alice, roomId, `filler ${i}`);
+    const b1 = await sync(bob, `since=${encodeURIComponent(b0.next_batch)}&filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 20 } } }))}`);
+    assert.ok(timeline(b1, roomId).some((e) => e.type === 'm.room.redaction' && e.redacts === secret));
+    const fresh = await sync(bob, `filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 20 } } }))}`);
+    const again = timeline(fresh, roomId).find((e) => e.event_id === secret);
+    assert.ok(again, 'the redacted event is still in the timeline');
+    assert.deepEqual(again.content, {}, 'served redacted');
+    assert.ok(again.unsigned.redacted_because, 'with redacted_because');
+    const short = await sync(bob);
+    const topic = topicState(short);
+    assert.equal(topic.event_id, topicId);
+    assert.equal(topic.content.topic, undefined, 'the redacted topic in the state section is redacted');
+  });
+
+  test('a timeline filter is applied to cached rows as the database would', async () => {
+    const roomId = await create(alice, { preset: 'public_chat' });
+    await join(bob, roomId);
+    await send(alice, roomId, 'from alice');
+    await send(bob, roomId, 'from bob');
+    await sync(alice); // the cache holds the room
+    const filtered = async (f: object) => bodies(await sync(alice, `filter=${encodeURIComponent(JSON.stringify({ room: { timeline: f } }))}`), roomId);
+    assert.deepEqual(await filtered({ senders: [bob.userId] }), ['from bob']);
+    assert.deepEqual(await filtered({ not_senders: [bob.userId] }), ['from alice']);
+    assert.deepEqual(await filtered({ types: ['m.room.*'], not_types: ['m.room.member'], limit: 1 }), ['from bob']);
+    const onlyTypes = timeline(await sync(alice, `filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { types: ['m.room.mem*'] } } }))}`), roomId);
+    assert.ok(onlyTypes.length > 0 && onlyTypes.every((e) => e.type === 'm.room.member'));
+    // `_` and `%` are literal in a type pattern.
+    assert.deepEqual(timeline(await sync(alice, `filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { types: ['m_room_%'] } } }))}`), roomId), []);
+  });
+});
