@@ -11,8 +11,12 @@ import { EventSearchStore, type SearchHit, type SearchQuery } from './search-sto
 import { posToken } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
+import { LruCache } from '../cache/lru.ts';
 import { RecentEvents, compileFilter } from './recent-events.ts';
 import type { RelationRow } from './store.ts';
+
+/** Formatting lookups kept (each a handful of rows, keyed by position and ids). */
+const FORMAT_READS_KEPT = 2_000;
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
@@ -38,8 +42,12 @@ export class RoomReader {
   private syncReads: SyncReadStore;
   /** The recent events, state and member summaries of rooms, shared by every /sync. */
   readonly recent: RecentEvents;
-  /** Identical lookups of formatting in flight, shared (keyed by the reader's position). */
-  private formatReads = new Map<string, Promise<unknown>>();
+  /**
+   * Lookups of formatting (relations, replaced and redaction events) by the position read up to:
+   * every sync formatting the same rows at the same position shares one read. A later position is
+   * another key, so nothing here is served to a reader that could see newer rows.
+   */
+  private formatReads = new LruCache<string, Promise<unknown>>(FORMAT_READS_KEPT);
 
   constructor(private store: RoomStore, readonly visibility: Visibility) {
     this.syncReads = new SyncReadStore(store.db);
@@ -169,10 +177,10 @@ export class RoomReader {
       const key = `${kind}|${at}|${keys.join(',')}`;
       let p = this.formatReads.get(key) as Promise<T> | undefined;
       if (!p) {
-        p = read();
-        this.formatReads.set(key, p);
-        const done = () => { this.formatReads.delete(key); };
-        p.then(done, done);
+        const mine = read();
+        p = mine;
+        this.formatReads.set(key, mine);
+        mine.catch(() => { if (this.formatReads.get(key) === mine) this.formatReads.delete(key); });
       }
       return p;
     };
