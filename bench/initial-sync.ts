@@ -21,6 +21,15 @@ const VARIANTS: Array<{ name: string; filter?: string }> = [
   { name: 'no filter', filter: undefined },
 ];
 
+/** Transactions run in the database so far (pg_stat_database); this read counts one. */
+async function transactions(url: string): Promise<number> {
+  const q = new pg.Client({ connectionString: url });
+  await q.connect();
+  try {
+    return Number((await q.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0].n);
+  } finally { await q.end(); }
+}
+
 export async function main(): Promise<void> {
   console.log(`initial-sync: ${MEMBERS} members of one room, ${MESSAGES} messages from ${SENDERS} senders; each member does an initial /sync `
     + `(${CONCURRENCY} at a time), once with Element's lazy-loading filter and once without; the server restarts before each pass (cold caches)`);
@@ -50,6 +59,7 @@ export async function main(): Promise<void> {
       await hs.stop();
       hs = await startHomeserver({ databaseUrl: db.url, env });
       c = new Client(hs.baseUrl, CONCURRENCY);
+      const before = await transactions(db.url);
       const meter = cpuMeter(hs.pid, await backendPids(db.url));
       const lat: number[] = [];
       let bytes = 0;
@@ -70,12 +80,15 @@ export async function main(): Promise<void> {
       const total = (now() - t) / 1000;
       const cpu = meter();
       const s = stats(lat);
+      await new Promise((r) => setTimeout(r, 1000)); // PostgreSQL publishes a backend's counters once it idles
+      const perSync = ((await transactions(db.url)) - before - 1) / MEMBERS;
       console.log(`\n${v.name}: ${MEMBERS} initial syncs in ${fmt(total, 2)} s total (${errors} errors); per sync ${fmt(stateEvents / MEMBERS, 0)} state + ${fmt(timelineEvents / MEMBERS, 0)} timeline events, ${fmt(bytes / MEMBERS / 1024)} kB`);
       console.log(latencyLine('  latency per initial sync', s));
+      console.log(`  database statements per initial sync (transactions in pg_stat_database, authentication included): ${fmt(perSync, 1)}`);
       console.log('  ' + cpuLine(cpu, MEMBERS / total, 'initial sync'));
       console.log(`  goal (twice as fast as Synapse's ${SYNAPSE_TOTAL_S} s: <= ${GOAL_TOTAL_S} s total): ${total <= GOAL_TOTAL_S && !errors ? 'MET' : 'NOT MET'}`);
       const key = vi === 0 ? 'lazy' : 'full';
-      Object.assign(figures, { [`${key}TotalS`]: total, [`${key}P50Ms`]: s.p50, [`${key}P99Ms`]: s.p99, [`${key}Errors`]: errors, [`${key}ServerMsPerSync`]: (cpu.server * 1000 * total) / MEMBERS });
+      Object.assign(figures, { [`${key}TotalS`]: total, [`${key}P50Ms`]: s.p50, [`${key}P99Ms`]: s.p99, [`${key}Errors`]: errors, [`${key}StatementsPerSync`]: perSync, [`${key}ServerMsPerSync`]: (cpu.server * 1000 * total) / MEMBERS });
     }
     summary('initial-sync', { members: MEMBERS, messages: MESSAGES, senders: SENDERS, concurrency: CONCURRENCY, ...figures });
   } finally {

@@ -22,6 +22,12 @@ export interface RecentEventsLimits {
 }
 
 const DEFAULT_LIMITS: RecentEventsLimits = { maxEvents: 40_000, perRoom: 128, maxStateRows: 5_000 };
+/**
+ * Events read for a room not kept yet: enough for the timelines clients ask (Element 20, the
+ * default 10, each plus one), not the whole per-room allowance: an initial sync over 500 rooms
+ * reads 500 × this. A room that stays busy grows to `perRoom` as new events arrive.
+ */
+const COLD_FILL = 32;
 /** State snapshots kept per room: the current one and the one before it. */
 const STATES_PER_ROOM = 2;
 
@@ -95,7 +101,7 @@ export class RecentEvents {
     if (!windows.length || limit <= 0) return out;
     const match = compileFilter(filter);
     if (!match) return this.source.timelines(windows, limit, filter);
-    await this.bring(windows);
+    await this.bring(windows, limit);
     this.stats.windows += windows.length;
     const missed: TimelineWindow[] = [];
     for (const w of windows) {
@@ -116,14 +122,15 @@ export class RecentEvents {
    * Brings each room to (at least) its window's upper bound. Call before reading a room's state or
    * summary from the cache: it is what notices redactions up to that position.
    */
-  async bring(windows: Array<{ roomNid: number; upper: number }>): Promise<void> {
+  async bring(windows: Array<{ roomNid: number; upper: number }>, limit = 0): Promise<void> {
     const byUpper = new Map<number, number[]>();
     for (const w of windows) {
       const list = byUpper.get(w.upper) ?? [];
       list.push(w.roomNid);
       byUpper.set(w.upper, list);
     }
-    await Promise.all([...byUpper].map(([upper, nids]) => this.ensure(nids, upper)));
+    const cold = Math.min(this.limits.perRoom, Math.max(COLD_FILL, limit));
+    await Promise.all([...byUpper].map(([upper, nids]) => this.ensure(nids, upper, cold)));
   }
 
   /**
@@ -220,7 +227,7 @@ export class RecentEvents {
   }
 
   /** Makes every room's entry reach `upper`: one statement for all the rooms that need reading. */
-  private async ensure(nids: number[], upper: number): Promise<void> {
+  private async ensure(nids: number[], upper: number, cold: number): Promise<void> {
     for (;;) {
       const waits: Array<Promise<void>> = [];
       const need: RoomEntry[] = [];
@@ -239,7 +246,7 @@ export class RecentEvents {
         else need.push(e);
       }
       if (need.length) {
-        const p = this.load(need, upper);
+        const p = this.load(need, upper, cold);
         for (const e of need) e.loading = p;
         const clear = () => { for (const e of need) if (e.loading === p) e.loading = undefined; };
         p.then(clear, clear);
@@ -251,16 +258,16 @@ export class RecentEvents {
     }
   }
 
-  private async load(need: RoomEntry[], upper: number): Promise<void> {
+  private async load(need: RoomEntry[], upper: number, coldN: number): Promise<void> {
     const n = this.limits.perRoom;
     const cold = need.filter((e) => e.upto < 0);
     const warm = need.filter((e) => e.upto >= 0);
     const [c, w] = await Promise.all([
-      this.read(cold.map((e) => ({ roomNid: e.nid, upper })), n),
+      this.read(cold.map((e) => ({ roomNid: e.nid, upper })), coldN),
       this.read(warm.map((e) => ({ roomNid: e.nid, lower: e.upto, upper })), n),
     ]);
     const again: RoomEntry[] = [];
-    for (const e of cold) this.fill(e, c.get(e.nid) ?? [], upper);
+    for (const e of cold) this.fill(e, c.get(e.nid) ?? [], upper, coldN);
     for (const e of warm) {
       const rows = (w.get(e.nid) ?? []).reverse();
       if (rows.some((r) => r.type === 'm.room.redaction')) {
@@ -287,16 +294,16 @@ export class RecentEvents {
     }
     if (again.length) {
       const r = await this.read(again.map((e) => ({ roomNid: e.nid, upper })), n);
-      for (const e of again) this.fill(e, r.get(e.nid) ?? [], upper);
+      for (const e of again) this.fill(e, r.get(e.nid) ?? [], upper, n);
     }
     this.evict();
   }
 
   /** A room read from scratch: its newest events up to `upper`; what was derived from older rows goes. */
-  private fill(e: RoomEntry, newestFirst: EventRow[], upper: number): void {
+  private fill(e: RoomEntry, newestFirst: EventRow[], upper: number, asked: number): void {
     const rows = newestFirst.reverse();
     e.rows = rows;
-    e.from = rows.length < this.limits.perRoom ? 0 : Number(rows[0]!.stream_pos) - 1;
+    e.from = rows.length < asked ? 0 : Number(rows[0]!.stream_pos) - 1;
     e.upto = upper;
     e.states = new Map();
     e.stateTooBig = false;

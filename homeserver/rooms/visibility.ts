@@ -10,6 +10,8 @@ export type CurrentMembership = { membership: string; stream_pos: number } | und
 /** Where a user may read a room's state: now, as of the end of their last join, or not at all. */
 export type StateAccess = { at: 'current' } | { at: 'group'; group: number; pos: number } | undefined;
 
+type PendingLookups = Map<number, Map<string, Array<{ resolve: (v: AtEvent) => void; reject: (e: unknown) => void }>>>;
+
 interface AtEvent {
   historyVisibility: string;
   membership: string | undefined;
@@ -34,8 +36,11 @@ export class Visibility {
     this.history = new MembershipHistoryStore(store.db);
   }
 
-  /** Lookups waiting for the next batch read: by state group, the users asked about. */
-  private pending = new Map<number, Map<string, Array<{ resolve: (v: AtEvent) => void; reject: (e: unknown) => void }>>>();
+  /**
+   * Lookups waiting for the next batch read: by state group, the users asked about. Not a cache:
+   * emptied by every flush (one turn of the event loop), so it holds only what is asked meanwhile.
+   */
+  private pending: PendingLookups = new Map();
   private flushing = false;
   /** Statements read by the batch lookups (tests and benchmarks). */
   readonly stats = { reads: 0, lookups: 0 };
