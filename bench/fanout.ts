@@ -244,7 +244,13 @@ export async function main(): Promise<void> {
     const perSend: Array<{ k: number; delivered: number; p50: number; p99: number; max: number }> = [];
     let missing = 0;
     for (let k = 0; k < WARMUP + SENDS; k++) {
-      if (k === WARMUP) { await sleep(1000); await statements.reset(); meter = cpuMeter(hs.pid, await backendPids(db.url)); }
+      if (k === WARMUP) {
+        await sleep(1000);
+        await statements.reset();
+        meter = cpuMeter(hs.pid, await backendPids(db.url));
+        // For cutting a server CPU profile (BENCH_NODE_ARGS=--cpu-prof) to the measured sends: CLOCK_MONOTONIC µs.
+        if (process.env.BENCH_FANOUT_MARKS) console.log(`mark start ${process.hrtime.bigint() / 1000n}`);
+      }
       const res = await c.request('PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/p${k}`, {
         token: token(k % MEMBERS), body: { msgtype: 'm.text', body: `fanout-probe-${k}` },
       });
@@ -264,6 +270,7 @@ export async function main(): Promise<void> {
       await sleep(300);
     }
     const cpu = meter();
+    if (process.env.BENCH_FANOUT_MARKS) console.log(`mark end ${process.hrtime.bigint() / 1000n}`);
     await sleep(1000); // PostgreSQL publishes a backend's counters when it has been idle a moment
     const perSendStatements = (await statements()) / SENDS;
     const d = stats(lat);

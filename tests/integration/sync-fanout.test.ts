@@ -139,4 +139,50 @@ describe('sync fan-out', () => {
     // `_` and `%` are literal in a type pattern.
     assert.deepEqual(timeline(await sync(alice, `filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { types: ['m_room_%'] } } }))}`), roomId), []);
   });
+
+  test('member counts and heroes follow joins and leaves through the shared summary', async () => {
+    const [carol, dave] = await registerMany(2);
+    const roomId = await create(alice, { preset: 'public_chat' });
+    await join(bob, roomId);
+    await join(carol, roomId);
+    const summary = (res: any) => res.rooms.join[roomId]?.summary;
+    const c0 = await sync(carol);
+    assert.equal(summary(c0)['m.joined_member_count'], 3);
+    assert.deepEqual(summary(c0)['m.heroes'], [alice.userId, bob.userId], 'the other members, earliest first');
+    // Bob's view of the same cached summary leaves himself out.
+    assert.deepEqual(summary(await sync(bob))['m.heroes'], [alice.userId, carol.userId]);
+    await join(dave, roomId);
+    const c1 = await sync(carol, `since=${encodeURIComponent(c0.next_batch)}`);
+    assert.equal(summary(c1)['m.joined_member_count'], 4);
+    assert.deepEqual(summary(c1)['m.heroes'], [alice.userId, bob.userId, dave.userId]);
+    assert.equal((await call('POST', `${room(roomId)}/leave`, { token: bob.accessToken, body: {} })).status, 200);
+    const c2 = await sync(carol, `since=${encodeURIComponent(c1.next_batch)}`);
+    assert.equal(summary(c2)['m.joined_member_count'], 3);
+    assert.deepEqual(summary(c2)['m.heroes'], [alice.userId, dave.userId]);
+    await join(bob, roomId);
+  });
+
+  test('lazy loading from the shared state: exactly the timeline senders and oneself, whoever asks', async () => {
+    const people = await registerMany(6);
+    const roomId = await create(alice, { preset: 'public_chat', name: 'lazy' });
+    for (const p of people) await join(p, roomId);
+    // The last three messages come from people 0, 1 and 2.
+    for (const i of [3, 4, 0, 1, 2]) await send(people[i]!, roomId, `from ${i}`);
+    const filter = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 3 } } }));
+    for (const reader of [people[5]!, people[0]!, alice]) {
+      const res = await sync(reader, `filter=${filter}`);
+      const r = res.rooms.join[roomId];
+      const members = r.state.events.filter((e: any) => e.type === 'm.room.member').map((e: any) => e.state_key).sort();
+      const senders = [...new Set(r.timeline.events.map((e: any) => e.sender))];
+      assert.deepEqual(senders.sort(), [people[0]!.userId, people[1]!.userId, people[2]!.userId].sort());
+      // The member events of the timeline's senders and of the reader, as of the timeline's start.
+      const want = [...new Set([...senders, reader.userId])].sort();
+      assert.deepEqual(members, want, `lazy members for ${reader.userId}`);
+      assert.ok(r.state.events.some((e: any) => e.type === 'm.room.name'), 'the rest of the state comes too');
+      // Without lazy loading, every member.
+      const full = (await sync(reader)).rooms.join[roomId];
+      const all = new Set([...full.state.events, ...full.timeline.events].filter((e: any) => e.type === 'm.room.member').map((e: any) => e.state_key));
+      assert.equal(all.size, 7);
+    }
+  });
 });
