@@ -185,4 +185,14 @@ describe('sync fan-out', () => {
       assert.equal(all.size, 7);
     }
   });
+
+  test("a filter id, once used (and kept parsed), stays its owner's", async () => {
+    const up = await call('POST', `${C}/user/${encodeURIComponent(alice.userId)}/filter`, { token: alice.accessToken, body: { room: { timeline: { limit: 1 } } } });
+    assert.equal(up.status, 200);
+    const id = up.body.filter_id as string;
+    for (let i = 0; i < 2; i++) assert.equal((await call('GET', `${C}/sync?filter=${id}`, { token: alice.accessToken })).status, 200);
+    const other = await call('GET', `${C}/sync?filter=${id}`, { token: bob.accessToken });
+    assert.equal(other.status, 400, 'another user cannot use it');
+    assert.equal(other.body.errcode, 'M_INVALID_PARAM');
+  });
 });
