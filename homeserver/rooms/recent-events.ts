@@ -6,8 +6,8 @@ import type { RoomMembersSummary, TimelineWindow } from './sync-read-store.ts';
 export interface RecentEventsSource {
   /** The newest `limit` events of each window, newest first (SyncReadStore.timelines). */
   timelines(windows: TimelineWindow[], limit: number, filter: RoomEventFilter | undefined): Promise<Map<number, EventRow[]>>;
-  /** The whole state at a snapshot. */
-  stateAtGroup(group: number): Promise<EventRow[]>;
+  /** The whole state at each of some snapshots (one statement). */
+  statesAtGroups(groups: number[]): Promise<Map<number, EventRow[]>>;
   /** Member counts and hero candidates of some rooms. */
   summaries(roomNids: number[]): Promise<Map<number, RoomMembersSummary>>;
 }
@@ -143,9 +143,7 @@ export class RecentEvents {
     if (!e || e.stateTooBig || e.upto < 0 || e.upto < upper) return undefined;
     const hit = e.states.get(group);
     if (hit) return hit.rows;
-    this.stats.stateLoads++;
-    this.trace?.('state', 1);
-    const entry = { rows: this.source.stateAtGroup(group), n: 0 };
+    const entry = { rows: this.stateRead(group), n: 0 };
     e.states.set(group, entry);
     while (e.states.size > STATES_PER_ROOM) e.states.delete(e.states.keys().next().value as number);
     this.recount(e);
@@ -162,6 +160,32 @@ export class RecentEvents {
       this.recount(e);
     });
     return entry.rows;
+  }
+
+  /** State reads asked in this turn of the event loop: read together, one statement. */
+  private pendingStates = new Map<number, Array<{ resolve: (rows: EventRow[]) => void; reject: (e: unknown) => void }>>();
+
+  private stateRead(group: number): Promise<EventRow[]> {
+    return new Promise((resolve, reject) => {
+      const waiters = this.pendingStates.get(group);
+      if (waiters) {
+        waiters.push({ resolve, reject });
+        return;
+      }
+      this.pendingStates.set(group, [{ resolve, reject }]);
+      if (this.pendingStates.size > 1) return;
+      setImmediate(() => {
+        const batch = this.pendingStates;
+        this.pendingStates = new Map();
+        this.stats.stateLoads++;
+        this.trace?.('state', batch.size);
+        this.source.statesAtGroups([...batch.keys()]).then((m) => {
+          for (const [g, ws] of batch) for (const w of ws) w.resolve(m.get(g) ?? []);
+        }, (e) => {
+          for (const ws of batch.values()) for (const w of ws) w.reject(e);
+        });
+      });
+    });
   }
 
   /** Member counts and hero candidates of rooms, from the cache where kept, the rest in one statement. */

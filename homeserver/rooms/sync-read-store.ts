@@ -153,4 +153,33 @@ export class SyncReadStore {
     }
     return out;
   }
+
+  /**
+   * The whole state at each of some snapshots, in one statement: walks every delta chain at once
+   * and keeps, per snapshot and key, the entry of the newest group (as RoomStore.stateAtGroup).
+   */
+  async statesAtGroups(groups: number[]): Promise<Map<number, EventRow[]>> {
+    const out = new Map<number, EventRow[]>(groups.map((g) => [g, []]));
+    if (!groups.length) return out;
+    const r = await this.db.raw(
+      `WITH RECURSIVE chain(root, state_group, prev_group, n) AS (
+         SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY(?::bigint[])
+         UNION ALL
+         SELECT c.root, g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group
+       ),
+       entries AS (
+         SELECT DISTINCT ON (c.root, se.type_nid, se.state_key_nid) c.root, se.event_nid
+         FROM chain c JOIN state_group_entries se ON se.state_group = c.state_group
+         ORDER BY c.root, se.type_nid, se.state_key_nid, c.n
+       )
+       SELECT en.root AS state_root, ${EVENT_COLUMNS} FROM entries en JOIN events e ON e.event_nid = en.event_nid ${EVENT_JOINS}`,
+      [groups],
+    );
+    for (const row of r.rows as Array<EventRow & { state_root?: number }>) {
+      const root = Number(row.state_root);
+      delete row.state_root;
+      out.get(root)?.push(row);
+    }
+    return out;
+  }
 }

@@ -242,6 +242,14 @@ export class SyncService {
   ): Promise<Array<RawSection | undefined>> {
     // One more than the limit tells whether the timeline was cut.
     const timelines = await this.rooms.timelines(plans.map((p) => ({ roomNid: Number(p.m.room_nid), lower: p.lower, upper: p.upper })), limit + 1, timelineFilter);
+    // The state snapshots the rooms will read (at each timeline's start), read together.
+    const wanted: Array<{ roomNid: number; group: number; upper: number }> = [];
+    for (const p of plans) {
+      const rows = timelines.get(Number(p.m.room_nid)) ?? [];
+      const first = rows.slice(0, limit).at(-1);
+      if (first && (p.full || lazy)) wanted.push({ roomNid: Number(p.m.room_nid), group: Number(first.state_before), upper: p.upper });
+    }
+    this.rooms.prefetchState(wanted);
     const out = new Array<RawSection | undefined>(plans.length);
     await eachLimited(plans.length, ROOMS_AT_ONCE, async (i) => {
       const plan = plans[i]!;

@@ -195,4 +195,26 @@ describe('sync fan-out', () => {
     assert.equal(other.status, 400, 'another user cannot use it');
     assert.equal(other.body.errcode, 'M_INVALID_PARAM');
   });
+
+  test('an initial sync over several rooms reads their states in one statement', async () => {
+    const [dave] = await registerMany(1);
+    const rooms: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const roomId = await create(alice, { preset: 'public_chat', name: `multi ${i}` });
+      await send(alice, roomId, `hello ${i}`);
+      await join(dave!, roomId);
+      rooms.push(roomId);
+    }
+    const stateReads = () => server.logs().split('\n').filter((l) => l.startsWith('sync-cache read state'));
+    const before = stateReads().length;
+    const res = await sync(dave!);
+    for (const [i, roomId] of rooms.entries()) {
+      const r = res.rooms.join[roomId];
+      assert.ok([...r.state.events, ...r.timeline.events].some((e: any) => e.type === 'm.room.name' && e.content.name === `multi ${i}`), `room ${i} has its own state`);
+    }
+    const reads = stateReads().slice(before);
+    assert.equal(reads.length, 1, `one statement for the five rooms' states: ${reads.join('; ')}`);
+    // Five rooms of ours, and whatever rooms new users join by default.
+    assert.ok(Number(/rooms=(\d+)$/.exec(reads[0]!)?.[1]) >= 5, reads[0]);
+  });
 });

@@ -33,7 +33,7 @@ function fakeDb() {
       }
       return out;
     },
-    async stateAtGroup() { return []; },
+    async statesAtGroups(groups: number[]) { return new Map(groups.map((g) => [g, [] as EventRow[]])); },
     async summaries(nids: number[]) { return new Map(nids.map((n) => [n, { members: [], joined: 0, invited: 0 }])); },
   };
   return {
