@@ -68,31 +68,34 @@ export class Visibility {
     });
   }
 
+  /** Reads every lookup asked since the last flush: all snapshots and users in one statement. */
   private flush(): void {
     const batch = this.pending;
     this.pending = new Map();
     this.flushing = false;
-    for (const [group, users] of batch) {
-      const ids = [...users.keys()];
-      this.stats.reads++;
-      this.store.stateAtGroup(this.store.db, group, {
-        pairs: [['m.room.history_visibility', ''], ...ids.map((u): [string, string] => ['m.room.member', u])],
-      }).then((rows) => {
-        let historyVisibility = 'shared';
-        const membership = new Map<string, string | undefined>();
-        for (const r of rows) {
-          if (r.type === 'm.room.history_visibility') historyVisibility = visibilityOf(r);
-          if (r.type === 'm.room.member') membership.set(r.state_key!, r.membership ?? undefined);
-        }
-        for (const [userId, waiters] of users) {
-          const v = { historyVisibility, membership: membership.get(userId) };
-          this.cache.set(`${group}|${userId}`, v);
+    const groups: number[] = [];
+    const users: string[] = [];
+    for (const [group, asked] of batch) for (const userId of asked.keys()) { groups.push(group); users.push(userId); }
+    this.stats.reads++;
+    this.history.visibilityAt(groups, users).then((rows) => {
+      const visibility = new Map<number, string>();
+      const membership = new Map<string, string | undefined>();
+      for (const r of rows) {
+        const root = Number(r.state_root);
+        if (r.type === 'm.room.history_visibility') visibility.set(root, visibilityOf(r));
+        if (r.type === 'm.room.member') membership.set(`${root}|${r.state_key}`, r.membership ?? undefined);
+      }
+      for (const [group, asked] of batch) {
+        for (const [userId, waiters] of asked) {
+          const key = `${group}|${userId}`;
+          const v = { historyVisibility: visibility.get(group) ?? 'shared', membership: membership.get(key) };
+          this.cache.set(key, v);
           for (const w of waiters) w.resolve(v);
         }
-      }, (e) => {
-        for (const waiters of users.values()) for (const w of waiters) w.reject(e);
-      });
-    }
+      }
+    }, (e) => {
+      for (const asked of batch.values()) for (const waiters of asked.values()) for (const w of waiters) w.reject(e);
+    });
   }
 
   /** Position of the user's latest join of the room (undefined: never joined). */
