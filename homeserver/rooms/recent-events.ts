@@ -252,7 +252,8 @@ export class RecentEvents {
 
   /** Makes every room's entry reach `upper`: one statement for all the rooms that need reading. */
   private async ensure(nids: number[], upper: number, cold: number): Promise<void> {
-    for (;;) {
+    // A few rounds at most: a room evicted again meanwhile is read by the caller's fallback instead.
+    for (let round = 0; round < 3; round++) {
       const waits: Array<Promise<void>> = [];
       const need: RoomEntry[] = [];
       for (const nid of nids) {
