@@ -22,8 +22,10 @@ const WARMUP = Number(process.env.BENCH_FANOUT_WARMUP ?? 3);
 const GOAL_P99_MS = 100;
 const GOAL_RSS_MB = 1024;
 const WS_PATH = '/_matrix/client/unstable/io.superserver/sync';
-/** Every client's filter: a small timeline, as a client that keeps up asks. */
-const FILTER = JSON.stringify({ room: { timeline: { limit: 10 } } });
+/** Every client's filter: a small timeline, as a client that keeps up asks (BENCH_FANOUT_FILTER=element: Element's lazy loading). */
+const FILTER = JSON.stringify(process.env.BENCH_FANOUT_FILTER === 'element'
+  ? { room: { state: { lazy_load_members: true }, timeline: { limit: 20 } } }
+  : { room: { timeline: { limit: 10 } } });
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable between threads. */
 const clock = () => performance.timeOrigin + performance.now();
 

@@ -15,6 +15,9 @@ import { LruCache } from '../cache/lru.ts';
 import { RecentEvents, compileFilter } from './recent-events.ts';
 import type { RelationRow } from './store.ts';
 
+/** Cached state snapshots by (type, state key), built on first use and dropped with the snapshot. */
+const stateIndexes = new WeakMap<EventRow[], Map<string, EventRow>>();
+
 /** Formatting lookups kept (each a handful of rows, keyed by position and ids). */
 const FORMAT_READS_KEPT = 2_000;
 
@@ -132,8 +135,19 @@ export class RoomReader {
     }
     const rows = await cached;
     if (opts.pairs) {
-      const want = new Set(opts.pairs.map(([t, k]) => `${t}\u0000${k}`));
-      return rows.filter((r) => want.has(`${r.type}\u0000${r.state_key}`));
+      // By key, so that a thousand lazy-loading syncs of a big room each look up a few members
+      // instead of scanning its whole state.
+      let byKey = stateIndexes.get(rows);
+      if (!byKey) {
+        byKey = new Map(rows.map((r) => [`${r.type}\u0000${r.state_key}`, r]));
+        stateIndexes.set(rows, byKey);
+      }
+      const out: EventRow[] = [];
+      for (const [t, k] of opts.pairs) {
+        const row = byKey.get(`${t}\u0000${k}`);
+        if (row) out.push(row);
+      }
+      return out;
     }
     const members = opts.members ? new Set(opts.members) : undefined;
     return rows.filter((r) => (!members || r.type !== 'm.room.member' || members.has(r.state_key!)) && match!(r));
