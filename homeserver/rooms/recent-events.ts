@@ -331,7 +331,7 @@ export class RecentEvents {
     e.from = rows.length < asked ? 0 : Number(rows[0]!.stream_pos) - 1;
     e.upto = upper;
     e.states = new Map();
-    e.stateTooBig = false;
+    // stateTooBig stays: a room whose state was too big to keep is not read whole again.
     e.summary = undefined;
     this.recount(e);
   }
