@@ -8,6 +8,8 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'sync-latency': () => import('./sync-latency.ts'),
   state: () => import('./state.ts'),
   startup: () => import('./startup.ts'),
+  fanout: () => import('./fanout.ts'),
+  'initial-sync': () => import('./initial-sync.ts'),
 };
 
 const names = process.argv.slice(2);

@@ -12,6 +12,15 @@ import { posToken } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
 import { SharedRoomsStore } from './shared-rooms-store.ts';
+import { LruCache } from '../cache/lru.ts';
+import { RecentEvents, compileFilter } from './recent-events.ts';
+import type { RelationRow } from './store.ts';
+
+/** Cached state snapshots by (type, state key), built on first use and dropped with the snapshot. */
+const stateIndexes = new WeakMap<EventRow[], Map<string, EventRow>>();
+
+/** Formatting lookups kept (each a handful of rows, keyed by position and ids). */
+const FORMAT_READS_KEPT = 2_000;
 
 /** Pages of events the user may not see that one /messages request skips before answering. */
 const MAX_SKIPPED_PAGES = 10;
@@ -35,9 +44,26 @@ export class RoomReader {
   private published: PublishedRoomStore;
   private search: EventSearchStore;
   private syncReads: SyncReadStore;
+  /** The recent events, state and member summaries of rooms, shared by every /sync. */
+  readonly recent: RecentEvents;
+  /**
+   * Lookups of formatting (relations, replaced and redaction events) by the position read up to:
+   * every sync formatting the same rows at the same position shares one read. A later position is
+   * another key, so nothing here is served to a reader that could see newer rows.
+   */
+  private formatReads = new LruCache<string, Promise<unknown>>(FORMAT_READS_KEPT);
 
   constructor(private store: RoomStore, readonly visibility: Visibility) {
     this.syncReads = new SyncReadStore(store.db);
+    // SYNC_CACHE_TRACE=1 writes a line per database read of the cache (tests count them).
+    const trace = process.env.SYNC_CACHE_TRACE === '1'
+      ? (what: string, n: number) => process.stderr.write(`sync-cache read ${what} rooms=${n}\n`)
+      : undefined;
+    this.recent = new RecentEvents({
+      timelines: (w, limit, f) => this.syncReads.timelines(w, limit, f),
+      statesAtGroups: (groups) => this.syncReads.statesAtGroups(groups),
+      summaries: (nids) => this.syncReads.summaries(nids),
+    }, {}, trace);
     this.timeline = new TimelineStore(store.db);
     this.relationStore = new RelationStore(store.db);
     this.published = new PublishedRoomStore(store.db);
@@ -61,9 +87,12 @@ export class RoomReader {
     return this.syncReads.joinedAt(memberEventNids, since);
   }
 
-  /** The newest `limit` events of each window that pass the filter, newest first. */
+  /**
+   * The newest `limit` events of each window that pass the filter, newest first. Served from the
+   * shared recent-events cache: `upper` must never exceed the persisted-up-to position.
+   */
   timelines(windows: TimelineWindow[], limit: number, filter: RoomEventFilter | undefined): Promise<Map<number, EventRow[]>> {
-    return this.syncReads.timelines(windows, limit, filter);
+    return this.recent.timelines(windows, limit, filter);
   }
 
   /** The state snapshot after a room's newest event up to `to`. */
@@ -76,14 +105,53 @@ export class RoomReader {
     return this.syncReads.stateChanges(roomNid, since, before, stateFilter);
   }
 
-  /** Member counts and up to five heroes of each room. */
-  summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
-    return this.syncReads.summaries(roomNids, userId);
+  /** Member counts and up to five heroes of each room (shared between syncs until a member event). */
+  async summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
+    const out = new Map<number, RoomSummaryCounts>();
+    for (const [nid, s] of await this.recent.summaries(roomNids)) {
+      out.set(nid, { heroes: s.members.filter((u) => u !== userId).slice(0, 5), joined: s.joined, invited: s.invited });
+    }
+    return out;
   }
 
-  /** State at a snapshot that passes a state filter, with only these users' member events (lazy loading). */
-  stateForSync(group: number, members: string[] | undefined, stateFilter: RoomEventFilter | undefined): Promise<EventRow[]> {
-    return this.store.stateAtGroup(this.store.db, group, { members, extra: filterSql(stateFilter) });
+  /**
+   * Starts reading the state snapshots a sync is about to ask stateForSync for (room, group, the
+   * sync's position), so that the rooms of one sync read them in one statement, not one per room.
+   */
+  prefetchState(wanted: Array<{ roomNid: number; group: number; upper: number }>): void {
+    for (const w of wanted) this.recent.stateAt(w.roomNid, w.group, w.upper)?.catch(() => undefined);
+  }
+
+  /**
+   * State at a snapshot of a room that passes a state filter; with `members`, only these users'
+   * member events (lazy loading), with `pairs` only these keys. From the shared cache (call after
+   * `timelines` or `recent.bring` brought the room to the sync's position), else from the database.
+   */
+  async stateForSync(roomNid: number, group: number, upper: number, opts: { members?: string[]; pairs?: Array<[string, string]>; filter?: RoomEventFilter }): Promise<EventRow[]> {
+    const match = compileFilter(opts.filter);
+    const cached = match ? this.recent.stateAt(roomNid, group, upper) : undefined;
+    if (!cached) {
+      if (opts.pairs) return this.store.stateAtGroup(this.store.db, group, { pairs: opts.pairs });
+      return this.store.stateAtGroup(this.store.db, group, { members: opts.members, extra: filterSql(opts.filter) });
+    }
+    const rows = await cached;
+    if (opts.pairs) {
+      // By key, so that a thousand lazy-loading syncs of a big room each look up a few members
+      // instead of scanning its whole state.
+      let byKey = stateIndexes.get(rows);
+      if (!byKey) {
+        byKey = new Map(rows.map((r) => [`${r.type}\u0000${r.state_key}`, r]));
+        stateIndexes.set(rows, byKey);
+      }
+      const out: EventRow[] = [];
+      for (const [t, k] of opts.pairs) {
+        const row = byKey.get(`${t}\u0000${k}`);
+        if (row) out.push(row);
+      }
+      return out;
+    }
+    const members = opts.members ? new Set(opts.members) : undefined;
+    return rows.filter((r) => (!members || r.type !== 'm.room.member' || members.has(r.state_key!)) && match!(r));
   }
 
   /** Current state entries for some (type, state_key) pairs. */
@@ -117,6 +185,36 @@ export class RoomReader {
     // Bundled aggregations show only the relating events this user may see.
     const visible = opts.aggregations && userId ? (related: EventRow[]) => this.visibility.filter(related, userId) : undefined;
     return formatEvents(this.store, rows, { ...opts, visible });
+  }
+
+  /**
+   * format() for /sync at position `at`: the lookups formatting makes (bundled relations, replaced
+   * and redaction events) are shared with every sync at the same position asking the same, so a
+   * thousand syncs woken by one event read its relations once.
+   */
+  formatAt(rows: EventRow[], opts: FormatOptions, at: number): Promise<ClientEvent[]> {
+    const userId = opts.userId;
+    const visible = opts.aggregations && userId ? (related: EventRow[]) => this.visibility.filter(related, userId) : undefined;
+    const shared = <T>(kind: string, keys: Array<string | number>, read: () => Promise<T>): Promise<T> => {
+      if (!keys.length) return read();
+      const key = `${kind}|${at}|${keys.join(',')}`;
+      let p = this.formatReads.get(key) as Promise<T> | undefined;
+      if (!p) {
+        const mine = read();
+        p = mine;
+        this.formatReads.set(key, mine);
+        mine.catch(() => { if (this.formatReads.get(key) === mine) this.formatReads.delete(key); });
+      }
+      return p;
+    };
+    const base = this.store;
+    // The store as formatEvents sees it: the same, with its three lookups shared.
+    const store = Object.create(base, {
+      aggregatedRelations: { value: (ids: string[]): Promise<RelationRow[]> => shared('rel', ids, () => base.aggregatedRelations(ids)) },
+      eventsByNid: { value: (nids: number[]): Promise<EventRow[]> => shared('nid', nids, () => base.eventsByNid(nids)) },
+      eventsById: { value: (ids: string[]): Promise<EventRow[]> => shared('id', ids, () => base.eventsById(ids)) },
+    }) as RoomStore;
+    return formatEvents(store, rows, { ...opts, visible });
   }
 
   /** The current state of a room, optionally only some types (no visibility check: the caller's business). */

@@ -1,4 +1,4 @@
-import type { Bindings, Db } from '../storage/db.ts';
+import type { Db } from '../storage/db.ts';
 import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from './store.ts';
 import { filterSql, type RoomEventFilter } from './filter.ts';
 
@@ -22,6 +22,16 @@ export interface TimelineWindow {
 
 export interface RoomSummaryCounts {
   heroes: string[];
+  joined: number;
+  invited: number;
+}
+
+/** Heroes are five members other than the reader: six candidates always leave five. */
+const HERO_CANDIDATES = 6;
+
+/** A room's member counts and its earliest joined or invited members (hero candidates). */
+export interface RoomMembersSummary {
+  members: string[];
   joined: number;
   invited: number;
 }
@@ -117,31 +127,59 @@ export class SyncReadStore {
     return r.rows;
   }
 
-  /** Member counts and up to five heroes (other members, earliest first) of each room. */
-  async summaries(roomNids: number[], userId: string): Promise<Map<number, RoomSummaryCounts>> {
-    const out = new Map<number, RoomSummaryCounts>(roomNids.map((n) => [n, { heroes: [], joined: 0, invited: 0 }]));
+  /**
+   * Member counts and the six earliest joined or invited members of each room, in one statement
+   * (each user's heroes are the first five of them other than the user).
+   */
+  async summaries(roomNids: number[]): Promise<Map<number, RoomMembersSummary>> {
+    const out = new Map<number, RoomMembersSummary>(roomNids.map((n) => [n, { members: [], joined: 0, invited: 0 }]));
     if (!roomNids.length) return out;
-    const params: Bindings = [roomNids];
-    const counts = await this.db.raw(
-      `SELECT room_nid, count(*) FILTER (WHERE membership = 'join')::int AS joined, count(*) FILTER (WHERE membership = 'invite')::int AS invited
-       FROM room_memberships WHERE room_nid = ANY(?::int[]) AND membership IN ('join', 'invite') GROUP BY room_nid`,
-      params,
-    );
-    for (const c of counts.rows as Array<{ room_nid: number; joined: number; invited: number }>) {
-      const s = out.get(Number(c.room_nid))!;
-      s.joined = c.joined;
-      s.invited = c.invited;
-    }
-    const heroes = await this.db.raw(
-      `SELECT w.room_nid, h.user_id FROM unnest(?::int[]) AS w(room_nid)
+    const r = await this.db.raw(
+      `SELECT w.room_nid, c.joined, c.invited, h.members FROM unnest(?::int[]) AS w(room_nid)
        CROSS JOIN LATERAL (
-         SELECT user_id, stream_pos FROM room_memberships
-         WHERE room_nid = w.room_nid AND user_id <> ? AND membership IN ('join', 'invite') ORDER BY stream_pos LIMIT 5
-       ) h
-       ORDER BY w.room_nid, h.stream_pos`,
-      [roomNids, userId],
+         SELECT count(*) FILTER (WHERE membership = 'join')::int AS joined, count(*) FILTER (WHERE membership = 'invite')::int AS invited
+         FROM room_memberships WHERE room_nid = w.room_nid AND membership IN ('join', 'invite')
+       ) c
+       CROSS JOIN LATERAL (
+         SELECT coalesce(array_agg(x.user_id ORDER BY x.stream_pos), '{}') AS members FROM (
+           SELECT user_id, stream_pos FROM room_memberships
+           WHERE room_nid = w.room_nid AND membership IN ('join', 'invite') ORDER BY stream_pos LIMIT ${HERO_CANDIDATES}
+         ) x
+       ) h`,
+      [roomNids],
     );
-    for (const h of heroes.rows as Array<{ room_nid: number; user_id: string }>) out.get(Number(h.room_nid))!.heroes.push(h.user_id);
+    for (const row of r.rows as Array<{ room_nid: number; joined: number; invited: number; members: string[] }>) {
+      out.set(Number(row.room_nid), { members: row.members, joined: row.joined, invited: row.invited });
+    }
+    return out;
+  }
+
+  /**
+   * The whole state at each of some snapshots, in one statement: walks every delta chain at once
+   * and keeps, per snapshot and key, the entry of the newest group (as RoomStore.stateAtGroup).
+   */
+  async statesAtGroups(groups: number[]): Promise<Map<number, EventRow[]>> {
+    const out = new Map<number, EventRow[]>(groups.map((g) => [g, []]));
+    if (!groups.length) return out;
+    const r = await this.db.raw(
+      `WITH RECURSIVE chain(root, state_group, prev_group, n) AS (
+         SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY(?::bigint[])
+         UNION ALL
+         SELECT c.root, g.state_group, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.state_group = c.prev_group
+       ),
+       entries AS (
+         SELECT DISTINCT ON (c.root, se.type_nid, se.state_key_nid) c.root, se.event_nid
+         FROM chain c JOIN state_group_entries se ON se.state_group = c.state_group
+         ORDER BY c.root, se.type_nid, se.state_key_nid, c.n
+       )
+       SELECT en.root AS state_root, ${EVENT_COLUMNS} FROM entries en JOIN events e ON e.event_nid = en.event_nid ${EVENT_JOINS}`,
+      [groups],
+    );
+    for (const row of r.rows as Array<EventRow & { state_root?: number }>) {
+      const root = Number(row.state_root);
+      delete row.state_root;
+      out.get(root)?.push(row);
+    }
     return out;
   }
 }

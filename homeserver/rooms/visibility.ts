@@ -10,6 +10,8 @@ export type CurrentMembership = { membership: string; stream_pos: number } | und
 /** Where a user may read a room's state: now, as of the end of their last join, or not at all. */
 export type StateAccess = { at: 'current' } | { at: 'group'; group: number; pos: number } | undefined;
 
+type PendingLookups = Map<number, Map<string, Array<{ resolve: (v: AtEvent) => void; reject: (e: unknown) => void }>>>;
+
 interface AtEvent {
   historyVisibility: string;
   membership: string | undefined;
@@ -34,23 +36,62 @@ export class Visibility {
     this.history = new MembershipHistoryStore(store.db);
   }
 
-  /** The history visibility and the user's membership in the state snapshot `group`. */
-  private async at(group: number, userId: string): Promise<AtEvent> {
+  /**
+   * Lookups waiting for the next batch read: by state group, the users asked about. Not a cache:
+   * emptied by every flush (one turn of the event loop), so it holds only what is asked meanwhile.
+   */
+  private pending: PendingLookups = new Map();
+  private flushing = false;
+
+  /**
+   * The history visibility and the user's membership in the state snapshot `group`. Lookups asked
+   * in the same turn of the event loop are read together, in one statement (flush): a thousand
+   * syncs woken by one event ask about the same snapshot for a thousand users at once.
+   */
+  private at(group: number, userId: string): Promise<AtEvent> | AtEvent {
     const key = `${group}|${userId}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
-    const rows = await this.store.stateAtGroup(this.store.db, group, {
-      pairs: [['m.room.history_visibility', ''], ['m.room.member', userId]],
+    return new Promise<AtEvent>((resolve, reject) => {
+      let users = this.pending.get(group);
+      if (!users) this.pending.set(group, (users = new Map()));
+      const waiters = users.get(userId);
+      if (waiters) waiters.push({ resolve, reject });
+      else users.set(userId, [{ resolve, reject }]);
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => this.flush());
+      }
     });
-    let historyVisibility = 'shared';
-    let membership: string | undefined;
-    for (const r of rows) {
-      if (r.type === 'm.room.history_visibility') historyVisibility = visibilityOf(r);
-      if (r.type === 'm.room.member') membership = r.membership ?? undefined;
-    }
-    const v = { historyVisibility, membership };
-    this.cache.set(key, v);
-    return v;
+  }
+
+  /** Reads every lookup asked since the last flush: all snapshots and users in one statement. */
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = new Map();
+    this.flushing = false;
+    const groups: number[] = [];
+    const users: string[] = [];
+    for (const [group, asked] of batch) for (const userId of asked.keys()) { groups.push(group); users.push(userId); }
+    this.history.visibilityAt(groups, users).then((rows) => {
+      const visibility = new Map<number, string>();
+      const membership = new Map<string, string | undefined>();
+      for (const r of rows) {
+        const root = Number(r.state_root);
+        if (r.type === 'm.room.history_visibility') visibility.set(root, visibilityOf(r));
+        if (r.type === 'm.room.member') membership.set(`${root}|${r.state_key}`, r.membership ?? undefined);
+      }
+      for (const [group, asked] of batch) {
+        for (const [userId, waiters] of asked) {
+          const key = `${group}|${userId}`;
+          const v = { historyVisibility: visibility.get(group) ?? 'shared', membership: membership.get(key) };
+          this.cache.set(key, v);
+          for (const w of waiters) w.resolve(v);
+        }
+      }
+    }, (e) => {
+      for (const asked of batch.values()) for (const waiters of asked.values()) for (const w of waiters) w.reject(e);
+    });
   }
 
   /** Position of the user's latest join of the room (undefined: never joined). */

@@ -3,6 +3,7 @@ import { MatrixError } from '../http/errors.ts';
 import { parseGuardedText } from '../http/json-guard.ts';
 import { filterList, roomEventFilterSchema } from '../rooms/filter.ts';
 import type { SyncStore } from './store.ts';
+import { LruCache } from '../cache/lru.ts';
 
 const eventFilter = z.object({
   limit: z.number().int().optional(),
@@ -37,7 +38,18 @@ export function isFilterId(raw: string): boolean {
 const MAX_BIGINT = 2n ** 63n - 1n;
 
 /** Filters: uploaded by clients (POST /user/{userId}/filter), named by id in /sync and /messages. */
+/** Parsed filters kept (one or two per syncing user). */
+const PARSED_FILTERS_KEPT = 20_000;
+const MAX_KEPT_FILTER_CHARS = 2_000;
+
 export class FilterService {
+  /**
+   * Parsed filters by user and id, and inline ones by their text: a filter never changes once
+   * uploaded, and every long-poll a client re-issues names the same one (a read and a parse each,
+   * a thousand times per message in a busy room, otherwise). Shared: callers must not modify them.
+   */
+  private parsed = new LruCache<string, SyncFilter>(PARSED_FILTERS_KEPT);
+
   constructor(private store: SyncStore) {}
 
   /** Stores a validated filter; its id. */
@@ -56,8 +68,12 @@ export class FilterService {
   async load(userId: string, raw: unknown): Promise<SyncFilter> {
     if (raw === undefined || raw === '') return {};
     if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Invalid filter');
+    const inline = raw.trimStart().startsWith('{');
+    const key = inline ? `{${raw}` : `${userId}|${raw}`;
+    const hit = this.parsed.get(key);
+    if (hit) return hit;
     let value: unknown;
-    if (raw.trimStart().startsWith('{')) {
+    if (inline) {
       // The edge rules of bodies hold for JSON in a query parameter too (NUL would reach SQL).
       value = parseGuardedText(raw).value;
     } else {
@@ -70,6 +86,8 @@ export class FilterService {
     }
     const parsed = syncFilterSchema.safeParse(value);
     if (!parsed.success) throw new MatrixError(400, 'M_BAD_JSON', 'Invalid filter');
+    // Long inline filters are parsed each time rather than kept (the cache holds small keys).
+    if (raw.length <= MAX_KEPT_FILTER_CHARS) this.parsed.set(key, parsed.data);
     return parsed.data;
   }
 }

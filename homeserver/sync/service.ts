@@ -200,8 +200,11 @@ export class SyncService {
     }
 
     const opts = { userId: me.userId, deviceId: me.deviceId, omitRoomId: true };
-    const timelines = await this.rooms.format(sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true });
-    const states = await this.rooms.format(sections.flatMap((s) => s.state.events as EventRow[]), opts);
+    // Formatting's lookups are shared with the other syncs reading up to the same position.
+    const [timelines, states] = await Promise.all([
+      this.rooms.formatAt(sections.flatMap((s) => s.timeline.events as EventRow[]), { ...opts, aggregations: true }, to),
+      this.rooms.formatAt(sections.flatMap((s) => s.state.events as EventRow[]), opts, to),
+    ]);
     let t = 0;
     let st = 0;
     for (const s of sections) {
@@ -239,6 +242,14 @@ export class SyncService {
   ): Promise<Array<RawSection | undefined>> {
     // One more than the limit tells whether the timeline was cut.
     const timelines = await this.rooms.timelines(plans.map((p) => ({ roomNid: Number(p.m.room_nid), lower: p.lower, upper: p.upper })), limit + 1, timelineFilter);
+    // The state snapshots the rooms will read (at each timeline's start), read together.
+    const wanted: Array<{ roomNid: number; group: number; upper: number }> = [];
+    for (const p of plans) {
+      const rows = timelines.get(Number(p.m.room_nid)) ?? [];
+      const first = rows.slice(0, limit).at(-1);
+      if (first && (p.full || lazy)) wanted.push({ roomNid: Number(p.m.room_nid), group: Number(first.state_before), upper: p.upper });
+    }
+    this.rooms.prefetchState(wanted);
     const out = new Array<RawSection | undefined>(plans.length);
     await eachLimited(plans.length, ROOMS_AT_ONCE, async (i) => {
       const plan = plans[i]!;
@@ -282,19 +293,19 @@ export class SyncService {
     if (full) {
       // The state at the start of the timeline; the timeline carries what changes after it.
       const group = first ? Number(first.state_before) : await this.rooms.stateGroupAt(roomNid, plan.upper);
-      if (group !== undefined) stateRows = await this.rooms.stateForSync(group, lazyMembers, stateFilter);
+      if (group !== undefined) stateRows = await this.rooms.stateForSync(roomNid, group, plan.upper, { members: lazyMembers, filter: stateFilter });
     } else if (limited && first) {
       // The gap between `since` and the timeline: the state that changed in it.
       stateRows = await this.rooms.stateChanges(roomNid, since ?? 0, Number(first.stream_pos), stateFilter);
       if (lazyMembers) {
         const have = new Set(stateRows.filter((s) => s.type === 'm.room.member').map((s) => s.state_key));
-        const extra = await this.rooms.stateAt(Number(first.state_before), lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]));
+        const extra = await this.rooms.stateForSync(roomNid, Number(first.state_before), plan.upper, { pairs: lazyMembers.filter((u) => !have.has(u)).map((u) => ['m.room.member', u]) });
         stateRows.push(...extra);
         stateRows = stateRows.filter((s) => s.type !== 'm.room.member' || lazyMembers.includes(s.state_key!));
       }
     } else if (lazyMembers && first) {
       // Lazy loading: the members of the timeline's senders, at the timeline's start.
-      stateRows = await this.rooms.stateAt(Number(first.state_before), lazyMembers.map((u) => ['m.room.member', u]));
+      stateRows = await this.rooms.stateForSync(roomNid, Number(first.state_before), plan.upper, { pairs: lazyMembers.map((u) => ['m.room.member', u]) });
     }
     stateRows = await this.rooms.visibility.filterState(stateRows, me.userId, roomNid, current);
     const timelineIds = new Set(visible.map((e) => e.event_id));
@@ -342,8 +353,8 @@ interface RoomPlan {
   upper: number;
 }
 
-/** Rooms whose visibility and state are worked out at once (each takes a pooled connection or two). */
-const ROOMS_AT_ONCE = 8;
+/** Rooms whose visibility and state are worked out at once (their lookups are batched per turn; state comes from the cache). */
+const ROOMS_AT_ONCE = 32;
 
 /** full_state on an incremental sync sends all the state, but the timeline still starts at `since`. */
 function timelineLower(full: boolean, since: number | undefined, m: MembershipRow): number | undefined {
