@@ -37,7 +37,14 @@ import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
 import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
-import { pushRoutes } from './push/routes.ts';
+import { notificationRoutes, pushRoutes } from './push/routes.ts';
+// issue 6 (receipts-push helper)
+import { ReceiptStore } from './receipts/store.ts';
+import { ReceiptService } from './receipts/service.ts';
+import { receiptRoutes } from './receipts/routes.ts';
+import { PushStore } from './push/store.ts';
+import { BulkEvaluator } from './push/bulk.ts';
+import { NotificationService } from './push/notifications.ts';
 import { SearchService } from './search/service.ts';
 import { searchRoutes } from './search/routes.ts';
 import { RelationsService } from './relations/service.ts';
@@ -146,6 +153,17 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
   const syncStore = new SyncStore(db);
   const sync = new SyncService(reader, accountData, tracker, notifier);
+  const push = new PushRulesService(accountData);
+
+  // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
+  // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
+  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  sync.addPart(receipts.syncPart());
+  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, log.child({ component: 'push' }));
+  engine.setNotifyGate((events, roomId) => notifications.gate(events, roomId));
+  sync.addPart(notifications.syncPart());
+  await notifications.start();
+  undo.push(() => notifications.stop());
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -167,12 +185,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   syncRoutes(routes, sync, new FilterService(syncStore));
-  const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {
     await push.writeDefaults(userId);
   });
   pushRoutes(routes, push);
+  receiptRoutes(routes, receipts); // issue 6 (receipts-push helper)
+  notificationRoutes(routes, notifications); // issue 6 (receipts-push helper)
   const current = () => tracker.current();
   searchRoutes(routes, new SearchService(reader, current));
   relationRoutes(routes, new RelationsService(reader, current));
@@ -226,7 +245,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 function startPositions(events: number): SyncToken {
   const out = {} as SyncToken;
   for (const s of STREAMS) out[s] = 0;
-  return { ...out, events, accountData: events };
+  // receipts take positions of the event stream too (issue 6, receipts-push helper).
+  return { ...out, events, accountData: events, receipts: events };
 }
 
 /** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */

@@ -83,6 +83,14 @@ export class RoomEngine {
     this.persist = new PersistStore(store.db);
   }
 
+  // issue 6 (receipts-push helper): see afterCommit.
+  private notifyGate: ((e: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
+
+  /** One gate that /sync wake-ups for persisted events wait on (push evaluation writes counts first). */
+  setNotifyGate(gate: (e: PersistedEvent[], roomId: string) => Promise<void>): void {
+    this.notifyGate = gate;
+  }
+
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
   onPersisted(listener: (e: PersistedEvent[], roomId: string) => void): void {
     this.listeners.push(listener);
@@ -267,7 +275,15 @@ export class RoomEngine {
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
-    this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
+    const notify = () => this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
+    // issue 6 (receipts-push helper): a gate (push evaluation) makes wake-ups wait until what a
+    // woken /sync reads with the events (unread counts) is written. A failing gate still notifies.
+    if (this.notifyGate) {
+      this.notifyGate(events, roomId).then(notify, (err) => {
+        this.log.error({ err }, 'notify gate failed');
+        notify();
+      });
+    } else notify();
     for (const l of this.listeners) {
       try {
         l(events, roomId);

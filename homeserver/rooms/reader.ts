@@ -281,6 +281,12 @@ export class RoomReader {
     return this.timeline.between(roomNid, from, to, dir, limit, filter);
   }
 
+  // issue 6 (receipts-push helper): push evaluation catches up from a position after a crash.
+  /** Events of every room in (from, to], oldest first, at most `limit`. */
+  eventsOfAllRoomsAfter(from: number, to: number, limit: number): Promise<EventRow[]> {
+    return this.timeline.allRoomsAfter(from, to, limit);
+  }
+
   async messages(me: Requester, roomId: string, opts: { from?: number; to?: number; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
     const { room, m } = await this.roomAndMembership(me.userId, roomId);
     if (!m && !(await this.visibility.worldReadable(room.room_nid))) throw forbidden(`User ${me.userId} not in room ${roomId}`);

@@ -1,0 +1,276 @@
+// Push rule evaluation (client-server spec, "Push Rules", "Conditions"): which actions a user's rule
+// set yields for an event. Pure: the room context (member count, power levels, display names) is
+// handed in. Rule sets are compiled once (glob patterns to regular expressions) and evaluated for
+// every member of a room in memory.
+import { toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import type { PushAction, PushCondition, PushRule, Ruleset } from './rules.ts';
+
+/** What a room's state says about an event's context, shared by every member evaluated. */
+export interface RoomContext {
+  /** Joined members. */
+  memberCount: number;
+  /** The sender's power level. */
+  senderPower: number;
+  /** m.room.power_levels content (for `notifications`), undefined when the room has none. */
+  powerLevels: PowerLevelsContent | undefined;
+}
+
+/** What one member brings: their id and their display name in the room. */
+export interface MemberContext {
+  userId: string;
+  displayName: string | undefined;
+}
+
+/** A compiled rule: its actions and a test on the event. */
+interface CompiledRule {
+  ruleId: string;
+  actions: PushAction[];
+  test: (ev: EvalEvent, room: RoomContext, member: MemberContext) => boolean;
+}
+
+/** A user's rule set, compiled (enabled rules only, in priority order). */
+export interface CompiledRuleset {
+  rules: CompiledRule[];
+}
+
+/** Rules that look for mentions in the body; skipped for events with `m.mentions` (Synapse, MSC3952). */
+const LEGACY_MENTION_RULES = new Set(['.m.rule.contains_display_name', '.m.rule.contains_user_name', '.m.rule.roomnotif']);
+
+/** An event being evaluated, with its property lookups cached (many members test the same keys). */
+export class EvalEvent {
+  private values = new Map<string, unknown>();
+  readonly hasMentions: boolean;
+  readonly body: string | undefined;
+
+  constructor(readonly event: Record<string, unknown>) {
+    const content = event.content as Record<string, unknown> | undefined;
+    this.hasMentions = !!content && typeof content === 'object' && Object.hasOwn(content, 'm.mentions');
+    this.body = typeof content?.body === 'string' ? content.body : undefined;
+  }
+
+  /** The value at a dot-separated property path (appendices: "Dot-separated property paths"). */
+  get(key: string): unknown {
+    if (this.values.has(key)) return this.values.get(key);
+    let v: unknown = this.event;
+    for (const part of splitPath(key)) {
+      if (v === null || typeof v !== 'object' || Array.isArray(v) || !Object.hasOwn(v, part)) {
+        v = undefined;
+        break;
+      }
+      v = (v as Record<string, unknown>)[part];
+    }
+    this.values.set(key, v);
+    return v;
+  }
+
+  private memos = new Map<string, boolean>();
+
+  /**
+   * A test's result that depends only on the event and the room (not on the member), computed
+   * once for all the members of a room whose rules share it.
+   */
+  memo(id: string, test: () => boolean): boolean {
+    let v = this.memos.get(id);
+    if (v === undefined) this.memos.set(id, (v = test()));
+    return v;
+  }
+}
+
+/** Splits a dot-separated path: `\.` is a literal dot and `\\` a literal backslash. */
+export function splitPath(key: string): string[] {
+  const parts: string[] = [];
+  let cur = '';
+  for (let i = 0; i < key.length; i++) {
+    const c = key[i]!;
+    if (c === '\\' && (key[i + 1] === '.' || key[i + 1] === '\\')) {
+      cur += key[i + 1];
+      i++;
+    } else if (c === '.') {
+      parts.push(cur);
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  parts.push(cur);
+  return parts;
+}
+
+const globCache = new Map<string, RegExp>();
+const GLOB_CACHE_MAX = 10_000;
+
+/** A glob (appendices: `*` any run, `?` one character) as a case-insensitive regular expression. */
+export function globRegex(pattern: string, wordBoundary: boolean): RegExp {
+  const cacheKey = `${wordBoundary ? 'w' : 'x'}${pattern}`;
+  const hit = globCache.get(cacheKey);
+  if (hit) return hit;
+  let src = '';
+  for (const ch of pattern) {
+    if (ch === '*') src += '.*?';
+    else if (ch === '?') src += '.';
+    else src += ch.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+  }
+  // A word boundary: the start or end of the value, or a character not in [A-Za-z0-9_].
+  const re = wordBoundary ? new RegExp(`(?:^|[^A-Za-z0-9_])${src}(?:[^A-Za-z0-9_]|$)`, 'is') : new RegExp(`^${src}$`, 'is');
+  if (globCache.size >= GLOB_CACHE_MAX) globCache.clear();
+  globCache.set(cacheKey, re);
+  return re;
+}
+
+const isScalar = (v: unknown) => v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isSafeInteger(v));
+
+function memberCountTest(is: string): ((n: number) => boolean) | undefined {
+  const m = /^(==|<=|>=|<|>)?([0-9]+)$/.exec(is);
+  if (!m) return undefined;
+  const n = Number(m[2]);
+  switch (m[1] ?? '==') {
+    case '==': return (x) => x === n;
+    case '<': return (x) => x < n;
+    case '>': return (x) => x > n;
+    case '<=': return (x) => x <= n;
+    default: return (x) => x >= n;
+  }
+}
+
+type Test = CompiledRule['test'];
+const NEVER: Test = () => false;
+
+/** One condition as a test; unknown or malformed conditions never match (the rule is disabled). */
+export function compileCondition(c: PushCondition): Test {
+  switch (c.kind) {
+    case 'event_match': {
+      if (typeof c.key !== 'string' || typeof c.pattern !== 'string') return NEVER;
+      const key = c.key;
+      const body = key === 'content.body';
+      const re = globRegex(c.pattern, body);
+      return (ev) => {
+        const v = ev.get(key);
+        return typeof v === 'string' && re.test(v);
+      };
+    }
+    case 'event_property_is': {
+      if (typeof c.key !== 'string' || !isScalar(c.value)) return NEVER;
+      const key = c.key;
+      const want = c.value;
+      return (ev) => {
+        const v = ev.get(key);
+        return isScalar(v) && v === want;
+      };
+    }
+    case 'event_property_contains': {
+      if (typeof c.key !== 'string' || !isScalar(c.value)) return NEVER;
+      const key = c.key;
+      const want = c.value;
+      return (ev) => {
+        const v = ev.get(key);
+        return Array.isArray(v) && v.some((x) => isScalar(x) && x === want);
+      };
+    }
+    case 'contains_display_name':
+      return (ev, _room, member) => {
+        const name = member.displayName;
+        if (!name || ev.body === undefined) return false;
+        return literalWordRegex(name).test(ev.body);
+      };
+    case 'room_member_count': {
+      if (typeof c.is !== 'string') return NEVER;
+      const cmp = memberCountTest(c.is);
+      if (!cmp) return NEVER;
+      return (_ev, room) => cmp(room.memberCount);
+    }
+    case 'sender_notification_permission': {
+      if (typeof c.key !== 'string') return NEVER;
+      const key = c.key;
+      return (_ev, room) => room.senderPower >= notificationLevel(room.powerLevels, key);
+    }
+    default:
+      return NEVER;
+  }
+}
+
+const literalCache = new Map<string, RegExp>();
+
+/** A literal (not a glob) found as a whole word, case-insensitively: display names. */
+function literalWordRegex(text: string): RegExp {
+  const hit = literalCache.get(text);
+  if (hit) return hit;
+  const re = new RegExp(`(?:^|[^A-Za-z0-9_])${text.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')}(?:[^A-Za-z0-9_]|$)`, 'is');
+  if (literalCache.size >= GLOB_CACHE_MAX) literalCache.clear();
+  literalCache.set(text, re);
+  return re;
+}
+
+/** The power level needed to notify `key` (`notifications.room` defaults to 50). */
+export function notificationLevel(pl: PowerLevelsContent | undefined, key: string): number {
+  const n = pl?.notifications;
+  const v = n && typeof n === 'object' && Object.hasOwn(n, key) ? toPowerLevel((n as Record<string, unknown>)[key]) : undefined;
+  return v ?? 50;
+}
+
+/** The sender's power level as sender_notification_permission needs it. */
+export function senderPower(pl: PowerLevelsContent | undefined, sender: string, create?: { sender: string; content: Record<string, unknown> }): number {
+  return userLevel(pl, sender, create);
+}
+
+/** A condition's test, memoized per event unless it depends on the member (display name). */
+function memoized(c: PushCondition): Test {
+  const t = compileCondition(c);
+  if (c.kind === 'contains_display_name') return t;
+  const id = `c:${JSON.stringify(c)}`;
+  return (ev, room, m) => ev.memo(id, () => t(ev, room, m));
+}
+
+function compileRule(kind: string, r: PushRule): CompiledRule | undefined {
+  if (!r.enabled) return undefined;
+  let test: Test;
+  if (kind === 'override' || kind === 'underride') {
+    const tests = (r.conditions ?? []).map(memoized);
+    test = tests.length === 0 ? () => true : tests.length === 1 ? tests[0]! : (ev, room, m) => tests.every((t) => t(ev, room, m));
+  } else if (kind === 'content') {
+    if (typeof r.pattern !== 'string') return undefined;
+    const re = globRegex(r.pattern, true);
+    const id = `p:${r.pattern}`;
+    test = (ev) => ev.body !== undefined && ev.memo(id, () => re.test(ev.body!));
+  } else if (kind === 'room') {
+    const roomId = r.rule_id;
+    test = (ev) => ev.get('room_id') === roomId;
+  } else if (kind === 'sender') {
+    const sender = r.rule_id;
+    test = (ev) => ev.get('sender') === sender;
+  } else {
+    return undefined;
+  }
+  if (LEGACY_MENTION_RULES.has(r.rule_id)) {
+    const inner = test;
+    test = (ev, room, m) => !ev.hasMentions && inner(ev, room, m);
+  }
+  return { ruleId: r.rule_id, actions: r.actions, test };
+}
+
+/** Compiles a rule set: enabled rules, in the order the spec checks them. */
+export function compileRuleset(rules: Ruleset): CompiledRuleset {
+  const out: CompiledRule[] = [];
+  for (const kind of ['override', 'content', 'room', 'sender', 'underride'] as const) {
+    for (const r of rules[kind] ?? []) {
+      const c = compileRule(kind, r);
+      if (c) out.push(c);
+    }
+  }
+  return { rules: out };
+}
+
+/** The actions of the first matching rule, with its id; undefined when no rule matches. */
+export function evaluate(rules: CompiledRuleset, ev: EvalEvent, room: RoomContext, member: MemberContext): { ruleId: string; actions: PushAction[] } | undefined {
+  for (const r of rules.rules) if (r.test(ev, room, member)) return { ruleId: r.ruleId, actions: r.actions };
+  return undefined;
+}
+
+/** Whether actions notify ("notify" present). */
+export function notifies(actions: PushAction[]): boolean {
+  return actions.includes('notify');
+}
+
+/** Whether actions highlight (a `highlight` tweak whose value is not false). */
+export function highlights(actions: PushAction[]): boolean {
+  return actions.some((a) => typeof a === 'object' && a !== null && a.set_tweak === 'highlight' && a.value !== false);
+}
