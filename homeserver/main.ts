@@ -160,7 +160,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
   const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, log.child({ component: 'push' }));
-  engine.setNotifyGate((events, roomId) => notifications.gate(events, roomId));
+  engine.setStager((events, roomId) => notifications.stage(events, roomId));
   sync.addPart(notifications.syncPart());
   await notifications.start();
   undo.push(() => notifications.stop());

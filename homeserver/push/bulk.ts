@@ -99,6 +99,7 @@ export class BulkEvaluator {
           highlight: highlights(hit.actions),
           actions: plain ? null : JSON.stringify(hit.actions),
           ts: Number(row.origin_server_ts),
+          unread: !(row.type === 'm.room.member' && row.state_key === userId),
         });
       }
     }

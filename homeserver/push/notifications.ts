@@ -1,6 +1,6 @@
 // Notifications: push actions for every member on every event (evaluated in bulk after the event's
-// commit, written in one statement per batch before /sync wake-ups go out), unread counts in /sync,
-// GET /notifications, and the feed pushers read.
+// commit and before it is readable — the room engine's staging step — written in one statement per
+// batch), unread counts in /sync, GET /notifications, and the feed pushers read.
 //
 // Durability: evaluation runs after the event's transaction. Each worker process keeps in
 // push_progress the position up to which every event it wrote is evaluated, with a heartbeat; the
@@ -81,10 +81,10 @@ export class NotificationService implements NotificationFeed {
   }
 
   /**
-   * The room engine's notify gate: evaluates the events (with whatever else is queued, one
-   * statement for all) and resolves once their actions are written.
+   * The room engine's staging step (between commit and visibility): evaluates the events (with
+   * whatever else is queued, one statement for all) and resolves once their actions are written.
    */
-  gate(events: PersistedEvent[], roomId: string): Promise<void> {
+  stage(events: PersistedEvent[], roomId: string): Promise<void> {
     for (const e of events) this.pending.set(e.streamPos, (this.pending.get(e.streamPos) ?? 0) + 1);
     return new Promise((done) => {
       this.queue.push({ events, roomId, done });

@@ -11,6 +11,8 @@ export interface ActionRow {
   /** JSON of the actions, or null for ["notify"]. */
   actions: string | null;
   ts: number;
+  /** Counts in the room's unread counts (false for the invitee's own invite). */
+  unread: boolean;
 }
 
 export interface StoredAction {
@@ -33,10 +35,10 @@ export class PushStore {
     if (!rows.length) return;
     const col = <K extends keyof ActionRow>(k: K) => rows.map((r) => r[k]);
     await this.db.raw(
-      `INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, highlight, actions, ts)
-       SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::bigint[])
+      `INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, highlight, actions, ts, unread)
+       SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::bigint[], ?::boolean[])
        ON CONFLICT (user_id, stream_pos) DO NOTHING`,
-      [col('userId'), col('streamPos'), col('roomId'), col('eventId'), col('threadId'), col('highlight'), col('actions'), col('ts')] as Bindings,
+      [col('userId'), col('streamPos'), col('roomId'), col('eventId'), col('threadId'), col('highlight'), col('actions'), col('ts'), col('unread')] as Bindings,
     );
   }
 
@@ -55,7 +57,7 @@ export class PushStore {
        FROM unnest(?::text[], ?::bigint[]) AS rm(room_id, upto)
        JOIN event_push_actions a ON a.user_id = ? AND a.room_id = rm.room_id AND a.stream_pos > rm.upto
        LEFT JOIN unnest(?::text[], ?::text[], ?::bigint[]) AS t(room_id, thread_id, upto) ON t.room_id = a.room_id AND t.thread_id = a.thread_id
-       WHERE a.stream_pos > COALESCE(t.upto, 0)
+       WHERE a.unread AND a.stream_pos > COALESCE(t.upto, 0)
        GROUP BY a.room_id, a.thread_id`,
       [rooms.ids, rooms.upto, userId, threads.rooms, threads.ids, threads.upto],
     );

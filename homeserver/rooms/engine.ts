@@ -83,12 +83,26 @@ export class RoomEngine {
     this.persist = new PersistStore(store.db);
   }
 
-  // issue 6 (receipts-push helper): see afterCommit.
-  private notifyGate: ((e: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
+  // issue 6 (receipts-push helper): a staging step between a write's commit and its visibility.
+  private stager: ((events: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
 
-  /** One gate that /sync wake-ups for persisted events wait on (push evaluation writes counts first). */
-  setNotifyGate(gate: (e: PersistedEvent[], roomId: string) => Promise<void>): void {
-    this.notifyGate = gate;
+  /**
+   * One step that runs after events commit and before they become readable (positions stay in
+   * flight) and before their senders are answered: push evaluation writes unread counts there, so
+   * that a /sync that reads the events reads their counts too (Synapse stages push actions in the
+   * event's transaction). It must not reject; it does not hold the write's lane or connection.
+   */
+  setStager(stage: (events: PersistedEvent[], roomId: string) => Promise<void>): void {
+    this.stager = stage;
+  }
+
+  /** Stages the persisted events of some rooms; resolves when all are staged (never rejects). */
+  private stage(rooms: Array<{ roomId: string; events: PersistedEvent[] }>): Promise<void> | undefined {
+    const stager = this.stager;
+    if (!stager) return undefined;
+    return Promise.all(rooms.filter((r) => r.events.length).map((r) => stager(r.events, r.roomId).catch((err) => {
+      this.log.error({ err, roomId: r.roomId }, 'staging persisted events failed');
+    }))).then(() => undefined);
   }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
@@ -211,7 +225,12 @@ export class RoomEngine {
           this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
-        this.tracker.done(positions);
+        // issue 6 (receipts-push helper): readable and answered once staged (settle waits too).
+        const staged = this.stage(rooms.map((r) => ({ roomId: r.roomId, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error)) })));
+        if (staged) {
+          for (const r of rooms) r.staged = staged;
+          void staged.then(() => this.tracker.done(positions));
+        } else this.tracker.done(positions);
         return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
@@ -231,8 +250,12 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
-    r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+    const go = () => {
+      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+    };
+    if (r.staged) void r.staged.then(go);
+    else go();
   }
 
   /**
@@ -261,11 +284,12 @@ export class RoomEngine {
       });
     } catch (err) {
       this.cache.delete(roomNid);
-      throw err;
-    } finally {
       this.tracker.done(positions);
+      throw err;
     }
     const done = results as PersistedEvent[];
+    await this.stage([{ roomId, events: done }]); // issue 6 (receipts-push helper)
+    this.tracker.done(positions);
     this.afterCommit(roomId, done);
     return done;
   }
@@ -275,15 +299,7 @@ export class RoomEngine {
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
-    const notify = () => this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
-    // issue 6 (receipts-push helper): a gate (push evaluation) makes wake-ups wait until what a
-    // woken /sync reads with the events (unread counts) is written. A failing gate still notifies.
-    if (this.notifyGate) {
-      this.notifyGate(events, roomId).then(notify, (err) => {
-        this.log.error({ err }, 'notify gate failed');
-        notify();
-      });
-    } else notify();
+    this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
     for (const l of this.listeners) {
       try {
         l(events, roomId);
@@ -668,6 +684,8 @@ interface WriteRoom {
   nid: number;
   version: RoomVersion;
   results: Array<PersistedEvent | Error>;
+  /** issue 6 (receipts-push helper): resolves once the write's events are staged. */
+  staged?: Promise<void>;
 }
 
 /** What phase 1 of building a draft computed, for phase 2 to append to the write. */

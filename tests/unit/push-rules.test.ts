@@ -2,12 +2,12 @@
 // (client-server-api/modules/push.md, "Conditions") and the v1.19 default rules.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileCondition, compileRuleset, evaluate, EvalEvent, highlights, notifies, splitPath, type RoomContext } from '../../homeserver/push/evaluator.ts';
+import { compileCondition, compileRuleset, evaluate, EvalEvent, highlights, notifies, splitPath, type MemberContext, type RoomContext } from '../../homeserver/push/evaluator.ts';
 import { defaultRules, normalize, putRule, type PushCondition } from '../../homeserver/push/rules.ts';
 
 const ME = '@alice:example.org';
 const room = (over: Partial<RoomContext> = {}): RoomContext => ({ memberCount: 5, senderPower: 0, powerLevels: { users: {}, notifications: { room: 50 } }, ...over });
-const member = { userId: ME, displayName: 'Alice Liddell' };
+const member: MemberContext = { userId: ME, displayName: 'Alice Liddell' };
 
 function cond(c: PushCondition, event: Record<string, unknown>, r = room(), m = member): boolean {
   return compileCondition(c)(new EvalEvent(event), r, m);

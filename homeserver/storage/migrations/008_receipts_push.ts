@@ -34,6 +34,7 @@ export async function up(knex: Knex): Promise<void> {
       highlight   BOOLEAN NOT NULL,
       actions     TEXT,                          -- the rule's actions as JSON; NULL means ["notify"]
       ts          BIGINT NOT NULL,               -- the event's origin_server_ts
+      unread      BOOLEAN NOT NULL DEFAULT TRUE, -- counts as unread in the room (false: the invitee's own invite)
       PRIMARY KEY (user_id, stream_pos)          -- /notifications and pushers page by it
     );
     -- Unread counts: the user's rows in one room after their receipt.
