@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'sync-latency': () => import('./sync-latency.ts'),
   state: () => import('./state.ts'),
   startup: () => import('./startup.ts'),
+  push: () => import('./push.ts'), // issue 6, receipts-push helper
 };
 
 const names = process.argv.slice(2);

@@ -6,9 +6,10 @@ import { LruCache } from '../cache/lru.ts';
 import type { PowerLevelsContent } from '../protocol/power-levels.ts';
 import type { EventRow, RoomReader } from '../rooms/reader.ts';
 import { threadOf } from '../receipts/service.ts';
-import { compileRuleset, evaluate, EvalEvent, highlights, notifies, senderPower, type CompiledRuleset, type RoomContext } from './evaluator.ts';
+import { EvalEvent, evaluateTemplate, highlights, notifies, senderPower, templateFor, type RoomContext, type Template } from './evaluator.ts';
+import type { PushAction } from './rules.ts';
 import type { PushRulesService } from './service.ts';
-import type { ActionRow } from './store.ts';
+import type { PushWrite } from './store.ts';
 
 /** Rooms whose member list is kept, and users whose compiled rules are kept. */
 const ROOMS_CACHED = 2_000;
@@ -33,7 +34,8 @@ interface RoomState {
 
 export class BulkEvaluator {
   private rooms = new LruCache<number, RoomState>(ROOMS_CACHED);
-  private rulesets = new LruCache<string, CompiledRuleset>(RULESETS_CACHED);
+  /** Each user's rules as a template (shared by users whose rules have the same shape). */
+  private templates = new LruCache<string, Template>(RULESETS_CACHED);
   /** Bumped per user when their rules change, so a load that raced a change is not cached. */
   private versions = new Map<string, number>();
 
@@ -42,31 +44,46 @@ export class BulkEvaluator {
   }
 
   rulesChanged(userId: string): void {
-    this.rulesets.delete(userId);
+    this.templates.delete(userId);
     this.versions.set(userId, (this.versions.get(userId) ?? 0) + 1);
   }
 
   /**
-   * The notifying actions for the events of one room (rows oldest first). Every row carries the
-   * room's state forward; only rows that `evaluate` accepts are evaluated.
+   * The push actions for the events of one room (rows oldest first): per event the actions most
+   * members get (shared), the members who get others, and the member changes push_members keeps.
+   * Every row carries the room's state forward; only rows that `evaluateRow` accepts are evaluated.
    */
-  async evaluateRoom(rows: EventRow[], evaluateRow: (row: EventRow) => boolean = () => true): Promise<ActionRow[]> {
-    if (!rows.length) return [];
+  async evaluateRoom(rows: EventRow[], evaluateRow: (row: EventRow) => boolean = () => true): Promise<PushWrite> {
+    const out: PushWrite = { shared: [], actions: [], members: [], notified: new Set() };
+    if (!rows.length) return out;
     const roomNid = Number(rows[0]!.room_nid);
+    const roomId = rows[0]!.room_id;
     const work: Array<{ row: EventRow; state: RoomState; candidates: string[] }> = [];
     let state = this.rooms.get(roomNid);
     for (const row of rows) {
       const before = Number(row.state_before);
       const after = Number(row.state_after);
+      const evaluated = evaluateRow(row);
       if (state && state.group === before) {
         if (after !== before) {
+          const was = row.type === 'm.room.member' && row.state_key ? state.joined.has(row.state_key) : false;
           // Copy on write: an evaluation queued before this row keeps the state it saw.
           state = applyRow(state, row, after);
+          if (evaluated && row.type === 'm.room.member' && row.state_key) {
+            const now = state.joined.has(row.state_key);
+            if (now !== was) out.members.push({ roomId, userId: row.state_key, joined: now, pos: Number(row.stream_pos) });
+          }
         }
       } else if (!state || state.group !== after) {
         state = await this.load(after);
+        // Members this worker sees joined for the first time (their join is older, or another
+        // worker's): whose shared actions these are from now on.
+        for (const u of state.joined) out.members.push({ roomId, userId: u, joined: true, pos: 0 });
+        if (evaluated && row.type === 'm.room.member' && row.state_key && state.joined.has(row.state_key)) {
+          out.members.push({ roomId, userId: row.state_key, joined: true, pos: Number(row.stream_pos) });
+        }
       }
-      if (!evaluateRow(row) || row.redacted_by) continue;
+      if (!evaluated || row.redacted_by) continue;
       const candidates = [...state.joined].filter((u) => u !== row.sender);
       // An invite notifies the invitee (.m.rule.invite_for_me), who is not joined yet.
       if (row.type === 'm.room.member' && row.membership === 'invite' && row.state_key && row.state_key !== row.sender && !state.joined.has(row.state_key)) {
@@ -77,31 +94,56 @@ export class BulkEvaluator {
     if (state) this.rooms.set(roomNid, state);
     await this.loadRules(work.flatMap((w) => w.candidates));
 
-    const out: ActionRow[] = [];
     for (const { row, state: st, candidates } of work) {
       const pdu = JSON.parse(row.json) as Record<string, unknown>;
       pdu.event_id = row.event_id;
       const ev = new EvalEvent(pdu);
       const room: RoomContext = { memberCount: st.joined.size, senderPower: senderPower(st.powerLevels, row.sender, st.create), powerLevels: st.powerLevels };
       const threadId = threadOf(pdu.content);
+      const pos = Number(row.stream_pos);
+      const ts = Number(row.origin_server_ts);
+      // Each member's actions, grouped: the largest group of joined members shares one row.
+      const results = new Map<PushAction[] | undefined, string[]>();
+      const outsiders: Array<{ userId: string; actions: PushAction[] | undefined }> = [];
       for (const userId of candidates) {
-        const rules = this.rulesets.get(userId);
-        if (!rules) continue;
-        const hit = evaluate(rules, ev, room, { userId, displayName: st.members.get(userId)?.displayName });
-        if (!hit || !notifies(hit.actions)) continue;
-        const plain = hit.actions.length === 1;
-        out.push({
-          userId,
-          streamPos: Number(row.stream_pos),
-          roomId: row.room_id,
-          eventId: row.event_id,
-          threadId,
-          highlight: highlights(hit.actions),
-          actions: plain ? null : JSON.stringify(hit.actions),
-          ts: Number(row.origin_server_ts),
-          unread: !(row.type === 'm.room.member' && row.state_key === userId),
-        });
+        const t = this.templates.get(userId);
+        if (!t) continue;
+        const actions = evaluateTemplate(t, ev, room, { userId, displayName: st.members.get(userId)?.displayName })?.actions;
+        if (!st.joined.has(userId)) outsiders.push({ userId, actions });
+        else {
+          const list = results.get(actions);
+          if (list) list.push(userId);
+          else results.set(actions, [userId]);
+        }
       }
+      let shared: PushAction[] | undefined;
+      let most = -1;
+      for (const [actions, users] of results) {
+        if (users.length > most) {
+          most = users.length;
+          shared = actions;
+        }
+      }
+      const sharedNotifies = !!shared && notifies(shared);
+      if (sharedNotifies) {
+        for (const u of results.get(shared)!) out.notified.add(u);
+        out.shared.push({ roomId, streamPos: pos, eventId: row.event_id, threadId, sender: row.sender, highlight: highlights(shared!), actions: actionsJson(shared!), ts });
+      }
+      const own = (userId: string, actions: PushAction[] | undefined, unread: boolean) => {
+        const notify = !!actions && notifies(actions);
+        if (notify) out.notified.add(userId);
+        out.actions.push({
+          userId, streamPos: pos, roomId, eventId: row.event_id, threadId, notify,
+          highlight: notify && highlights(actions!), actions: notify ? actionsJson(actions!) : null, ts, unread,
+        });
+      };
+      for (const [actions, users] of results) {
+        if (actions === shared && sharedNotifies) continue;
+        // Without shared actions, only the members who are notified need a row.
+        if (!sharedNotifies && !(actions && notifies(actions))) continue;
+        for (const u of users) own(u, actions, true);
+      }
+      for (const o of outsiders) if (o.actions && notifies(o.actions)) own(o.userId, o.actions, !(row.type === 'm.room.member' && row.state_key === o.userId));
     }
     return out;
   }
@@ -114,17 +156,17 @@ export class BulkEvaluator {
     return state;
   }
 
-  /** Compiles the rules of users not cached, a few reads at a time. */
+  /** The templates of users not cached, a few reads at a time. */
   private async loadRules(userIds: string[]): Promise<void> {
-    const missing = [...new Set(userIds)].filter((u) => !this.rulesets.has(u));
+    const missing = [...new Set(userIds)].filter((u) => !this.templates.has(u));
     let next = 0;
     const worker = async () => {
       for (let i = next++; i < missing.length; i = next++) {
         const userId = missing[i]!;
         const version = this.versions.get(userId) ?? 0;
-        const compiled = compileRuleset(await this.pushRules.storedRules(userId));
-        if ((this.versions.get(userId) ?? 0) === version) this.rulesets.set(userId, compiled);
-        else this.rulesets.set(userId, compileRuleset(await this.pushRules.storedRules(userId)));
+        const t = templateFor(await this.pushRules.storedRules(userId), userId);
+        if ((this.versions.get(userId) ?? 0) === version) this.templates.set(userId, t);
+        else this.templates.set(userId, templateFor(await this.pushRules.storedRules(userId), userId));
       }
     };
     await Promise.all(Array.from({ length: Math.min(RULE_LOADS_AT_ONCE, missing.length) }, worker));
@@ -153,4 +195,9 @@ function applyRow(state: RoomState, row: EventRow, group: number, inPlace = fals
     s.create = { sender: pdu.sender, content: pdu.content ?? {} };
   }
   return s;
+}
+
+/** Actions as stored: NULL for the plain ["notify"]. */
+function actionsJson(actions: PushAction[]): string | null {
+  return actions.length === 1 && actions[0] === 'notify' ? null : JSON.stringify(actions);
 }

@@ -17,7 +17,7 @@ import type { StreamTracker } from '../storage/stream.ts';
 import { Topic } from '../subscriptions/topic.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
 import type { BulkEvaluator } from './bulk.ts';
-import type { ActionRow, PushStore, StoredAction } from './store.ts';
+import type { PushStore, PushWrite, StoredAction } from './store.ts';
 
 export interface StagedNotification { userId: string; roomId: string; eventId: string; streamPos: number; actions: unknown[]; highlight: boolean; ts: number }
 export interface NotificationFeed {
@@ -117,7 +117,7 @@ export class NotificationService implements NotificationFeed {
   private async evaluateLive(batch: Queued[]): Promise<void> {
     const byRoom = new Map<string, PersistedEvent[]>();
     for (const b of batch) byRoom.set(b.roomId, [...(byRoom.get(b.roomId) ?? []), ...b.events]);
-    const actions: ActionRow[] = [];
+    const w = emptyWrite();
     for (const [roomId, events] of byRoom) {
       const room = await this.reader.roomMeta(roomId);
       if (!room) continue;
@@ -128,16 +128,16 @@ export class NotificationService implements NotificationFeed {
       // The room's events in the range, ours and any another worker wrote between (they carry the
       // room's state forward; their own worker evaluates them).
       const rows = await this.reader.eventsBetween(Number(room.room_nid), lo - 1, hi, 'f', Math.min(hi - lo + 1, 10_000));
-      actions.push(...(await this.bulk.evaluateRoom(rows, (r) => mine.has(r.event_id))));
+      merge(w, await this.bulk.evaluateRoom(rows, (r) => mine.has(r.event_id)));
     }
-    await this.write(actions);
+    await this.write(w);
   }
 
-  private async write(actions: ActionRow[]): Promise<void> {
-    if (!actions.length) return;
-    await this.store.insertActions(actions);
-    const userIds = [...new Set(actions.map((a) => a.userId))];
-    const streamPos = actions.reduce((m, a) => Math.max(m, a.streamPos), 0);
+  private async write(w: PushWrite): Promise<void> {
+    await this.store.write(w);
+    if (!w.notified.size) return;
+    const userIds = [...w.notified];
+    const streamPos = Math.max(0, ...w.shared.map((x) => x.streamPos), ...w.actions.map((x) => x.streamPos));
     try {
       await this.notified.publish({ userIds, streamPos });
     } catch (err) {
@@ -153,9 +153,9 @@ export class NotificationService implements NotificationFeed {
       if (!rows.length) return;
       const byRoom = new Map<number, EventRow[]>();
       for (const r of rows) byRoom.set(Number(r.room_nid), [...(byRoom.get(Number(r.room_nid)) ?? []), r]);
-      const actions: ActionRow[] = [];
-      for (const roomRows of byRoom.values()) actions.push(...(await this.bulk.evaluateRoom(roomRows)));
-      await this.write(actions);
+      const w = emptyWrite();
+      for (const roomRows of byRoom.values()) merge(w, await this.bulk.evaluateRoom(roomRows));
+      await this.write(w);
       pos = Number(rows[rows.length - 1]!.stream_pos);
       if (rows.length < CATCH_UP_PAGE) return;
     }
@@ -262,7 +262,7 @@ export class NotificationService implements NotificationFeed {
   // ---- NotificationFeed -----------------------------------------------------------------------
 
   async after(userId: string, streamPos: number, limit: number): Promise<StagedNotification[]> {
-    return (await this.store.after(userId, streamPos, limit)).map(staged);
+    return (await this.store.after(userId, streamPos, limit)).map((r) => staged(userId, r));
   }
 
   async unreadCount(userId: string): Promise<number> {
@@ -305,9 +305,20 @@ export class NotificationService implements NotificationFeed {
   }
 }
 
-function staged(r: StoredAction): StagedNotification {
+function emptyWrite(): PushWrite {
+  return { shared: [], actions: [], members: [], notified: new Set() };
+}
+
+function merge(into: PushWrite, w: PushWrite): void {
+  into.shared.push(...w.shared);
+  into.actions.push(...w.actions);
+  into.members.push(...w.members);
+  for (const u of w.notified) into.notified.add(u);
+}
+
+function staged(userId: string, r: StoredAction): StagedNotification {
   return {
-    userId: r.user_id,
+    userId,
     roomId: r.room_id,
     eventId: r.event_id,
     streamPos: Number(r.stream_pos),

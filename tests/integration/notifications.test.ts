@@ -126,6 +126,27 @@ for (const mode of ['in-process', 'redis'] as const) {
       assert.deepEqual(after.unread_thread_notifications, {});
     });
 
+    test('a later member counts only what comes after their join; a muted room counts nothing', async () => {
+      const roomId = await groupRoom();
+      await send(alice, roomId, 'before dave');
+      const dave = await registerUser(server.baseUrl);
+      assert.equal((await call('POST', `${room(roomId)}/join`, { token: dave.accessToken })).status, 200);
+      // Bob mutes the room (a room rule without actions): his own rows say "not notified".
+      const mute = await call('PUT', `${C}/pushrules/global/room/${encodeURIComponent(roomId)}`, { token: bob.accessToken, body: { actions: [] } });
+      assert.equal(mute.status, 200, JSON.stringify(mute.body));
+      await send(alice, roomId, 'after dave');
+      assert.deepEqual((await counts(dave, roomId)).unread_notifications, { notification_count: 1, highlight_count: 0 });
+      assert.deepEqual((await counts(bob, roomId)).unread_notifications, { notification_count: 1, highlight_count: 0 }, 'only the message before the mute');
+      const list = await call('GET', `${C}/notifications`, { token: dave.accessToken });
+      assert.deepEqual(list.body.notifications.map((n: any) => n.event.content.body), ['after dave']);
+      // After leaving, new messages are not the leaver's notifications.
+      assert.equal((await call('POST', `${room(roomId)}/leave`, { token: dave.accessToken, body: {} })).status, 200);
+      await send(alice, roomId, 'after dave left');
+      const after = await call('GET', `${C}/notifications`, { token: dave.accessToken });
+      assert.deepEqual(after.body.notifications.map((n: any) => n.event.content.body), ['after dave']);
+      await call('DELETE', `${C}/pushrules/global/room/${encodeURIComponent(roomId)}`, { token: bob.accessToken });
+    });
+
     test('GET /notifications: newest first, read flags, only=highlight, pagination', async () => {
       const roomId = await groupRoom();
       const a = await send(alice, roomId, 'n1');

@@ -168,3 +168,38 @@ test('the same compiled rules answer differently per event (memoized per event o
   assert.equal(evaluate(rules, b, room(), member)?.ruleId, '.m.rule.suppress_notices');
   assert.equal(evaluate(rules, a, room(), member)?.ruleId, '.m.rule.message');
 });
+
+test('templates (rules shared between users) answer exactly as each user\'s own compiled rules', async () => {
+  const { templateFor, evaluateTemplate } = await import('../../homeserver/push/evaluator.ts');
+  const users = ['@alice:example.org', '@bob:example.org', '@a.b-c:example.org'];
+  const custom = normalize(undefined, '@bob:example.org');
+  putRule(custom, 'content', 'tea', { actions: ['notify', { set_tweak: 'highlight' }], pattern: 'tea' });
+  putRule(custom, 'sender', '@carol:example.org', { actions: [] });
+  const rulesOf = (u: string) => (u === '@bob:example.org' ? custom : defaultRules(u));
+  assert.equal(templateFor(defaultRules(users[0]!), users[0]!), templateFor(defaultRules(users[2]!), users[2]!), 'default rules share one template');
+  const events = [
+    msg({ body: 'hello' }),
+    msg({ body: 'tea time for alice' }),
+    msg({ body: 'ping a.b-c and Bob' }),
+    msg({ body: 'Alice Liddell look' }),
+    msg({ body: 'x', 'm.mentions': { user_ids: ['@bob:example.org'] } }),
+    msg({ body: 'alice', 'm.mentions': {} }),
+    msg({ body: 'tea' }, { sender: '@carol:example.org' }),
+    msg({ msgtype: 'm.notice', body: 'bob' }),
+    { type: 'm.room.member', state_key: '@bob:example.org', sender: '@x:example.org', content: { membership: 'invite' } },
+    { type: 'm.room.tombstone', state_key: '', sender: '@x:example.org', content: {} },
+  ];
+  for (const e of events) {
+    for (const memberCount of [2, 5]) {
+      const ev1 = new EvalEvent(e);
+      const ev2 = new EvalEvent(e);
+      for (const u of users) {
+        const m = { userId: u, displayName: u === ME ? 'Alice Liddell' : undefined };
+        const r = room({ memberCount });
+        const want = evaluate(compileRuleset(rulesOf(u)), ev1, r, m);
+        const got = evaluateTemplate(templateFor(rulesOf(u), u), ev2, r, m);
+        assert.deepEqual(got?.ruleId, want?.ruleId, `${JSON.stringify(e)} for ${u}`);
+      }
+    }
+  }
+});

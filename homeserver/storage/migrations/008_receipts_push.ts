@@ -22,28 +22,55 @@ export async function up(knex: Knex): Promise<void> {
     -- /sync: the receipts of the user's rooms changed in (since, to].
     CREATE INDEX receipts_room_stream ON receipts (room_id, stream_pos);
 
-    -- Notifying push actions: one row per (user, event) whose push rules said "notify". Rows stay
-    -- after a receipt (counts are the rows after the user's receipt), so /notifications can tell
-    -- read from unread.
-    CREATE TABLE event_push_actions (
-      user_id     TEXT NOT NULL,
-      stream_pos  BIGINT NOT NULL,               -- the event's stream position (unique per event)
+    -- Push actions, stored compactly (a room of 1,000 members must not cost 1,000 rows per message).
+    -- push_events: per event, the actions most of the room's members got (when they notify): every
+    -- member joined at the event (push_members) except its sender gets them, unless
+    -- event_push_actions holds a row of their own for the event.
+    CREATE TABLE push_events (
       room_id     TEXT NOT NULL,
+      stream_pos  BIGINT NOT NULL,               -- the event's stream position
       event_id    TEXT NOT NULL,
       thread_id   TEXT NOT NULL,                 -- 'main' or the thread root's event id
+      sender      TEXT NOT NULL,                 -- never notified of their own event
       highlight   BOOLEAN NOT NULL,
-      actions     TEXT,                          -- the rule's actions as JSON; NULL means ["notify"]
+      actions     TEXT,                          -- JSON; NULL means ["notify"]
       ts          BIGINT NOT NULL,               -- the event's origin_server_ts
+      PRIMARY KEY (room_id, stream_pos)
+    );
+
+    -- The members whose actions differ from their room's shared ones (mentions, keywords, muted
+    -- rooms, the invitee of an invite): one row per (user, event), notifying or not.
+    CREATE TABLE event_push_actions (
+      user_id     TEXT NOT NULL,
+      stream_pos  BIGINT NOT NULL,
+      room_id     TEXT NOT NULL,
+      event_id    TEXT NOT NULL,
+      thread_id   TEXT NOT NULL,
+      notify      BOOLEAN NOT NULL,              -- false: this member is not notified (the shared actions do not apply)
+      highlight   BOOLEAN NOT NULL,
+      actions     TEXT,                          -- JSON; NULL means ["notify"] (when notify)
+      ts          BIGINT NOT NULL,
       unread      BOOLEAN NOT NULL DEFAULT TRUE, -- counts as unread in the room (false: the invitee's own invite)
       PRIMARY KEY (user_id, stream_pos)          -- /notifications and pushers page by it
     );
-    -- Unread counts: the user's rows in one room after their receipt.
     CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_pos);
+
+    -- Since when a user is joined to a room (and until when, after leaving), as push evaluation saw
+    -- the member events: whose the shared actions of push_events are.
+    CREATE TABLE push_members (
+      room_id      TEXT NOT NULL,
+      user_id      TEXT NOT NULL,
+      joined_pos   BIGINT NOT NULL,              -- events after it are theirs
+      left_pos     BIGINT,                       -- and before it, once they left
+      changed_pos  BIGINT NOT NULL,              -- the member event that set this row (0: seen joined, position unknown)
+      PRIMARY KEY (room_id, user_id)
+    );
+    CREATE INDEX push_members_user ON push_members (user_id);
 
     -- Push evaluation runs after an event's commit; each worker process keeps here the position up
     -- to which every event it wrote is evaluated. A row whose heartbeat stopped (a crashed worker)
     -- is taken over by another worker, which evaluates again every event after its position
-    -- (idempotent: the primary key above), so a crash loses no counts of committed events.
+    -- (idempotent: every insert above keeps what is there), so a crash loses no counts of committed events.
     CREATE TABLE push_progress (
       instance      TEXT PRIMARY KEY,
       upto          BIGINT NOT NULL,
