@@ -23,6 +23,15 @@ interface Member {
   displayName: string | undefined;
 }
 
+/** A joined member with their template, as evaluation walks them (MemberContext). */
+interface Evaluee {
+  userId: string;
+  displayName: string | undefined;
+  template: Template;
+  localpart?: string;
+  lowerName?: string;
+}
+
 /** A room's state as push evaluation needs it, valid at one state snapshot (`group`). */
 interface RoomState {
   group: number;
@@ -30,6 +39,9 @@ interface RoomState {
   joined: Set<string>;
   powerLevels: PowerLevelsContent | undefined;
   create: { sender: string; content: Record<string, unknown> } | undefined;
+  /** The joined members with their templates, valid while `listEpoch` is the rules' epoch. */
+  list?: Evaluee[];
+  listEpoch?: number;
 }
 
 export class BulkEvaluator {
@@ -43,7 +55,11 @@ export class BulkEvaluator {
     pushRules.changed.subscribe((userId) => this.rulesChanged(userId));
   }
 
+  /** Bumped whenever any user's rules change: the rooms' member lists are built again. */
+  private epoch = 0;
+
   rulesChanged(userId: string): void {
+    this.epoch += 1;
     this.templates.delete(userId);
     this.versions.set(userId, (this.versions.get(userId) ?? 0) + 1);
   }
@@ -58,7 +74,7 @@ export class BulkEvaluator {
     if (!rows.length) return out;
     const roomNid = Number(rows[0]!.room_nid);
     const roomId = rows[0]!.room_id;
-    const work: Array<{ row: EventRow; state: RoomState; candidates: string[] }> = [];
+    const work: Array<{ row: EventRow; state: RoomState; invitee: string | undefined }> = [];
     let state = this.rooms.get(roomNid);
     for (const row of rows) {
       const before = Number(row.state_before);
@@ -84,17 +100,18 @@ export class BulkEvaluator {
         }
       }
       if (!evaluated || row.redacted_by) continue;
-      const candidates = [...state.joined].filter((u) => u !== row.sender);
       // An invite notifies the invitee (.m.rule.invite_for_me), who is not joined yet.
-      if (row.type === 'm.room.member' && row.membership === 'invite' && row.state_key && row.state_key !== row.sender && !state.joined.has(row.state_key)) {
-        candidates.push(row.state_key);
-      }
-      work.push({ row, state, candidates });
+      const invitee = row.type === 'm.room.member' && row.membership === 'invite' && row.state_key && row.state_key !== row.sender && !state.joined.has(row.state_key)
+        ? row.state_key : undefined;
+      work.push({ row, state, invitee });
     }
     if (state) this.rooms.set(roomNid, state);
-    await this.loadRules(work.flatMap((w) => w.candidates));
+    const needed: string[] = [];
+    for (const st of new Set(work.map((w) => w.state))) if (st.listEpoch !== this.epoch) needed.push(...st.joined);
+    for (const w of work) if (w.invitee) needed.push(w.invitee);
+    await this.loadRules(needed);
 
-    for (const { row, state: st, candidates } of work) {
+    for (const { row, state: st, invitee } of work) {
       const pdu = JSON.parse(row.json) as Record<string, unknown>;
       pdu.event_id = row.event_id;
       const ev = new EvalEvent(pdu);
@@ -105,17 +122,15 @@ export class BulkEvaluator {
       // Each member's actions, grouped: the largest group of joined members shares one row.
       const results = new Map<PushAction[] | undefined, string[]>();
       const outsiders: Array<{ userId: string; actions: PushAction[] | undefined }> = [];
-      for (const userId of candidates) {
-        const t = this.templates.get(userId);
-        if (!t) continue;
-        const actions = evaluateTemplate(t, ev, room, { userId, displayName: st.members.get(userId)?.displayName })?.actions;
-        if (!st.joined.has(userId)) outsiders.push({ userId, actions });
-        else {
-          const list = results.get(actions);
-          if (list) list.push(userId);
-          else results.set(actions, [userId]);
-        }
+      for (const m of this.memberList(st)) {
+        if (m.userId === row.sender) continue;
+        const actions = evaluateTemplate(m.template, ev, room, m)?.actions;
+        const list = results.get(actions);
+        if (list) list.push(m.userId);
+        else results.set(actions, [m.userId]);
       }
+      const t = invitee ? this.templates.get(invitee) : undefined;
+      if (invitee && t) outsiders.push({ userId: invitee, actions: evaluateTemplate(t, ev, room, { userId: invitee, displayName: st.members.get(invitee)?.displayName })?.actions });
       let shared: PushAction[] | undefined;
       let most = -1;
       for (const [actions, users] of results) {
@@ -148,6 +163,19 @@ export class BulkEvaluator {
     return out;
   }
 
+  /** The joined members of a room state with their templates (kept on the state while rules stay). */
+  private memberList(st: RoomState): Evaluee[] {
+    if (st.list && st.listEpoch === this.epoch) return st.list;
+    const list: Evaluee[] = [];
+    for (const userId of st.joined) {
+      const template = this.templates.get(userId);
+      if (template) list.push({ userId, displayName: st.members.get(userId)?.displayName, template });
+    }
+    st.list = list;
+    st.listEpoch = this.epoch;
+    return list;
+  }
+
   /** The state a room's members have at a snapshot: one query. */
   private async load(group: number): Promise<RoomState> {
     const rows = await this.reader.stateForSync(group, undefined, { types: STATE_TYPES });
@@ -175,7 +203,7 @@ export class BulkEvaluator {
 
 /** The room state after a state event (a new object unless `inPlace`). */
 function applyRow(state: RoomState, row: EventRow, group: number, inPlace = false): RoomState {
-  const s = inPlace ? state : { ...state, group };
+  const s = inPlace ? state : { ...state, group, list: undefined, listEpoch: undefined };
   s.group = group;
   if (row.state_key === null || row.state_key === undefined) return s;
   if (row.type === 'm.room.member') {

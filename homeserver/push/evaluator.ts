@@ -19,6 +19,9 @@ export interface RoomContext {
 export interface MemberContext {
   userId: string;
   displayName: string | undefined;
+  /** Computed once per member object when a rule needs it. */
+  localpart?: string;
+  lowerName?: string;
 }
 
 /** A compiled rule: its actions and a test on the event. */
@@ -303,7 +306,7 @@ export function highlights(actions: PushAction[]): boolean {
 const ME = '\u0000me\u0000';
 const LOCALPART = '\u0000localpart\u0000';
 
-type DependentTest = (ev: EvalEvent, member: MemberContext, localpart: string) => boolean;
+type DependentTest = (ev: EvalEvent, member: MemberContext) => boolean;
 
 interface TemplateRule {
   ruleId: string;
@@ -384,11 +387,12 @@ export function templateFor(rules: Ruleset, userId: string): Template {
 function displayNameTest(ev: EvalEvent, m: MemberContext): boolean {
   const name = m.displayName;
   if (!name || ev.body === undefined) return false;
-  if (!ev.lowerBody().includes(name.toLowerCase())) return false;
+  if (!ev.lowerBody().includes((m.lowerName ??= name.toLowerCase()))) return false;
   return literalWordRegex(name).test(ev.body);
 }
 
-function localpartTest(ev: EvalEvent, _m: MemberContext, localpart: string): boolean {
+function localpartTest(ev: EvalEvent, m: MemberContext): boolean {
+  const localpart = (m.localpart ??= m.userId.slice(1, m.userId.indexOf(':')));
   if (ev.body === undefined || !localpart) return false;
   if (!/[*?]/.test(localpart) && !ev.lowerBody().includes(localpart.toLowerCase())) return false;
   return globRegex(localpart, true).test(ev.body);
@@ -429,9 +433,11 @@ const NO_ROOM: RoomContext = { memberCount: 0, senderPower: 0, powerLevels: unde
 
 /** The first rule of the template that matches for this member. */
 export function evaluateTemplate(t: Template, ev: EvalEvent, room: RoomContext, member: MemberContext): { ruleId: string; actions: PushAction[] } | undefined {
-  const localpart = member.userId.slice(1, member.userId.indexOf(':'));
-  for (const r of ev.candidates(t, room)) {
-    if (r.dependent.every((d) => d(ev, member, localpart))) return r;
+  const rules = ev.candidates(t, room);
+  outer: for (let i = 0; i < rules.length; i++) {
+    const r = rules[i]!;
+    for (let j = 0; j < r.dependent.length; j++) if (!r.dependent[j]!(ev, member)) continue outer;
+    return r;
   }
   return undefined;
 }

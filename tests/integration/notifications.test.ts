@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { NotificationCountType } from 'matrix-js-sdk';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { makeClient, registerUser, roomApi, stopClients, type Credentials } from '../helpers/client.ts';
+import { connectDatabase } from '../helpers/database.ts';
 
 const C = '/_matrix/client/v3';
 
@@ -182,6 +183,31 @@ for (const mode of ['in-process', 'redis'] as const) {
         if (res.body.notifications.some((n: any) => n.room_id === roomId && n.event.type === 'm.room.member')) break;
         assert.ok(Date.now() < deadline, 'no notification for the invite');
         await new Promise((r) => setTimeout(r, 100));
+      }
+    });
+
+    test('what a dead worker left unevaluated is evaluated again (push_progress takeover)', async () => {
+      const roomId = await groupRoom();
+      const eventId = await send(alice, roomId, 'lost in a crash');
+      assert.deepEqual((await counts(bob, roomId)).unread_notifications, { notification_count: 1, highlight_count: 0 });
+      // As if a worker had committed the event and died before evaluating it: its actions are not
+      // there, and its progress row (no heartbeat any more) says it had evaluated up to before it.
+      const db = await connectDatabase(server);
+      try {
+        const pos = Number((await db.query('SELECT stream_pos FROM events WHERE event_id = $1', [eventId])).rows[0].stream_pos);
+        await db.query('DELETE FROM push_events WHERE stream_pos = $1', [pos]);
+        await db.query('DELETE FROM event_push_actions WHERE stream_pos = $1', [pos]);
+        assert.deepEqual((await counts(bob, roomId)).unread_notifications, { notification_count: 0, highlight_count: 0 });
+        await db.query("INSERT INTO push_progress (instance, upto, heartbeat_ts) VALUES ('dead-worker', $1, 0)", [pos - 1]);
+      } finally {
+        await db.end();
+      }
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const r = (await counts(bob, roomId)).unread_notifications;
+        if (r.notification_count === 1) break;
+        assert.ok(Date.now() < deadline, 'the live worker took over and evaluated the event again');
+        await new Promise((res) => setTimeout(res, 200));
       }
     });
 
