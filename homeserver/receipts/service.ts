@@ -38,13 +38,19 @@ export class ReceiptService {
     private notifier: Notifier,
   ) {}
 
-  /** The event a user acknowledges: in the room, visible to them, and they are joined. */
-  private async target(userId: string, roomId: string, eventId: string): Promise<EventRow> {
+  /** The user's membership of a room they are joined to (403 otherwise). */
+  private async joined(userId: string, roomId: string): Promise<{ membership: string; stream_pos: number }> {
     if (!isValidRoomId(roomId)) throw invalidParam(`Invalid room ID ${roomId}`);
     const room = await this.reader.roomMeta(roomId);
     if (!room) throw forbidden(`User ${userId} not in room ${roomId}`);
     const m = await this.reader.membership(userId, room.room_nid);
     if (m?.membership !== 'join') throw forbidden(`User ${userId} not in room ${roomId}`);
+    return m;
+  }
+
+  /** The event a user acknowledges: in the room, visible to them, and they are joined. */
+  private async target(userId: string, roomId: string, eventId: string): Promise<EventRow> {
+    const m = await this.joined(userId, roomId);
     if (typeof eventId !== 'string' || !eventId.startsWith('$') || Buffer.byteLength(eventId) > 255) throw notFound('Event not found.');
     const row = await this.reader.eventById(eventId);
     if (!row || row.room_id !== roomId) throw notFound('Event not found.');
@@ -69,7 +75,7 @@ export class ReceiptService {
     for (const id of [markers.fullyRead, markers.read, markers.readPrivate]) {
       if (id !== undefined && !rows.has(id)) rows.set(id, await this.target(me.userId, roomId, id));
     }
-    if (!rows.size && !isValidRoomId(roomId)) throw invalidParam(`Invalid room ID ${roomId}`);
+    if (!rows.size) await this.joined(me.userId, roomId);
     if (markers.fullyRead !== undefined) await this.fullyRead(me.userId, roomId, markers.fullyRead);
     if (markers.read !== undefined) await this.store1(me.userId, roomId, 'm.read', rows.get(markers.read)!, '');
     if (markers.readPrivate !== undefined) await this.store1(me.userId, roomId, 'm.read.private', rows.get(markers.readPrivate)!, '');
