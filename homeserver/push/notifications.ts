@@ -14,6 +14,7 @@ import type { ReceiptService, ReadPositions } from '../receipts/service.ts';
 import type { EventRow, RoomReader } from '../rooms/reader.ts';
 import type { PersistedEvent } from '../rooms/engine.ts';
 import type { StreamTracker } from '../storage/stream.ts';
+import type { Notifier } from '../realtime/notifier.ts';
 import { Topic } from '../subscriptions/topic.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
 import type { BulkEvaluator } from './bulk.ts';
@@ -60,6 +61,7 @@ export class NotificationService implements NotificationFeed {
     private reader: RoomReader,
     private receipts: ReceiptService,
     private tracker: StreamTracker,
+    private notifier: Notifier,
     private log: Logger,
   ) {}
 
@@ -138,11 +140,8 @@ export class NotificationService implements NotificationFeed {
     if (!w.notified.size) return;
     const userIds = [...w.notified];
     const streamPos = Math.max(0, ...w.shared.map((x) => x.streamPos), ...w.actions.map((x) => x.streamPos));
-    try {
-      await this.notified.publish({ userIds, streamPos });
-    } catch (err) {
-      this.log.error({ err }, 'a notified subscriber failed');
-    }
+    // Not awaited: subscribers (pushers) must not hold up the events' visibility.
+    void this.notified.publish({ userIds, streamPos }).catch((err) => this.log.error({ err }, 'a notified subscriber failed'));
   }
 
   /** Evaluates every event after `from` (all rooms), page by page. */
@@ -238,7 +237,7 @@ export class NotificationService implements NotificationFeed {
   }
 
   private async readCounts(ctx: SyncPartContext): Promise<SyncPartOutput> {
-    const roomIds = ctx.joinedRoomIds;
+    const roomIds = this.roomsThatMayShow(ctx);
     if (!roomIds.length) return {};
     const perThread = ctx.filter.room?.timeline?.unread_thread_notifications === true;
     const { rows } = await this.counts(ctx.me.userId, roomIds);
@@ -257,6 +256,20 @@ export class NotificationService implements NotificationFeed {
       }
     }
     return { roomFields: fields, news: false };
+  }
+
+  /**
+   * The joined rooms an incremental sync may show (counts only matter there): where events or
+   * receipts moved; all of them when the user's own receipts or account data moved, on an initial
+   * sync, or when the notifier cannot tell.
+   */
+  private roomsThatMayShow(ctx: SyncPartContext): string[] {
+    const since = ctx.since;
+    if (!since || ctx.fullState) return ctx.joinedRoomIds;
+    const me = [ctx.me.userId];
+    if (this.notifier.changedSince('receipts', me, since.receipts) !== false || this.notifier.changedSince('accountData', me, since.accountData) !== false) return ctx.joinedRoomIds;
+    return ctx.joinedRoomIds.filter((roomId) =>
+      this.notifier.changedSince('events', [roomId], since.events) !== false || this.notifier.changedSince('receipts', [roomId], since.receipts) !== false);
   }
 
   // ---- NotificationFeed -----------------------------------------------------------------------
