@@ -18,6 +18,34 @@ const RULESETS_CACHED = 100_000;
 const RULE_LOADS_AT_ONCE = 8;
 const STATE_TYPES = ['m.room.member', 'm.room.power_levels', 'm.room.create'];
 
+/** An event as push evaluation reads it: from the engine's write (live) or a stored row (catch-up). */
+export interface PushInput {
+  eventId: string;
+  roomId: string;
+  roomNid: number;
+  pos: number;
+  type: string;
+  stateKey: string | undefined;
+  sender: string;
+  ts: number;
+  membership: string | undefined;
+  stateBefore: number;
+  stateAfter: number;
+  redacted: boolean;
+  pdu: Record<string, unknown>;
+}
+
+/** A stored event row as PushInput. */
+export function inputOfRow(row: EventRow): PushInput {
+  const pdu = JSON.parse(row.json) as Record<string, unknown>;
+  pdu.event_id = row.event_id;
+  return {
+    eventId: row.event_id, roomId: row.room_id, roomNid: Number(row.room_nid), pos: Number(row.stream_pos), type: row.type,
+    stateKey: row.state_key ?? undefined, sender: row.sender, ts: Number(row.origin_server_ts), membership: row.membership ?? undefined,
+    stateBefore: Number(row.state_before), stateAfter: Number(row.state_after), redacted: !!row.redacted_by, pdu,
+  };
+}
+
 interface Member {
   membership: string;
   displayName: string | undefined;
@@ -69,25 +97,25 @@ export class BulkEvaluator {
    * members get (shared), the members who get others, and the member changes push_members keeps.
    * Every row carries the room's state forward; only rows that `evaluateRow` accepts are evaluated.
    */
-  async evaluateRoom(rows: EventRow[], evaluateRow: (row: EventRow) => boolean = () => true): Promise<PushWrite> {
+  async evaluateRoom(rows: PushInput[], evaluateRow: (row: PushInput) => boolean = () => true): Promise<PushWrite> {
     const out: PushWrite = { shared: [], actions: [], members: [], notified: new Set() };
     if (!rows.length) return out;
-    const roomNid = Number(rows[0]!.room_nid);
-    const roomId = rows[0]!.room_id;
-    const work: Array<{ row: EventRow; state: RoomState; invitee: string | undefined }> = [];
+    const roomNid = rows[0]!.roomNid;
+    const roomId = rows[0]!.roomId;
+    const work: Array<{ row: PushInput; state: RoomState; invitee: string | undefined }> = [];
     let state = this.rooms.get(roomNid);
     for (const row of rows) {
-      const before = Number(row.state_before);
-      const after = Number(row.state_after);
+      const before = row.stateBefore;
+      const after = row.stateAfter;
       const evaluated = evaluateRow(row);
       if (state && state.group === before) {
         if (after !== before) {
-          const was = row.type === 'm.room.member' && row.state_key ? state.joined.has(row.state_key) : false;
+          const was = row.type === 'm.room.member' && row.stateKey ? state.joined.has(row.stateKey) : false;
           // Copy on write: an evaluation queued before this row keeps the state it saw.
-          state = applyRow(state, row, after);
-          if (evaluated && row.type === 'm.room.member' && row.state_key) {
-            const now = state.joined.has(row.state_key);
-            if (now !== was) out.members.push({ roomId, userId: row.state_key, joined: now, pos: Number(row.stream_pos) });
+          state = applyInput(state, row, after);
+          if (evaluated && row.type === 'm.room.member' && row.stateKey) {
+            const now = state.joined.has(row.stateKey);
+            if (now !== was) out.members.push({ roomId, userId: row.stateKey, joined: now, pos: row.pos });
           }
         }
       } else if (!state || state.group !== after) {
@@ -95,14 +123,14 @@ export class BulkEvaluator {
         // Members this worker sees joined for the first time (their join is older, or another
         // worker's): whose shared actions these are from now on.
         for (const u of state.joined) out.members.push({ roomId, userId: u, joined: true, pos: 0 });
-        if (evaluated && row.type === 'm.room.member' && row.state_key && state.joined.has(row.state_key)) {
-          out.members.push({ roomId, userId: row.state_key, joined: true, pos: Number(row.stream_pos) });
+        if (evaluated && row.type === 'm.room.member' && row.stateKey && state.joined.has(row.stateKey)) {
+          out.members.push({ roomId, userId: row.stateKey, joined: true, pos: row.pos });
         }
       }
-      if (!evaluated || row.redacted_by) continue;
+      if (!evaluated || row.redacted) continue;
       // An invite notifies the invitee (.m.rule.invite_for_me), who is not joined yet.
-      const invitee = row.type === 'm.room.member' && row.membership === 'invite' && row.state_key && row.state_key !== row.sender && !state.joined.has(row.state_key)
-        ? row.state_key : undefined;
+      const invitee = row.type === 'm.room.member' && row.membership === 'invite' && row.stateKey && row.stateKey !== row.sender && !state.joined.has(row.stateKey)
+        ? row.stateKey : undefined;
       work.push({ row, state, invitee });
     }
     if (state) this.rooms.set(roomNid, state);
@@ -112,13 +140,12 @@ export class BulkEvaluator {
     await this.loadRules(needed);
 
     for (const { row, state: st, invitee } of work) {
-      const pdu = JSON.parse(row.json) as Record<string, unknown>;
-      pdu.event_id = row.event_id;
+      const pdu = row.pdu;
       const ev = new EvalEvent(pdu);
       const room: RoomContext = { memberCount: st.joined.size, senderPower: senderPower(st.powerLevels, row.sender, st.create), powerLevels: st.powerLevels };
       const threadId = threadOf(pdu.content);
-      const pos = Number(row.stream_pos);
-      const ts = Number(row.origin_server_ts);
+      const pos = row.pos;
+      const ts = row.ts;
       // Each member's actions, grouped: the largest group of joined members shares one row.
       const results = new Map<PushAction[] | undefined, string[]>();
       const outsiders: Array<{ userId: string; actions: PushAction[] | undefined }> = [];
@@ -142,13 +169,13 @@ export class BulkEvaluator {
       const sharedNotifies = !!shared && notifies(shared);
       if (sharedNotifies) {
         for (const u of results.get(shared)!) out.notified.add(u);
-        out.shared.push({ roomId, streamPos: pos, eventId: row.event_id, threadId, sender: row.sender, highlight: highlights(shared!), actions: actionsJson(shared!), ts });
+        out.shared.push({ roomId, streamPos: pos, eventId: row.eventId, threadId, sender: row.sender, highlight: highlights(shared!), actions: actionsJson(shared!), ts });
       }
       const own = (userId: string, actions: PushAction[] | undefined, unread: boolean) => {
         const notify = !!actions && notifies(actions);
         if (notify) out.notified.add(userId);
         out.actions.push({
-          userId, streamPos: pos, roomId, eventId: row.event_id, threadId, notify,
+          userId, streamPos: pos, roomId, eventId: row.eventId, threadId, notify,
           highlight: notify && highlights(actions!), actions: notify ? actionsJson(actions!) : null, ts, unread,
         });
       };
@@ -158,7 +185,7 @@ export class BulkEvaluator {
         if (!sharedNotifies && !(actions && notifies(actions))) continue;
         for (const u of users) own(u, actions, true);
       }
-      for (const o of outsiders) if (o.actions && notifies(o.actions)) own(o.userId, o.actions, !(row.type === 'm.room.member' && row.state_key === o.userId));
+      for (const o of outsiders) if (o.actions && notifies(o.actions)) own(o.userId, o.actions, !(row.type === 'm.room.member' && row.stateKey === o.userId));
     }
     return out;
   }
@@ -180,7 +207,7 @@ export class BulkEvaluator {
   private async load(group: number): Promise<RoomState> {
     const rows = await this.reader.stateForSync(group, undefined, { types: STATE_TYPES });
     let state: RoomState = { group, members: new Map(), joined: new Set(), powerLevels: undefined, create: undefined };
-    for (const r of rows) state = applyRow(state, r, group, true);
+    for (const r of rows) state = applyInput(state, inputOfRow(r), group, true);
     return state;
   }
 
@@ -202,25 +229,24 @@ export class BulkEvaluator {
 }
 
 /** The room state after a state event (a new object unless `inPlace`). */
-function applyRow(state: RoomState, row: EventRow, group: number, inPlace = false): RoomState {
+function applyInput(state: RoomState, row: PushInput, group: number, inPlace = false): RoomState {
   const s = inPlace ? state : { ...state, group, list: undefined, listEpoch: undefined };
   s.group = group;
-  if (row.state_key === null || row.state_key === undefined) return s;
+  if (row.stateKey === undefined) return s;
+  const content = (row.pdu.content ?? {}) as Record<string, unknown>;
   if (row.type === 'm.room.member') {
-    const content = (JSON.parse(row.json) as { content?: { displayname?: unknown } }).content;
     const membership = row.membership ?? 'leave';
     if (!inPlace) {
       s.members = new Map(s.members);
       s.joined = new Set(s.joined);
     }
-    s.members.set(row.state_key, { membership, displayName: typeof content?.displayname === 'string' ? content.displayname : undefined });
-    if (membership === 'join') s.joined.add(row.state_key);
-    else s.joined.delete(row.state_key);
-  } else if (row.type === 'm.room.power_levels' && row.state_key === '') {
-    s.powerLevels = (JSON.parse(row.json) as { content?: PowerLevelsContent }).content;
-  } else if (row.type === 'm.room.create' && row.state_key === '') {
-    const pdu = JSON.parse(row.json) as { sender: string; content: Record<string, unknown> };
-    s.create = { sender: pdu.sender, content: pdu.content ?? {} };
+    s.members.set(row.stateKey, { membership, displayName: typeof content.displayname === 'string' ? content.displayname : undefined });
+    if (membership === 'join') s.joined.add(row.stateKey);
+    else s.joined.delete(row.stateKey);
+  } else if (row.type === 'm.room.power_levels' && row.stateKey === '') {
+    s.powerLevels = content as PowerLevelsContent;
+  } else if (row.type === 'm.room.create' && row.stateKey === '') {
+    s.create = { sender: row.sender, content };
   }
   return s;
 }

@@ -17,7 +17,7 @@ import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { Topic } from '../subscriptions/topic.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
-import type { BulkEvaluator } from './bulk.ts';
+import { inputOfRow, type BulkEvaluator, type PushInput } from './bulk.ts';
 import type { PushStore, PushWrite, StoredAction } from './store.ts';
 
 export interface StagedNotification { userId: string; roomId: string; eventId: string; streamPos: number; actions: unknown[]; highlight: boolean; ts: number }
@@ -123,14 +123,9 @@ export class NotificationService implements NotificationFeed {
     for (const [roomId, events] of byRoom) {
       const room = await this.reader.roomMeta(roomId);
       if (!room) continue;
-      const mine = new Set(events.map((e) => e.eventId));
-      const positions = events.map((e) => e.streamPos);
-      const lo = Math.min(...positions);
-      const hi = Math.max(...positions);
-      // The room's events in the range, ours and any another worker wrote between (they carry the
-      // room's state forward; their own worker evaluates them).
-      const rows = await this.reader.eventsBetween(Number(room.room_nid), lo - 1, hi, 'f', Math.min(hi - lo + 1, 10_000));
-      merge(w, await this.bulk.evaluateRoom(rows, (r) => mine.has(r.event_id)));
+      // Events answered from an earlier write (a retried transaction) were evaluated then.
+      const inputs = events.filter((e) => e.stateBefore !== undefined && e.stateAfter !== undefined).map((e) => inputOf(e, roomId, Number(room.room_nid)));
+      merge(w, await this.bulk.evaluateRoom(inputs));
     }
     await this.write(w);
   }
@@ -150,8 +145,8 @@ export class NotificationService implements NotificationFeed {
     for (;;) {
       const rows = await this.reader.eventsOfAllRoomsAfter(pos, Number.MAX_SAFE_INTEGER, CATCH_UP_PAGE);
       if (!rows.length) return;
-      const byRoom = new Map<number, EventRow[]>();
-      for (const r of rows) byRoom.set(Number(r.room_nid), [...(byRoom.get(Number(r.room_nid)) ?? []), r]);
+      const byRoom = new Map<number, PushInput[]>();
+      for (const r of rows) byRoom.set(Number(r.room_nid), [...(byRoom.get(Number(r.room_nid)) ?? []), inputOfRow(r)]);
       const w = emptyWrite();
       for (const roomRows of byRoom.values()) merge(w, await this.bulk.evaluateRoom(roomRows));
       await this.write(w);
@@ -316,6 +311,17 @@ export class NotificationService implements NotificationFeed {
     if (rows.length > limit && page.length) out.next_token = String(page[page.length - 1]!.stream_pos);
     return out;
   }
+}
+
+/** An event of the engine's write as PushInput. */
+function inputOf(e: PersistedEvent, roomId: string, roomNid: number): PushInput {
+  const pdu = e.pdu as unknown as Record<string, unknown>;
+  const content = (pdu.content ?? {}) as Record<string, unknown>;
+  return {
+    eventId: e.eventId, roomId, roomNid, pos: e.streamPos, type: String(pdu.type), stateKey: typeof pdu.state_key === 'string' ? pdu.state_key : undefined,
+    sender: String(pdu.sender), ts: Number(pdu.origin_server_ts), membership: pdu.type === 'm.room.member' ? String(content.membership) : undefined,
+    stateBefore: e.stateBefore!, stateAfter: e.stateAfter!, redacted: false, pdu: { ...pdu, event_id: e.eventId },
+  };
 }
 
 function emptyWrite(): PushWrite {

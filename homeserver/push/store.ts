@@ -97,28 +97,33 @@ export class PushStore {
       if (!prev || (m.pos !== 0 && m.pos >= prev.pos)) byKey.set(k, m);
     }
     const m = [...byKey.values()];
-    await this.db.raw(
-      `WITH ev AS (INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, highlight, actions, ts)
+    // Only the parts this batch has (most batches: one shared row per event and nothing else).
+    const parts: string[] = [];
+    const params: unknown[] = [];
+    if (e.length) {
+      parts.push(`ev AS (INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, highlight, actions, ts)
          SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::bigint[])
-         ON CONFLICT DO NOTHING RETURNING 1),
-       ac AS (INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, notify, highlight, actions, ts, unread)
+         ON CONFLICT DO NOTHING RETURNING 1)`);
+      params.push(e.map((x) => x.roomId), e.map((x) => x.streamPos), e.map((x) => x.eventId), e.map((x) => x.threadId), e.map((x) => x.sender),
+        e.map((x) => x.highlight), e.map((x) => x.actions), e.map((x) => x.ts));
+    }
+    if (a.length) {
+      parts.push(`ac AS (INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, notify, highlight, actions, ts, unread)
          SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::boolean[], ?::text[], ?::bigint[], ?::boolean[])
-         ON CONFLICT DO NOTHING RETURNING 1),
-       mb AS (INSERT INTO push_members (room_id, user_id, joined_pos, left_pos, changed_pos)
+         ON CONFLICT DO NOTHING RETURNING 1)`);
+      params.push(a.map((x) => x.userId), a.map((x) => x.streamPos), a.map((x) => x.roomId), a.map((x) => x.eventId), a.map((x) => x.threadId),
+        a.map((x) => x.notify), a.map((x) => x.highlight), a.map((x) => x.actions), a.map((x) => x.ts), a.map((x) => x.unread));
+    }
+    if (m.length) {
+      parts.push(`mb AS (INSERT INTO push_members (room_id, user_id, joined_pos, left_pos, changed_pos)
          SELECT r, u, p, CASE WHEN j THEN NULL ELSE p END, p FROM unnest(?::text[], ?::text[], ?::boolean[], ?::bigint[]) AS x(r, u, j, p)
          ON CONFLICT (room_id, user_id) DO UPDATE SET
            joined_pos = CASE WHEN EXCLUDED.left_pos IS NULL THEN EXCLUDED.joined_pos ELSE push_members.joined_pos END,
            left_pos = EXCLUDED.left_pos, changed_pos = EXCLUDED.changed_pos
-         WHERE push_members.changed_pos < EXCLUDED.changed_pos RETURNING 1)
-       SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM ac) + (SELECT count(*) FROM mb) AS n`,
-      [
-        e.map((x) => x.roomId), e.map((x) => x.streamPos), e.map((x) => x.eventId), e.map((x) => x.threadId), e.map((x) => x.sender),
-        e.map((x) => x.highlight), e.map((x) => x.actions), e.map((x) => x.ts),
-        a.map((x) => x.userId), a.map((x) => x.streamPos), a.map((x) => x.roomId), a.map((x) => x.eventId), a.map((x) => x.threadId),
-        a.map((x) => x.notify), a.map((x) => x.highlight), a.map((x) => x.actions), a.map((x) => x.ts), a.map((x) => x.unread),
-        m.map((x) => x.roomId), m.map((x) => x.userId), m.map((x) => x.joined), m.map((x) => x.pos),
-      ] as Bindings,
-    );
+         WHERE push_members.changed_pos < EXCLUDED.changed_pos RETURNING 1)`);
+      params.push(m.map((x) => x.roomId), m.map((x) => x.userId), m.map((x) => x.joined), m.map((x) => x.pos));
+    }
+    await this.db.raw(`WITH ${parts.join(',\n')} SELECT 1`, params as Bindings);
   }
 
   /**

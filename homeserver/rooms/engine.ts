@@ -30,6 +30,9 @@ export interface PersistedEvent {
   eventId: string;
   streamPos: number;
   pdu: PDU;
+  /** issue 6 (receipts-push helper): state snapshots before and after the event, when this write made it. */
+  stateBefore?: number;
+  stateAfter?: number;
 }
 
 interface Pending {
@@ -576,7 +579,8 @@ export class RoomEngine {
       }
 
       const pdu = { ...signed, event_id: eventId } as unknown as PDU;
-      const persisted = { eventId, streamPos, pdu };
+      // issue 6 (receipts-push helper): the state snapshots around it (push evaluation tracks state by them).
+      const persisted: PersistedEvent = { eventId, streamPos, pdu, stateBefore, stateAfter };
       out.push(persisted);
       if (draft.txn) inBatch.set(txnKey(draft), persisted);
       if (isState) {
