@@ -33,6 +33,8 @@ const HEARTBEAT_MS = 2_000;
 const STALE_MS = 10_000;
 /** Events read per query when catching up. */
 const CATCH_UP_PAGE = 500;
+/** Batches whose writes may be in flight at once. */
+const WRITES_AT_ONCE = 3;
 
 interface Queued {
   events: PersistedEvent[];
@@ -94,29 +96,53 @@ export class NotificationService implements NotificationFeed {
     });
   }
 
+  /**
+   * Evaluates what is queued, batch after batch, in order (each room's state carries forward);
+   * the writes of up to WRITES_AT_ONCE batches overlap, so the next batch is evaluated while the
+   * last one is written.
+   */
   private async drain(): Promise<void> {
-    while (this.queue.length) {
-      const batch = this.queue.splice(0);
-      try {
-        await this.evaluateLive(batch);
-      } catch (err) {
-        const lowest = Math.min(...batch.flatMap((b) => b.events.map((e) => e.streamPos)));
-        this.log.error({ err }, 'push evaluation failed; it is retried');
-        this.retryFrom = Math.min(this.retryFrom ?? Infinity, lowest - 1);
-      } finally {
-        for (const b of batch) {
-          for (const e of b.events) {
-            const n = (this.pending.get(e.streamPos) ?? 1) - 1;
-            if (n <= 0) this.pending.delete(e.streamPos);
-            else this.pending.set(e.streamPos, n);
-          }
-          b.done();
+    const writing = new Set<Promise<void>>();
+    for (;;) {
+      while (this.queue.length) {
+        const batch = this.queue.splice(0);
+        let p: Promise<void>;
+        try {
+          const w = await this.evaluateLive(batch);
+          p = this.write(w);
+        } catch (err) {
+          p = Promise.reject(err);
         }
+        const settled: Promise<void> = p.catch((err) => this.failed(batch, err)).finally(() => {
+          this.finish(batch);
+          writing.delete(settled);
+        });
+        writing.add(settled);
+        while (writing.size >= WRITES_AT_ONCE) await Promise.race(writing);
       }
+      if (!writing.size) return;
+      await Promise.race(writing);
     }
   }
 
-  private async evaluateLive(batch: Queued[]): Promise<void> {
+  private failed(batch: Queued[], err: unknown): void {
+    const lowest = Math.min(...batch.flatMap((b) => b.events.map((e) => e.streamPos)));
+    this.log.error({ err }, 'push evaluation failed; it is retried');
+    this.retryFrom = Math.min(this.retryFrom ?? Infinity, lowest - 1);
+  }
+
+  private finish(batch: Queued[]): void {
+    for (const b of batch) {
+      for (const e of b.events) {
+        const n = (this.pending.get(e.streamPos) ?? 1) - 1;
+        if (n <= 0) this.pending.delete(e.streamPos);
+        else this.pending.set(e.streamPos, n);
+      }
+      b.done();
+    }
+  }
+
+  private async evaluateLive(batch: Queued[]): Promise<PushWrite> {
     const byRoom = new Map<string, PersistedEvent[]>();
     for (const b of batch) byRoom.set(b.roomId, [...(byRoom.get(b.roomId) ?? []), ...b.events]);
     const w = emptyWrite();
@@ -127,7 +153,7 @@ export class NotificationService implements NotificationFeed {
       const inputs = events.filter((e) => e.stateBefore !== undefined && e.stateAfter !== undefined).map((e) => inputOf(e, roomId, Number(room.room_nid)));
       merge(w, await this.bulk.evaluateRoom(inputs));
     }
-    await this.write(w);
+    return w;
   }
 
   private async write(w: PushWrite): Promise<void> {
