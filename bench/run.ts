@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   startup: () => import('./startup.ts'),
   fanout: () => import('./fanout.ts'),
   'initial-sync': () => import('./initial-sync.ts'),
+  push: () => import('./push.ts'), // issue 6, receipts-push helper
 };
 
 const names = process.argv.slice(2);

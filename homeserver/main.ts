@@ -39,7 +39,14 @@ import { serverRoutes } from './server/routes.ts';
 import { loadOrCreateSigningKey } from './server/keys.ts';
 import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
-import { pushRoutes } from './push/routes.ts';
+import { notificationRoutes, pushRoutes } from './push/routes.ts';
+// issue 6 (receipts-push helper)
+import { ReceiptStore } from './receipts/store.ts';
+import { ReceiptService } from './receipts/service.ts';
+import { receiptRoutes } from './receipts/routes.ts';
+import { PushStore } from './push/store.ts';
+import { BulkEvaluator } from './push/bulk.ts';
+import { NotificationService } from './push/notifications.ts';
 import { SearchService } from './search/service.ts';
 import { searchRoutes } from './search/routes.ts';
 import { RelationsService } from './relations/service.ts';
@@ -54,6 +61,9 @@ import { thirdPartyRoutes } from './thirdparty/routes.ts';
 import { PusherStore } from './pushers/store.ts'; // issue 6: pushers
 import { PusherService } from './pushers/service.ts';
 import { pusherRoutes } from './pushers/routes.ts';
+import { PusherSender } from './pushers/sender.ts';
+import { roomEventDetails } from './pushers/details.ts';
+import { pusherSenderJob } from './pushers/job.ts';
 import { LocalTypingState, RedisTypingState, TypingService } from './ephemeral/typing.ts';
 import { typingRoutes } from './ephemeral/typing-routes.ts';
 import { LocalPresenceState, RedisPresenceState } from './ephemeral/presence.ts';
@@ -156,6 +166,17 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
   const syncStore = new SyncStore(db);
   const sync = new SyncService(reader, accountData, tracker, notifier);
+  const push = new PushRulesService(accountData);
+
+  // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
+  // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
+  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  sync.addPart(receipts.syncPart());
+  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  engine.setStager((events, roomId) => notifications.stage(events, roomId));
+  sync.addPart(notifications.syncPart());
+  await notifications.start();
+  undo.push(() => notifications.stop());
 
   // /sync caches each user's memberships until a member event about them is persisted.
   engine.onPersisted((events) => {
@@ -227,25 +248,24 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   undo.push(() => sockets.close());
   socketRoutes(routes);
-  const push = new PushRulesService(accountData);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {
     await push.writeDefaults(userId);
   });
   pushRoutes(routes, push);
+  receiptRoutes(routes, receipts); // issue 6 (receipts-push helper)
+  notificationRoutes(routes, notifications); // issue 6 (receipts-push helper)
   // ---- issue 6: pushers (GET /pushers, POST /pushers/set); gone with the device that set them or the account.
   const pusherStore = new PusherStore(db);
   const pushers = new PusherService(pusherStore, () => tracker.current());
   pusherRoutes(routes, pushers);
   accounts.deactivating.subscribe((userId) => pushers.removeUser(userId));
   accounts.devicesRemoved.subscribe(({ userId, deviceIds }) => pushers.removeForDevices(userId, deviceIds));
-  // BackgroundJobs: the HTTP pusher sender reads the notification feed (push/notifications.ts, built
-  // alongside). LEAD, once both are merged (imports: PusherSender from pushers/sender.ts,
-  // roomEventDetails from pushers/details.ts, pusherSenderJob from pushers/job.ts), replace the
-  // local types in pushers/feed.ts by that file's and register the job on the job worker:
-  //   const pusherJob = pusherSenderJob(new PusherSender(pusherStore, notifications, roomEventDetails(reader),
-  //     log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
-  //   BackgroundJobs.register('pushers', pusherJob);   // or, without the job runner: await pusherJob.start(); undo.push(() => pusherJob.stop());
+  // The HTTP pusher sender: one loop over the notification feed (a background job).
+  const pusherJob = pusherSenderJob(new PusherSender(pusherStore, notifications, roomEventDetails(reader),
+    log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
+  await pusherJob.start();
+  undo.push(() => pusherJob.stop());
   // ---- end issue 6: pushers
   const current = () => tracker.current();
   searchRoutes(routes, new SearchService(reader, current));
@@ -304,7 +324,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 function startPositions(events: number): SyncToken {
   const out = {} as SyncToken;
   for (const s of STREAMS) out[s] = 0;
-  return { ...out, events, accountData: events };
+  // receipts take positions of the event stream too (issue 6, receipts-push helper).
+  return { ...out, events, accountData: events, receipts: events };
 }
 
 /** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */

@@ -16,6 +16,7 @@ import { requireKeys } from '../http/params.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError } from '../http/errors.ts';
 import type { PushRulesService } from './service.ts';
+import type { NotificationService } from './notifications.ts';
 import { checkActions, checkConditions, deleteRule, findRule, isKind, putRule, setActions, setEnabled, type NewRule, type PushKind } from './rules.ts';
 
 const enabledSchema = z.object({ enabled: z.boolean() }).passthrough();
@@ -113,5 +114,17 @@ export function pushRoutes(r: Routes, push: PushRulesService): void {
     const actions = checkActions(raw.actions);
     await push.update(requester(ctx).userId, (rules) => setActions(rules, kind, ruleId, actions));
     return {};
+  }, { auth: true });
+}
+
+// GET /notifications   the user's notifications, newest first (?from, ?limit, ?only=highlight)
+export function notificationRoutes(r: Routes, notifications: NotificationService): void {
+  r.client('get', '/notifications', async (ctx) => {
+    const from = queryString(ctx, 'from');
+    const only = queryString(ctx, 'only');
+    const rawLimit = queryString(ctx, 'limit');
+    if (rawLimit !== undefined && !/^[0-9]{1,9}$/.test(rawLimit)) throw new MatrixError(400, 'M_INVALID_PARAM', 'limit must be a non-negative integer');
+    const limit = Math.min(rawLimit === undefined ? 20 : Number(rawLimit), 100);
+    return notifications.list(requester(ctx), from, limit, only);
   }, { auth: true });
 }

@@ -1,4 +1,5 @@
 import type { AccountDataService } from '../accountdata/service.ts';
+import { Topic } from '../subscriptions/topic.ts';
 import { normalize, toContent, type Ruleset } from './rules.ts';
 
 const TYPE = 'm.push_rules';
@@ -14,6 +15,9 @@ const TYPE = 'm.push_rules';
 export class PushRulesService {
   constructor(private accountData: AccountDataService) {}
 
+  /** A user's rules changed (push evaluation drops what it compiled of them). */
+  readonly changed = new Topic<string>('push rules changed');
+
   async rules(userId: string): Promise<Ruleset> {
     const stored = await this.accountData.get(userId, '', TYPE);
     if (stored) return normalize(stored, userId);
@@ -22,7 +26,14 @@ export class PushRulesService {
 
   /** Stores the default rules unless the user has rules already; returns what is stored. */
   async writeDefaults(userId: string): Promise<Record<string, unknown> | undefined> {
-    return this.accountData.update(userId, '', TYPE, (current) => (current ? undefined : toContent(normalize(undefined, userId))));
+    const stored = await this.accountData.update(userId, '', TYPE, (current) => (current ? undefined : toContent(normalize(undefined, userId))));
+    this.changed.publishSync(userId);
+    return stored;
+  }
+
+  /** A user's rules as stored (the defaults when they have none yet), without writing anything. */
+  async storedRules(userId: string): Promise<Ruleset> {
+    return normalize(await this.accountData.get(userId, '', TYPE), userId);
   }
 
   /** Applies `change` to the user's rules and stores them, unless it returns false. */
@@ -31,5 +42,6 @@ export class PushRulesService {
       const rules = normalize(current, userId);
       return change(rules) === false ? undefined : toContent(rules);
     });
+    this.changed.publishSync(userId);
   }
 }

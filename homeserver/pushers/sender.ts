@@ -7,7 +7,7 @@
 // notification whose POST succeeded just before the process died, with its position not yet
 // written, is sent once more. The Push Gateway API asks gateways to drop such duplicates by event_id.
 import type { Logger } from 'pino';
-import type { NotificationFeed, StagedNotification } from './feed.ts';
+import type { NotificationFeed, StagedNotification } from '../push/notifications.ts';
 import type { EventDetails } from './details.ts';
 import { postToGateway } from './gateway.ts';
 import { notifies, notifyBody } from './payload.ts';

@@ -30,6 +30,9 @@ export interface PersistedEvent {
   eventId: string;
   streamPos: number;
   pdu: PDU;
+  /** issue 6 (receipts-push helper): state snapshots before and after the event, when this write made it. */
+  stateBefore?: number;
+  stateAfter?: number;
 }
 
 interface Pending {
@@ -81,6 +84,28 @@ export class RoomEngine {
     private log: Logger,
   ) {
     this.persist = new PersistStore(store.db);
+  }
+
+  // issue 6 (receipts-push helper): a staging step between a write's commit and its visibility.
+  private stager: ((events: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
+
+  /**
+   * One step that runs after events commit and before they become readable (positions stay in
+   * flight) and before their senders are answered: push evaluation writes unread counts there, so
+   * that a /sync that reads the events reads their counts too (Synapse stages push actions in the
+   * event's transaction). It must not reject; it does not hold the write's lane or connection.
+   */
+  setStager(stage: (events: PersistedEvent[], roomId: string) => Promise<void>): void {
+    this.stager = stage;
+  }
+
+  /** Stages the persisted events of some rooms; resolves when all are staged (never rejects). */
+  private stage(rooms: Array<{ roomId: string; events: PersistedEvent[] }>): Promise<void> | undefined {
+    const stager = this.stager;
+    if (!stager) return undefined;
+    return Promise.all(rooms.filter((r) => r.events.length).map((r) => stager(r.events, r.roomId).catch((err) => {
+      this.log.error({ err, roomId: r.roomId }, 'staging persisted events failed');
+    }))).then(() => undefined);
   }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
@@ -203,7 +228,12 @@ export class RoomEngine {
           this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
-        this.tracker.done(positions);
+        // issue 6 (receipts-push helper): readable and answered once staged (settle waits too).
+        const staged = this.stage(rooms.map((r) => ({ roomId: r.roomId, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error)) })));
+        if (staged) {
+          for (const r of rooms) r.staged = staged;
+          void staged.then(() => this.tracker.done(positions));
+        } else this.tracker.done(positions);
         return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
@@ -223,8 +253,12 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
-    r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+    const go = () => {
+      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
+    };
+    if (r.staged) void r.staged.then(go);
+    else go();
   }
 
   /**
@@ -253,11 +287,12 @@ export class RoomEngine {
       });
     } catch (err) {
       this.cache.delete(roomNid);
-      throw err;
-    } finally {
       this.tracker.done(positions);
+      throw err;
     }
     const done = results as PersistedEvent[];
+    await this.stage([{ roomId, events: done }]); // issue 6 (receipts-push helper)
+    this.tracker.done(positions);
     this.afterCommit(roomId, done);
     return done;
   }
@@ -544,7 +579,8 @@ export class RoomEngine {
       }
 
       const pdu = { ...signed, event_id: eventId } as unknown as PDU;
-      const persisted = { eventId, streamPos, pdu };
+      // issue 6 (receipts-push helper): the state snapshots around it (push evaluation tracks state by them).
+      const persisted: PersistedEvent = { eventId, streamPos, pdu, stateBefore, stateAfter };
       out.push(persisted);
       if (draft.txn) inBatch.set(txnKey(draft), persisted);
       if (isState) {
@@ -652,6 +688,8 @@ interface WriteRoom {
   nid: number;
   version: RoomVersion;
   results: Array<PersistedEvent | Error>;
+  /** issue 6 (receipts-push helper): resolves once the write's events are staged. */
+  staged?: Promise<void>;
 }
 
 /** What phase 1 of building a draft computed, for phase 2 to append to the write. */

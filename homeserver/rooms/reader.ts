@@ -155,6 +155,11 @@ export class RoomReader {
   }
 
   /** Current state entries for some (type, state_key) pairs. */
+  /** A snapshot's state events of the filter's types, read from the database (no sync cache). */
+  stateOfGroup(group: number, filter?: RoomEventFilter): Promise<EventRow[]> {
+    return this.store.stateAtGroup(this.store.db, group, { extra: filterSql(filter) });
+  }
+
   currentStateFor(roomNid: number, pairs: Array<[string, string]>): Promise<Array<{ type: string; state_key: string; event_nid: number; event_id: string; json: string }>> {
     return this.store.currentStateFor(this.store.db, roomNid, pairs);
   }
@@ -378,6 +383,12 @@ export class RoomReader {
   /** Room events between positions, newest first (dir b) or oldest first (dir f). */
   async eventsBetween(roomNid: number, from: number, to: number | undefined, dir: 'b' | 'f', limit: number, filter?: RoomEventFilter): Promise<EventRow[]> {
     return this.timeline.between(roomNid, from, to, dir, limit, filter);
+  }
+
+  // issue 6 (receipts-push helper): push evaluation catches up from a position after a crash.
+  /** Events of every room in (from, to], oldest first, at most `limit`. */
+  eventsOfAllRoomsAfter(from: number, to: number, limit: number): Promise<EventRow[]> {
+    return this.timeline.allRoomsAfter(from, to, limit);
   }
 
   async messages(me: Requester, roomId: string, opts: { from?: number; to?: number; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {

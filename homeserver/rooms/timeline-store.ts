@@ -21,6 +21,18 @@ export class TimelineStore {
     return r.rows;
   }
 
+  // issue 6 (receipts-push helper): push evaluation catches up from a position after a crash.
+  /** Up to `limit` events of every room in (from, to], oldest first. */
+  async allRoomsAfter(from: number, to: number, limit: number): Promise<EventRow[]> {
+    const r = await this.db.raw(
+      `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
+       WHERE e.stream_pos > ? AND e.stream_pos <= ? AND NOT e.outlier AND NOT e.rejected
+       ORDER BY e.stream_pos ASC LIMIT ?`,
+      [from, to, limit],
+    );
+    return r.rows;
+  }
+
   /**
    * Events at or after `ts` (dir f, oldest first) or at or before it (dir b, newest first),
    * continuing after `after` (the last event of the previous batch) when given.

@@ -5,6 +5,8 @@ import * as m001 from './migrations/001_initial.ts';
 import * as m002 from './migrations/002_membership_history.ts';
 import * as m003 from './migrations/003_input_limits.ts';
 import * as m005 from './migrations/005_request_paths.ts';
+// issue 6, receipts-push helper
+import * as m008 from './migrations/008_receipts_push.ts';
 import * as m009 from './migrations/009_pushers.ts'; // issue 6: pushers
 
 export type Db = Knex;
@@ -19,6 +21,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '002_membership_history', up: m002.up },
   { name: '003_input_limits', up: m003.up },
   { name: '005_request_paths', up: m005.up },
+  { name: '008_receipts_push', up: m008.up }, // issue 6, receipts-push helper
   { name: '009_pushers', up: m009.up }, // issue 6: pushers
 ];
 

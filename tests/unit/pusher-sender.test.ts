@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { PusherSender, type PusherRepository, type SenderOptions } from '../../homeserver/pushers/sender.ts';
-import type { NotificationFeed, StagedNotification } from '../../homeserver/pushers/feed.ts';
+import type { NotificationFeed, StagedNotification } from '../../homeserver/push/notifications.ts';
 import type { PusherRow } from '../../homeserver/pushers/store.ts';
 import type { NotifyEvent } from '../../homeserver/pushers/payload.ts';
 

@@ -1,0 +1,374 @@
+// Notifications: push actions for every member on every event (evaluated in bulk after the event's
+// commit and before it is readable — the room engine's staging step — written in one statement per
+// batch), unread counts in /sync, GET /notifications, and the feed pushers read.
+//
+// Durability: evaluation runs after the event's transaction. Each worker process keeps in
+// push_progress the position up to which every event it wrote is evaluated, with a heartbeat; the
+// row of a worker that died is taken over by a live one, which evaluates again every event after it
+// (inserts are idempotent). So a crash between an event's commit and its evaluation loses no counts.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Requester } from '../http/context.ts';
+import { invalidParam } from '../http/errors.ts';
+import type { ReceiptService, ReadPositions } from '../receipts/service.ts';
+import type { EventRow, RoomReader } from '../rooms/reader.ts';
+import type { PersistedEvent } from '../rooms/engine.ts';
+import type { StreamTracker } from '../storage/stream.ts';
+import type { Notifier } from '../realtime/notifier.ts';
+import { Topic } from '../subscriptions/topic.ts';
+import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
+import { inputOfRow, type BulkEvaluator, type PushInput } from './bulk.ts';
+import type { PushStore, PushWrite, StoredAction } from './store.ts';
+
+export interface StagedNotification { userId: string; roomId: string; eventId: string; streamPos: number; actions: unknown[]; highlight: boolean; ts: number }
+export interface NotificationFeed {
+  /** The user's notifying push actions after streamPos, oldest first. */
+  after(userId: string, streamPos: number, limit: number): Promise<StagedNotification[]>;
+  /** The user's unread notifications across all rooms (counts.unread of a push). */
+  unreadCount(userId: string): Promise<number>;
+}
+
+/** How often a worker records its progress (and shows it is alive), and when another takes it over. */
+const HEARTBEAT_MS = 2_000;
+const STALE_MS = 10_000;
+/** Events read per query when catching up. */
+const CATCH_UP_PAGE = 500;
+/** Batches whose writes may be in flight at once. */
+const WRITES_AT_ONCE = 3;
+
+interface Queued {
+  events: PersistedEvent[];
+  roomId: string;
+  done: () => void;
+}
+
+export class NotificationService implements NotificationFeed {
+  /** New notifying actions are durable (pushers send them). */
+  readonly notified = new Topic<{ userIds: string[]; streamPos: number }>('notified');
+  private readonly instance = randomUUID();
+  private queue: Queued[] = [];
+  private running: Promise<void> | undefined;
+  /** Positions of this worker's events handed to evaluation and not yet evaluated. */
+  private pending = new Map<number, number>();
+  /** Lowest position whose evaluation failed or is being caught up (progress stays below it). */
+  private floor = Infinity;
+  private retryFrom: number | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+  private ticking: Promise<void> | undefined;
+
+  constructor(
+    private store: PushStore,
+    private bulk: BulkEvaluator,
+    private reader: RoomReader,
+    private receipts: ReceiptService,
+    private tracker: StreamTracker,
+    private notifier: Notifier,
+    private log: Logger,
+  ) {}
+
+  /** Records this worker's progress, then takes over what dead workers left. */
+  async start(): Promise<void> {
+    await this.store.saveProgress(this.instance, this.tracker.current(), Date.now());
+    this.timers.push(setInterval(() => void this.tick(), HEARTBEAT_MS).unref());
+    await this.takeOver();
+  }
+
+  /** Waits for queued evaluations; a clean stop leaves nothing to take over. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.ticking;
+    while (this.running) await this.running;
+    if (this.pending.size === 0 && this.floor === Infinity && this.retryFrom === undefined) await this.store.dropProgress(this.instance);
+    else await this.store.saveProgress(this.instance, this.upto(), Date.now());
+  }
+
+  /**
+   * The room engine's staging step (between commit and visibility): evaluates the events (with
+   * whatever else is queued, one statement for all) and resolves once their actions are written.
+   */
+  stage(events: PersistedEvent[], roomId: string): Promise<void> {
+    for (const e of events) this.pending.set(e.streamPos, (this.pending.get(e.streamPos) ?? 0) + 1);
+    return new Promise((done) => {
+      this.queue.push({ events, roomId, done });
+      this.running ??= this.drain().finally(() => (this.running = undefined));
+    });
+  }
+
+  /**
+   * Evaluates what is queued, batch after batch, in order (each room's state carries forward);
+   * the writes of up to WRITES_AT_ONCE batches overlap, so the next batch is evaluated while the
+   * last one is written.
+   */
+  private async drain(): Promise<void> {
+    const writing = new Set<Promise<void>>();
+    for (;;) {
+      while (this.queue.length) {
+        const batch = this.queue.splice(0);
+        let p: Promise<void>;
+        try {
+          const w = await this.evaluateLive(batch);
+          p = this.write(w);
+        } catch (err) {
+          p = Promise.reject(err);
+        }
+        const settled: Promise<void> = p.catch((err) => this.failed(batch, err)).finally(() => {
+          this.finish(batch);
+          writing.delete(settled);
+        });
+        writing.add(settled);
+        while (writing.size >= WRITES_AT_ONCE) await Promise.race(writing);
+      }
+      if (!writing.size) return;
+      await Promise.race(writing);
+    }
+  }
+
+  private failed(batch: Queued[], err: unknown): void {
+    const lowest = Math.min(...batch.flatMap((b) => b.events.map((e) => e.streamPos)));
+    this.log.error({ err }, 'push evaluation failed; it is retried');
+    this.retryFrom = Math.min(this.retryFrom ?? Infinity, lowest - 1);
+  }
+
+  private finish(batch: Queued[]): void {
+    for (const b of batch) {
+      for (const e of b.events) {
+        const n = (this.pending.get(e.streamPos) ?? 1) - 1;
+        if (n <= 0) this.pending.delete(e.streamPos);
+        else this.pending.set(e.streamPos, n);
+      }
+      b.done();
+    }
+  }
+
+  private async evaluateLive(batch: Queued[]): Promise<PushWrite> {
+    const byRoom = new Map<string, PersistedEvent[]>();
+    for (const b of batch) byRoom.set(b.roomId, [...(byRoom.get(b.roomId) ?? []), ...b.events]);
+    const w = emptyWrite();
+    for (const [roomId, events] of byRoom) {
+      const room = await this.reader.roomMeta(roomId);
+      if (!room) continue;
+      // Events answered from an earlier write (a retried transaction) were evaluated then.
+      const inputs = events.filter((e) => e.stateBefore !== undefined && e.stateAfter !== undefined).map((e) => inputOf(e, roomId, Number(room.room_nid)));
+      merge(w, await this.bulk.evaluateRoom(inputs));
+    }
+    return w;
+  }
+
+  private async write(w: PushWrite): Promise<void> {
+    await this.store.write(w);
+    if (!w.notified.size) return;
+    const userIds = [...w.notified];
+    const streamPos = Math.max(0, ...w.shared.map((x) => x.streamPos), ...w.actions.map((x) => x.streamPos));
+    // Not awaited: subscribers (pushers) must not hold up the events' visibility.
+    void this.notified.publish({ userIds, streamPos }).catch((err) => this.log.error({ err }, 'a notified subscriber failed'));
+  }
+
+  /** Evaluates every event after `from` (all rooms), page by page. */
+  private async catchUp(from: number): Promise<void> {
+    let pos = from;
+    for (;;) {
+      const rows = await this.reader.eventsOfAllRoomsAfter(pos, Number.MAX_SAFE_INTEGER, CATCH_UP_PAGE);
+      if (!rows.length) return;
+      const byRoom = new Map<number, PushInput[]>();
+      for (const r of rows) byRoom.set(Number(r.room_nid), [...(byRoom.get(Number(r.room_nid)) ?? []), inputOfRow(r)]);
+      const w = emptyWrite();
+      for (const roomRows of byRoom.values()) merge(w, await this.bulk.evaluateRoom(roomRows));
+      await this.write(w);
+      pos = Number(rows[rows.length - 1]!.stream_pos);
+      if (rows.length < CATCH_UP_PAGE) return;
+    }
+  }
+
+  /** Up to where every event this worker wrote (and every event it took over) is evaluated. */
+  private upto(): number {
+    let lowest = this.tracker.current();
+    for (const p of this.pending.keys()) if (p - 1 < lowest) lowest = p - 1;
+    if (this.floor < lowest) lowest = this.floor;
+    if (this.retryFrom !== undefined && this.retryFrom < lowest) lowest = this.retryFrom;
+    return lowest;
+  }
+
+  private tick(): Promise<void> {
+    if (this.stopped || this.ticking) return this.ticking ?? Promise.resolve();
+    this.ticking = (async () => {
+      try {
+        if (this.retryFrom !== undefined) {
+          const from = this.retryFrom;
+          this.floor = Math.min(this.floor, from);
+          this.retryFrom = undefined;
+          try {
+            await this.catchUp(from);
+          } catch (err) {
+            this.retryFrom = Math.min(this.retryFrom ?? Infinity, from);
+            throw err;
+          } finally {
+            this.floor = Infinity;
+          }
+        }
+        await this.store.saveProgress(this.instance, this.upto(), Date.now());
+        await this.takeOver();
+      } catch (err) {
+        this.log.error({ err }, 'push progress tick failed');
+      } finally {
+        this.ticking = undefined;
+      }
+    })();
+    return this.ticking;
+  }
+
+  /** Evaluates again what dead workers may have left unevaluated. */
+  private async takeOver(): Promise<void> {
+    const now = Date.now();
+    const from = await this.store.takeOver(this.instance, now - STALE_MS, now);
+    if (from === undefined) return;
+    this.log.info({ from }, 'evaluating push rules again after a worker stopped without finishing');
+    this.floor = Math.min(this.floor, from);
+    try {
+      await this.catchUp(from);
+    } catch (err) {
+      this.retryFrom = Math.min(this.retryFrom ?? Infinity, from);
+      throw err;
+    } finally {
+      this.floor = Infinity;
+    }
+  }
+
+  // ---- counts ---------------------------------------------------------------------------------
+
+  /** Unread counts per room and per thread, after the user's read positions. */
+  private async counts(userId: string, roomIds: string[]): Promise<{ positions: ReadPositions; rows: Array<{ room_id: string; thread_id: string; n: number; h: number }> }> {
+    const positions = await this.receipts.readPositions(userId, roomIds);
+    const threads = { rooms: [] as string[], ids: [] as string[], upto: [] as number[] };
+    for (const [roomId, t] of positions.threads) {
+      for (const [threadId, pos] of t) {
+        threads.rooms.push(roomId);
+        threads.ids.push(threadId);
+        threads.upto.push(pos);
+      }
+    }
+    const rows = await this.store.counts(userId, { ids: roomIds, upto: roomIds.map((r) => positions.unthreaded.get(r) ?? 0) }, threads);
+    return { positions, rows };
+  }
+
+  /** The /sync part of unread_notifications and unread_thread_notifications (no stream of its own). */
+  syncPart(): SyncPart {
+    return { name: 'unread counts', read: (ctx) => this.readCounts(ctx) };
+  }
+
+  private async readCounts(ctx: SyncPartContext): Promise<SyncPartOutput> {
+    const roomIds = this.roomsThatMayShow(ctx);
+    if (!roomIds.length) return {};
+    const perThread = ctx.filter.room?.timeline?.unread_thread_notifications === true;
+    const { rows } = await this.counts(ctx.me.userId, roomIds);
+    const fields = new Map<string, Record<string, unknown>>();
+    for (const roomId of roomIds) {
+      fields.set(roomId, { unread_notifications: { notification_count: 0, highlight_count: 0 }, ...(perThread ? { unread_thread_notifications: {} } : {}) });
+    }
+    for (const r of rows) {
+      const f = fields.get(r.room_id)!;
+      const room = f.unread_notifications as { notification_count: number; highlight_count: number };
+      if (perThread && r.thread_id !== 'main') {
+        (f.unread_thread_notifications as Record<string, unknown>)[r.thread_id] = { notification_count: r.n, highlight_count: r.h };
+      } else {
+        room.notification_count += r.n;
+        room.highlight_count += r.h;
+      }
+    }
+    return { roomFields: fields, news: false };
+  }
+
+  /**
+   * The joined rooms an incremental sync may show (counts only matter there): where events or
+   * receipts moved; all of them when the user's own receipts or account data moved, on an initial
+   * sync, or when the notifier cannot tell.
+   */
+  private roomsThatMayShow(ctx: SyncPartContext): string[] {
+    const since = ctx.since;
+    if (!since || ctx.fullState) return ctx.joinedRoomIds;
+    const me = [ctx.me.userId];
+    if (this.notifier.changedSince('receipts', me, since.receipts) !== false || this.notifier.changedSince('accountData', me, since.accountData) !== false) return ctx.joinedRoomIds;
+    return ctx.joinedRoomIds.filter((roomId) =>
+      this.notifier.changedSince('events', [roomId], since.events) !== false || this.notifier.changedSince('receipts', [roomId], since.receipts) !== false);
+  }
+
+  // ---- NotificationFeed -----------------------------------------------------------------------
+
+  async after(userId: string, streamPos: number, limit: number): Promise<StagedNotification[]> {
+    return (await this.store.after(userId, streamPos, limit)).map((r) => staged(userId, r));
+  }
+
+  async unreadCount(userId: string): Promise<number> {
+    const roomIds = await this.reader.joinedRoomIds(userId);
+    const { rows } = await this.counts(userId, roomIds);
+    return rows.reduce((n, r) => n + r.n, 0);
+  }
+
+  // ---- GET /notifications ---------------------------------------------------------------------
+
+  async list(me: Requester, from: string | undefined, limit: number, only: string | undefined): Promise<Record<string, unknown>> {
+    let before: number | undefined;
+    if (from !== undefined) {
+      if (!/^[0-9]{1,15}$/.test(from)) throw invalidParam('from is not a token of /notifications');
+      before = Number(from);
+    }
+    const rows = await this.store.page(me.userId, before, limit + 1, only === 'highlight');
+    const page = rows.slice(0, limit);
+    const positions = await this.receipts.readPositions(me.userId, [...new Set(page.map((r) => r.room_id))]);
+    const events = new Map<string, EventRow>();
+    for (const r of page) {
+      const row = await this.reader.eventById(r.event_id);
+      if (row) events.set(r.event_id, row);
+    }
+    const formatted = await this.reader.format([...events.values()], { userId: me.userId, omitRoomId: true });
+    const byId = new Map(formatted.map((e) => [e.event_id as string, e]));
+    const notifications = page.filter((r) => byId.has(r.event_id)).map((r) => {
+      const readUpTo = Math.max(positions.unthreaded.get(r.room_id) ?? 0, positions.threads.get(r.room_id)?.get(r.thread_id) ?? 0);
+      return {
+        actions: r.actions === null ? ['notify'] : JSON.parse(r.actions),
+        event: byId.get(r.event_id),
+        read: Number(r.stream_pos) <= readUpTo,
+        room_id: r.room_id,
+        ts: Number(r.ts),
+      };
+    });
+    const out: Record<string, unknown> = { notifications };
+    if (rows.length > limit && page.length) out.next_token = String(page[page.length - 1]!.stream_pos);
+    return out;
+  }
+}
+
+/** An event of the engine's write as PushInput. */
+function inputOf(e: PersistedEvent, roomId: string, roomNid: number): PushInput {
+  const pdu = e.pdu as unknown as Record<string, unknown>;
+  const content = (pdu.content ?? {}) as Record<string, unknown>;
+  return {
+    eventId: e.eventId, roomId, roomNid, pos: e.streamPos, type: String(pdu.type), stateKey: typeof pdu.state_key === 'string' ? pdu.state_key : undefined,
+    sender: String(pdu.sender), ts: Number(pdu.origin_server_ts), membership: pdu.type === 'm.room.member' ? String(content.membership) : undefined,
+    stateBefore: e.stateBefore!, stateAfter: e.stateAfter!, redacted: false, pdu: { ...pdu, event_id: e.eventId },
+  };
+}
+
+function emptyWrite(): PushWrite {
+  return { shared: [], actions: [], members: [], notified: new Set() };
+}
+
+function merge(into: PushWrite, w: PushWrite): void {
+  into.shared.push(...w.shared);
+  into.actions.push(...w.actions);
+  into.members.push(...w.members);
+  for (const u of w.notified) into.notified.add(u);
+}
+
+function staged(userId: string, r: StoredAction): StagedNotification {
+  return {
+    userId,
+    roomId: r.room_id,
+    eventId: r.event_id,
+    streamPos: Number(r.stream_pos),
+    actions: r.actions === null ? ['notify'] : JSON.parse(r.actions),
+    highlight: r.highlight,
+    ts: Number(r.ts),
+  };
+}
