@@ -21,7 +21,8 @@ describe('sync', () => {
   const bodies = (section: any) => (section?.timeline?.events ?? []).filter((e: any) => e.type === 'm.room.message').map((e: any) => e.content.body);
 
   before(async () => {
-    server = await startServer();
+    // Room sync alone: presence would answer long-polls too (that is presence.test.ts).
+    server = await startServer({ env: { PRESENCE: 'off' } });
     alice = await registerUser(server.baseUrl);
     bob = await registerUser(server.baseUrl);
   });

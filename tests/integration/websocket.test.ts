@@ -88,11 +88,11 @@ function refused(base: string, query: Record<string, string | undefined>, header
   });
 }
 
-/** `unsigned.age` is computed when a batch is read: the one field that legitimately differs between two reads. */
+/** `unsigned.age` and presence's `last_active_ago` are computed when a batch is read: the fields that legitimately differ between two reads. */
 function withoutAge(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(withoutAge);
   if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'age').map(([k, x]) => [k, withoutAge(x)]));
+    return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'age' && k !== 'last_active_ago').map(([k, x]) => [k, withoutAge(x)]));
   }
   return v;
 }
