@@ -25,6 +25,8 @@ export interface Config {
   uiDir: string;
   /** How long a request waits for a database connection before answering 503. */
   databaseTimeoutMs: number;
+  /** Worker processes on this port (node:cluster); more than one needs REDIS_URL and DATABASE_URL. */
+  workers: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,6 +80,7 @@ const schema = z.object({
   DEFAULT_ROOM_VERSION: z.preprocess((v) => (unset(v) ? '10' : v), z.enum(ROOM_VERSIONS, { error: `a supported room version: ${ROOM_VERSIONS.join(', ')}` })),
   UI_DIR: z.preprocess((v) => (unset(v) ? '.' : v), z.string()),
   DATABASE_TIMEOUT_MS: integer(100, 600_000, 5_000, 'a whole number of milliseconds from 100 to 600000'),
+  WORKERS: integer(1, 64, 1, 'a whole number of worker processes from 1 to 64'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -122,6 +125,12 @@ export function loadConfig(processEnv: Env = process.env): Config {
     throw new StartupError(`${name}=${JSON.stringify(env[name] ?? '')}${where} is not valid: ${name} accepts ${issue.message}`);
   }
   const v = r.data;
+  if (v.WORKERS > 1 && !v.REDIS_URL) {
+    throw new StartupError(`WORKERS=${v.WORKERS} needs REDIS_URL: several workers share wake-ups, caches and stream positions through Redis (README: "Scaling out")`);
+  }
+  if (v.WORKERS > 1 && !v.DATABASE_URL) {
+    throw new StartupError(`WORKERS=${v.WORKERS} needs DATABASE_URL: the embedded PostgreSQL serves one process; run PostgreSQL yourself (README: "Scaling out")`);
+  }
   const serverName = v.SERVER_NAME;
   // A public server name is a real deployment: nobody gets an account there unless the operator says so.
   const registration: Config['registration'] = (v.REGISTRATION as Config['registration'] | undefined) ?? (serverName === 'localhost' || serverName.startsWith('localhost:') ? 'open' : 'closed');
@@ -144,5 +153,6 @@ export function loadConfig(processEnv: Env = process.env): Config {
     defaultRoomVersion: v.DEFAULT_ROOM_VERSION,
     uiDir: path.resolve(v.UI_DIR),
     databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
+    workers: v.WORKERS,
   };
 }

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Middleware } from 'koa';
 import { pino, type Logger } from 'pino';
 import { loadConfig, type Config } from './config.ts';
 import { connect, isDatabaseUnavailable, migrate, type Db } from './storage/db.ts';
@@ -9,6 +10,15 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/embedded
 import { StreamTracker } from './storage/stream.ts';
 import { LocalNotifier } from './realtime/notifier.ts';
 import { connectRedis } from './coordination/redis.ts';
+// Workers (issue 6): shared positions, notifications, invalidations, locks, one job runner.
+import { RedisHub } from './coordination/hub.ts';
+import { SharedPositions } from './coordination/positions.ts';
+import { InvalidationBus } from './coordination/invalidation.ts';
+import { LocalState, RedisState, type SharedState } from './coordination/shared-state.ts';
+import { BackgroundJobs } from './coordination/jobs.ts';
+import { RedisNotifier } from './realtime/redis-notifier.ts';
+import type { Notifier } from './realtime/notifier.ts';
+import { isClusterWorker, onPrimaryGone, reportReady, runPrimary } from './cluster.ts';
 import { STREAMS, type SyncToken } from './storage/stream-token.ts';
 import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
@@ -54,6 +64,8 @@ export interface Homeserver {
   config: Config;
   db: Db;
   server: Server;
+  /** Background jobs run on one worker (coordination/jobs.ts). */
+  jobs: BackgroundJobs;
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
@@ -130,14 +142,41 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const db = connect(connection as string, { timeoutMs: config.databaseTimeoutMs, queryTimeoutMs: QUERY_TIMEOUT_MS, log });
   undo.push(() => db.destroy());
 
-  const tracker = await StreamTracker.open(db);
-  const notifier = new LocalNotifier(startPositions(tracker.current()));
+  // With Redis: positions, notifications and cache invalidations shared by every worker. The
+  // channels are subscribed before the tracker finds its start, so no later change goes unheard.
+  let hub: RedisHub | undefined;
+  let positions: SharedPositions | undefined;
+  let redisNotifier: RedisNotifier | undefined;
+  if (redis) {
+    hub = await RedisHub.connect(redis, config.redisPrefix, log.child({ component: 'coordination' }));
+    undo.push(() => hub!.close());
+    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }));
+    await redisNotifier.start();
+    positions = new SharedPositions(hub, db, log.child({ component: 'positions' }));
+    undo.push(() => positions!.close());
+  }
+  const bus = new InvalidationBus(hub, log.child({ component: 'invalidation' }));
+  await bus.start();
+  const shared: SharedState = hub ? new RedisState(hub) : new LocalState();
+  const tracker = await StreamTracker.open(db, positions);
+  const localNotifier = new LocalNotifier(startPositions(tracker.current()));
+  if (redisNotifier) redisNotifier.attach(localNotifier, tracker, positions!);
+  const notifier: Notifier = redisNotifier ?? localNotifier;
+  const jobs = new BackgroundJobs(hub ? connection : undefined, log.child({ component: 'jobs' }));
   const serverStore = new ServerStore(db);
   const signingKey = await loadOrCreateSigningKey(serverStore);
 
   const accounts = new AccountService(new AccountStore(db), config, log);
+  // A logout, deactivation or token refresh drops the cached tokens on every worker.
+  bus.on('tokens', (key) => {
+    const { u, d } = JSON.parse(key) as { u: string; d?: string[] };
+    accounts.dropCachedTokens(u, d);
+  }, () => accounts.dropAllCachedTokens());
+  if (hub) accounts.shareTokenChanges = (u, d) => bus.emit('tokens', JSON.stringify({ u, d }));
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
+  bus.on('room', (roomId) => roomStore.forgetRoom(roomId), () => roomStore.forgetRoom());
+  if (hub) roomStore.roomChanged = (roomId) => bus.emit('room', roomId);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
   const aliases = new AliasStore(db);
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
@@ -147,11 +186,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const syncStore = new SyncStore(db);
   const sync = new SyncService(reader, accountData, tracker, notifier);
 
-  // /sync caches each user's memberships until a member event about them is persisted.
+  // /sync caches each user's memberships until a member event about them is persisted (on any
+  // worker: the bus runs it here and on the others, heard there before the position is readable).
+  bus.on('membership', (userId) => sync.membershipChanged(userId), () => sync.allMembershipsChanged());
   engine.onPersisted((events) => {
-    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) sync.membershipChanged(e.pdu.state_key);
+    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) bus.emit('membership', e.pdu.state_key);
   });
-  rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
+  rooms.forgotten.subscribe((userId) => bus.emit('membership', userId));
 
   await ensureAutoJoinRooms(rooms, accounts, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
@@ -159,10 +200,12 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   const routes = new Routes(accounts, config.maxRequestBytes);
   serverRoutes(routes, config);
-  accountRoutes(routes, accounts, config);
+  accountRoutes(routes, accounts, config, shared);
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
-  await propagator.start();
-  undo.push(() => propagator.stop());
+  // Background jobs run on the one worker holding the jobs' lock (alone: here, at once).
+  jobs.register('profile propagation', propagator);
+  await jobs.start();
+  undo.push(() => jobs.stop());
   profileRoutes(routes, new ProfileService(profiles, propagator, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
@@ -177,14 +220,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   searchRoutes(routes, new SearchService(reader, current));
   relationRoutes(routes, new RelationsService(reader, current));
   directoryRoutes(routes, new DirectoryService(reader, rooms, config.serverName));
-  upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' })));
+  upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' }), shared));
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
-  const app = createApp(routes, log, [], inFlight);
+  // With several workers, a write is answered once it is readable on every worker (read-your-writes anywhere).
+  const settle: Middleware = async (ctx, next) => {
+    await next();
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await tracker.settled();
+  };
+  const app = createApp(routes, log, tracker.isShared ? [settle] : [], inFlight);
   const server = createServer(app.callback());
   // Long-polls last up to a minute; keep idle sockets a little longer than clients expect.
   server.keepAliveTimeout = 65_000;
@@ -219,7 +267,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 4. Pools, then PostgreSQL, then DATA_DIR.
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
-  return { config, db, server, stop: () => (stopping ??= drain()) };
+  return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
 }
 
 /** Where the notifier starts knowing each stream: the event stream's position; 0 for the others. */
@@ -275,11 +323,25 @@ export async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   try {
+    // `--workers N` (npm start -- --workers N) is WORKERS=N.
+    const flag = process.argv.indexOf('--workers');
+    if (flag >= 0) process.env.WORKERS = process.argv[flag + 1] ?? '';
     const config = loadConfig();
     log = pino({ level: config.logLevel });
+    if (config.workers > 1 && !isClusterWorker()) {
+      // The primary: forks the workers, restarts the ones that die, drains them all on SIGTERM.
+      process.removeAllListeners('SIGINT');
+      process.removeAllListeners('SIGTERM');
+      const primaryLog = log;
+      await runPrimary(config.workers, (obj, msg) => primaryLog.info(obj, msg));
+      if (process.stdout.isTTY) process.stderr.write(`${banner(config)}  workers       ${config.workers} (one port)\n\n`);
+      return;
+    }
+    onPrimaryGone(() => void shutdown('primary gone'));
     hs = await startHomeserver(config, log);
     if (stopping) { await hs.stop(); process.exit(0); }
-    if (process.stdout.isTTY) process.stderr.write(`${banner(config)}\n`);
+    reportReady();
+    if (process.stdout.isTTY && !isClusterWorker()) process.stderr.write(`${banner(config)}\n`);
   } catch (err) {
     process.stderr.write(`super-server: ${startupFailure(err)}\n`);
     process.exit(1);

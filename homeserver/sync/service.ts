@@ -99,6 +99,11 @@ export class SyncService {
     this.membershipVersion.set(userId, (this.membershipVersion.get(userId) ?? 0) + 1);
   }
 
+  /** Any user's memberships may have changed (cross-worker invalidations were missed while Redis was away). */
+  allMembershipsChanged(): void {
+    for (const [userId] of [...this.membershipCache.entries()]) this.membershipChanged(userId);
+  }
+
   private async compute(me: Requester, req: SyncRequest, toToken: SyncToken): Promise<Record<string, unknown>> {
     const sinceToken = req.since;
     const since = sinceToken?.events;
