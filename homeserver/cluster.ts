@@ -4,14 +4,16 @@ import cluster, { type Worker } from 'node:cluster';
  * WORKERS=N: this process is the primary of N identical workers sharing one port (node:cluster
  * hands incoming connections to them in turn). A worker that dies is started again (after a
  * pause that grows while they keep dying); SIGTERM or SIGINT drains every worker and exits when
- * they have. A worker that fails before it ever served (a bad setting, an unreachable database or
- * Redis) stops the whole start: its one-line error is on stderr already.
+ * they have. The first worker starts alone and the others once it serves: a failure at start (a
+ * bad setting, an unreachable database or Redis) is its one line on stderr, and the primary
+ * exits with it.
  *
  * The primary opens no database or Redis connection of its own.
  */
 export async function runPrimary(workers: number, log: (obj: Record<string, unknown>, msg: string) => void): Promise<void> {
   let stopping = false;
   let everReady = false;
+  let firstReady = false;
   const ready = new Set<number>();
   let restarts = 0;
   let lastRestart = 0;
@@ -24,6 +26,8 @@ export async function runPrimary(workers: number, log: (obj: Record<string, unkn
     w.on('message', (m: unknown) => {
       if ((m as { type?: string })?.type === 'ready') {
         ready.add(w.id);
+        // The first worker proved the settings, the database and Redis: start the others.
+        if (!firstReady) { firstReady = true; for (let i = 1; i < workers; i++) fork(); }
         if (!everReady && ready.size === workers) log({ workers, pids: Object.values(cluster.workers ?? {}).map((x) => x?.process.pid) }, 'all workers listening');
         everReady ||= ready.size === workers;
       }
@@ -64,7 +68,9 @@ export async function runPrimary(workers: number, log: (obj: Record<string, unkn
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 
-  for (let i = 0; i < workers; i++) fork();
+  // One first: a start-up failure (bad setting, unreachable database or Redis) is then one line
+  // on stderr, not one per worker.
+  fork();
 }
 
 /** In a worker: tell the primary this worker serves requests. */

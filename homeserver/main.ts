@@ -19,7 +19,7 @@ import { BackgroundJobs } from './coordination/jobs.ts';
 import { RedisNotifier } from './realtime/redis-notifier.ts';
 import type { Notifier } from './realtime/notifier.ts';
 import { isClusterWorker, onPrimaryGone, reportReady, runPrimary } from './cluster.ts';
-import { STREAMS, type SyncToken } from './storage/stream-token.ts';
+import { STREAMS, parseSyncToken, type SyncToken } from './storage/stream-token.ts';
 import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
@@ -152,7 +152,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     undo.push(() => hub!.close());
     redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }));
     await redisNotifier.start();
-    positions = new SharedPositions(hub, db, log.child({ component: 'positions' }));
+    positions = new SharedPositions(hub, db, connection, log.child({ component: 'positions' }));
     undo.push(() => positions!.close());
   }
   const bus = new InvalidationBus(hub, log.child({ component: 'invalidation' }));
@@ -227,10 +227,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
-  // With several workers, a write is answered once it is readable on every worker (read-your-writes anywhere).
+  // With several workers, a write is answered once it is readable (and its cache invalidations
+  // heard) on every worker; a /sync token made by a worker further ahead waits (bounded) until
+  // this one has caught up, so that a client moving between workers never goes back.
   const settle: Middleware = async (ctx, next) => {
+    const since = ctx.method === 'GET' && typeof ctx.query.since === 'string' ? sinceEvents(ctx.query.since) : undefined;
+    if (since !== undefined && since > tracker.current()) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2_000);
+        tracker.whenReadable(since, () => { clearTimeout(t); resolve(); });
+      });
+    }
     await next();
-    if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await tracker.settled();
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
   };
   const app = createApp(routes, log, tracker.isShared ? [settle] : [], inFlight);
   const server = createServer(app.callback());
@@ -268,6 +277,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
   return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
+}
+
+/** The events position of a sync token (undefined: not one). */
+function sinceEvents(token: string): number | undefined {
+  try { return parseSyncToken(token)?.events; } catch { return undefined; }
 }
 
 /** Where the notifier starts knowing each stream: the event stream's position; 0 for the others. */

@@ -73,11 +73,13 @@ export class RedisHub {
     });
   }
 
-  /** Publishes on a channel (prefixed here); false when Redis is away (the message is lost). */
-  publish(name: string, message: string): boolean {
-    if (!this.cmd.isReady) return false;
-    this.cmd.publish(this.channel(name), message).catch(() => {});
-    return true;
+  /**
+   * Publishes on a channel (prefixed here); resolves once Redis has handed it to the subscribers
+   * (false when Redis is away: the message is lost).
+   */
+  publish(name: string, message: string): Promise<boolean> {
+    if (!this.cmd.isReady) return Promise.resolve(false);
+    return this.cmd.publish(this.channel(name), message).then(() => true, () => false);
   }
 
   private setUp(up: boolean): void {

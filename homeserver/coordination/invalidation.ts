@@ -11,6 +11,7 @@ import type { RedisHub } from './hub.ts';
  * the connection drops and again when it is back.
  */
 export class InvalidationBus {
+  private pending = new Set<Promise<boolean>>();
   private handlers = new Map<string, { one: (key: string) => void; reset: () => void }[]>();
 
   constructor(private hub: RedisHub | undefined, private log: Logger) {}
@@ -36,7 +37,15 @@ export class InvalidationBus {
 
   emit(topic: string, key: string): void {
     this.run(topic, key);
-    this.hub?.publish('invalidate', JSON.stringify({ w: this.hub.workerId, t: topic, k: key }));
+    if (!this.hub) return;
+    const sent = this.hub.publish('invalidate', JSON.stringify({ w: this.hub.workerId, t: topic, k: key }));
+    this.pending.add(sent);
+    void sent.finally(() => this.pending.delete(sent));
+  }
+
+  /** Resolves once every invalidation emitted so far reached Redis' subscribers (a write answers after it). */
+  async flushed(): Promise<void> {
+    if (this.pending.size) await Promise.all([...this.pending]);
   }
 
   private run(topic: string, key: string): void {
