@@ -27,7 +27,7 @@ const POLL_MS = 50;
  * KEYS: floors (hash), leases (zset), maxdone, readable, epoch. ARGV: worker, floor ('' none),
  * done ('' none), lease ms, grace ms, channel, readable here ('' none).
  */
-const SCRIPT = `
+export const POSITIONS_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = redis.call('GET', KEYS[5])
@@ -278,7 +278,7 @@ export class SharedPositions implements SharedStream {
         if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
       }
     }
-    this.sha = (await cmd.sendCommand(['SCRIPT', 'LOAD', SCRIPT])) as string;
+    this.sha = (await cmd.sendCommand(['SCRIPT', 'LOAD', POSITIONS_SCRIPT])) as string;
     return (await cmd.sendCommand(['EVALSHA', this.sha, String(keys.length), ...keys, ...args])) as [number, number];
   }
 
