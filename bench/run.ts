@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'sync-latency': () => import('./sync-latency.ts'),
   state: () => import('./state.ts'),
   startup: () => import('./startup.ts'),
+  workers: () => import('./workers.ts'),
 };
 
 const names = process.argv.slice(2);
