@@ -80,7 +80,7 @@ async function load(sendBase: string, syncBase: string, rate: number, pids: () =
       const token = receivers[i]!.token;
       let since: string = (await r.ok('GET', `/_matrix/client/v3/sync?filter=${FILTER}&timeout=0`, { token })).next_batch;
       while (!aborts.signal.aborted) {
-        let res;
+        let res: Awaited<ReturnType<typeof r.request>>;
         try {
           res = await r.request('GET', `/_matrix/client/v3/sync?filter=${FILTER}&timeout=30000&since=${enc(since)}`, { token, signal: aborts.signal });
         } catch { if (!aborts.signal.aborted) await sleep(50); continue; }

@@ -21,6 +21,9 @@ import type { LocalNotifier, Notifier } from './notifier.ts';
  * (undefined), each position advance read from PostgreSQL wakes every waiter behind it, and when
  * Redis is back every waiter wakes once more at the horizon from which nothing is missed.
  */
+/** While Redis is away, waiters wake at most this often (positions then come from PostgreSQL). */
+const FALLBACK_WAKE_MS = 200;
+
 export class RedisNotifier implements Notifier {
   /** changedSince(pos) of a tracked stream is only answered from memory for pos at or above this. */
   private trackedFrom = Number.POSITIVE_INFINITY;
@@ -47,8 +50,18 @@ export class RedisNotifier implements Notifier {
   attach(local: LocalNotifier, tracker: StreamTracker, positions: SharedPositions): void {
     this.local = local;
     this.tracker = tracker;
+    // Each step read from PostgreSQL may hide changes for anyone: wake every waiter behind it, at
+    // most every FALLBACK_WAKE_MS (each woken sync reads the database).
+    let latest = 0;
+    let pending = false;
     positions.onFallbackAdvance((pos) => {
-      for (const s of this.tracked) this.local.notifyAll(s, pos);
+      latest = Math.max(latest, pos);
+      if (pending) return;
+      pending = true;
+      setTimeout(() => {
+        pending = false;
+        for (const s of this.tracked) this.local.notifyAll(s, latest);
+      }, FALLBACK_WAKE_MS);
     });
     positions.onUnhealthy(() => {
       this.trackedFrom = Number.POSITIVE_INFINITY;
