@@ -206,7 +206,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   jobs.register('profile propagation', propagator);
   await jobs.start();
   undo.push(() => jobs.stop());
-  profileRoutes(routes, new ProfileService(profiles, propagator, reader));
+  // A profile change on any worker kicks the propagation where it runs (the job runner).
+  bus.on('profiles-kick', () => propagator.kick(), () => {});
+  const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
+  profileRoutes(routes, new ProfileService(profiles, kicker, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   syncRoutes(routes, sync, new FilterService(syncStore));
