@@ -41,7 +41,11 @@ export class RedisNotifier implements Notifier {
     private log: Logger,
     /** The streams whose positions the shared tracker hands out. */
     private tracked: ReadonlySet<StreamName> = new Set<StreamName>(['events', 'accountData']),
-  ) {}
+  ) {
+    // What other workers notified before this one listened is unknown: ask the data until a
+    // notification of the stream is heard (from then on memory is complete above it).
+    for (const st of STREAMS) if (!this.tracked.has(st)) this.otherFrom[st] = Number.POSITIVE_INFINITY;
+  }
 
   /**
    * Wires the local notifier and the tracker (opened after `start`, so that every change above
@@ -100,6 +104,7 @@ export class RedisNotifier implements Notifier {
 
   notify(stream: StreamName, keys: Iterable<string>, pos: number): void {
     const list = [...keys];
+    if (this.otherFrom[stream] === Number.POSITIVE_INFINITY) this.otherFrom[stream] = pos;
     this.hub.publish('notify', JSON.stringify({ w: this.hub.workerId, s: stream, k: list, p: pos }));
     this.deliver(stream, list, pos);
   }

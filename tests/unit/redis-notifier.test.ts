@@ -102,3 +102,21 @@ test('while Redis is away nothing is answered "unchanged", positions read from P
   assert.equal(third, true, 'woken once more when the horizon is readable');
   assert.equal(t.notifier.changedSince('events', ['!r'], 30), false, 'above the horizon: from memory again');
 });
+
+test('streams kept outside the tracker (typing, presence…) are delivered at once; before the first one is heard, the data decides', async () => {
+  const t = await setup(1);
+  assert.equal(t.notifier.changedSince('typing', ['!r'], 40), undefined, 'what others notified before this worker listened is unknown');
+  let woken = false;
+  const waiting = t.notifier.wait(['!r'], token(1), 5_000).then((w) => { woken = w; });
+  t.fromOther('typing', ['!r'], 50);
+  await waiting;
+  assert.equal(woken, true, 'no position gate for these');
+  assert.equal(t.notifier.changedSince('typing', ['!r'], 50), false);
+  assert.equal(t.notifier.changedSince('typing', ['!r'], 49), undefined, 'before the first one heard: still unknown');
+  t.fromOther('typing', ['!r'], 60);
+  assert.equal(t.notifier.changedSince('typing', ['!r'], 55), true);
+  assert.equal(t.notifier.changedSince('typing', ['!q'], 55), false);
+  // Redis lost: unknown again until heard again.
+  t.upListeners.forEach((u) => u(false));
+  assert.equal(t.notifier.changedSince('typing', ['!q'], 60), undefined);
+});
