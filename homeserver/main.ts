@@ -235,12 +235,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // this one has caught up, so that a client moving between workers never goes back.
   const settle: Middleware = async (ctx, next) => {
     const since = ctx.method === 'GET' && typeof ctx.query.since === 'string' ? sinceEvents(ctx.query.since) : undefined;
-    if (since !== undefined && since > tracker.current()) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 2_000);
-        tracker.whenReadable(since, () => { clearTimeout(t); resolve(); });
-      });
-    }
+    if (since !== undefined) await tracker.untilReadable(since, 2_000);
     await next();
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
   };

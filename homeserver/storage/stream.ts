@@ -192,11 +192,20 @@ export class StreamTracker {
    * by the next request on any worker. At once without a SharedStream; at most `maxMs`.
    */
   settled(maxMs = 2_000): Promise<void> {
-    const pos = this.maxDone;
-    if (!this.shared || pos <= this.current()) return Promise.resolve();
+    return this.shared ? this.untilReadable(this.maxDone, maxMs) : Promise.resolve();
+  }
+
+  /** Resolves once `pos` is readable here, or after `maxMs` (then it stops waiting: nothing is left behind). */
+  untilReadable(pos: number, maxMs: number): Promise<void> {
+    if (pos <= this.current()) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(resolve, maxMs);
-      this.whenReadable(pos, () => { clearTimeout(t); resolve(); });
+      const w = { pos, fn: () => { clearTimeout(t); resolve(); } };
+      const t = setTimeout(() => {
+        const i = this.readableWaiting.indexOf(w);
+        if (i >= 0) this.readableWaiting.splice(i, 1);
+        resolve();
+      }, maxMs);
+      this.readableWaiting.push(w);
     });
   }
 

@@ -179,6 +179,13 @@ describe('workers on separate ports, one database, one Redis', { skip }, () => {
     const who = await api(a!.baseUrl, 'GET', `${C}/account/whoami`, { token: bob.accessToken });
     assert.equal(who.status, 401);
     assert.equal(who.body.errcode, 'M_UNKNOWN_TOKEN');
+
+    // A token from the future (a hostile or broken client) waits for this worker to catch up only
+    // so long, and leaves nothing behind.
+    const t0 = Date.now();
+    const future = await raw(a!.baseUrl, 'GET', `${C}/sync?since=s999999999_0_0_0_0_0_0&timeout=0`, alice.accessToken);
+    assert.ok([200, 400].includes(future.status), JSON.stringify(future.body));
+    assert.ok(Date.now() - t0 < 5_000, `answered in ${Date.now() - t0} ms`);
   });
 
   test('a long-poll on A wakes within milliseconds for a send on B', async () => {
