@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   fanout: () => import('./fanout.ts'),
   'initial-sync': () => import('./initial-sync.ts'),
   push: () => import('./push.ts'), // issue 6, receipts-push helper
+  workers: () => import('./workers.ts'),
 };
 
 const names = process.argv.slice(2);

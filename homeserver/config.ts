@@ -33,6 +33,8 @@ export interface Config {
   wsPingIntervalMs: number;
   /** WebSocket sync: open sockets one user may have at once. */
   wsMaxSocketsPerUser: number;
+  /** Worker processes on this port (node:cluster); more than one needs REDIS_URL and DATABASE_URL. */
+  workers: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -90,6 +92,7 @@ const schema = z.object({
   PRESENCE_TIMEOUT_MS: integer(500, 86_400_000, 30_000, 'a whole number of milliseconds from 500 to 86400000'),
   WS_PING_INTERVAL_MS: integer(100, 600_000, 15_000, 'a whole number of milliseconds from 100 to 600000'),
   WS_MAX_SOCKETS_PER_USER: integer(1, 10_000, 10, 'a whole number from 1 to 10000'),
+  WORKERS: integer(1, 64, 1, 'a whole number of worker processes from 1 to 64'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -134,6 +137,12 @@ export function loadConfig(processEnv: Env = process.env): Config {
     throw new StartupError(`${name}=${JSON.stringify(env[name] ?? '')}${where} is not valid: ${name} accepts ${issue.message}`);
   }
   const v = r.data;
+  if (v.WORKERS > 1 && !v.REDIS_URL) {
+    throw new StartupError(`WORKERS=${v.WORKERS} needs REDIS_URL: several workers share wake-ups, caches and stream positions through Redis (README: "Scaling out")`);
+  }
+  if (v.WORKERS > 1 && !v.DATABASE_URL) {
+    throw new StartupError(`WORKERS=${v.WORKERS} needs DATABASE_URL: the embedded PostgreSQL serves one process; run PostgreSQL yourself (README: "Scaling out")`);
+  }
   const serverName = v.SERVER_NAME;
   // A public server name is a real deployment: nobody gets an account there unless the operator says so.
   const registration: Config['registration'] = (v.REGISTRATION as Config['registration'] | undefined) ?? (serverName === 'localhost' || serverName.startsWith('localhost:') ? 'open' : 'closed');
@@ -160,5 +169,6 @@ export function loadConfig(processEnv: Env = process.env): Config {
     presenceTimeoutMs: v.PRESENCE_TIMEOUT_MS,
     wsPingIntervalMs: v.WS_PING_INTERVAL_MS,
     wsMaxSocketsPerUser: v.WS_MAX_SOCKETS_PER_USER,
+    workers: v.WORKERS,
   };
 }

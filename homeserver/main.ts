@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Middleware } from 'koa';
 import { pino, type Logger } from 'pino';
 import { loadConfig, type Config } from './config.ts';
 import { connect, isDatabaseUnavailable, migrate, type Db } from './storage/db.ts';
@@ -9,7 +10,16 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/embedded
 import { StreamTracker } from './storage/stream.ts';
 import { LocalNotifier } from './realtime/notifier.ts';
 import { connectRedis } from './coordination/redis.ts';
-import { STREAMS, type SyncToken } from './storage/stream-token.ts';
+// Workers (issue 6): shared positions, notifications, invalidations, locks, one job runner.
+import { RedisHub } from './coordination/hub.ts';
+import { SharedPositions } from './coordination/positions.ts';
+import { InvalidationBus } from './coordination/invalidation.ts';
+import { LocalState, RedisState, type SharedState } from './coordination/shared-state.ts';
+import { BackgroundJobs } from './coordination/jobs.ts';
+import { RedisNotifier } from './realtime/redis-notifier.ts';
+import type { Notifier } from './realtime/notifier.ts';
+import { isClusterWorker, onPrimaryGone, reportReady, runPrimary } from './cluster.ts';
+import { STREAMS, parseSyncToken, type SyncToken } from './storage/stream-token.ts';
 import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
@@ -74,6 +84,8 @@ export interface Homeserver {
   config: Config;
   db: Db;
   server: Server;
+  /** Background jobs run on one worker (coordination/jobs.ts). */
+  jobs: BackgroundJobs;
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
@@ -150,14 +162,42 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const db = connect(connection as string, { timeoutMs: config.databaseTimeoutMs, queryTimeoutMs: QUERY_TIMEOUT_MS, log });
   undo.push(() => db.destroy());
 
-  const tracker = await StreamTracker.open(db);
-  const notifier = new LocalNotifier(startPositions(tracker.current()));
+  // With Redis: positions, notifications and cache invalidations shared by every worker. The
+  // channels are subscribed before the tracker finds its start, so no later change goes unheard.
+  let hub: RedisHub | undefined;
+  let positions: SharedPositions | undefined;
+  let redisNotifier: RedisNotifier | undefined;
+  if (redis) {
+    hub = await RedisHub.connect(redis, config.redisPrefix, log.child({ component: 'coordination' }));
+    undo.push(() => hub!.close());
+    // Receipts take their positions from the shared event stream too.
+    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }), new Set(['events', 'accountData', 'receipts']));
+    await redisNotifier.start();
+    positions = new SharedPositions(hub, db, connection, log.child({ component: 'positions' }));
+    undo.push(() => positions!.close());
+  }
+  const bus = new InvalidationBus(hub, log.child({ component: 'invalidation' }));
+  await bus.start();
+  const shared: SharedState = hub ? new RedisState(hub) : new LocalState();
+  const tracker = await StreamTracker.open(db, positions);
+  const localNotifier = new LocalNotifier(startPositions(tracker.current()));
+  if (redisNotifier) redisNotifier.attach(localNotifier, tracker, positions!);
+  const notifier: Notifier = redisNotifier ?? localNotifier;
+  const jobs = new BackgroundJobs(hub ? connection : undefined, log.child({ component: 'jobs' }));
   const serverStore = new ServerStore(db);
   const signingKey = await loadOrCreateSigningKey(serverStore);
 
   const accounts = new AccountService(new AccountStore(db), config, log);
+  // A logout, deactivation or token refresh drops the cached tokens on every worker.
+  bus.on('tokens', (key) => {
+    const { u, d } = JSON.parse(key) as { u: string; d?: string[] };
+    accounts.dropCachedTokens(u, d);
+  }, () => accounts.dropAllCachedTokens());
+  if (hub) accounts.shareTokenChanges = (u, d) => bus.emit('tokens', JSON.stringify({ u, d }));
   const profiles = new ProfileStore(db);
   const roomStore = new RoomStore(db);
+  bus.on('room', (roomId) => roomStore.forgetRoom(roomId), () => roomStore.forgetRoom());
+  if (hub) roomStore.roomChanged = (roomId) => bus.emit('room', roomId);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
   const aliases = new AliasStore(db);
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
@@ -167,6 +207,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const syncStore = new SyncStore(db);
   const sync = new SyncService(reader, accountData, tracker, notifier);
   const push = new PushRulesService(accountData);
+  // Push rules changed on another worker: its cached rule templates here are stale.
+  bus.on('push-rules', (userId) => push.changed.publishSync(userId), () => {});
+  if (hub) push.changed.subscribe((userId) => bus.emitElsewhere('push-rules', userId));
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
@@ -178,17 +221,20 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   await notifications.start();
   undo.push(() => notifications.stop());
 
-  // /sync caches each user's memberships until a member event about them is persisted.
+  // /sync caches each user's memberships until a member event about them is persisted (on any
+  // worker: the bus runs it here and on the others, heard there before the position is readable).
+  bus.on('membership', (userId) => sync.membershipChanged(userId), () => sync.allMembershipsChanged());
   engine.onPersisted((events) => {
-    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) sync.membershipChanged(e.pdu.state_key);
+    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) bus.emit('membership', e.pdu.state_key);
   });
-  rooms.forgotten.subscribe((userId) => sync.membershipChanged(userId));
+  rooms.forgotten.subscribe((userId) => bus.emit('membership', userId));
 
   // Typing and presence (ephemeral/): in Redis with REDIS_URL, in process otherwise. In Redis,
   // each change is published by its Lua script and every worker (the writer too) wakes its own
   // long-polls from that message, after advancing its readable position: `localWake` must wake
   // this process only.
-  const localWake = (stream: 'typing' | 'presence') => (keys: string[], pos: number) => notifier.notify(stream, keys, pos);
+  const localWake = (stream: 'typing' | 'presence') => (keys: string[], pos: number) =>
+    redisNotifier ? redisNotifier.heard(stream, keys, pos) : localNotifier.notify(stream, keys, pos);
   const typingLog = log.child({ component: 'typing' });
   const typingState = redis ? new RedisTypingState(redis, config.redisPrefix, localWake('typing'), typingLog) : new LocalTypingState(localWake('typing'));
   await typingState.start();
@@ -211,12 +257,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
       } else if (e.pdu.sender.endsWith(`:${config.serverName}`)) presence.activity(e.pdu.sender);
     }
   });
-  // BackgroundJobs: the typing and presence sweeps run on one worker once coordination/jobs.ts
-  // exists (BackgroundJobs.register('typing', …), register('presence', …)); until then, here.
-  for (const job of [typing.job(), presence.job()]) {
-    job.start();
-    undo.push(() => job.stop());
-  }
+  // The typing and presence sweeps run on the worker that holds the background jobs.
+  jobs.register('typing expiry', typing.job());
+  jobs.register('presence timeouts', presence.job());
 
   await ensureAutoJoinRooms(rooms, accounts, config.serverName, config.autoJoinRooms, log);
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
@@ -224,11 +267,14 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   const routes = new Routes(accounts, config.maxRequestBytes);
   serverRoutes(routes, config);
-  accountRoutes(routes, accounts, config);
+  accountRoutes(routes, accounts, config, shared);
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
-  await propagator.start();
-  undo.push(() => propagator.stop());
-  profileRoutes(routes, new ProfileService(profiles, propagator, reader));
+  // Background jobs run on the one worker holding the jobs' lock (alone: here, at once).
+  jobs.register('profile propagation', propagator);
+  // A profile change on any worker kicks the propagation where it runs (the job runner).
+  bus.on('profiles-kick', () => propagator.kick(), () => {});
+  const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
+  profileRoutes(routes, new ProfileService(profiles, kicker, reader));
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   const filters = new FilterService(syncStore);
@@ -247,6 +293,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     },
   });
   undo.push(() => sockets.close());
+  // A logout or deactivation on another worker closes this worker's sockets of that user at once.
+  bus.on('tokens', (key) => sockets.recheckUser((JSON.parse(key) as { u: string }).u), () => {});
   socketRoutes(routes);
   // New accounts get their push rules at once, so that their first /sync carries m.push_rules.
   accounts.onRegistered('default push rules', async (userId) => {
@@ -264,21 +312,32 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // The HTTP pusher sender: one loop over the notification feed (a background job).
   const pusherJob = pusherSenderJob(new PusherSender(pusherStore, notifications, roomEventDetails(reader),
     log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
-  await pusherJob.start();
-  undo.push(() => pusherJob.stop());
+  jobs.register('pushers', pusherJob);
+  // Every job is registered: the worker that takes the lock starts them.
+  await jobs.start();
+  undo.push(() => jobs.stop());
   // ---- end issue 6: pushers
   const current = () => tracker.current();
   searchRoutes(routes, new SearchService(reader, current));
   relationRoutes(routes, new RelationsService(reader, current));
   directoryRoutes(routes, new DirectoryService(reader, rooms, config.serverName));
-  upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' })));
+  upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' }), shared));
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 
   const inFlight = new InFlight();
-  const app = createApp(routes, log, [revocationWatcher(sockets)], inFlight);
+  // With several workers, a write is answered once it is readable (and its cache invalidations
+  // heard) on every worker; a /sync token made by a worker further ahead waits (bounded) until
+  // this one has caught up, so that a client moving between workers never goes back.
+  const settle: Middleware = async (ctx, next) => {
+    const since = ctx.method === 'GET' && typeof ctx.query.since === 'string' ? sinceEvents(ctx.query.since) : undefined;
+    if (since !== undefined) await tracker.untilReadable(since, 2_000);
+    await next();
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
+  };
+  const app = createApp(routes, log, [revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight);
   const handle = app.callback();
   const server = createServer(handle);
   server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));
@@ -317,7 +376,12 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 4. Pools, then PostgreSQL, then DATA_DIR.
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
-  return { config, db, server, stop: () => (stopping ??= drain()) };
+  return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
+}
+
+/** The events position of a sync token (undefined: not one). */
+function sinceEvents(token: string): number | undefined {
+  try { return parseSyncToken(token)?.events; } catch { return undefined; }
 }
 
 /** Where the notifier starts knowing each stream: the event stream's position; 0 for the others. */
@@ -374,11 +438,25 @@ export async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   try {
+    // `--workers N` (npm start -- --workers N) is WORKERS=N.
+    const flag = process.argv.indexOf('--workers');
+    if (flag >= 0) process.env.WORKERS = process.argv[flag + 1] ?? '';
     const config = loadConfig();
     log = pino({ level: config.logLevel });
+    if (config.workers > 1 && !isClusterWorker()) {
+      // The primary: forks the workers, restarts the ones that die, drains them all on SIGTERM.
+      process.removeAllListeners('SIGINT');
+      process.removeAllListeners('SIGTERM');
+      const primaryLog = log;
+      await runPrimary(config.workers, (obj, msg) => primaryLog.info(obj, msg));
+      if (process.stdout.isTTY) process.stderr.write(`${banner(config)}  workers       ${config.workers} (one port)\n\n`);
+      return;
+    }
+    onPrimaryGone(() => void shutdown('primary gone'));
     hs = await startHomeserver(config, log);
     if (stopping) { await hs.stop(); process.exit(0); }
-    if (process.stdout.isTTY) process.stderr.write(`${banner(config)}\n`);
+    reportReady();
+    if (process.stdout.isTTY && !isClusterWorker()) process.stderr.write(`${banner(config)}\n`);
   } catch (err) {
     process.stderr.write(`super-server: ${startupFailure(err)}\n`);
     process.exit(1);

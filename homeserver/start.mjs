@@ -52,6 +52,8 @@ async function bundle() {
 }
 // `--build-only`: make the bundle and stop (benchmarks time the start, not the build).
 // The server runs in this process (npm's signals reach it directly; main() drains on SIGTERM/SIGINT).
+// With WORKERS=N or `--workers N` (N > 1), main() makes this process the cluster primary
+// (homeserver/cluster.ts), which runs this same file again in N worker processes.
 if (!process.argv.includes('--build-only')) {
   const { main } = await import(pathToFileURL(outfile).href);
   await main();

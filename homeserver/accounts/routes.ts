@@ -17,7 +17,8 @@
 // POST   /delete_devices                                      delete several devices (user-interactive auth)
 // GET    /_synapse/admin/v1/register                          a nonce for shared-secret registration
 // POST   /_synapse/admin/v1/register                          shared-secret registration (the first admin)
-import { createHmac, randomBytes } from 'node:crypto';
+import { LocalState, type SharedState } from '../coordination/shared-state.ts';
+import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, optionalBody, validate } from '../http/body.ts';
@@ -52,7 +53,7 @@ const loginSchema = z.object({
   refresh_token: z.boolean().optional(),
 });
 
-export function accountRoutes(r: Routes, accounts: AccountService, config: Config): void {
+export function accountRoutes(r: Routes, accounts: AccountService, config: Config, shared: SharedState = new LocalState()): void {
   const registrationFlows = (): Flow[] => (config.registration === 'token' ? [['m.login.registration_token']] : [['m.login.dummy']]);
 
   r.client('post', '/register', async (ctx) => {
@@ -195,13 +196,10 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
   }, { auth: true });
 
   // Synapse-compatible shared-secret registration, for creating the first admin from a script.
-  const nonces = new Map<string, number>();
-  r.raw('get', '/_synapse/admin/v1/register', () => {
+  // Nonces are shared by every worker (in Redis with several): any worker may check one.
+  r.raw('get', '/_synapse/admin/v1/register', async () => {
     if (!config.registrationSharedSecret) throw new MatrixError(400, 'M_UNKNOWN', 'Shared secret registration is not enabled');
-    const nonce = randomBytes(16).toString('hex');
-    nonces.set(nonce, Date.now());
-    for (const [n, t] of nonces) if (Date.now() - t > 60_000) nonces.delete(n);
-    return { nonce };
+    return { nonce: await shared.issueNonce('register', 60_000) };
   });
 
   r.raw('post', '/_synapse/admin/v1/register', async (ctx) => {
@@ -211,9 +209,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
       z.object({ nonce: z.string(), username: z.string(), password: z.string(), mac: z.string(), admin: z.boolean().optional(), displayname: z.string().optional() }),
       optionalBody(ctx),
     );
-    const issued = nonces.get(b.nonce);
-    if (issued === undefined || Date.now() - issued > 60_000) throw new MatrixError(400, 'M_UNKNOWN', 'unrecognised nonce');
-    nonces.delete(b.nonce);
+    if (!(await shared.consumeNonce('register', b.nonce))) throw new MatrixError(400, 'M_UNKNOWN', 'unrecognised nonce');
     const mac = createHmac('sha1', secret)
       .update(`${b.nonce}\x00${b.username}\x00${b.password}\x00${b.admin ? 'admin' : 'notadmin'}`)
       .digest('hex');

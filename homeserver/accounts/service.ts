@@ -266,7 +266,21 @@ export class AccountService {
     void this.store.touchDevice(r.userId, r.deviceId, ip).catch(() => {});
   }
 
+  /** Set by main.ts with several workers: a token change here drops the cached tokens on every worker. */
+  shareTokenChanges: ((userId: string, deviceIds?: string[]) => void) | undefined;
+
   forgetCachedTokens(userId: string, deviceIds?: string[]): void {
+    if (this.shareTokenChanges) this.shareTokenChanges(userId, deviceIds);
+    else this.dropCachedTokens(userId, deviceIds);
+  }
+
+  /** Every cached token (invalidations from other workers may have been missed). */
+  dropAllCachedTokens(): void {
+    this.tokenCache.clear();
+  }
+
+  /** This worker's cached tokens of the user (of these devices). */
+  dropCachedTokens(userId: string, deviceIds?: string[]): void {
     for (const [token, v] of [...this.tokenCache.entries()]) {
       if (v.requester.userId === userId && (!deviceIds || deviceIds.includes(v.requester.deviceId))) this.tokenCache.delete(token);
     }

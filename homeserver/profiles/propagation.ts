@@ -28,7 +28,9 @@ export class ProfilePropagator {
 
   constructor(private store: ProfileStore, private rooms: RoomService, private reader: RoomReader, private log: Logger) {}
 
+  /** A BackgroundJob (coordination/jobs.ts): runs on the one worker that holds the jobs' lock, and may start again after a stop. */
   async start(): Promise<void> {
+    this.stopped = false;
     await this.store.releaseAllPropagations();
     this.timer = setInterval(() => this.kick(), POLL_MS);
     this.timer.unref();

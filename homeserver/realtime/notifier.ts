@@ -36,6 +36,22 @@ export class LocalNotifier implements Notifier {
   private waiters = new Map<string, Set<(stream: StreamName, pos: number) => void>>();
   // The last position notified per key and stream, so a waiter that read before a notify does not miss it.
   private lastPos = new Map<string, Partial<Record<StreamName, number>>>();
+  /** Positions notified for every key at once (conservatively, when notifications may have been missed). */
+  private allPos: Partial<Record<StreamName, number>> = {};
+
+  /**
+   * Something may have changed in `stream` for any key, up to `pos` (notifications from other
+   * workers were missed): every waiter behind `pos` wakes and reads the database.
+   */
+  notifyAll(stream: StreamName, pos: number): void {
+    if ((this.allPos[stream] ?? 0) < pos) this.allPos[stream] = pos;
+    for (const set of [...this.waiters.values()]) for (const wake of [...set]) wake(stream, pos);
+  }
+
+  /** Wakes every waiter once, without recording a position (streams whose positions are not known here). */
+  wakeAll(stream: StreamName): void {
+    for (const set of [...this.waiters.values()]) for (const wake of [...set]) wake(stream, Number.MAX_SAFE_INTEGER);
+  }
 
   notify(stream: StreamName, keys: Iterable<string>, pos: number): void {
     for (const k of keys) {
@@ -50,11 +66,13 @@ export class LocalNotifier implements Notifier {
 
   changedSince(stream: StreamName, keys: Iterable<string>, pos: number): boolean | undefined {
     if (pos < this.baseline[stream]) return undefined;
+    if ((this.allPos[stream] ?? 0) > pos) return true;
     for (const k of keys) if ((this.lastPos.get(k)?.[stream] ?? 0) > pos) return true;
     return false;
   }
 
   private passed(k: string, since: SyncToken): boolean {
+    for (const s in this.allPos) if (this.allPos[s as StreamName]! > since[s as StreamName]) return true;
     const last = this.lastPos.get(k);
     if (!last) return false;
     for (const s in last) if (last[s as StreamName]! > since[s as StreamName]) return true;

@@ -299,6 +299,16 @@ export class RoomStore {
     await this.db.raw('UPDATE rooms SET published = ? WHERE room_id = ?', [published, roomId]);
     const hit = this.roomCache.get(roomId);
     if (hit) hit.published = published;
+    this.roomChanged?.(roomId);
+  }
+
+  /** Set by main.ts with several workers: `published` changed here, drop the room on every other worker. */
+  roomChanged: ((roomId: string) => void) | undefined;
+
+  /** Drops a cached room (its `published` changed on another worker); with no argument, all of them. */
+  forgetRoom(roomId?: string): void {
+    if (roomId === undefined) this.roomCache.clear();
+    else this.roomCache.delete(roomId);
   }
 }
 

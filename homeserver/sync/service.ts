@@ -56,6 +56,9 @@ export class SyncService {
   async sync(me: Requester, req: SyncRequest, signal?: AbortSignal): Promise<Record<string, unknown>> {
     const deadline = Date.now() + req.timeoutMs;
     let since = req.since;
+    // A token made by a worker further ahead: wait (bounded) until this one has caught up, so a
+    // client moving between workers never reads backwards.
+    if (since && since.events > this.tracker.current()) await this.tracker.untilReadable(since.events, 2_000);
     for (;;) {
       const to = this.current();
       // A token from before a restart may be ahead in a stream kept in memory: never go backwards.
@@ -97,6 +100,11 @@ export class SyncService {
   membershipChanged(userId: string): void {
     this.membershipCache.delete(userId);
     this.membershipVersion.set(userId, (this.membershipVersion.get(userId) ?? 0) + 1);
+  }
+
+  /** Any user's memberships may have changed (cross-worker invalidations were missed while Redis was away). */
+  allMembershipsChanged(): void {
+    for (const [userId] of [...this.membershipCache.entries()]) this.membershipChanged(userId);
   }
 
   private async compute(me: Requester, req: SyncRequest, toToken: SyncToken): Promise<Record<string, unknown>> {

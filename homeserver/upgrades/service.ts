@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { LocalState, type SharedState } from '../coordination/shared-state.ts';
 import type { Logger } from 'pino';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
@@ -45,6 +47,9 @@ export function fixupPowerLevels(content: Record<string, unknown>): Record<strin
   return out;
 }
 
+/** How long a room's upgrade lock lasts at most (a worker that died mid-upgrade releases it then). */
+const UPGRADE_LOCK_MS = 120_000;
+
 /** Room upgrades (POST /rooms/{roomId}/upgrade), following the spec's server behaviour and Synapse. */
 export class UpgradeService {
   private inProgress = new Map<string, { userId: string; result: Promise<string> }>();
@@ -57,6 +62,8 @@ export class UpgradeService {
     private profileOf: (userId: string) => Promise<Profile | undefined>,
     private serverName: string,
     private log: Logger,
+    /** Shared with the other workers: an upgrade of a room runs on one of them at a time. */
+    private shared: SharedState = new LocalState(),
   ) {}
 
   async upgrade(me: Requester, roomId: string, newVersion: string): Promise<string> {
@@ -72,12 +79,17 @@ export class UpgradeService {
       if (running.userId !== me.userId) throw new MatrixError(400, 'M_UNKNOWN', 'An upgrade for this room is currently in progress');
       return running.result;
     }
+    // Across workers: the room's upgrade lock (lapses if its worker dies mid-way).
+    const token = `${me.userId}|${randomUUID()}`;
+    const lock = await this.shared.tryLock(`upgrade:${roomId}`, token, UPGRADE_LOCK_MS);
+    if (!lock.ok) throw new MatrixError(400, 'M_UNKNOWN', 'An upgrade for this room is currently in progress');
     const result = this.run(me, roomId, version);
     this.inProgress.set(roomId, { userId: me.userId, result });
     try {
       return await result;
     } finally {
       this.inProgress.delete(roomId);
+      await this.shared.unlock(`upgrade:${roomId}`, token).catch(() => {});
     }
   }
 
