@@ -34,7 +34,8 @@ describe('sync fan-out', () => {
   };
 
   before(async () => {
-    server = await startServer({ env: { SYNC_CACHE_TRACE: '1' } });
+    // Presence off: a presence change would answer the long-polls this file counts.
+    server = await startServer({ env: { SYNC_CACHE_TRACE: '1', PRESENCE: 'off' } });
     alice = await registerUser(server.baseUrl);
     bob = await registerUser(server.baseUrl);
   });

@@ -17,7 +17,8 @@ const C = '/_matrix/client/v3';
 const WS_PATH = '/_matrix/client/unstable/io.superserver/sync';
 const PING_MS = 300;
 const TOKEN_LIFETIME_MS = 1_500;
-const ENV = { WS_PING_INTERVAL_MS: String(PING_MS), WS_MAX_SOCKETS_PER_USER: '3', ACCESS_TOKEN_LIFETIME_MS: String(TOKEN_LIFETIME_MS) };
+// Presence off: frames are compared with /sync read a moment apart, and presence moves in between.
+const ENV = { PRESENCE: 'off', WS_PING_INTERVAL_MS: String(PING_MS), WS_MAX_SOCKETS_PER_USER: '3', ACCESS_TOKEN_LIFETIME_MS: String(TOKEN_LIFETIME_MS) };
 
 type Frame = Record<string, any>;
 
