@@ -208,8 +208,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const sync = new SyncService(reader, accountData, tracker, notifier);
   const push = new PushRulesService(accountData);
   // Push rules changed on another worker: its cached rule templates here are stale.
-  bus.on('push-rules', (userId) => push.changed.publishSync(userId), () => {});
-  if (hub) push.changed.subscribe((userId) => bus.emitElsewhere('push-rules', userId));
+  // (What the bus delivers here is not sent on again: workers would bounce it between them forever.)
+  let fromBus = false;
+  bus.on('push-rules', (userId) => {
+    fromBus = true;
+    try { push.changed.publishSync(userId); } finally { fromBus = false; }
+  }, () => {});
+  if (hub) push.changed.subscribe((userId) => { if (!fromBus) bus.emitElsewhere('push-rules', userId); });
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.

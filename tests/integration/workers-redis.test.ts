@@ -229,4 +229,25 @@ describe('workers on separate ports, one database, one Redis', { skip }, () => {
     const again = await api(a!.baseUrl, 'POST', '/_synapse/admin/v1/register', { body: body('nonceuser2') });
     assert.equal(again.status, 400, 'a nonce is used once, on any worker');
   });
+
+  test('a push rule changed on one worker counts on another at once (no stale rules, no echo between workers)', async () => {
+    const workers = await cluster(2);
+    const [a, b] = workers.map((w) => w.baseUrl) as [string, string];
+    const alice = await registerUser(a);
+    const bob = await registerUser(b);
+    const roomId = (await api(b, 'POST', `${C}/createRoom`, { token: bob.accessToken, body: { preset: 'public_chat' } })).body.room_id;
+    assert.equal((await api(a, 'POST', `${C}/join/${encodeURIComponent(roomId)}`, { token: alice.accessToken })).status, 200);
+    const send = (body: string, txn: string) => raw(b, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${txn}`, bob.accessToken, { msgtype: 'm.text', body });
+    // Worker B evaluates (and caches) alice's rules once before they change.
+    assert.equal((await send('warm up', 't1')).status, 200);
+    const rule = await api(a, 'PUT', `${C}/pushrules/global/content/fruit`, { token: alice.accessToken, body: { pattern: 'pineapple', actions: ['notify', { set_tweak: 'highlight' }] } });
+    assert.equal(rule.status, 200, JSON.stringify(rule.body));
+    assert.equal((await send('a pineapple for you', 't2')).status, 200);
+    const sync = await raw(b, 'GET', `${C}/sync`, alice.accessToken);
+    assert.equal(sync.body.rooms.join[roomId].unread_notifications.highlight_count, 1, 'the keyword highlights on the other worker');
+    // One change is one message on the bus, not a storm bouncing between the workers.
+    const t0 = Date.now();
+    for (let i = 0; i < 5; i++) assert.equal((await send(`after ${i}`, `t3${i}`)).status, 200);
+    assert.ok(Date.now() - t0 < 5_000, `sends stay fast after a rule change (${Date.now() - t0} ms for 5)`);
+  });
 });
