@@ -36,6 +36,8 @@ const CATCH_UP_PAGE = 500;
 /** Batches whose writes may be in flight at once. */
 const WRITES_AT_ONCE = 3;
 
+type CountRow = { room_id: string; thread_id: string; n: number; h: number };
+
 interface Queued {
   events: PersistedEvent[];
   roomId: string;
@@ -252,6 +254,66 @@ export class NotificationService implements NotificationFeed {
     return { positions, rows };
   }
 
+  /** Count requests of this turn of the event loop, read together (see batchedCounts). */
+  private countBatch: Array<{ userId: string; roomIds: string[]; resolve: (rows: CountRow[]) => void; reject: (err: unknown) => void }> | undefined;
+
+  /**
+   * A woken /sync's counts. One send wakes every member's sync in the same turn of the event
+   * loop: their requests are read together, two statements for all instead of two each.
+   */
+  private batchedCounts(userId: string, roomIds: string[]): Promise<CountRow[]> {
+    return new Promise((resolve, reject) => {
+      if (!this.countBatch) {
+        this.countBatch = [];
+        setImmediate(() => void this.readCountBatch());
+      }
+      this.countBatch.push({ userId, roomIds, resolve, reject });
+    });
+  }
+
+  private async readCountBatch(): Promise<void> {
+    const batch = this.countBatch ?? [];
+    this.countBatch = undefined;
+    try {
+      const positions = await this.receipts.readPositionsMany(batch);
+      const pairs = { users: [] as string[], rooms: [] as string[], upto: [] as number[] };
+      const threads = { users: [] as string[], rooms: [] as string[], ids: [] as string[], upto: [] as number[] };
+      for (const [userId, pos] of positions) {
+        for (const [roomId, t] of pos.threads) {
+          for (const [threadId, upto] of t) {
+            threads.users.push(userId);
+            threads.rooms.push(roomId);
+            threads.ids.push(threadId);
+            threads.upto.push(upto);
+          }
+        }
+      }
+      const seen = new Set<string>();
+      for (const q of batch) {
+        for (const roomId of q.roomIds) {
+          const k = `${q.userId}\0${roomId}`;
+          if (seen.has(k)) continue;
+          seen.add(k);
+          pairs.users.push(q.userId);
+          pairs.rooms.push(roomId);
+          pairs.upto.push(positions.get(q.userId)!.unthreaded.get(roomId) ?? 0);
+        }
+      }
+      const byUser = new Map<string, CountRow[]>();
+      for (const r of await this.store.countsMany(pairs, threads)) {
+        const list = byUser.get(r.user_id) ?? [];
+        list.push(r);
+        byUser.set(r.user_id, list);
+      }
+      for (const q of batch) {
+        const rooms = new Set(q.roomIds);
+        q.resolve((byUser.get(q.userId) ?? []).filter((r) => rooms.has(r.room_id)));
+      }
+    } catch (err) {
+      for (const q of batch) q.reject(err);
+    }
+  }
+
   /** The /sync part of unread_notifications and unread_thread_notifications (no stream of its own). */
   syncPart(): SyncPart {
     return { name: 'unread counts', read: (ctx) => this.readCounts(ctx) };
@@ -261,7 +323,7 @@ export class NotificationService implements NotificationFeed {
     const roomIds = this.roomsThatMayShow(ctx);
     if (!roomIds.length) return {};
     const perThread = ctx.filter.room?.timeline?.unread_thread_notifications === true;
-    const { rows } = await this.counts(ctx.me.userId, roomIds);
+    const rows = await this.batchedCounts(ctx.me.userId, roomIds);
     const fields = new Map<string, Record<string, unknown>>();
     for (const roomId of roomIds) {
       fields.set(roomId, { unread_notifications: { notification_count: 0, highlight_count: 0 }, ...(perThread ? { unread_thread_notifications: {} } : {}) });

@@ -164,6 +164,41 @@ export class PushStore {
     return r;
   }
 
+  /**
+   * counts() for many users at once: one row of `pairs` per (user, room, read position), threads
+   * likewise per user. One statement for every sync a wake-up sends (each LATERAL probe stays on
+   * the user's index, as in counts()).
+   */
+  async countsMany(
+    pairs: { users: string[]; rooms: string[]; upto: number[] },
+    threads: { users: string[]; rooms: string[]; ids: string[]; upto: number[] },
+  ): Promise<Array<{ user_id: string; room_id: string; thread_id: string; n: number; h: number }>> {
+    if (!pairs.users.length) return [];
+    return this.query<{ user_id: string; room_id: string; thread_id: string; n: number; h: number }>(
+      `WITH th AS (SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[]) AS t(user_id, room_id, thread_id, upto))
+       SELECT rm.user_id, rm.room_id, c.thread_id, c.n, c.h
+       FROM unnest($1::text[], $2::text[], $3::bigint[]) AS rm(user_id, room_id, upto)
+       CROSS JOIN LATERAL (
+         SELECT x.thread_id, count(*)::int AS n, (count(*) FILTER (WHERE x.highlight))::int AS h
+         FROM (
+           (SELECT a.thread_id, a.stream_pos, a.highlight FROM event_push_actions a
+            WHERE a.user_id = rm.user_id AND a.room_id = rm.room_id AND a.stream_pos > rm.upto AND a.notify AND a.unread
+            ORDER BY a.stream_pos DESC LIMIT ${COUNT_CAP})
+           UNION ALL
+           (SELECT pe.thread_id, pe.stream_pos, pe.highlight
+            FROM push_members j
+            JOIN push_events pe ON pe.room_id = j.room_id AND pe.stream_pos > GREATEST(rm.upto, j.joined_pos)
+            WHERE j.room_id = rm.room_id AND j.user_id = rm.user_id AND j.left_pos IS NULL AND pe.sender <> rm.user_id
+              AND NOT EXISTS (SELECT 1 FROM event_push_actions e WHERE e.user_id = rm.user_id AND e.stream_pos = pe.stream_pos)
+            ORDER BY pe.stream_pos DESC LIMIT ${COUNT_CAP})
+         ) x
+         LEFT JOIN th ON th.user_id = rm.user_id AND th.room_id = rm.room_id AND th.thread_id = x.thread_id
+         WHERE x.stream_pos > COALESCE(th.upto, 0)
+         GROUP BY x.thread_id) c`,
+      [pairs.users, pairs.rooms, pairs.upto, threads.users, threads.rooms, threads.ids, threads.upto],
+    );
+  }
+
   /** The user's notifying actions after `pos`, oldest first. */
   async after(userId: string, pos: number, limit: number): Promise<StoredAction[]> {
     const sql = USER_ACTIONS.replace('RANGE_A', 'a.stream_pos > $2').replace('RANGE_E', 'pe.stream_pos > $2');

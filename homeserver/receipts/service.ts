@@ -106,6 +106,27 @@ export class ReceiptService {
     return out;
   }
 
+  /** readPositions of several users at once (each with its rooms), in one statement. */
+  async readPositionsMany(requests: Array<{ userId: string; roomIds: string[] }>): Promise<Map<string, ReadPositions>> {
+    const users: string[] = [];
+    const rooms: string[] = [];
+    const out = new Map<string, ReadPositions>();
+    for (const q of requests) {
+      if (!out.has(q.userId)) out.set(q.userId, { unthreaded: new Map(), threads: new Map() });
+      for (const r of q.roomIds) { users.push(q.userId); rooms.push(r); }
+    }
+    for (const r of await this.store.readUpToMany(users, rooms)) {
+      const pos = out.get(r.user_id)!;
+      if (r.thread_id === '') pos.unthreaded.set(r.room_id, Math.max(pos.unthreaded.get(r.room_id) ?? 0, r.event_pos));
+      else {
+        let t = pos.threads.get(r.room_id);
+        if (!t) pos.threads.set(r.room_id, (t = new Map()));
+        t.set(r.thread_id, Math.max(t.get(r.thread_id) ?? 0, r.event_pos));
+      }
+    }
+    return out;
+  }
+
   /** The receipts stream of /sync: m.receipt events of the user's joined rooms. */
   syncPart(): SyncPart {
     return {

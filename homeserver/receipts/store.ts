@@ -96,4 +96,18 @@ export class ReceiptStore {
     );
     return r.rows.map((x: { room_id: string; thread_id: string; event_pos: number }) => ({ ...x, event_pos: Number(x.event_pos) }));
   }
+
+  /** readUpTo for many users at once: (user, room) pairs in, one statement. */
+  async readUpToMany(userIds: string[], roomIds: string[]): Promise<Array<{ user_id: string; room_id: string; thread_id: string; event_pos: number }>> {
+    if (!userIds.length) return [];
+    const r = await this.db.raw(
+      `SELECT r.user_id, r.room_id, r.thread_id, max(r.event_pos) AS event_pos
+       FROM unnest(?::text[], ?::text[]) AS p(user_id, room_id)
+       JOIN receipts r ON r.room_id = p.room_id AND r.user_id = p.user_id
+       WHERE r.receipt_type IN ('m.read', 'm.read.private')
+       GROUP BY r.user_id, r.room_id, r.thread_id`,
+      [userIds, roomIds],
+    );
+    return r.rows.map((x: { user_id: string; room_id: string; thread_id: string; event_pos: number }) => ({ ...x, event_pos: Number(x.event_pos) }));
+  }
 }
