@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Requester } from '../http/context.ts';
 import { invalidParam } from '../http/errors.ts';
-import type { ReceiptService, ReadPositions } from '../receipts/service.ts';
+import type { ReceiptService } from '../receipts/service.ts';
 import type { EventRow, RoomReader } from '../rooms/reader.ts';
 import type { PersistedEvent } from '../rooms/engine.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -198,16 +198,8 @@ export class NotificationService implements NotificationFeed {
       try {
         if (this.retryFrom !== undefined) {
           const from = this.retryFrom;
-          this.floor = Math.min(this.floor, from);
           this.retryFrom = undefined;
-          try {
-            await this.catchUp(from);
-          } catch (err) {
-            this.retryFrom = Math.min(this.retryFrom ?? Infinity, from);
-            throw err;
-          } finally {
-            this.floor = Infinity;
-          }
+          await this.evaluateAgain(from);
         }
         await this.store.saveProgress(this.instance, this.upto(), Date.now());
         await this.takeOver();
@@ -226,6 +218,14 @@ export class NotificationService implements NotificationFeed {
     const from = await this.store.takeOver(this.instance, now - STALE_MS, now);
     if (from === undefined) return;
     this.log.info({ from }, 'evaluating push rules again after a worker stopped without finishing');
+    await this.evaluateAgain(from);
+  }
+
+  /**
+   * Evaluates every event after `from` again, holding the saved progress at `from` meanwhile; on
+   * failure the next tick retries from there.
+   */
+  private async evaluateAgain(from: number): Promise<void> {
     this.floor = Math.min(this.floor, from);
     try {
       await this.catchUp(from);
@@ -240,20 +240,6 @@ export class NotificationService implements NotificationFeed {
   // ---- counts ---------------------------------------------------------------------------------
 
   /** Unread counts per room and per thread, after the user's read positions. */
-  private async counts(userId: string, roomIds: string[]): Promise<{ positions: ReadPositions; rows: Array<{ room_id: string; thread_id: string; n: number; h: number }> }> {
-    const positions = await this.receipts.readPositions(userId, roomIds);
-    const threads = { rooms: [] as string[], ids: [] as string[], upto: [] as number[] };
-    for (const [roomId, t] of positions.threads) {
-      for (const [threadId, pos] of t) {
-        threads.rooms.push(roomId);
-        threads.ids.push(threadId);
-        threads.upto.push(pos);
-      }
-    }
-    const rows = await this.store.counts(userId, { ids: roomIds, upto: roomIds.map((r) => positions.unthreaded.get(r) ?? 0) }, threads);
-    return { positions, rows };
-  }
-
   /** Count requests of this turn of the event loop, read together (see batchedCounts). */
   private countBatch: Array<{ userId: string; roomIds: string[]; resolve: (rows: CountRow[]) => void; reject: (err: unknown) => void }> | undefined;
 
@@ -363,7 +349,7 @@ export class NotificationService implements NotificationFeed {
 
   async unreadCount(userId: string): Promise<number> {
     const roomIds = await this.reader.joinedRoomIds(userId);
-    const { rows } = await this.counts(userId, roomIds);
+    const rows = await this.batchedCounts(userId, roomIds);
     return rows.reduce((n, r) => n + r.n, 0);
   }
 

@@ -127,47 +127,12 @@ export class PushStore {
   }
 
   /**
-   * Unread counts per (room, thread): the user's notifying actions after their read position,
-   * where an action's read position is the later of the room's unthreaded one and its thread's.
-   */
-  async counts(
-    userId: string,
-    rooms: { ids: string[]; upto: number[] },
-    threads: { rooms: string[]; ids: string[]; upto: number[] },
-  ): Promise<Array<{ room_id: string; thread_id: string; n: number; h: number }>> {
-    if (!rooms.ids.length) return [];
-    // Per room, at most the newest COUNT_CAP rows of each kind are counted: a member who never
-    // reads a busy room must not make each of their syncs scan its whole history.
-    const r = await this.query<{ room_id: string; thread_id: string; n: number; h: number }>(
-      `WITH th AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bigint[]) AS t(room_id, thread_id, upto))
-       SELECT rm.room_id, c.thread_id, c.n, c.h
-       FROM unnest($2::text[], $3::bigint[]) AS rm(room_id, upto)
-       CROSS JOIN LATERAL (
-         SELECT x.thread_id, count(*)::int AS n, (count(*) FILTER (WHERE x.highlight))::int AS h
-         FROM (
-           (SELECT a.thread_id, a.stream_pos, a.highlight FROM event_push_actions a
-            WHERE a.user_id = $1 AND a.room_id = rm.room_id AND a.stream_pos > rm.upto AND a.notify AND a.unread
-            ORDER BY a.stream_pos DESC LIMIT ${COUNT_CAP})
-           UNION ALL
-           (SELECT pe.thread_id, pe.stream_pos, pe.highlight
-            FROM push_members j
-            JOIN push_events pe ON pe.room_id = j.room_id AND pe.stream_pos > GREATEST(rm.upto, j.joined_pos)
-            WHERE j.room_id = rm.room_id AND j.user_id = $1 AND j.left_pos IS NULL AND pe.sender <> $1
-              AND NOT EXISTS (SELECT 1 FROM event_push_actions e WHERE e.user_id = $1 AND e.stream_pos = pe.stream_pos)
-            ORDER BY pe.stream_pos DESC LIMIT ${COUNT_CAP})
-         ) x
-         LEFT JOIN th ON th.room_id = rm.room_id AND th.thread_id = x.thread_id
-         WHERE x.stream_pos > COALESCE(th.upto, 0)
-         GROUP BY x.thread_id) c`,
-      [userId, rooms.ids, rooms.upto, threads.rooms, threads.ids, threads.upto],
-    );
-    return r;
-  }
-
-  /**
-   * counts() for many users at once: one row of `pairs` per (user, room, read position), threads
-   * likewise per user. One statement for every sync a wake-up sends (each LATERAL probe stays on
-   * the user's index, as in counts()).
+   * Unread counts per (user, room, thread): each user's notifying actions after their read
+   * position, where an action's read position is the later of the room's unthreaded one and its
+   * thread's. One row of `pairs` per (user, room, unthreaded read position), threads likewise: one
+   * statement for every sync a wake-up sends (each LATERAL probe stays on the user's index). Per
+   * room, at most the newest COUNT_CAP rows of each kind are counted: a member who never reads a
+   * busy room must not make each of their syncs scan its whole history.
    */
   async countsMany(
     pairs: { users: string[]; rooms: string[]; upto: number[] },

@@ -5,21 +5,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { repoRoot, startServer, type TestServer } from '../helpers/server.ts';
-import { api, registerUser, type Credentials } from '../helpers/client.ts';
+import { api, rawApi as raw, registerUser, type Credentials } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
 const skip = process.env.TEST_BACKEND === 'embedded' ? 'needs an external database and Redis' : false;
 const TIMELINE = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 2000 } } }));
 
-async function raw(base: string, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(base + path, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
 
 async function freePort(): Promise<number> {
   const srv = net.createServer();
