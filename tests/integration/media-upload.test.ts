@@ -188,6 +188,12 @@ describe('media uploads and downloads', () => {
     await uploadMedia(server.baseUrl, alice.accessToken, 'still fine', 'text/plain');
   });
 
+  test('URL previews are off unless configured: 404 M_UNRECOGNIZED', async () => {
+    const res = await req('GET', `/_matrix/client/v1/media/preview_url?url=${encodeURIComponent('http://example.org/')}`, { token: alice.accessToken });
+    assert.equal(res.status, 404);
+    assert.equal(res.json.errcode, 'M_UNRECOGNIZED');
+  });
+
   test('bad upload parameters are refused and store nothing', async () => {
     const before = mediaFiles(server.dataDir);
     const longName = await req('POST', `/_matrix/media/v3/upload?filename=${'a'.repeat(300)}`, { token: alice.accessToken, body: 'x', contentType: 'text/plain' });
