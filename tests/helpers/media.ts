@@ -14,7 +14,7 @@ export async function mediaRequest(
   const headers: Record<string, string> = { ...opts.headers };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   if (opts.contentType) headers['content-type'] = opts.contentType;
-  const init: RequestInit & { duplex?: string } = { method, headers, body: opts.body as BodyInit | undefined };
+  const init: RequestInit & { duplex?: string } = { method, headers, body: opts.body as RequestInit['body'] };
   if (opts.body instanceof ReadableStream) init.duplex = 'half';
   const res = await fetch(baseUrl + urlPath, init);
   const bytes = Buffer.from(await res.arrayBuffer());
