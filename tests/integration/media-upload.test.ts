@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { registerUser, type Credentials } from '../helpers/client.ts';
+import { api, registerUser, type Credentials } from '../helpers/client.ts';
 import { downloadPath, mediaFiles, mediaRequest, parseMxc, uploadMedia } from '../helpers/media.ts';
 
 const MAX_UPLOAD = 256 * 1024;
@@ -186,6 +186,24 @@ describe('media uploads and downloads', () => {
     assert.equal(put.status, 403);
     assert.equal(put.json.errcode, 'M_RESOURCE_LIMIT_EXCEEDED');
     await uploadMedia(server.baseUrl, alice.accessToken, 'still fine', 'text/plain');
+  });
+
+  test("an uploaded image as a profile's and a room's avatar: set, read back, downloaded", async () => {
+    const png = Buffer.from('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082', 'hex');
+    const { uri, serverName, mediaId } = await uploadMedia(server.baseUrl, alice.accessToken, png, 'image/png', 'me.png');
+    const C = '/_matrix/client/v3';
+    const set = await api(server.baseUrl, 'PUT', `${C}/profile/${encodeURIComponent(alice.userId)}/avatar_url`, { token: alice.accessToken, body: { avatar_url: uri } });
+    assert.equal(set.status, 200);
+    const read = await api(server.baseUrl, 'GET', `${C}/profile/${encodeURIComponent(alice.userId)}`, { token: bob.accessToken });
+    assert.equal(read.body.avatar_url, uri);
+    const notMxc = await api(server.baseUrl, 'PUT', `${C}/profile/${encodeURIComponent(alice.userId)}/avatar_url`, { token: alice.accessToken, body: { avatar_url: 'https://example.org/a.png' } });
+    assert.equal(notMxc.status, 400);
+    const room = await api(server.baseUrl, 'POST', `${C}/createRoom`, { token: alice.accessToken, body: { initial_state: [{ type: 'm.room.avatar', state_key: '', content: { url: uri } }] } });
+    assert.equal(room.status, 200);
+    const state = await api(server.baseUrl, 'GET', `${C}/rooms/${encodeURIComponent(room.body.room_id)}/state/m.room.avatar`, { token: alice.accessToken });
+    assert.equal(state.body.url, uri);
+    const got = await req('GET', downloadPath(serverName, mediaId), { token: bob.accessToken });
+    assert.ok(got.bytes.equals(png));
   });
 
   test('URL previews are off unless configured: 404 M_UNRECOGNIZED', async () => {
