@@ -85,7 +85,7 @@ export function mediaRoutes(r: Routes, media: MediaService): void {
     const url = single(ctx, 'url');
     if (!url) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: url');
     integerParam(ctx, 'ts', 0, Number.MAX_SAFE_INTEGER);
-    return media.previewUrl(url);
+    return media.previewUrl(url, requester(ctx).userId);
   };
 
   // The authenticated endpoints (spec v1.11).

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { MatrixError, notFound } from '../http/errors.ts';
 import type { MediaStorage } from './storage.ts';
 import type { MediaRow, MediaStore, StoredContent, ThumbnailRow } from './store.ts';
-import type { UploadSpool } from './spool.ts';
+import type { SpooledFile, UploadSpool } from './spool.ts';
 import { tooLarge } from './spool.ts';
 import { baseType } from './serving.ts';
 import { THUMBNAILABLE_TYPES, inspect, makeThumbnail, selectSize, type ThumbnailMethod } from './thumbnails.ts';
@@ -232,14 +232,36 @@ export class MediaService {
     return { stream, contentType: thumb.contentType, size: thumb.size, fileName: null };
   }
 
-  async previewUrl(url: string): Promise<OpenGraph> {
+  /**
+   * GET /preview_url: the page's Open Graph tags; its image (or the URL's, when it is one) is stored
+   * here as media of the requester and named by its mxc:// URI, as the spec and Synapse do.
+   */
+  async previewUrl(url: string, requester: string): Promise<OpenGraph> {
     if (!this.previewer) throw new MatrixError(404, 'M_UNRECOGNIZED', 'URL previews are disabled on this server');
     const now = Date.now();
     const cached = await this.store.cachedPreview(url, now);
     if (cached) return JSON.parse(cached) as OpenGraph;
-    const og = await this.previewer.preview(url);
+    const { og, image } = await this.previewer.preview(url);
+    if (image) {
+      try {
+        Object.assign(og, await this.storePreviewImage(requester, image.file, image.contentType));
+      } catch (err) {
+        // A preview without its image is still a preview.
+        if (!(err instanceof MatrixError)) this.log.warn({ err }, 'URL preview image not stored');
+      } finally {
+        await fsp.rm(image.file.path, { force: true });
+      }
+    }
     await this.store.cachePreview(url, JSON.stringify(og), now, now + PREVIEW_CACHE_MS);
     return og;
+  }
+
+  private async storePreviewImage(requester: string, file: SpooledFile, contentType: string): Promise<OpenGraph> {
+    const image = await inspect(file.path); // not an image: no og:image
+    await this.storage.putFromTempFile(contentKey(file.sha256), file.path);
+    const mediaId = newMediaId();
+    await this.store.insertUploaded(mediaId, requester, { contentType, uploadName: null, size: file.size, sha256: file.sha256 }, Date.now());
+    return { 'og:image': this.mxc(mediaId), 'og:image:type': contentType, 'og:image:width': image.width, 'og:image:height': image.height, 'matrix:image:size': file.size };
   }
 
   private checkIds(serverName: string, mediaId: string): void {

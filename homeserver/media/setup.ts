@@ -11,7 +11,7 @@ import { MediaService } from './service.ts';
 import { UploadSpool } from './spool.ts';
 import { FileSystemMediaStorage } from './storage.ts';
 import { MediaStore } from './store.ts';
-import { UrlPreviewer } from './url-preview.ts';
+import { MAX_PREVIEW_BYTES, UrlPreviewer } from './url-preview.ts';
 
 export async function createMediaRepository(routes: Routes, db: Db, config: Config, log: Logger): Promise<MediaService> {
   const root = path.join(config.dataDir, 'media');
@@ -19,7 +19,7 @@ export async function createMediaRepository(routes: Routes, db: Db, config: Conf
   prepareDataDir(root);
   const spool = new UploadSpool(root);
   await spool.prepare();
-  const previewer = config.urlPreview ? new UrlPreviewer(new IpRangePolicy(config.urlPreviewIpDenylist, config.urlPreviewIpAllowlist)) : undefined;
+  const previewer = config.urlPreview ? new UrlPreviewer(new IpRangePolicy(config.urlPreviewIpDenylist, config.urlPreviewIpAllowlist), spool, Math.min(config.maxUploadBytes, MAX_PREVIEW_BYTES)) : undefined;
   const media = new MediaService(new MediaStore(db), new FileSystemMediaStorage(root), spool, {
     serverName: config.serverName, maxUploadBytes: config.maxUploadBytes, quotaBytes: config.mediaQuotaBytes,
   }, previewer, log);

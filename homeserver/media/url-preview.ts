@@ -8,6 +8,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { MatrixError } from '../http/errors.ts';
 import type { IpRangePolicy } from './ip-ranges.ts';
+import type { SpooledFile, UploadSpool } from './spool.ts';
 
 /** Synapse's max_spider_size: the page is read up to this many bytes (the head is what matters). */
 export const MAX_PREVIEW_BYTES = 10 * 1024 * 1024;
@@ -21,28 +22,68 @@ export type OpenGraph = Record<string, string | number>;
 const refused = (why: string) => new MatrixError(403, 'M_FORBIDDEN', `URL preview refused: ${why}`);
 const failed = (why: string) => new MatrixError(502, 'M_UNKNOWN', `URL preview failed: ${why}`);
 
-interface Fetched { status: number; location?: string; contentType: string; body: Buffer }
+const HTML = /^(text\/html|application\/xhtml\+xml)\b/i;
+/** Images a preview may carry (what the thumbnailer reads). */
+const PREVIEW_IMAGE = /^image\/(png|jpeg|gif|webp)\b/i;
+
+/** An image fetched for a preview, in a temp file of the spool, for the service to store. */
+export interface PreviewImage { file: SpooledFile; contentType: string }
+
+export interface Preview { og: OpenGraph; image?: PreviewImage }
 
 export class UrlPreviewer {
-  constructor(private readonly policy: IpRangePolicy) {}
+  constructor(private readonly policy: IpRangePolicy, private readonly spool: UploadSpool, private readonly maxImageBytes: number) {}
 
-  async preview(url: string): Promise<OpenGraph> {
-    const deadline = AbortSignal.timeout(FETCH_TIMEOUT_MS);
-    let current = parseHttpUrl(url);
+  /**
+   * The page's Open Graph tags; when the page names an image (og:image) or the URL is an image
+   * itself, that image is fetched too, under the same rules, for the service to store as media.
+   */
+  async preview(url: string): Promise<Preview> {
+    const signal = AbortSignal.timeout(FETCH_TIMEOUT_MS);
+    const { res, url: final } = await this.get(parseHttpUrl(url), signal);
+    const contentType = String(res.headers['content-type'] ?? '');
+    if (PREVIEW_IMAGE.test(contentType)) {
+      const image = await this.receiveImage(res, contentType).catch(() => undefined);
+      return { og: {}, image };
+    }
+    if (!HTML.test(contentType)) { res.destroy(); return { og: {} }; }
+    const { og, imageUrl } = parseOpenGraph((await readCapped(res, MAX_PREVIEW_BYTES)).toString('utf8'), final);
+    if (!imageUrl) return { og };
+    // The page is worth showing without its image: a refused or failed image is left out.
+    try {
+      const image = await this.get(parseHttpUrl(imageUrl), signal);
+      const type = String(image.res.headers['content-type'] ?? '');
+      if (!PREVIEW_IMAGE.test(type)) { image.res.destroy(); return { og }; }
+      return { og, image: await this.receiveImage(image.res, type) };
+    } catch {
+      return { og };
+    }
+  }
+
+  private async receiveImage(res: http.IncomingMessage, contentType: string): Promise<PreviewImage> {
+    const file = await this.spool.receive(res, { maxBytes: this.maxImageBytes }).finally(() => res.destroy());
+    return { file, contentType: contentType.split(';')[0]!.trim().toLowerCase() };
+  }
+
+  /** GET, following redirects (each hop checked); the 200 response, its body unread. */
+  private async get(start: URL, signal: AbortSignal): Promise<{ res: http.IncomingMessage; url: URL }> {
+    let current = start;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const res = await this.fetchOnce(current, deadline);
-      if (res.status >= 300 && res.status < 400 && res.location) {
-        current = parseHttpUrl(new URL(res.location, current).toString());
+      const res = await this.fetchOnce(current, signal);
+      const status = res.statusCode ?? 0;
+      const location = res.headers.location;
+      if (status >= 300 && status < 400 && location) {
+        res.destroy();
+        current = parseHttpUrl(new URL(location, current).toString());
         continue;
       }
-      if (res.status !== 200) throw failed(`the server answered ${res.status}`);
-      if (!/^(text\/html|application\/xhtml\+xml)\b/i.test(res.contentType)) return {};
-      return parseOpenGraph(res.body.toString('utf8'), current);
+      if (status !== 200) { res.destroy(); throw failed(`the server answered ${status}`); }
+      return { res, url: current };
     }
     throw failed('too many redirects');
   }
 
-  private async fetchOnce(url: URL, signal: AbortSignal): Promise<Fetched> {
+  private async fetchOnce(url: URL, signal: AbortSignal): Promise<http.IncomingMessage> {
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     let addresses: Array<{ address: string; family: number }>;
     if (net.isIP(host)) addresses = [{ address: host, family: net.isIP(host) }];
@@ -53,42 +94,38 @@ export class UrlPreviewer {
     if (!addresses.length || addresses.some((a) => !this.policy.permits(a.address))) throw refused(`${host} resolves to an address this server does not fetch from`);
     const pinned = addresses[0]!;
     const transport = url.protocol === 'https:' ? https : http;
-    return new Promise<Fetched>((resolve, reject) => {
+    return new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = transport.request(url, {
         method: 'GET',
         signal,
-        headers: { 'user-agent': 'super-server URL preview (Matrix homeserver)', accept: 'text/html, application/xhtml+xml;q=0.9, */*;q=0.1' },
+        headers: { 'user-agent': 'super-server URL preview (Matrix homeserver)', accept: 'text/html, application/xhtml+xml;q=0.9, image/*;q=0.8, */*;q=0.1' },
         lookup: ((_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) => {
           if (opts?.all) cb(null, [{ address: pinned.address, family: pinned.family }]);
           else cb(null, pinned.address, pinned.family);
-        }) as unknown as typeof dns.lookup as never,
-      }, (res) => {
-        const status = res.statusCode ?? 0;
-        const location = typeof res.headers.location === 'string' ? res.headers.location : undefined;
-        const contentType = String(res.headers['content-type'] ?? '');
-        if (status !== 200 || !/^(text\/html|application\/xhtml\+xml)\b/i.test(contentType)) {
-          res.resume();
-          resolve({ status, location, contentType, body: Buffer.alloc(0) });
-          req.destroy();
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        const done = () => resolve({ status, location, contentType, body: Buffer.concat(chunks) });
-        res.on('data', (chunk: Buffer) => {
-          if (size >= MAX_PREVIEW_BYTES) return;
-          chunks.push(chunk.subarray(0, MAX_PREVIEW_BYTES - size));
-          size += chunk.length;
-          // Past the cap the head of the page is all we need: stop reading it.
-          if (size >= MAX_PREVIEW_BYTES) { done(); req.destroy(); }
-        });
-        res.once('end', done);
-        res.once('error', () => done());
-      });
+        }) as never,
+      }, resolve);
       req.once('error', (err) => reject(signal.aborted ? failed('timed out') : failed((err as Error).message)));
       req.end();
     });
   }
+}
+
+/** Up to `cap` bytes of the body; past the cap the head of the page is all that is needed. */
+function readCapped(res: http.IncomingMessage, cap: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => { res.off('data', onData); resolve(Buffer.concat(chunks)); };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk.subarray(0, cap - size));
+      size += chunk.length;
+      if (size >= cap) { done(); res.destroy(); }
+    };
+    res.on('data', onData);
+    res.once('end', done);
+    res.once('error', done);
+    res.once('close', done);
+  });
 }
 
 function parseHttpUrl(text: string): URL {
@@ -123,18 +160,24 @@ const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…`
 
 /**
  * The page's Open Graph tags (og:*), with the <title> and the description meta tag as fallbacks.
- * og:image is left out: the spec wants an mxc:// URI there, and this server does not yet copy the
- * image into its repository.
+ * og:image* tags are not passed on (the spec wants an mxc:// URI there): the image's absolute URL
+ * is returned for the previewer to fetch and the service to store.
  */
-export function parseOpenGraph(html: string, _base: URL): OpenGraph {
+export function parseOpenGraph(html: string, base: URL): { og: OpenGraph; imageUrl?: string } {
   const head = html.slice(0, MAX_PREVIEW_BYTES);
   const og: OpenGraph = {};
+  let imageUrl: string | undefined;
   for (const m of head.matchAll(/<meta\b[^>]*>/gi)) {
     const a = attributes(m[0]);
     const key = a.property ?? a.name;
     const content = a.content;
     if (!key || content === undefined || !/^og:[a-z0-9_:.-]+$/i.test(key)) continue;
-    if (/^og:image/i.test(key)) continue;
+    if (/^og:image/i.test(key)) {
+      if ((key.toLowerCase() === 'og:image' || key.toLowerCase() === 'og:image:url') && imageUrl === undefined) {
+        try { imageUrl = new URL(content.trim(), base).toString(); } catch { /* not a URL */ }
+      }
+      continue;
+    }
     if (!(key in og)) og[key] = clip(content.trim(), key === 'og:description' ? MAX_DESCRIPTION : MAX_VALUE);
   }
   if (!('og:title' in og)) {
@@ -147,5 +190,5 @@ export function parseOpenGraph(html: string, _base: URL): OpenGraph {
       if (a.name?.toLowerCase() === 'description' && a.content) { og['og:description'] = clip(a.content.trim(), MAX_DESCRIPTION); break; }
     }
   }
-  return og;
+  return { og, ...(imageUrl ? { imageUrl } : {}) };
 }

@@ -6,16 +6,18 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { registerUser, type Credentials } from '../helpers/client.ts';
-import { mediaRequest } from '../helpers/media.ts';
+import sharp from 'sharp';
+import { downloadPath, mediaRequest, parseMxc } from '../helpers/media.ts';
 
 let title = 'A page &amp; its title';
+let image: Buffer;
 const pageHits: string[] = [];
 
 function page(): string {
   return `<!doctype html><html><head><title>fallback</title>
     <meta property="og:title" content="${title}">
     <meta content='Described here' property='og:description'>
-    <meta property="og:image" content="http://127.0.0.1/secret.png">
+    <meta property="og:image" content="/image.png">
     <meta name="twitter:card" content="summary">
     </head><body>${'x'.repeat(1000)}</body></html>`;
 }
@@ -31,11 +33,18 @@ describe('URL previews', () => {
     mediaRequest(server.baseUrl, 'GET', `/_matrix/client/v1/media/preview_url?url=${encodeURIComponent(url)}`, { token: who.accessToken });
 
   before(async () => {
+    image = await sharp({ create: { width: 120, height: 80, channels: 3, background: '#0a0' } }).png().toBuffer();
     site = http.createServer((req, res) => {
       pageHits.push(req.url ?? '');
       if (req.url === '/redirect') { res.writeHead(302, { location: '/page' }); res.end(); return; }
       if (req.url === '/to-private') { res.writeHead(302, { location: 'http://10.255.255.1/page' }); res.end(); return; }
       if (req.url === '/to-v6-loopback') { res.writeHead(302, { location: `http://[::1]:${(site.address() as AddressInfo).port}/page` }); res.end(); return; }
+      if (req.url === '/image.png') { res.writeHead(200, { 'content-type': 'image/png' }); res.end(image); return; }
+      if (req.url === '/private-image') {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<meta property="og:title" content="t"><meta property="og:image" content="http://10.255.255.1/x.png">');
+        return;
+      }
       if (req.url === '/plain') { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('hi'); return; }
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end(page());
@@ -64,12 +73,26 @@ describe('URL previews', () => {
     assert.equal(pageHits.length, before, 'the local server was never contacted');
   });
 
-  test('allowed explicitly: Open Graph tags come back (og:image left out), redirects are followed', async () => {
+  test('allowed explicitly: Open Graph tags come back, the image stored here as mxc://, redirects followed', async () => {
     const res = await preview(allowed, bob, `${siteUrl}/page`);
     assert.equal(res.status, 200, JSON.stringify(res.json));
     assert.equal(res.json['og:title'], 'A page & its title');
     assert.equal(res.json['og:description'], 'Described here');
-    assert.equal(res.json['og:image'], undefined);
+    assert.equal(res.json['og:image:width'], 120);
+    assert.equal(res.json['og:image:height'], 80);
+    assert.equal(res.json['og:image:type'], 'image/png');
+    assert.equal(res.json['matrix:image:size'], image.length);
+    const { serverName, mediaId } = parseMxc(res.json['og:image']);
+    const stored = await mediaRequest(allowed.baseUrl, 'GET', downloadPath(serverName, mediaId), { token: bob.accessToken });
+    assert.ok(stored.bytes.equals(image), 'the page image, served from this repository');
+    // A URL that is an image is previewed as that image.
+    const direct = await preview(allowed, bob, `${siteUrl}/image.png`);
+    assert.equal(direct.status, 200);
+    assert.match(direct.json['og:image'], /^mxc:\/\//);
+    // An image on a refused address is left out; the page is still previewed.
+    const privateImage = await preview(allowed, bob, `${siteUrl}/private-image`);
+    assert.equal(privateImage.status, 200);
+    assert.deepEqual(privateImage.json, { 'og:title': 't' });
     const redirected = await preview(allowed, bob, `${siteUrl}/redirect`);
     assert.equal(redirected.status, 200);
     assert.equal(redirected.json['og:title'], 'A page & its title');

@@ -37,13 +37,13 @@ test('Content-Disposition: inline only for the safe types; file names per RFC 62
   assert.equal(contentDisposition('text/plain', 'naïve (1).txt'), "inline; filename*=utf-8''na%C3%AFve%20%281%29.txt");
 });
 
-test('Open Graph: og tags, entities decoded, title and description fallbacks, og:image left out', () => {
-  const og = parseOpenGraph(`<html><head><title> The  &lt;title&gt; </title>
+test('Open Graph: og tags, entities decoded, title and description fallbacks, og:image resolved for fetching', () => {
+  const parsed = parseOpenGraph(`<html><head><title> The  &lt;title&gt; </title>
     <meta name="description" content="Meta &#233;t&#xE9;">
     <meta property="og:site_name" content="Site">
-    <meta property="og:image" content="https://x/y.png"></head></html>`, new URL('http://x/'));
-  assert.deepEqual(og, { 'og:site_name': 'Site', 'og:title': 'The <title>', 'og:description': 'Meta été' });
-  assert.equal(String(parseOpenGraph(`<meta property="og:description" content="${'d'.repeat(2000)}">`, new URL('http://x/'))['og:description']).length, 500);
+    <meta property="og:image" content="/img/y.png?a=1&amp;b=2"><meta property="og:image:width" content="5"></head></html>`, new URL('http://x.example/page/'));
+  assert.deepEqual(parsed, { og: { 'og:site_name': 'Site', 'og:title': 'The <title>', 'og:description': 'Meta été' }, imageUrl: 'http://x.example/img/y.png?a=1&b=2' });
+  assert.equal(String(parseOpenGraph(`<meta property="og:description" content="${'d'.repeat(2000)}">`, new URL('http://x/')).og['og:description']).length, 500);
 });
 
 test('thumbnail sizes: the smallest standard size covering the request, else the largest', () => {
