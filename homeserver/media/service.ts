@@ -58,6 +58,11 @@ export interface MediaContent {
 export class MediaService {
   private readonly uploaded = new EventEmitter();
   private readonly generating = new Map<string, Promise<ThumbnailRow>>();
+  /**
+   * Tells every worker's waiting downloads that `mediaId` got its bytes (main.ts routes it through
+   * the invalidation bus, which runs it here too). A worker that misses it finds out by polling.
+   */
+  announceUpload: (mediaId: string) => void = (mediaId) => this.uploadArrived(mediaId);
 
   constructor(
     private readonly store: MediaStore,
@@ -111,6 +116,11 @@ export class MediaService {
       usable(await this.store.get(mediaId)); // says why: another PUT won, or it expired meanwhile
       throw notFound('Unknown media');
     }
+    this.announceUpload(mediaId);
+  }
+
+  /** Wakes this process's downloads waiting for `mediaId`. */
+  uploadArrived(mediaId: string): void {
     this.uploaded.emit(mediaId);
   }
 

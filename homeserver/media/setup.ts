@@ -2,6 +2,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
+import type { InvalidationBus } from '../coordination/invalidation.ts';
 import type { Routes } from '../http/app.ts';
 import type { Db } from '../storage/db.ts';
 import { prepareDataDir } from '../storage/data-dir.ts';
@@ -13,7 +14,7 @@ import { FileSystemMediaStorage } from './storage.ts';
 import { MediaStore } from './store.ts';
 import { MAX_PREVIEW_BYTES, UrlPreviewer } from './url-preview.ts';
 
-export async function createMediaRepository(routes: Routes, db: Db, config: Config, log: Logger): Promise<MediaService> {
+export async function createMediaRepository(routes: Routes, db: Db, config: Config, bus: InvalidationBus, log: Logger): Promise<MediaService> {
   const root = path.join(config.dataDir, 'media');
   // With DATABASE_URL, DATA_DIR holds nothing else and was not prepared yet.
   prepareDataDir(root);
@@ -23,6 +24,9 @@ export async function createMediaRepository(routes: Routes, db: Db, config: Conf
   const media = new MediaService(new MediaStore(db), new FileSystemMediaStorage(root), spool, {
     serverName: config.serverName, maxUploadBytes: config.maxUploadBytes, quotaBytes: config.mediaQuotaBytes,
   }, previewer, log);
+  // A download waiting on another worker for a reserved id is woken when its PUT lands here.
+  bus.on('media-uploaded', (mediaId) => media.uploadArrived(mediaId), () => {});
+  media.announceUpload = (mediaId) => bus.emit('media-uploaded', mediaId);
   mediaRoutes(routes, media);
   return media;
 }
