@@ -12,7 +12,7 @@ import type { MediaRow, MediaStore, StoredContent, ThumbnailRow } from './store.
 import type { SpooledFile, UploadSpool } from './spool.ts';
 import { tooLarge } from './spool.ts';
 import { baseType } from './serving.ts';
-import { THUMBNAILABLE_TYPES, inspect, makeThumbnail, selectSize, type ThumbnailMethod } from './thumbnails.ts';
+import { THUMBNAILABLE_TYPES, inspect, keepsFrames, makeThumbnail, selectSize, type SourceImage, type ThumbnailMethod, type ThumbnailSize } from './thumbnails.ts';
 import type { OpenGraph, UrlPreviewer } from './url-preview.ts';
 
 /** An id from /create must be uploaded to within this (Synapse's unused_expiration_time). */
@@ -214,32 +214,35 @@ export class MediaService {
       return { stream: await this.openContent(row.sha256), contentType: row.contentType ?? sourceType, size: row.size ?? 0, fileName: null };
     }
     const size = selectSize(req.width, req.height, req.method);
-    const animated = req.animated && (sourceType === 'image/gif' || sourceType === 'image/webp') && image.pages > 1;
+    const animated = keepsFrames(sourceType, image, req.animated);
     let thumb = await this.store.thumbnail(row.sha256, size.width, size.height, size.method, animated);
     if (!thumb || !(await this.storage.exists(thumb.storageKey))) {
-      const key = `${row.sha256}/${size.width}x${size.height}-${size.method}${animated ? '-animated' : ''}`;
-      let making = this.generating.get(key);
+      const storageKey = `thumbnails/${shard(row.sha256)}/${size.width}x${size.height}-${size.method}${animated ? '-animated' : ''}`;
+      // Concurrent requests for one thumbnail share its making.
+      let making = this.generating.get(storageKey);
       if (!making) {
-        making = (async () => {
-          const temp = this.spool.newTempPath();
-          try {
-            const made = await makeThumbnail(source, sourceType, image, size, animated, temp);
-            const { size: bytes } = await fsp.stat(temp);
-            const made_: ThumbnailRow = { width: size.width, height: size.height, method: size.method, animated: made.animated, contentType: made.contentType, size: bytes, storageKey: `thumbnails/${shard(row.sha256)}/${size.width}x${size.height}-${size.method}${animated ? '-animated' : ''}` };
-            await this.storage.putFromTempFile(made_.storageKey, temp);
-            await this.store.insertThumbnail(row.sha256, made_, Date.now());
-            return made_;
-          } finally {
-            await fsp.rm(temp, { force: true });
-          }
-        })().finally(() => this.generating.delete(key));
-        this.generating.set(key, making);
+        making = this.makeThumbnail(row.sha256, source, sourceType, image, size, animated, storageKey).finally(() => this.generating.delete(storageKey));
+        this.generating.set(storageKey, making);
       }
       thumb = await making;
     }
     const stream = await this.storage.open(thumb.storageKey);
     if (!stream) throw notFound('Thumbnail not found');
     return { stream, contentType: thumb.contentType, size: thumb.size, fileName: null };
+  }
+
+  private async makeThumbnail(sha256: string, source: string, sourceType: string, image: SourceImage, size: ThumbnailSize, animated: boolean, storageKey: string): Promise<ThumbnailRow> {
+    const temp = this.spool.newTempPath();
+    try {
+      const made = await makeThumbnail(source, sourceType, image, size, animated, temp);
+      const { size: bytes } = await fsp.stat(temp);
+      const thumbnail: ThumbnailRow = { ...size, animated: made.animated, contentType: made.contentType, size: bytes, storageKey };
+      await this.storage.putFromTempFile(storageKey, temp);
+      await this.store.insertThumbnail(sha256, thumbnail, Date.now());
+      return thumbnail;
+    } finally {
+      await fsp.rm(temp, { force: true });
+    }
   }
 
   /**

@@ -61,6 +61,14 @@ export async function inspect(file: string): Promise<SourceImage> {
   return { width, height, pages: meta.pages ?? 1, format: meta.format ?? '' };
 }
 
+/**
+ * Whether a thumbnail asked with `animated` keeps the frames. Every frame is decoded for it, so the
+ * pixel bound covers all of them together; an animation too large for it gets its first frame.
+ */
+export function keepsFrames(sourceType: string, image: SourceImage, animated: boolean): boolean {
+  return animated && ANIMATABLE_TYPES.has(sourceType) && image.pages > 1 && image.width * image.height * image.pages <= MAX_IMAGE_PIXELS;
+}
+
 export interface MadeThumbnail { contentType: string; animated: boolean }
 
 /**
@@ -68,9 +76,9 @@ export interface MadeThumbnail { contentType: string; animated: boolean }
  * an animated GIF or WebP; otherwise the first frame is used.
  */
 export async function makeThumbnail(source: string, sourceType: string, image: SourceImage, size: ThumbnailSize, animated: boolean, target: string): Promise<MadeThumbnail> {
-  const keepFrames = animated && ANIMATABLE_TYPES.has(sourceType) && image.pages > 1;
-  // The bound covers every frame decoded; failOn 'error' refuses truncated data instead of guessing.
-  const pipeline = sharp(source, { animated: keepFrames, limitInputPixels: MAX_IMAGE_PIXELS * (keepFrames ? Math.min(image.pages, 100) : 1), failOn: 'error' });
+  const keepFrames = keepsFrames(sourceType, image, animated);
+  // failOn 'error' refuses truncated data instead of guessing.
+  const pipeline = sharp(source, { animated: keepFrames, limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error' });
   if (!keepFrames) pipeline.rotate(); // EXIF orientation
   pipeline.resize(size.width, size.height, { fit: size.method === 'crop' ? 'cover' : 'inside', withoutEnlargement: true });
   let contentType: string;

@@ -121,8 +121,8 @@ describe('media thumbnails', () => {
   });
 
   test('an image too large to decode safely (decompression bomb) is 413 M_TOO_LARGE', async () => {
-    // 10000 × 10000 of one colour compresses to a few kB but would be 400 MB decoded.
-    const bomb = await sharp({ create: { width: 10_000, height: 10_000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer();
+    // 6000 × 6000 (36 megapixels) of one colour compresses to a few kB but would be 108 MB decoded.
+    const bomb = await sharp({ create: { width: 6_000, height: 6_000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer();
     const { serverName, mediaId } = await uploadMedia(server.baseUrl, alice.accessToken, bomb, 'image/png');
     const res = await get(thumbnailPath(serverName, mediaId, 'width=32&height=32&method=crop'));
     assert.equal(res.status, 413);
