@@ -1,7 +1,7 @@
 // Thumbnails with sharp: the spec's standard sizes, the nearest one at least as large as asked,
 // never upscaled; made once per source bytes and stored (media_thumbnails).
 import fsp from 'node:fs/promises';
-import sharp, { type Metadata } from 'sharp';
+import type { Metadata } from 'sharp';
 import { MatrixError } from '../http/errors.ts';
 
 export type ThumbnailMethod = 'crop' | 'scale';
@@ -24,8 +24,16 @@ const ANIMATABLE_TYPES = new Set(['image/gif', 'image/webp']);
 /** Decompression bombs: an image of more pixels than this is not decoded (Synapse's max_image_pixels). */
 export const MAX_IMAGE_PIXELS = 32_000_000;
 
-// No libvips operation cache: thumbnails are made once, and the cache would hold files and memory.
-sharp.cache(false);
+type Sharp = typeof import('sharp')['default'];
+let loading: Promise<Sharp> | undefined;
+/** sharp (libvips) is loaded on the first thumbnail: ~250 ms and ~19 MB a server that makes none never pays. */
+function loadSharp(): Promise<Sharp> {
+  return (loading ??= import('sharp').then(({ default: sharp }) => {
+    // No libvips operation cache: thumbnails are made once, and the cache would hold files and memory.
+    sharp.cache(false);
+    return sharp;
+  }));
+}
 
 /** The standard size of `method` for a request: the smallest that covers it, else the largest. */
 export function selectSize(width: number, height: number, method: ThumbnailMethod): ThumbnailSize {
@@ -48,6 +56,7 @@ const cannotThumbnail = (why: string) => new MatrixError(400, 'M_UNKNOWN', `Cann
  * error a client can act on (400 / 413), never a 500.
  */
 export async function inspect(file: string): Promise<SourceImage> {
+  const sharp = await loadSharp();
   let meta: Metadata;
   try {
     meta = await sharp(file, { limitInputPixels: false, animated: true }).metadata();
@@ -76,6 +85,7 @@ export interface MadeThumbnail { contentType: string; animated: boolean }
  * an animated GIF or WebP; otherwise the first frame is used.
  */
 export async function makeThumbnail(source: string, sourceType: string, image: SourceImage, size: ThumbnailSize, animated: boolean, target: string): Promise<MadeThumbnail> {
+  const sharp = await loadSharp();
   const keepFrames = keepsFrames(sourceType, image, animated);
   // failOn 'error' refuses truncated data instead of guessing.
   const pipeline = sharp(source, { animated: keepFrames, limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'error' });
