@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { LruCache } from '../cache/lru.ts';
 import { MatrixError, notFound } from '../http/errors.ts';
 import type { MediaStorage } from './storage.ts';
 import type { MediaRow, MediaStore, StoredContent, ThumbnailRow } from './store.ts';
@@ -58,6 +59,11 @@ export interface MediaContent {
 export class MediaService {
   private readonly uploaded = new EventEmitter();
   private readonly generating = new Map<string, Promise<ThumbnailRow>>();
+  /** Uploaded media never changes under its id: its row is kept (bounded) after the first read. */
+  private readonly uploadedRows = new LruCache<string, MediaRow & { sha256: string }>(10_000);
+  /** Likewise an image's size (by its bytes' sha256) and the thumbnails made of it (by storage key). */
+  private readonly images = new LruCache<string, SourceImage>(10_000);
+  private readonly thumbnails = new LruCache<string, ThumbnailRow>(10_000);
   /**
    * Tells every worker's waiting downloads that `mediaId` got its bytes (main.ts routes it through
    * the invalidation bus, which runs it here too). A worker that misses it finds out by polling.
@@ -155,12 +161,21 @@ export class MediaService {
     this.checkIds(serverName, mediaId);
     // Remote media comes with federation; until then it is simply not found here.
     if (serverName !== this.config.serverName) throw notFound('Remote media is not available on this server');
+    const known = this.uploadedRows.get(mediaId);
+    if (known) {
+      if (legacy && known.authenticated) throw notFound('Media not found');
+      return known;
+    }
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), MAX_DOWNLOAD_WAIT_MS);
     for (;;) {
       const row = await this.store.get(mediaId);
       if (!row) throw notFound('Media not found');
       if (legacy && row.authenticated) throw notFound('Media not found');
-      if (row.uploadedTs !== null && row.sha256) return row as MediaRow & { sha256: string };
+      if (row.uploadedTs !== null && row.sha256) {
+        const uploaded = row as MediaRow & { sha256: string };
+        this.uploadedRows.set(mediaId, uploaded);
+        return uploaded;
+      }
       if ((row.unusedExpiresTs ?? 0) <= Date.now()) throw notFound('Media not found');
       const left = deadline - Date.now();
       if (left <= 0 || signal?.aborted) throw new MatrixError(504, 'M_NOT_YET_UPLOADED', 'The media has not been uploaded yet');
@@ -208,16 +223,20 @@ export class MediaService {
     }
     const source = await this.storage.localPath(contentKey(row.sha256));
     if (!source) throw notFound('Media not found');
-    const image = await inspect(source);
+    let image = this.images.get(row.sha256);
+    if (!image) {
+      image = await inspect(source);
+      this.images.set(row.sha256, image);
+    }
     if (image.width <= req.width && image.height <= req.height) {
       // The spec: content smaller than asked is returned as it is, never upscaled.
       return { stream: await this.openContent(row.sha256), contentType: row.contentType ?? sourceType, size: row.size ?? 0, fileName: null };
     }
     const size = selectSize(req.width, req.height, req.method);
     const animated = keepsFrames(sourceType, image, req.animated);
-    let thumb = await this.store.thumbnail(row.sha256, size.width, size.height, size.method, animated);
+    const storageKey = `thumbnails/${shard(row.sha256)}/${size.width}x${size.height}-${size.method}${animated ? '-animated' : ''}`;
+    let thumb = this.thumbnails.get(storageKey) ?? await this.store.thumbnail(row.sha256, size.width, size.height, size.method, animated);
     if (!thumb || !(await this.storage.exists(thumb.storageKey))) {
-      const storageKey = `thumbnails/${shard(row.sha256)}/${size.width}x${size.height}-${size.method}${animated ? '-animated' : ''}`;
       // Concurrent requests for one thumbnail share its making.
       let making = this.generating.get(storageKey);
       if (!making) {
@@ -226,6 +245,7 @@ export class MediaService {
       }
       thumb = await making;
     }
+    this.thumbnails.set(storageKey, thumb);
     const stream = await this.storage.open(thumb.storageKey);
     if (!stream) throw notFound('Thumbnail not found');
     return { stream, contentType: thumb.contentType, size: thumb.size, fileName: null };
