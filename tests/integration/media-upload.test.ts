@@ -4,6 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createClient } from 'matrix-js-sdk';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, registerUser, type Credentials } from '../helpers/client.ts';
 import { downloadPath, mediaFiles, mediaRequest, parseMxc, uploadMedia } from '../helpers/media.ts';
@@ -204,6 +205,19 @@ describe('media uploads and downloads', () => {
     assert.equal(state.body.url, uri);
     const got = await req('GET', downloadPath(serverName, mediaId), { token: bob.accessToken });
     assert.ok(got.bytes.equals(png));
+  });
+
+  test('matrix-js-sdk: uploadContent, the authenticated media config, mxcUrlToHttp with authentication', async () => {
+    const client = createClient({ baseUrl: server.baseUrl, userId: alice.userId, accessToken: alice.accessToken, deviceId: alice.deviceId });
+    const bytes = randomBytes(4096);
+    const { content_uri: uri } = await client.uploadContent(new Blob([bytes]), { name: 'sdk.bin', type: 'application/octet-stream' });
+    assert.match(uri, /^mxc:\/\/localhost\//);
+    assert.deepEqual(await client.getMediaConfig(true), { 'm.upload.size': MAX_UPLOAD });
+    const url = client.mxcUrlToHttp(uri, undefined, undefined, undefined, false, true, true);
+    assert.ok(url?.startsWith(`${server.baseUrl}/_matrix/client/v1/media/download/`), url ?? 'no URL');
+    const got = await fetch(url!, { headers: { authorization: `Bearer ${alice.accessToken}` } });
+    assert.equal(got.status, 200);
+    assert.ok(Buffer.from(await got.arrayBuffer()).equals(bytes));
   });
 
   test('URL previews are off unless configured: 404 M_UNRECOGNIZED', async () => {
