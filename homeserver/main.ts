@@ -331,7 +331,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
   // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
-  await createMediaRepository(routes, db, config, bus, log.child({ component: 'media' }));
+  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 

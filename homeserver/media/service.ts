@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LruCache } from '../cache/lru.ts';
+import type { BackgroundJob } from '../coordination/jobs.ts';
 import { MatrixError, notFound } from '../http/errors.ts';
 import type { MediaStorage } from './storage.ts';
 import type { MediaRow, MediaStore, StoredContent, ThumbnailRow } from './store.ts';
@@ -25,6 +26,8 @@ export const DEFAULT_DOWNLOAD_WAIT_MS = 20_000;
 export const MAX_DOWNLOAD_WAIT_MS = 120_000;
 /** A URL preview is answered from the cache for this long (Synapse keeps them an hour). */
 const PREVIEW_CACHE_MS = 60 * 60 * 1000;
+/** How often the background job drops reserved ids that expired unused. */
+const EXPIRY_SWEEP_MS = 60 * 60 * 1000;
 /** Another worker may complete an upload: a waiting download also looks at the database this often. */
 const PENDING_POLL_MS = 1_000;
 
@@ -123,6 +126,21 @@ export class MediaService {
       throw notFound('Unknown media');
     }
     this.announceUpload(mediaId);
+  }
+
+  /** The background job (one worker runs it) that drops reserved ids expired unused, hourly. */
+  expiryJob(): BackgroundJob {
+    let timer: NodeJS.Timeout | undefined;
+    const sweep = () => {
+      this.store.deleteExpiredPending(Date.now()).then(
+        (n) => { if (n) this.log.info({ dropped: n }, 'expired unused media ids dropped'); },
+        (err) => this.log.warn({ err }, 'expired media id sweep failed'),
+      );
+    };
+    return {
+      start: () => { sweep(); timer = setInterval(sweep, EXPIRY_SWEEP_MS); timer.unref(); },
+      stop: () => clearInterval(timer),
+    };
   }
 
   /** Wakes this process's downloads waiting for `mediaId`. */

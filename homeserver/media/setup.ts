@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { InvalidationBus } from '../coordination/invalidation.ts';
+import type { BackgroundJobs } from '../coordination/jobs.ts';
 import type { Routes } from '../http/app.ts';
 import type { Db } from '../storage/db.ts';
 import { prepareDataDir } from '../storage/data-dir.ts';
@@ -14,7 +15,7 @@ import { FileSystemMediaStorage } from './storage.ts';
 import { MediaStore } from './store.ts';
 import { MAX_PREVIEW_BYTES, UrlPreviewer } from './url-preview.ts';
 
-export async function createMediaRepository(routes: Routes, db: Db, config: Config, bus: InvalidationBus, log: Logger): Promise<MediaService> {
+export async function createMediaRepository(routes: Routes, db: Db, config: Config, bus: InvalidationBus, jobs: BackgroundJobs, log: Logger): Promise<MediaService> {
   const root = path.join(config.dataDir, 'media');
   // With DATABASE_URL, DATA_DIR holds nothing else and was not prepared yet.
   prepareDataDir(root);
@@ -27,6 +28,7 @@ export async function createMediaRepository(routes: Routes, db: Db, config: Conf
   // A download waiting on another worker for a reserved id is woken when its PUT lands here.
   bus.on('media-uploaded', (mediaId) => media.uploadArrived(mediaId), () => {});
   media.announceUpload = (mediaId) => bus.emit('media-uploaded', mediaId);
+  jobs.register('media: expired upload ids', media.expiryJob());
   mediaRoutes(routes, media);
   return media;
 }

@@ -66,6 +66,12 @@ export class MediaStore {
     });
   }
 
+  /** Drops every reservation that expired unused; returns how many. */
+  async deleteExpiredPending(now: number): Promise<number> {
+    const { rowCount } = await this.db.raw<{ rowCount: number }>('DELETE FROM media WHERE uploaded_ts IS NULL AND unused_expires_ts <= ?', [now]);
+    return rowCount;
+  }
+
   /** Reservations of the user that can still be uploaded to. */
   async countPending(uploader: string, now: number): Promise<number> {
     const { rows } = await this.db.raw<{ rows: Array<{ n: number }> }>(

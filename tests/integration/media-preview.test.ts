@@ -51,10 +51,9 @@ describe('URL previews', () => {
     });
     await new Promise<void>((r) => site.listen(0, '127.0.0.1', () => r()));
     siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
-    [denied, allowed] = await Promise.all([
-      startServer({ env: { URL_PREVIEW: 'on' } }),
-      startServer({ env: { URL_PREVIEW: 'on', URL_PREVIEW_IP_RANGE_ALLOWLIST: '127.0.0.1/32' } }),
-    ]);
+    // One after the other: two embedded PostgreSQLs starting at once on a loaded machine can miss the ready timeout.
+    denied = await startServer({ env: { URL_PREVIEW: 'on' } });
+    allowed = await startServer({ env: { URL_PREVIEW: 'on', URL_PREVIEW_IP_RANGE_ALLOWLIST: '127.0.0.1/32' } });
     [alice, bob] = await Promise.all([registerUser(denied.baseUrl), registerUser(allowed.baseUrl)]);
   });
   after(async () => {

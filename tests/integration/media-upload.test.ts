@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createClient } from 'matrix-js-sdk';
+import pg from 'pg';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, registerUser, type Credentials } from '../helpers/client.ts';
 import { downloadPath, mediaFiles, mediaRequest, parseMxc, uploadMedia } from '../helpers/media.ts';
@@ -233,6 +234,30 @@ describe('media uploads and downloads', () => {
     const badType = await req('POST', '/_matrix/media/v3/upload', { token: alice.accessToken, body: 'x', contentType: 'not a type' });
     assert.equal(badType.status, 400);
     assert.deepEqual(mediaFiles(server.dataDir), before);
+  });
+
+  test('an id from /create that expired unused: PUT and download are 404, and the sweep drops it', { skip: process.env.TEST_BACKEND === 'embedded' ? 'expires the id through an external database' : false }, async () => {
+    const created = await req('POST', '/_matrix/media/v1/create', { token: bob.accessToken });
+    const { serverName, mediaId } = parseMxc(created.json.content_uri);
+    const db = new pg.Client({ connectionString: server.env.DATABASE_URL });
+    await db.connect();
+    try {
+      await db.query('UPDATE media SET unused_expires_ts = $1 WHERE media_id = $2', [Date.now() - 1, mediaId]);
+      const put = await req('PUT', `/_matrix/media/v3/upload/${serverName}/${mediaId}`, { token: bob.accessToken, body: 'late', contentType: 'text/plain' });
+      assert.equal(put.status, 404);
+      assert.equal(put.json.errcode, 'M_NOT_FOUND');
+      const get = await req('GET', `${downloadPath(serverName, mediaId)}?timeout_ms=5000`, { token: bob.accessToken });
+      assert.equal(get.status, 404, 'an expired id is not waited on');
+      // The sweep runs when the background jobs start (then hourly).
+      await server.restart();
+      let left = 1;
+      for (const end = Date.now() + 15_000; left && Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+        left = (await db.query('SELECT 1 FROM media WHERE media_id = $1', [mediaId])).rows.length;
+      }
+      assert.equal(left, 0, 'the expired id was dropped');
+    } finally {
+      await db.end();
+    }
   });
 
   test('POST /create is limited to a few ids waiting for their upload', async () => {
