@@ -3,6 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { StartupError } from './startup-error.ts';
 import { ROOM_VERSIONS as KNOWN_ROOM_VERSIONS } from './protocol/room-versions.ts';
+import { DEFAULT_PREVIEW_DENYLIST, parseCidr } from './media/ip-ranges.ts'; // issue 8: media
 
 /** Every option: a default, an env name, a row in the README's table. */
 export interface Config {
@@ -35,6 +36,17 @@ export interface Config {
   wsMaxSocketsPerUser: number;
   /** Worker processes on this port (node:cluster); more than one needs REDIS_URL and DATABASE_URL. */
   workers: number;
+  // issue 8: media repository
+  /** Largest upload accepted (413 M_TOO_LARGE past it). */
+  maxUploadBytes: number;
+  /** Bytes of media one user may store in all; 0: no quota. */
+  mediaQuotaBytes: number;
+  /** URL_PREVIEW=on: GET /preview_url fetches pages (off: 404 M_UNRECOGNIZED). */
+  urlPreview: boolean;
+  /** CIDR ranges the URL previewer never connects to… */
+  urlPreviewIpDenylist: string[];
+  /** …unless they are in one of these. */
+  urlPreviewIpAllowlist: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -62,6 +74,15 @@ function url(protocols: string[], accepts: string) {
   return z.preprocess((v) => (unset(v) ? undefined : v), z.string().refine((s) => {
     try { return protocols.includes(new URL(s).protocol); } catch { return false; }
   }, { error: accepts }).optional());
+}
+
+/** A comma-separated list of CIDR ranges (a bare address is one host). */
+function cidrList(fallback: string[]) {
+  const accepts = 'a comma-separated list of CIDR ranges, e.g. 127.0.0.0/8,::1/128';
+  return z.preprocess(
+    (v) => (v === undefined ? fallback : typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
+    z.array(z.string().refine((s) => parseCidr(s) !== undefined, { error: accepts }), { error: accepts }),
+  );
 }
 
 const optionalText = z.preprocess((v) => (unset(v) ? undefined : v), z.string().optional());
@@ -93,6 +114,12 @@ const schema = z.object({
   WS_PING_INTERVAL_MS: integer(100, 600_000, 15_000, 'a whole number of milliseconds from 100 to 600000'),
   WS_MAX_SOCKETS_PER_USER: integer(1, 10_000, 10, 'a whole number from 1 to 10000'),
   WORKERS: integer(1, 64, 1, 'a whole number of worker processes from 1 to 64'),
+  // issue 8: media repository
+  MAX_UPLOAD_BYTES: integer(1, 2 ** 40, 50 * 1024 * 1024, 'a whole number of bytes from 1 to 1099511627776'),
+  MEDIA_QUOTA_BYTES: integer(0, 2 ** 50, 0, 'a whole number of bytes (0: no quota)'),
+  URL_PREVIEW: oneOf(['on', 'off'], 'on or off'),
+  URL_PREVIEW_IP_RANGE_DENYLIST: cidrList(DEFAULT_PREVIEW_DENYLIST),
+  URL_PREVIEW_IP_RANGE_ALLOWLIST: cidrList([]),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -170,5 +197,10 @@ export function loadConfig(processEnv: Env = process.env): Config {
     wsPingIntervalMs: v.WS_PING_INTERVAL_MS,
     wsMaxSocketsPerUser: v.WS_MAX_SOCKETS_PER_USER,
     workers: v.WORKERS,
+    maxUploadBytes: v.MAX_UPLOAD_BYTES,
+    mediaQuotaBytes: v.MEDIA_QUOTA_BYTES,
+    urlPreview: v.URL_PREVIEW === 'on',
+    urlPreviewIpDenylist: v.URL_PREVIEW_IP_RANGE_DENYLIST,
+    urlPreviewIpAllowlist: v.URL_PREVIEW_IP_RANGE_ALLOWLIST,
   };
 }

@@ -79,6 +79,7 @@ import { typingRoutes } from './ephemeral/typing-routes.ts';
 import { LocalPresenceState, RedisPresenceState } from './ephemeral/presence.ts';
 import { PresenceService } from './ephemeral/presence-service.ts';
 import { presenceRoutes } from './ephemeral/presence-routes.ts';
+import { createMediaRepository } from './media/setup.ts'; // issue 8: media repository
 
 export interface Homeserver {
   config: Config;
@@ -329,6 +330,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' }), shared));
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
+  // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
+  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
 

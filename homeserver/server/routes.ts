@@ -26,7 +26,7 @@ export function serverRoutes(r: Routes, config: Config): void {
     unstable_features: {
       'org.matrix.msc3440.stable': true, // threads
       'org.matrix.msc2285.stable': false, // private read receipts: no receipts yet
-      'org.matrix.msc3916.stable': false, // authenticated media: not yet
+      'org.matrix.msc3916.stable': true, // authenticated media (issue 8: homeserver/media/)
     },
   }), { auth: 'optional' });
 

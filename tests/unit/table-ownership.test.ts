@@ -62,7 +62,7 @@ test('the room store and visibility caches are bounded LRU caches', () => {
 });
 
 /** Capabilities with one store.ts of their own, built only by the composition root (main.ts). */
-const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts'];
+const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media'];
 const COMPOSITION_ROOT = 'main.ts';
 
 function allTsFiles(dir: string): string[] {
