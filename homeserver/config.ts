@@ -3,6 +3,9 @@ import path from 'node:path';
 import { z } from 'zod';
 import { StartupError } from './startup-error.ts';
 import { ROOM_VERSIONS as KNOWN_ROOM_VERSIONS } from './protocol/room-versions.ts';
+// issue 7 (limits7): rate limits, trusted proxies, overload.
+import { LIMITERS, LIMITER_NAMES, type Rules } from './limits/rules.ts';
+import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './http/client-address.ts';
 
 /** Every option: a default, an env name, a row in the README's table. */
 export interface Config {
@@ -35,6 +38,19 @@ export interface Config {
   wsMaxSocketsPerUser: number;
   /** Worker processes on this port (node:cluster); more than one needs REDIS_URL and DATABASE_URL. */
   workers: number;
+  // ---- issue 7 (limits7)
+  /** RATE_LIMITS=off: no rate limit refuses anything (benchmarks, test set-ups). */
+  rateLimits: boolean;
+  /** Each limiter's per-second refill and burst (limits/rules.ts). */
+  rateLimitRules: Rules;
+  /** Peers whose X-Forwarded-For / Forwarded headers are believed. */
+  trustedProxies: TrustedProxies;
+  /** Requests (other than long-polls) being answered at once; more are refused with 503 at once. */
+  maxConcurrentRequests: number;
+  /** Of those, writes (PUT/POST/DELETE): the bound of the write path's queue. */
+  maxConcurrentWrites: number;
+  /** /sync long-polls one access token may hold open at once. */
+  maxLongPollsPerToken: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -53,6 +69,22 @@ function integer(min: number, max: number, fallback: number, accepts: string) {
     z.number({ error: accepts }).int({ error: accepts }).min(min, { error: accepts }).max(max, { error: accepts }),
   );
 }
+
+/** A decimal number in (0, max] (a rate per second). */
+function positive(max: number, fallback: number, accepts: string) {
+  return z.preprocess(
+    (v) => (unset(v) ? fallback : typeof v === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(v) ? Number(v) : Number.NaN),
+    z.number({ error: accepts }).gt(0, { error: accepts }).max(max, { error: accepts }),
+  );
+}
+
+/** RC_<X>_PER_SECOND and RC_<X>_BURST for every limiter; ROOMS_PER_HOUR is one number (an hour's allowance). */
+const rateLimitVariables = Object.fromEntries(Object.values(LIMITERS).flatMap((l) => l.env === 'ROOMS_PER_HOUR'
+  ? [[l.env, integer(1, 1_000_000, l.burst, 'a whole number of rooms from 1 to 1000000')]]
+  : [
+    [`${l.env}_PER_SECOND`, positive(1_000_000, l.perSecond, 'a number of actions per second above 0, e.g. 0.17')],
+    [`${l.env}_BURST`, integer(1, 1_000_000, l.burst, 'a whole number of actions from 1 to 1000000')],
+  ]));
 
 function oneOf<T extends readonly [string, ...string[]]>(values: T, accepts: string) {
   return z.preprocess((v) => (unset(v) ? undefined : v), z.enum(values, { error: accepts }).optional());
@@ -93,6 +125,13 @@ const schema = z.object({
   WS_PING_INTERVAL_MS: integer(100, 600_000, 15_000, 'a whole number of milliseconds from 100 to 600000'),
   WS_MAX_SOCKETS_PER_USER: integer(1, 10_000, 10, 'a whole number from 1 to 10000'),
   WORKERS: integer(1, 64, 1, 'a whole number of worker processes from 1 to 64'),
+  // issue 7 (limits7)
+  RATE_LIMITS: oneOf(['on', 'off'], 'on or off'),
+  ...(rateLimitVariables as Record<string, z.ZodType<number>>),
+  TRUSTED_PROXIES: z.string().optional(),
+  MAX_CONCURRENT_REQUESTS: integer(1, 1_000_000, 512, 'a whole number of requests from 1 to 1000000'),
+  MAX_CONCURRENT_WRITES: integer(1, 1_000_000, 256, 'a whole number of requests from 1 to 1000000'),
+  MAX_LONG_POLLS_PER_TOKEN: integer(1, 10_000, 4, 'a whole number from 1 to 10000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -170,5 +209,20 @@ export function loadConfig(processEnv: Env = process.env): Config {
     wsPingIntervalMs: v.WS_PING_INTERVAL_MS,
     wsMaxSocketsPerUser: v.WS_MAX_SOCKETS_PER_USER,
     workers: v.WORKERS,
+    rateLimits: v.RATE_LIMITS !== 'off',
+    rateLimitRules: rateLimitRules(v as unknown as Record<string, number>),
+    trustedProxies: new TrustedProxies(v.TRUSTED_PROXIES ?? DEFAULT_TRUSTED_PROXIES),
+    maxConcurrentRequests: v.MAX_CONCURRENT_REQUESTS,
+    maxConcurrentWrites: Math.min(v.MAX_CONCURRENT_WRITES, v.MAX_CONCURRENT_REQUESTS),
+    maxLongPollsPerToken: v.MAX_LONG_POLLS_PER_TOKEN,
   };
+}
+
+function rateLimitRules(v: Record<string, number>): Rules {
+  const out = {} as Rules;
+  for (const name of LIMITER_NAMES) {
+    const env = LIMITERS[name].env;
+    out[name] = env === 'ROOMS_PER_HOUR' ? { perSecond: v[env]! / 3600, burst: v[env]! } : { perSecond: v[`${env}_PER_SECOND`]!, burst: v[`${env}_BURST`]! };
+  }
+  return out;
 }
