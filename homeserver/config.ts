@@ -49,8 +49,8 @@ export interface Config {
   maxConcurrentRequests: number;
   /** Of those, writes (PUT/POST/DELETE): the bound of the write path's queue. */
   maxConcurrentWrites: number;
-  /** /sync long-polls one access token may hold open at once. */
-  maxLongPollsPerToken: number;
+  /** /sync requests (long-polls included) one access token may have in flight at once. */
+  maxSyncsPerToken: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -131,7 +131,7 @@ const schema = z.object({
   TRUSTED_PROXIES: z.string().optional(),
   MAX_CONCURRENT_REQUESTS: integer(1, 1_000_000, 512, 'a whole number of requests from 1 to 1000000'),
   MAX_CONCURRENT_WRITES: integer(1, 1_000_000, 256, 'a whole number of requests from 1 to 1000000'),
-  MAX_LONG_POLLS_PER_TOKEN: integer(1, 10_000, 4, 'a whole number from 1 to 10000'),
+  MAX_SYNCS_PER_TOKEN: integer(1, 10_000, 4, 'a whole number from 1 to 10000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -214,7 +214,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     trustedProxies: new TrustedProxies(v.TRUSTED_PROXIES ?? DEFAULT_TRUSTED_PROXIES),
     maxConcurrentRequests: v.MAX_CONCURRENT_REQUESTS,
     maxConcurrentWrites: Math.min(v.MAX_CONCURRENT_WRITES, v.MAX_CONCURRENT_REQUESTS),
-    maxLongPollsPerToken: v.MAX_LONG_POLLS_PER_TOKEN,
+    maxSyncsPerToken: v.MAX_SYNCS_PER_TOKEN,
   };
 }
 

@@ -289,7 +289,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   if (hub) limits.overrideChanged = (userId) => bus.emit('ratelimit-override', userId);
   routes.limits = limits;
   rateLimitRoutes(routes, limits, config.serverName, async (u) => !!(await profiles.get(u)));
-  const overload = new OverloadGuard({ maxRequests: config.maxConcurrentRequests, maxWrites: config.maxConcurrentWrites, maxLongPollsPerToken: config.maxLongPollsPerToken }, log.child({ component: 'overload' }));
+  const overload = new OverloadGuard({ maxRequests: config.maxConcurrentRequests, maxWrites: config.maxConcurrentWrites, maxSyncsPerToken: config.maxSyncsPerToken }, log.child({ component: 'overload' }), limits);
   // ---- end issue 7 (limits7)
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config, shared);

@@ -47,8 +47,8 @@ export interface Step {
 }
 
 /**
- * One action against a bucket. `cost` 0 asks without paying (allowed when one token is there);
- * `escalate` counts the payment as a strike (failed logins).
+ * One action against a bucket. `cost` 0 asks without paying (allowed when one token is there), a
+ * negative cost refunds; `escalate` counts the payment as a strike (failed logins).
  */
 export function step(previous: BucketState | undefined, rule: Rule, cost: number, now: number, escalate = false): Step {
   // A bucket full again is forgotten with its strikes, as its key expires in Redis.
@@ -57,6 +57,12 @@ export function step(previous: BucketState | undefined, rule: Rule, cost: number
   const rate = refillRate(rule, strikes);
   const elapsed = state ? Math.max(0, now - state.at) : 0;
   let tokens = state ? Math.min(rule.burst, state.tokens + (elapsed / 1000) * rate) : rule.burst;
+  if (cost < 0) {
+    // A refund (an action paid for in advance that did not happen): always allowed, never above the burst.
+    tokens = Math.min(rule.burst, tokens - cost);
+    if (tokens >= rule.burst && strikes === 0) return { decision: { allowed: true, retryAfterMs: 0 }, next: undefined, ttlMs: 0 };
+    return { decision: { allowed: true, retryAfterMs: 0 }, next: { tokens, at: now, strikes }, ttlMs: ttl(rule, tokens, strikes) };
+  }
   const need = Math.max(cost, 1);
   if (tokens < need) {
     const retryAfterMs = rate > 0 ? Math.max(1, Math.ceil(((need - tokens) / rate) * 1000)) : 2 ** 31 - 1;

@@ -7,7 +7,7 @@ import { MAX_ESCALATION, isFull, step, type BucketState, type Decision, type Rul
  * implementation serves one worker; the Redis one is shared by every worker on REDIS_PREFIX.
  */
 export interface RateLimiter {
-  /** Pays `cost` tokens (0: only asks) from `key`'s bucket; `escalate` counts it as a strike. */
+  /** Pays `cost` tokens (0: only asks; negative: refunds) from `key`'s bucket; `escalate` counts it as a strike. */
   take(key: string, rule: Rule, cost?: number, escalate?: boolean): Promise<Decision>;
   /** Forgets `key`'s bucket (a successful login clears its failures). */
   reset(key: string): Promise<void>;
@@ -85,6 +85,16 @@ if h[1] then
     tokens = t
     strikes = s
   end
+end
+if cost < 0 then
+  tokens = math.min(burst, tokens - cost)
+  if tokens >= burst and strikes == 0 then
+    redis.call('DEL', KEYS[1])
+    return {1, 0}
+  end
+  redis.call('HSET', KEYS[1], 't', tostring(tokens), 'a', tostring(now), 's', tostring(strikes))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate(strikes) * 1000) + 1000)
+  return {1, 0}
 end
 local need = math.max(cost, 1)
 if tokens < need then

@@ -59,26 +59,33 @@ export class RateLimits {
   /**
    * Around one password login (Synapse's rc_login): attempts per client address, successful logins
    * per account, failed ones per account, escalating (each failure past the burst doubles the wait);
-   * a success clears the failures.
+   * a success clears the failures. Both per-account buckets are paid before the password is
+   * checked (concurrent guesses cannot all slip past a bucket that is about to be empty) and set
+   * right after: a failure gives back the success token, a success clears the failures.
    */
   async login<T>(ctx: Context, account: string, attempt: () => Promise<T>): Promise<T> {
-    if (!this.limiter) return attempt();
+    const limiter = this.limiter;
+    if (!limiter || (ctx.state.requester as Requester | undefined)?.isAdmin) return attempt();
     const who = this.accountKey(account);
     await this.check('login_address', ctx.ip, ctx);
-    await this.check('login_failed', who, ctx, 0);
-    await this.check('login_account', who, ctx, 0);
+    await this.check('login_account', who, ctx);
+    const failedKey = `rl:login_failed:${who}`;
+    const failed = await limiter.take(failedKey, this.rules.login_failed, 1, true);
+    if (!failed.allowed) {
+      await limiter.take(`rl:login_account:${who}`, this.rules.login_account, -1);
+      this.refuse('login_failed', who, failed.retryAfterMs, ctx);
+    }
     let result: T;
     try {
       result = await attempt();
     } catch (err) {
-      if (err instanceof MatrixError && err.status === 403 && err.errcode === 'M_FORBIDDEN') {
-        await this.limiter.take(`rl:login_failed:${who}`, this.rules.login_failed, 1, true);
-      }
+      // Not a wrong password (a deactivated account, a server error): neither bucket keeps it.
+      const wrongPassword = err instanceof MatrixError && err.status === 403 && err.errcode === 'M_FORBIDDEN';
+      if (!wrongPassword) await limiter.take(failedKey, this.rules.login_failed, -1);
+      await limiter.take(`rl:login_account:${who}`, this.rules.login_account, -1);
       throw err;
     }
-    await this.limiter.reset(`rl:login_failed:${who}`);
-    // Counted once the password is right (as Synapse): a flood of sessions for one account stops.
-    await this.limiter.take(`rl:login_account:${who}`, this.rules.login_account, 1);
+    await limiter.reset(failedKey);
     return result;
   }
 

@@ -24,7 +24,7 @@ describe('overload', () => {
   let roomId: string;
 
   test('start', async () => {
-    s = await startServer({ env: { MAX_CONCURRENT_REQUESTS: '12', MAX_CONCURRENT_WRITES: '4', MAX_LONG_POLLS_PER_TOKEN: '2', AUTO_JOIN_ROOMS: '', LOG_LEVEL: 'info' } });
+    s = await startServer({ env: { MAX_CONCURRENT_REQUESTS: '12', MAX_CONCURRENT_WRITES: '4', MAX_SYNCS_PER_TOKEN: '2', AUTO_JOIN_ROOMS: '', LOG_LEVEL: 'info' } });
     servers.push(s);
     alice = await registerFrom(s.baseUrl, '127.0.0.1', 'overalice');
     roomId = (await request(s.baseUrl, 'POST', `${C}/createRoom`, { token: alice.accessToken, body: {} })).body.room_id;
