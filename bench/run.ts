@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'initial-sync': () => import('./initial-sync.ts'),
   push: () => import('./push.ts'), // issue 6, receipts-push helper
   workers: () => import('./workers.ts'),
+  flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
 };
 
 const names = process.argv.slice(2);

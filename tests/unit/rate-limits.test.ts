@@ -55,6 +55,16 @@ describe('token bucket', () => {
     assert.equal(state, undefined, 'asking leaves no bucket behind');
   });
 
+  test('a negative cost refunds, never above the burst', () => {
+    let state: BucketState | undefined;
+    for (let i = 0; i < 3; i++) state = step(state, rule, 1, 0).next;
+    assert.equal(step(state, rule, 1, 0).decision.allowed, false);
+    state = step(state, rule, -1, 0).next;
+    assert.equal(step(state, rule, 1, 0).decision.allowed, true);
+    // Refunding a full bucket leaves no bucket.
+    assert.equal(step(undefined, rule, -1, 0).next, undefined);
+  });
+
   test('a bucket that is full again is forgotten', () => {
     const s1 = step(undefined, rule, 1, 0);
     assert.ok(s1.next);
@@ -137,6 +147,10 @@ describe('redis limiter', () => {
     // Escalation: strikes are remembered in the hash.
     for (let i = 0; i < 3; i++) await l.take('f', slow, 1, true);
     assert.equal(String(await redis.sendCommand(['HGET', `${prefix}f`, 's'])), '3');
+    // A refund gives a token back.
+    assert.equal((await l.take('a', slow)).allowed, false);
+    await l.take('a', slow, -1);
+    assert.equal((await l.take('a', slow)).allowed, true);
     await l.reset('f');
     assert.equal(Number(await redis.sendCommand(['EXISTS', `${prefix}f`])), 0);
     // A fast bucket refills: after its refill time, allowed again.
