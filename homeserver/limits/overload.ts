@@ -52,7 +52,7 @@ export class OverloadGuard {
           this.refuse(ctx, 'syncs', 429, `Too many /sync requests in flight for this access token (at most ${this.opts.maxSyncsPerToken})`);
         }
         // And a rate (RC_SYNC): asking again at once with an old `since` is answered at once each time.
-        if (this.limits?.enabled) await this.limits.check('sync', createHash('sha256').update(token).digest('base64url').slice(0, 22), ctx as never);
+        if (this.limits?.enabled) await this.limits.check('sync', createHash('sha256').update(token).digest('base64url').slice(0, 22), ctx);
         this.polls.set(token, held + 1);
         try {
           // A long-poll mostly waits: it is not counted as work.
