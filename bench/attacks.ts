@@ -4,7 +4,7 @@
 // `npm run bench -- flood` (which prints it).
 //
 // Linux routes all of 127.0.0.0/8 to lo, so each party binds its sockets to a loopback address of
-// its own: the normal users (127.0.0.2–6) never share the attacker's (127.0.1.x, 127.0.2.x)
+// its own: the normal users (127.0.0.2–11) never share the attacker's (127.0.1.x, 127.0.2.x)
 // per-address buckets, as two people on the internet would not.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -68,10 +68,10 @@ export async function register(base: string, from: string, localpart = `u${rando
 
 export interface NormalUsers { base: string; users: Account[]; roomId: string }
 
-/** Five people in one room, each from an address of their own (127.0.0.2–6). */
+/** Ten people in one room, each from an address of their own (127.0.0.2–11). */
 export async function normalUsers(base: string): Promise<NormalUsers> {
   const users: Account[] = [];
-  for (let i = 0; i < 5; i++) users.push(await register(base, `127.0.0.${2 + i}`));
+  for (let i = 0; i < 10; i++) users.push(await register(base, `127.0.0.${2 + i}`));
   const roomId = (await call(base, 'POST', `${C}/createRoom`, { from: users[0]!.from, token: users[0]!.accessToken, body: { preset: 'public_chat' } })).body.room_id;
   for (const u of users.slice(1)) {
     const r = await call(base, 'POST', `${C}/join/${encodeURIComponent(roomId)}`, { from: u.from, token: u.accessToken });
@@ -81,11 +81,11 @@ export async function normalUsers(base: string): Promise<NormalUsers> {
 }
 
 /**
- * Round trips until `stop` resolves: one of the users sends (in turn, each about once a second, as
- * a person chatting would), and the first user's /sync long-poll sees it arrive. Returns the round
- * trips (ms) and any failure (a send that was refused, a sync that failed).
+ * Round trips until `stop` resolves: one of the users sends (in turn, each at most about twice a
+ * second, as people chatting fast would), and the first user's /sync long-poll sees it arrive.
+ * Returns the round trips (ms) and any failure (a send that was refused, a sync that failed).
  */
-export async function roundTrips(n: NormalUsers, stop: Promise<void>, gapMs = 150): Promise<{ ms: number[]; failures: string[] }> {
+export async function roundTrips(n: NormalUsers, stop: Promise<void>, gapMs = 50): Promise<{ ms: number[]; failures: string[] }> {
   const [observer] = n.users;
   const ms: number[] = [];
   const failures: string[] = [];

@@ -15,6 +15,8 @@ export interface OverloadOptions {
 
 /** How long a shed client is asked to wait: long enough for a queue to drain, short enough not to lose a user. */
 const SHED_RETRY_MS = 1_000;
+/** The longest a /sync over RC_SYNC is held back before it is refused instead. */
+const SYNC_MAX_WAIT_MS = 1_000;
 /** At most one "shedding" log line this often (a flood must not flood the log too). */
 const LOG_EVERY_MS = 5_000;
 
@@ -51,10 +53,12 @@ export class OverloadGuard {
         if (held >= this.opts.maxSyncsPerToken) {
           this.refuse(ctx, 'syncs', 429, `Too many /sync requests in flight for this access token (at most ${this.opts.maxSyncsPerToken})`);
         }
-        // And a rate (RC_SYNC): asking again at once with an old `since` is answered at once each time.
-        if (this.limits?.enabled) await this.limits.check('sync', createHash('sha256').update(token).digest('base64url').slice(0, 22), ctx);
         this.polls.set(token, held + 1);
         try {
+          // And a rate (RC_SYNC): asking again at once with an old `since` is answered at once each
+          // time. Past the rate a /sync waits its turn (up to a second) rather than failing: the
+          // client sees a later, fuller answer, a flood sees at most MAX_SYNCS_PER_TOKEN waiting.
+          if (this.limits?.enabled) await this.limits.pace('sync', createHash('sha256').update(token).digest('base64url').slice(0, 22), ctx, SYNC_MAX_WAIT_MS, ctx.state.shutdown as AbortSignal | undefined);
           // A long-poll mostly waits: it is not counted as work.
           if (Number(ctx.query.timeout) > 0) await next();
           else await this.counted(ctx, false, next);

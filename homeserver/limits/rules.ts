@@ -38,8 +38,8 @@ export const LIMITERS = {
   threepid_validation: { env: 'RC_3PID_VALIDATION', perSecond: 0.003, burst: 5 },
   /** /sync requests; key: access token (hashed). Not in Synapse, which caches a repeated /sync
    *  instead: a client asking again and again with an old `since` gets an answer at once each time
-   *  and makes the server work flat out. A real client syncs again when something happened; held
-   *  back a moment, its next answer carries more at once. */
+   *  and makes the server work flat out. Past the rate a /sync is held back (overload.ts), not
+   *  refused: a real client's next answer just comes a moment later and carries more. */
   sync: { env: 'RC_SYNC', perSecond: 10, burst: 30 },
   /** Rooms created and joined; key: user. Set by ROOMS_PER_HOUR (burst = the hour's allowance). */
   rooms_per_hour: { env: 'ROOMS_PER_HOUR', perSecond: 60 / 3600, burst: 60 },

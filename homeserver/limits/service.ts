@@ -57,6 +57,25 @@ export class RateLimits {
   }
 
   /**
+   * As check(), but a short wait is waited out instead of refused (at most `maxWaitMs` in all):
+   * for actions a client repeats on its own, where an answer a moment later is better than an
+   * error (a /sync held back carries more when it comes).
+   */
+  async pace(name: LimiterName, key: string, ctx: Context, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
+    if (!this.limiter) return;
+    const rule = await this.ruleFor(name, ctx.state.requester as Requester | undefined);
+    if (!rule) return;
+    let waited = 0;
+    for (;;) {
+      const d = await this.limiter.take(`rl:${name}:${key}`, rule, 1);
+      if (d.allowed) return;
+      if (waited + d.retryAfterMs > maxWaitMs || signal?.aborted) this.refuse(name, key, d.retryAfterMs, ctx);
+      await new Promise((r) => setTimeout(r, d.retryAfterMs));
+      waited += d.retryAfterMs;
+    }
+  }
+
+  /**
    * Around one password login (Synapse's rc_login): attempts per client address, successful logins
    * per account, failed ones per account, escalating (each failure past the burst doubles the wait);
    * a success clears the failures. Both per-account buckets are paid before the password is

@@ -1,14 +1,15 @@
 // Attack tests (issue 7): against a server with its default limits, one attack at a time —
 // registration flood, login brute force (one account from many addresses; many accounts from one),
 // message burst, a flood of /sync long-polls, a flood of /syncs answered at once — each bounded in requests and time, on loopback. Each
-// is refused with the right error, the server's memory stays bounded, and five normal users
+// is refused with the right error, the server's memory stays bounded, and ten normal users
 // chatting meanwhile (from addresses of their own) are unharmed: none of their sends refused, and
 // their send → sync round trip printed with p50/p99 and loosely bounded (the goal is < 200 ms p99
-// on a quiet machine; this one is shared, so the assertion is 1 s).
+// on a quiet machine; this one is shared, so the bound is 1 s, or 4× the p99 measured without an
+// attack just before when the machine is so busy that even that is slower).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
-import { ATTACKS, closeAttackAgents, normalUsers, percentile, pidByDataDir, runAttack, type Answers, type NormalUsers } from '../../bench/attacks.ts';
+import { ATTACKS, closeAttackAgents, normalUsers, percentile, pidByDataDir, roundTrips, runAttack, type Answers, type NormalUsers } from '../../bench/attacks.ts';
 
 /** Bounds per attack; the /sync flood holds many requests open at once. */
 const BOUNDS: Record<string, { requests: number; concurrency: number }> = {
@@ -21,6 +22,7 @@ const DURATION_MS = 3_000;
 /** Growth of the server's resident memory over one attack that counts as unbounded. */
 const MEMORY_BOUND_MB = 100;
 const P99_BOUND_MS = 1_000;
+const BASELINE_FACTOR = 4;
 
 /** What each attack may get through at most with the default limits (its burst and a little refill), and the refusal it must meet. */
 const EXPECT: Record<string, { through: string; atMost: number }> = {
@@ -38,6 +40,7 @@ describe('attacks', () => {
   let s: TestServer;
   let victims: NormalUsers;
   let pid: number | undefined;
+  let bound = P99_BOUND_MS;
   after(async () => { closeAttackAgents(); await s?.stop(); });
 
   test('start a server with the default limits, and the normal users', async () => {
@@ -45,6 +48,11 @@ describe('attacks', () => {
     pid = pidByDataDir(s.dataDir);
     assert.ok(pid, 'found the server process');
     victims = await normalUsers(s.baseUrl);
+    const quiet = await roundTrips(victims, new Promise((r) => setTimeout(r, 2_000)));
+    assert.deepEqual(quiet.failures, []);
+    const p99 = percentile(quiet.ms, 0.99);
+    bound = Math.max(P99_BOUND_MS, BASELINE_FACTOR * p99);
+    console.log(`# no attack: normal users' send → sync p50 ${percentile(quiet.ms, 0.5).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms (n=${quiet.ms.length}); p99 bound during attacks ${bound.toFixed(0)} ms`);
   });
 
   for (const attack of ATTACKS) {
@@ -65,7 +73,7 @@ describe('attacks', () => {
       assert.ok(grew < MEMORY_BOUND_MB, `the server grew by ${grew.toFixed(0)} MB`);
       assert.deepEqual(run.failures, [], 'no normal user was refused or missed a message');
       assert.ok(run.roundTrips.length >= 5, `round trips measured (${run.roundTrips.length})`);
-      assert.ok(p99 < P99_BOUND_MS, `p99 ${p99.toFixed(0)} ms`);
+      assert.ok(p99 < bound, `p99 ${p99.toFixed(0)} ms (bound ${bound.toFixed(0)} ms)`);
     });
   }
 });
