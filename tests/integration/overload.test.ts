@@ -26,6 +26,11 @@ describe('overload', () => {
   test('start', async () => {
     s = await startServer({ env: { MAX_CONCURRENT_REQUESTS: '12', MAX_CONCURRENT_WRITES: '4', MAX_SYNCS_PER_TOKEN: '2', AUTO_JOIN_ROOMS: '', LOG_LEVEL: 'info' } });
     servers.push(s);
+    // The test helper turns rate limits off unless a test turns them on; the server says so.
+    for (const end = Date.now() + 5_000; !/"level":40.*RATE_LIMITS=off: no rate limit applies/.test(s.logs());) {
+      if (Date.now() > end) assert.fail('a warning says the rate limits are off');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     alice = await registerFrom(s.baseUrl, '127.0.0.1', 'overalice');
     roomId = (await request(s.baseUrl, 'POST', `${C}/createRoom`, { token: alice.accessToken, body: {} })).body.room_id;
   });

@@ -8,6 +8,10 @@ import { createClient } from 'redis';
 import { pino } from 'pino';
 import { MAX_ESCALATION, step, type BucketState, type Rule } from '../../homeserver/limits/bucket.ts';
 import { LocalRateLimiter, RedisRateLimiter } from '../../homeserver/limits/limiter.ts';
+import { RateLimits } from '../../homeserver/limits/service.ts';
+import { LIMITERS, LIMITER_NAMES, type Rules } from '../../homeserver/limits/rules.ts';
+import { MatrixError, forbidden } from '../../homeserver/http/errors.ts';
+import type { Context } from 'koa';
 import { TrustedProxies, clientAddress } from '../../homeserver/http/client-address.ts';
 import { loadConfig } from '../../homeserver/config.ts';
 import { StartupError } from '../../homeserver/startup-error.ts';
@@ -120,6 +124,59 @@ describe('in-process limiter', () => {
       await l.reset('x');
       assert.equal((await l.take('x', rule)).allowed, true);
     } finally { l.close(); }
+  });
+});
+
+describe('rate limits service', () => {
+  const rules = (over: Partial<Rules>): Rules => ({ ...Object.fromEntries(LIMITER_NAMES.map((n) => [n, { perSecond: LIMITERS[n].perSecond, burst: LIMITERS[n].burst }])), ...over }) as Rules;
+  const ctx = (requester?: object) => ({ ip: '192.0.2.1', state: { requester } }) as unknown as Context;
+
+  test('concurrent wrong passwords: no more reach the password check than the failed-login burst', async () => {
+    const l = new LocalRateLimiter();
+    const limits = new RateLimits(l, rules({ login_failed: { perSecond: 0.001, burst: 3 }, login_address: { perSecond: 1, burst: 1000 } }), undefined, undefined, 'example.org');
+    let checked = 0;
+    const attempt = async () => { checked++; await new Promise((r) => setTimeout(r, 20)); throw forbidden('Invalid username or password'); };
+    const answers = await Promise.allSettled(Array.from({ length: 20 }, () => limits.login(ctx(), '@Bob:example.org', attempt)));
+    const codes = answers.map((a) => ((a as PromiseRejectedResult).reason as MatrixError).errcode);
+    assert.equal(checked, 3);
+    assert.equal(codes.filter((c) => c === 'M_FORBIDDEN').length, 3);
+    assert.equal(codes.filter((c) => c === 'M_LIMIT_EXCEEDED').length, 17);
+    // `bob` is the same account as `@Bob:example.org`.
+    await assert.rejects(limits.login(ctx(), 'bob', attempt), (e: MatrixError) => e.errcode === 'M_LIMIT_EXCEEDED');
+    l.close();
+  });
+
+  test('a success clears the failures; admins and 0/0 overrides are exempt from per-user limits', async () => {
+    const l = new LocalRateLimiter();
+    const overrides = new Map([['@bot:x', { messagesPerSecond: 0, burstCount: 0 }]]);
+    const store = { get: async (u: string) => overrides.get(u), set: async () => {}, delete: async () => {} };
+    const limits = new RateLimits(l, rules({ login_failed: { perSecond: 0.001, burst: 2 }, message: { perSecond: 0.001, burst: 1 } }), store, undefined, 'x');
+    await assert.rejects(limits.login(ctx(), 'carol', async () => { throw forbidden('no'); }));
+    await limits.login(ctx(), 'carol', async () => 'ok');
+    await assert.rejects(limits.login(ctx(), 'carol', async () => { throw forbidden('no'); }), (e: MatrixError) => e.errcode === 'M_FORBIDDEN');
+    await assert.rejects(limits.login(ctx(), 'carol', async () => { throw forbidden('no'); }), (e: MatrixError) => e.errcode === 'M_FORBIDDEN');
+    for (const who of [{ userId: '@admin:x', isAdmin: true }, { userId: '@bot:x', isAdmin: false }]) {
+      for (let i = 0; i < 5; i++) await limits.check('message', who.userId, ctx(who));
+    }
+    await limits.check('message', '@dave:x', ctx({ userId: '@dave:x', isAdmin: false }));
+    await assert.rejects(limits.check('message', '@dave:x', ctx({ userId: '@dave:x', isAdmin: false })), (e: MatrixError) => e.status === 429 && e.headers['Retry-After'] === String(Math.ceil((e.extra.retry_after_ms as number) / 1000)));
+    l.close();
+  });
+
+  test('pace waits a short wait out, refuses a long one', async () => {
+    const l = new LocalRateLimiter();
+    const limits = new RateLimits(l, rules({ sync: { perSecond: 10, burst: 1 } }), undefined, undefined);
+    await limits.pace('sync', 't', ctx(), 1_000);
+    const t0 = performance.now();
+    await limits.pace('sync', 't', ctx(), 1_000);
+    assert.ok(performance.now() - t0 >= 50, 'the second waited for its token');
+    await assert.rejects(limits.pace('sync', 't', ctx(), 10), (e: MatrixError) => e.errcode === 'M_LIMIT_EXCEEDED');
+    l.close();
+  });
+
+  test('off: nothing is refused', async () => {
+    const limits = RateLimits.off();
+    for (let i = 0; i < 100; i++) await limits.check('registration', '192.0.2.1', ctx());
   });
 });
 
