@@ -10,7 +10,7 @@ import { MAX_ESCALATION, step, type BucketState, type Rule } from '../../homeser
 import { LocalRateLimiter, RedisRateLimiter } from '../../homeserver/limits/limiter.ts';
 import { RateLimits } from '../../homeserver/limits/service.ts';
 import { LIMITERS, LIMITER_NAMES, type Rules } from '../../homeserver/limits/rules.ts';
-import { MatrixError, forbidden } from '../../homeserver/http/errors.ts';
+import { type MatrixError, forbidden } from '../../homeserver/http/errors.ts';
 import type { Context } from 'koa';
 import { TrustedProxies, clientAddress } from '../../homeserver/http/client-address.ts';
 import { loadConfig } from '../../homeserver/config.ts';
