@@ -28,6 +28,8 @@ const LIMITS: Record<string, string> = {
   RC_JOINS_LOCAL_PER_SECOND: '0.001', RC_JOINS_LOCAL_BURST: '2',
   RC_INVITES_PER_ISSUER_PER_SECOND: '0.001', RC_INVITES_PER_ISSUER_BURST: '3',
   RC_INVITES_PER_USER_PER_SECOND: '0.001', RC_INVITES_PER_USER_BURST: '2',
+  RC_INVITES_PER_ROOM_PER_SECOND: '0.001', RC_INVITES_PER_ROOM_BURST: '4',
+  RC_JOINS_REMOTE_PER_SECOND: '0.001', RC_JOINS_REMOTE_BURST: '1',
   ROOMS_PER_HOUR: '3',
 };
 
@@ -171,7 +173,7 @@ for (const backend of ['in process', 'redis'] as const) {
       assert.equal((await send(base, mod.accessToken, room, 'own')).status, 200);
     });
 
-    test('joins per user, rooms per hour, invites per issuer and per invitee', async () => {
+    test('joins (local and remote) per user, rooms per hour, invites per issuer, per invitee and per room', async () => {
       const owner = await user('joinowner');
       const joiner = await user('joiner');
       const rooms: string[] = [];
@@ -193,6 +195,16 @@ for (const backend of ['in process', 'redis'] as const) {
       for (let i = 0; i < 3; i++) assert.equal((await invite(inviter.accessToken, invitees[i]!.userId)).status, 200);
       assertLimited(await invite(inviter.accessToken, invitees[3]!.userId), 'fourth invite by one user');
       await logged(s, /"limiter":"invites_per_issuer"/);
+      // Per room: that refused fourth invite was counted by the room (four); a member's fifth is refused.
+      assert.equal((await request(base, 'POST', `${C}/join/${encodeURIComponent(room)}`, { token: invitees[1]!.accessToken })).status, 200);
+      assertLimited(await invite(invitees[1]!.accessToken, invitees[3]!.userId), 'fifth invite into one room');
+      await logged(s, /"limiter":"invites_per_room"/);
+      // Joins of rooms on other servers have their own bucket (this server does not federate: the
+      // first is let through and fails; the second is refused before it is tried).
+      const remote = await request(base, 'POST', `${C}/join/${encodeURIComponent('#somewhere:other.example')}`, { token: joiner.accessToken });
+      assert.notEqual(remote.status, 429, JSON.stringify(remote.body));
+      assertLimited(await request(base, 'POST', `${C}/join/${encodeURIComponent('#elsewhere:other.example')}`, { token: joiner.accessToken }), 'second remote join');
+      await logged(s, /"limiter":"joins_remote"/);
       // Per invitee: invitee0 was invited once; a second room's invite is fine, a third is refused.
       const other = await user('inviter2');
       const room2 = (await request(base, 'POST', `${C}/createRoom`, { token: other.accessToken, body: { invite: [invitees[0]!.userId] } }));
