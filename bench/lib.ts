@@ -90,7 +90,13 @@ export interface Proc {
  * Spawns `node --import tsx <entry>` with a free PORT and polls `probe` every 5 ms until it
  * answers 200. The child is node itself, so `pid` is the server's pid.
  */
+let announcedLimitsOff = false;
+
 export async function spawnNode(entry: string, env: Record<string, string>, probe = '/_matrix/client/versions'): Promise<Proc> {
+  if (env.RATE_LIMITS === 'off' && !announcedLimitsOff) {
+    announcedLimitsOff = true;
+    console.log('(the server runs with RATE_LIMITS=off: this benchmark measures the server, not its rate limits)');
+  }
   const port = Number(env.PORT ?? (await freePort()));
   const baseUrl = `http://127.0.0.1:${port}`;
   const inherited = { ...process.env };
@@ -151,7 +157,9 @@ export interface Homeserver extends Proc { dataDir: string }
  */
 export async function startHomeserver(opts: HomeserverOpts = {}): Promise<Homeserver> {
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-bench-'));
-  const env: Record<string, string> = { SERVER_NAME: 'localhost', LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', DATA_DIR: dataDir, ...opts.env };
+  // Benchmarks measure the server, not its rate limits (a load generator is one client that
+  // sends like a script): off unless a benchmark turns them on (bench/flood.ts).
+  const env: Record<string, string> = { SERVER_NAME: 'localhost', LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', DATA_DIR: dataDir, RATE_LIMITS: 'off', ...opts.env };
   if (opts.databaseUrl) env.DATABASE_URL = opts.databaseUrl;
   else embeddedDirs.add(dataDir);
   const rmDir = () => {

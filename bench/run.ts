@@ -13,6 +13,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   push: () => import('./push.ts'), // issue 6, receipts-push helper
   workers: () => import('./workers.ts'),
   media: () => import('./media.ts'), // issue 8: media repository
+  flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
 };
 
 const names = process.argv.slice(2);

@@ -142,7 +142,7 @@ function startServer(dbUrl: string, env: Record<string, string>): Promise<Proc> 
   execFileSync(process.execPath, ['homeserver/start.mjs', '--build-only'], { stdio: 'inherit' });
   const dataDir = fs.mkdtempSync(`${os.tmpdir()}/hs-bench-workers-`);
   onCleanup(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-  return spawnNode('homeserver/start.mjs', { SERVER_NAME: 'localhost', LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', DATA_DIR: dataDir, DATABASE_URL: dbUrl, ...env });
+  return spawnNode('homeserver/start.mjs', { SERVER_NAME: 'localhost', LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', DATA_DIR: dataDir, DATABASE_URL: dbUrl, RATE_LIMITS: 'off', ...env }); // a load generator is a script: limits off (said by bench/lib.ts)
 }
 
 /** Until every worker of a WORKERS=n primary runs and positions travel through Redis (after its grace period). */

@@ -4,6 +4,9 @@ import { z } from 'zod';
 import { StartupError } from './startup-error.ts';
 import { ROOM_VERSIONS as KNOWN_ROOM_VERSIONS } from './protocol/room-versions.ts';
 import { DEFAULT_PREVIEW_DENYLIST, parseCidr } from './media/ip-ranges.ts'; // issue 8: media
+// issue 7 (limits7): rate limits, trusted proxies, overload.
+import { LIMITERS, LIMITER_NAMES, type Rules } from './limits/rules.ts';
+import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './http/client-address.ts';
 
 /** Every option: a default, an env name, a row in the README's table. */
 export interface Config {
@@ -47,6 +50,19 @@ export interface Config {
   urlPreviewIpDenylist: string[];
   /** …unless they are in one of these. */
   urlPreviewIpAllowlist: string[];
+  // ---- issue 7 (limits7)
+  /** RATE_LIMITS=off: no rate limit refuses anything (benchmarks, test set-ups). */
+  rateLimits: boolean;
+  /** Each limiter's per-second refill and burst (limits/rules.ts). */
+  rateLimitRules: Rules;
+  /** Peers whose X-Forwarded-For / Forwarded headers are believed. */
+  trustedProxies: TrustedProxies;
+  /** Requests (other than long-polls) being answered at once; more are refused with 503 at once. */
+  maxConcurrentRequests: number;
+  /** Of those, writes (PUT/POST/DELETE): the bound of the write path's queue. */
+  maxConcurrentWrites: number;
+  /** /sync requests (long-polls included) one access token may have in flight at once. */
+  maxSyncsPerToken: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -65,6 +81,22 @@ function integer(min: number, max: number, fallback: number, accepts: string) {
     z.number({ error: accepts }).int({ error: accepts }).min(min, { error: accepts }).max(max, { error: accepts }),
   );
 }
+
+/** A decimal number in (0, max] (a rate per second). */
+function positive(max: number, fallback: number, accepts: string) {
+  return z.preprocess(
+    (v) => (unset(v) ? fallback : typeof v === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(v) ? Number(v) : Number.NaN),
+    z.number({ error: accepts }).gt(0, { error: accepts }).max(max, { error: accepts }),
+  );
+}
+
+/** RC_<X>_PER_SECOND and RC_<X>_BURST for every limiter; ROOMS_PER_HOUR is one number (an hour's allowance). */
+const rateLimitVariables = Object.fromEntries(Object.values(LIMITERS).flatMap((l) => l.env === 'ROOMS_PER_HOUR'
+  ? [[l.env, integer(1, 1_000_000, l.burst, 'a whole number of rooms from 1 to 1000000')]]
+  : [
+    [`${l.env}_PER_SECOND`, positive(1_000_000, l.perSecond, 'a number of actions per second above 0, e.g. 0.17')],
+    [`${l.env}_BURST`, integer(1, 1_000_000, l.burst, 'a whole number of actions from 1 to 1000000')],
+  ]));
 
 function oneOf<T extends readonly [string, ...string[]]>(values: T, accepts: string) {
   return z.preprocess((v) => (unset(v) ? undefined : v), z.enum(values, { error: accepts }).optional());
@@ -120,6 +152,13 @@ const schema = z.object({
   URL_PREVIEW: oneOf(['on', 'off'], 'on or off'),
   URL_PREVIEW_IP_RANGE_DENYLIST: cidrList(DEFAULT_PREVIEW_DENYLIST),
   URL_PREVIEW_IP_RANGE_ALLOWLIST: cidrList([]),
+  // issue 7 (limits7)
+  RATE_LIMITS: oneOf(['on', 'off'], 'on or off'),
+  ...(rateLimitVariables as Record<string, z.ZodType<number>>),
+  TRUSTED_PROXIES: z.string().optional(),
+  MAX_CONCURRENT_REQUESTS: integer(1, 1_000_000, 512, 'a whole number of requests from 1 to 1000000'),
+  MAX_CONCURRENT_WRITES: integer(1, 1_000_000, 256, 'a whole number of requests from 1 to 1000000'),
+  MAX_SYNCS_PER_TOKEN: integer(1, 10_000, 4, 'a whole number from 1 to 10000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -202,5 +241,20 @@ export function loadConfig(processEnv: Env = process.env): Config {
     urlPreview: v.URL_PREVIEW === 'on',
     urlPreviewIpDenylist: v.URL_PREVIEW_IP_RANGE_DENYLIST,
     urlPreviewIpAllowlist: v.URL_PREVIEW_IP_RANGE_ALLOWLIST,
+    rateLimits: v.RATE_LIMITS !== 'off',
+    rateLimitRules: rateLimitRules(v as unknown as Record<string, number>),
+    trustedProxies: new TrustedProxies(v.TRUSTED_PROXIES ?? DEFAULT_TRUSTED_PROXIES),
+    maxConcurrentRequests: v.MAX_CONCURRENT_REQUESTS,
+    maxConcurrentWrites: Math.min(v.MAX_CONCURRENT_WRITES, v.MAX_CONCURRENT_REQUESTS),
+    maxSyncsPerToken: v.MAX_SYNCS_PER_TOKEN,
   };
+}
+
+function rateLimitRules(v: Record<string, number>): Rules {
+  const out = {} as Rules;
+  for (const name of LIMITER_NAMES) {
+    const env = LIMITERS[name].env;
+    out[name] = env === 'ROOMS_PER_HOUR' ? { perSecond: v[env]! / 3600, burst: v[env]! } : { perSecond: v[`${env}_PER_SECOND`]!, burst: v[`${env}_BURST`]! };
+  }
+  return out;
 }

@@ -80,6 +80,13 @@ import { LocalPresenceState, RedisPresenceState } from './ephemeral/presence.ts'
 import { PresenceService } from './ephemeral/presence-service.ts';
 import { presenceRoutes } from './ephemeral/presence-routes.ts';
 import { createMediaRepository } from './media/setup.ts'; // issue 8: media repository
+// issue 7 (limits7): rate limits, the client's address, overload.
+import { LocalRateLimiter, RedisRateLimiter } from './limits/limiter.ts';
+import { RateLimits } from './limits/service.ts';
+import { OverrideStore } from './limits/store.ts';
+import { rateLimitRoutes } from './limits/routes.ts';
+import { OverloadGuard } from './limits/overload.ts';
+import { clientAddress } from './http/client-address.ts';
 
 export interface Homeserver {
   config: Config;
@@ -272,6 +279,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
   const routes = new Routes(accounts, config.maxRequestBytes);
+  // ---- issue 7 (limits7): rate limits (in Redis with REDIS_URL, shared by every worker), per-user
+  // overrides (admin API), refusals before work when overloaded.
+  const limitsLog = log.child({ component: 'limits' });
+  const limiter = !config.rateLimits ? undefined : redis ? new RedisRateLimiter(redis, config.redisPrefix, limitsLog) : new LocalRateLimiter();
+  const limits = new RateLimits(limiter, config.rateLimitRules, new OverrideStore(db), limitsLog, config.serverName);
+  undo.push(() => limits.close());
+  if (!config.rateLimits) limitsLog.warn('RATE_LIMITS=off: no rate limit applies (benchmarks and test set-ups only)');
+  bus.on('ratelimit-override', (userId) => limits.dropOverride(userId), () => limits.dropOverride());
+  if (hub) limits.overrideChanged = (userId) => bus.emit('ratelimit-override', userId);
+  routes.limits = limits;
+  rateLimitRoutes(routes, limits, config.serverName, async (u) => !!(await profiles.get(u)));
+  const overload = new OverloadGuard({ maxRequests: config.maxConcurrentRequests, maxWrites: config.maxConcurrentWrites, maxSyncsPerToken: config.maxSyncsPerToken }, log.child({ component: 'overload' }), limits);
+  // ---- end issue 7 (limits7)
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config, shared);
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
@@ -292,6 +312,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     authenticate: (token, ip) => accounts.authenticate(token, ip),
     sync, filters, log: log.child({ component: 'ws' }),
     pingIntervalMs: config.wsPingIntervalMs, maxSocketsPerUser: config.wsMaxSocketsPerUser,
+    clientAddress: (req) => clientAddress(req, config.trustedProxies), // issue 7 (limits7)
     // An open socket that answers pings counts as a user seen, like a /sync in flight.
     onActive: (me, setPresence) => {
       const value = setPresence === 'offline' || setPresence === 'unavailable' ? setPresence : 'online';
@@ -345,7 +366,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     await next();
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
   };
-  const app = createApp(routes, log, [revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight);
+  const app = createApp(routes, log, [revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
+    { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();
   const server = createServer(handle);
   server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));

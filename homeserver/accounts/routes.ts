@@ -61,6 +61,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     if (kind === 'guest') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guest access is disabled');
     if (kind !== 'user') throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid kind ${String(kind)}`);
     if (config.registration === 'closed') throw forbidden('Registration has been disabled');
+    await r.limits.check('registration', ctx.ip, ctx, 0); // issue 7: a limited address opens no UIA session
     const b = body(ctx, registerSchema);
     // Username problems are reported before any auth stage, as Synapse does.
     const localpart = b.username !== undefined ? b.username.toLowerCase() : undefined;
@@ -68,6 +69,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     if (b.password !== undefined) accounts.checkPasswordShape(b.password);
     const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, registrationFlows());
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
+    await r.limits.check('registration', ctx.ip, ctx); // issue 7: paid by the step that creates the account
     return accounts.register({
       localpart: localpart ?? (await accounts.generateLocalpart()),
       password: b.password,
@@ -111,7 +113,8 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     } else who = b.user;
     if (who === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: identifier.user');
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
-    return accounts.login(who, b.password, b.device_id, b.initial_device_display_name, b.refresh_token ?? false, ctx.ip || null);
+    const password = b.password;
+    return r.limits.login(ctx, who, () => accounts.login(who, password, b.device_id, b.initial_device_display_name, b.refresh_token ?? false, ctx.ip || null)); // issue 7
   });
 
   r.client('post', '/refresh', async (ctx) => {

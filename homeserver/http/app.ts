@@ -7,6 +7,10 @@ import { cors } from './cors.ts';
 import { parseJsonObject, readRawBody, refuseNulParams } from './body.ts';
 import { isDatabaseUnavailable } from '../storage/db.ts';
 import type { AccountService } from '../accounts/service.ts';
+// issue 7 (limits7): the client's address behind trusted proxies; rate limits; shedding load.
+import { clientAddress, TrustedProxies } from './client-address.ts';
+import { RateLimits } from '../limits/service.ts';
+import type { OverloadGuard } from '../limits/overload.ts';
 
 export type Handler = (ctx: RouterContext) => Promise<unknown> | unknown;
 export type Method = 'get' | 'post' | 'put' | 'delete';
@@ -23,6 +27,8 @@ export interface RouteOptions {
  */
 export class Routes {
   readonly router = new Router();
+  /** The rate limits handlers call (`r.limits.check('message', userId, ctx)`); main.ts sets them. */
+  limits: RateLimits = RateLimits.off();
 
   constructor(private accounts: AccountService, private maxBodyBytes: number) {}
 
@@ -146,18 +152,32 @@ function requestLog(log: Logger): Middleware {
     } finally {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const requester = ctx.state.requester as { userId?: string } | undefined;
-      if (log.isLevelEnabled('info')) log.info({ reqId: ctx.state.reqId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10, user: requester?.userId }, 'request');
+      // A refusal names the limiter (rate limits, overload) that made it.
+      if (log.isLevelEnabled('info')) log.info({ reqId: ctx.state.reqId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10, user: requester?.userId, ip: ctx.ip, ...(ctx.state.limiter ? { limiter: ctx.state.limiter } : {}) }, 'request');
     }
   };
 }
 
-export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [], inFlight?: InFlight): Koa {
+/** issue 7 (limits7): whose headers name the client; what sheds load. */
+export interface EdgeOptions {
+  trustedProxies?: TrustedProxies;
+  overload?: OverloadGuard;
+}
+
+export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [], inFlight?: InFlight, edge: EdgeOptions = {}): Koa {
   const app = new Koa();
-  app.proxy = true;
+  // koa's own proxy mode believes any X-Forwarded-For; ctx.ip is set from client-address.ts instead.
+  app.proxy = false;
+  const trusted = edge.trustedProxies ?? new TrustedProxies('');
   if (inFlight) app.use(inFlight.middleware());
+  app.use(async (ctx, next) => {
+    ctx.request.ip = clientAddress(ctx.req, trusted);
+    await next();
+  });
   app.use(requestLog(log));
   app.use(errors(log));
   app.use(cors);
+  if (edge.overload) app.use(edge.overload.middleware());
   app.use(async (ctx, next) => {
     // r0 is the old name of v3: one set of routes serves both.
     if (ctx.path.startsWith('/_matrix/client/r0/')) ctx.path = '/_matrix/client/v3/' + ctx.path.slice('/_matrix/client/r0/'.length);

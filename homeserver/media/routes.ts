@@ -48,12 +48,15 @@ const shutdownSignal = (ctx: RouterContext) => ctx.state.shutdown as AbortSignal
 
 export function mediaRoutes(r: Routes, media: MediaService): void {
   r.raw('post', '/_matrix/media/v3/upload', async (ctx) => {
-    const upload = uploadRequest(ctx);
-    // rate limit: media_upload (wired at merge)
-    return media.upload(upload);
+    await r.limits.check('media_upload', requester(ctx).userId, ctx);
+    return media.upload(uploadRequest(ctx));
   }, { auth: true, rawBody: true });
 
-  r.raw('post', '/_matrix/media/v1/create', async (ctx) => media.create(requester(ctx).userId), { auth: true });
+  // An id reserved by /create is paid for there: its PUT is not charged again.
+  r.raw('post', '/_matrix/media/v1/create', async (ctx) => {
+    await r.limits.check('media_upload', requester(ctx).userId, ctx);
+    return media.create(requester(ctx).userId);
+  }, { auth: true });
 
   r.raw('put', '/_matrix/media/v3/upload/:serverName/:mediaId', async (ctx) => {
     const upload = uploadRequest(ctx);

@@ -28,6 +28,7 @@ import type { StreamTracker } from '../storage/stream.ts';
 import { requiredLevelForEvent, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { EventRow } from './store.ts';
+import { RoomLimits } from '../limits/room-limits.ts'; // issue 7 (limits7)
 
 /**
  * Bounds of createRoom's lists. The spec sets none; every entry is an event persisted inside the
@@ -58,6 +59,7 @@ const reasonSchema = z.object({ reason: z.string().optional() }).passthrough();
 const targetSchema = z.object({ user_id: z.string(), reason: z.string().optional() }).passthrough();
 
 export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tracker: StreamTracker, serverName: string): void {
+  const roomLimits = new RoomLimits(r, reader, serverName); // issue 7 (limits7)
   const roomId = (raw: string | undefined): string => {
     if (!raw || !isValidRoomId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${raw}`);
     return raw;
@@ -65,12 +67,14 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('post', '/createRoom', async (ctx) => {
     const b = body(ctx, createRoomSchema);
+    await roomLimits.created(ctx, b.invite ?? []); // issue 7 (limits7)
     return rooms.createRoom(requester(ctx).userId, b);
   }, { auth: true });
 
   const joinHandler = async (ctx: Parameters<Parameters<Routes['client']>[2]>[0]) => {
     const b = body(ctx, reasonSchema, false);
     const target = ctx.params.roomIdOrAlias ?? ctx.params.roomId!;
+    await roomLimits.joined(ctx, target); // issue 7 (limits7)
     return { room_id: await rooms.join(requester(ctx).userId, target, b.reason) };
   };
   r.client('post', '/join/:roomIdOrAlias', joinHandler, { auth: true });
@@ -83,6 +87,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('post', '/rooms/:roomId/invite', async (ctx) => {
     const b = body(ctx, targetSchema);
+    await roomLimits.invited(ctx, roomId(ctx.params.roomId), [b.user_id]); // issue 7 (limits7)
     await rooms.invite(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
     return {};
   }, { auth: true });
@@ -118,12 +123,14 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/send/:eventType/:txnId', async (ctx) => {
     const content = jsonBody(ctx);
+    await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
     const id = await rooms.send(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, content, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });
 
   r.client('put', '/rooms/:roomId/state/:eventType{/:stateKey}', async (ctx) => {
     const content = jsonBody(ctx);
+    await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
     const id = await rooms.setState(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, ctx.params.stateKey ?? '', content);
     return { event_id: id };
   }, { auth: true });
@@ -137,6 +144,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/redact/:eventId/:txnId', async (ctx) => {
     const b = body(ctx, reasonSchema, false);
+    await roomLimits.redacting(ctx, roomId(ctx.params.roomId), ctx.params.eventId!); // issue 7 (limits7)
     const id = await rooms.redact(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, b.reason, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });

@@ -57,6 +57,8 @@ export interface SyncSocketsOptions {
   log: Logger;
   pingIntervalMs: number;
   maxSocketsPerUser: number;
+  /** The client's address behind trusted proxies (http/client-address.ts), as the HTTP routes see it. */
+  clientAddress?: (req: IncomingMessage) => string;
   /** Unsent bytes after which a client that does not read is closed (1008). */
   maxBufferedBytes?: number;
   /** Largest frame a client may send (1009 beyond). */
@@ -145,7 +147,7 @@ export class SyncSockets {
     const q = url.searchParams;
     for (const [k, v] of q) if (k.includes('\0') || v.includes('\0')) throw new MatrixError(400, 'M_INVALID_PARAM', 'NUL in a query parameter');
     const token = accessToken(req, q);
-    const ip = clientIp(req);
+    const ip = this.opts.clientAddress?.(req) ?? req.socket.remoteAddress ?? null;
     const me = await this.opts.authenticate(token, ip);
     const since = q.get('since') ? parseSyncToken(q.get('since'), 'since') : undefined;
     const fullState = q.get('full_state') === 'true';
@@ -368,13 +370,6 @@ function accessToken(req: IncomingMessage, q: URLSearchParams): string {
   const t = q.get('access_token');
   if (!t) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   return t;
-}
-
-/** As koa with `proxy = true` (the app's setting): the first X-Forwarded-For address, else the peer. */
-function clientIp(req: IncomingMessage): string | null {
-  const xff = req.headers['x-forwarded-for'];
-  const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim();
-  return first || req.socket.remoteAddress || null;
 }
 
 /** A plain HTTP answer with Matrix error JSON on a socket that is not upgraded; then the socket closes. */

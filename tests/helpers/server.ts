@@ -168,7 +168,9 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   installCleanup();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-test-'));
   tempDirs.add(dataDir);
-  const env: Record<string, string> = { PORT: String(opts.env?.PORT ?? await freePort()), SERVER_NAME: 'localhost', LOG_LEVEL: 'warn', DATA_DIR: dataDir };
+  // Rate limits are off unless a test turns them on (RATE_LIMITS=on): most tests register dozens
+  // of users and send bursts from 127.0.0.1; tests/integration/rate-limits.test.ts tests the limits.
+  const env: Record<string, string> = { PORT: String(opts.env?.PORT ?? await freePort()), SERVER_NAME: 'localhost', LOG_LEVEL: 'warn', DATA_DIR: dataDir, RATE_LIMITS: 'off' };
   let database: string | undefined;
   const embedded = opts.embedded ?? process.env.TEST_BACKEND === 'embedded';
   // A caller that names the database (a second worker on the first one's) gets no database of its own.
