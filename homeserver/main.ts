@@ -221,7 +221,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
   const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
-  engine.setStager((events, roomId) => notifications.stage(events, roomId));
+  engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
   undo.push(() => notifications.stop());

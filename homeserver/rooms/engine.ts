@@ -8,7 +8,7 @@ import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type RoomRow } from './store.ts';
-import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead } from './persist-store.ts';
+import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead, type TransactionWrites } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
 export interface EventDraft {
@@ -74,6 +74,7 @@ export class RoomEngine {
   private cache = new LruCache<number, RoomView>(ROOM_VIEWS);
   private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
+  private creations = new Slots(CREATIONS_AT_ONCE);
 
   constructor(
     readonly store: RoomStore,
@@ -86,26 +87,26 @@ export class RoomEngine {
     this.persist = new PersistStore(store.db);
   }
 
-  // issue 6 (receipts-push helper): a staging step between a write's commit and its visibility.
-  private stager: ((events: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
+  private transactionWrites: TransactionWritesHook | undefined;
 
   /**
-   * One step that runs after events commit and before they become readable (positions stay in
-   * flight) and before their senders are answered: push evaluation writes unread counts there, so
-   * that a /sync that reads the events reads their counts too (Synapse stages push actions in the
-   * event's transaction). It must not reject; it does not hold the write's lane or connection.
+   * What another capability derives from the events and writes in their own statement (push
+   * actions: Synapse stages them in the event's transaction). So a /sync that reads the events
+   * reads what was derived from them, a crash never keeps one without the other, and a send costs
+   * no extra statement or commit. The engine imports none of them.
    */
-  setStager(stage: (events: PersistedEvent[], roomId: string) => Promise<void>): void {
-    this.stager = stage;
+  setTransactionWrites(hook: TransactionWritesHook): void {
+    this.transactionWrites = hook;
   }
 
-  /** Stages the persisted events of some rooms; resolves when all are staged (never rejects). */
-  private stage(rooms: Array<{ roomId: string; events: PersistedEvent[] }>): Promise<void> | undefined {
-    const stager = this.stager;
-    if (!stager) return undefined;
-    return Promise.all(rooms.filter((r) => r.events.length).map((r) => stager(r.events, r.roomId).catch((err) => {
-      this.log.error({ err, roomId: r.roomId }, 'staging persisted events failed');
-    }))).then(() => undefined);
+  /** The hook's writes for the events just built (undefined when there are none). */
+  private async derivedWrites(rooms: Array<{ roomId: string; roomNid: number; results: Array<PersistedEvent | Error> }>): Promise<DerivedWrites | undefined> {
+    const hook = this.transactionWrites;
+    if (!hook) return undefined;
+    const built = rooms.map((r) => ({ roomId: r.roomId, roomNid: r.roomNid, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error) && x.stateBefore !== undefined) }))
+      .filter((r) => r.events.length);
+    if (!built.length) return undefined;
+    return hook(built);
   }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
@@ -224,16 +225,14 @@ export class RoomEngine {
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
+        let derived: DerivedWrites | undefined;
         const results = await this.persist.connection((q) =>
-          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
+          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions,
+            (d) => (derived = d)),
         );
         rooms.forEach((r, i) => (r.results = results[i]!));
-        // issue 6 (receipts-push helper): readable and answered once staged (settle waits too).
-        const staged = this.stage(rooms.map((r) => ({ roomId: r.roomId, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error)) })));
-        if (staged) {
-          for (const r of rooms) r.staged = staged;
-          void staged.then(() => this.tracker.done(positions));
-        } else this.tracker.done(positions);
+        derived?.committed();
+        this.tracker.done(positions);
         return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
@@ -253,12 +252,8 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    const go = () => {
-      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
-      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
-    };
-    if (r.staged) void r.staged.then(go);
-    else go();
+    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+    r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
   }
 
   /**
@@ -277,21 +272,25 @@ export class RoomEngine {
       if (fits(d.type)) await this.store.types.nid(this.store.db, d.type);
       if (d.stateKey !== undefined && fits(d.stateKey)) await this.store.stateKeys.nid(this.store.db, d.stateKey);
     }
+    let derived: DerivedWrites | undefined;
+    // The derived writes may read on a second pooled connection while this transaction holds one:
+    // a bounded number of creations at once keeps the pool from running dry (lanes are bounded too).
+    const release = await this.creations.acquire();
     try {
       await this.persist.transaction(async (q) => {
         if (alias !== undefined && !(await q.claimAlias(alias, roomId, creator))) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
         roomNid = await q.insertRoom(roomId, version.id, creator);
-        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions)) as [Array<PersistedEvent | Error>];
-        const failed = results.find((r): r is Error => r instanceof Error);
-        if (failed) throw failed;
+        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions, (d) => (derived = d), true)) as [Array<PersistedEvent | Error>];
       });
     } catch (err) {
       this.cache.delete(roomNid);
       this.tracker.done(positions);
       throw err;
+    } finally {
+      release();
     }
     const done = results as PersistedEvent[];
-    await this.stage([{ roomId, events: done }]); // issue 6 (receipts-push helper)
+    derived?.committed();
     this.tracker.done(positions);
     this.afterCommit(roomId, done);
     return done;
@@ -396,6 +395,8 @@ export class RoomEngine {
     q: Query,
     rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
     positions: number[],
+    onDerived: (d: DerivedWrites | undefined) => void,
+    allOrNothing = false,
   ): Promise<Array<Array<PersistedEvent | Error>>> {
     // Builds of one room never overlap (a retry and the next batch): each works on the room's view.
     const unlock = await this.lockBuilds(rooms.map((r) => r.nid));
@@ -426,7 +427,14 @@ export class RoomEngine {
     } finally {
       unlock();
     }
-    await q.write(w);
+    if (allOrNothing) {
+      const failed = results.flat().find((r): r is Error => r instanceof Error);
+      if (failed) throw failed;
+    }
+    // Evaluated on what was built, in write order (one room is in one write at a time).
+    const derived = await this.derivedWrites(rooms.map((r, i) => ({ roomId: r.roomId, roomNid: r.nid, results: results[i]! })));
+    onDerived(derived);
+    await q.write(w, derived?.writes);
     return results;
   }
 
@@ -688,8 +696,42 @@ interface WriteRoom {
   nid: number;
   version: RoomVersion;
   results: Array<PersistedEvent | Error>;
-  /** issue 6 (receipts-push helper): resolves once the write's events are staged. */
-  staged?: Promise<void>;
+}
+
+export type { TransactionWrites };
+
+/** What a capability writes in the events' statement, and what it does once they committed. */
+export interface DerivedWrites {
+  writes?: TransactionWrites;
+  /** After the commit (never after a failed write): e.g. tell pushers there is something new. */
+  committed(): void;
+}
+
+/** Given the events a write built (per room, in order), what to write with them. Must not reject. */
+export type TransactionWritesHook = (rooms: Array<{ roomId: string; roomNid: number; events: PersistedEvent[] }>) => Promise<DerivedWrites | undefined>;
+
+/** Room creations whose transaction may wait on a second pooled connection at once. */
+const CREATIONS_AT_ONCE = 4;
+
+/** A counting semaphore. */
+class Slots {
+  private free: number;
+  private waiting: Array<() => void> = [];
+  constructor(n: number) {
+    this.free = n;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free -= 1;
+    else await new Promise<void>((r) => this.waiting.push(r));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free += 1;
+    };
+  }
 }
 
 /** What phase 1 of building a draft computed, for phase 2 to append to the write. */
