@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Requester } from '../http/context.ts';
 import { invalidParam } from '../http/errors.ts';
-import type { ReceiptService } from '../receipts/service.ts';
+import { LruCache } from '../cache/lru.ts';
+import type { ReadPositions, ReceiptService } from '../receipts/service.ts';
 import type { EventRow, RoomReader } from '../rooms/reader.ts';
 import type { DerivedWrites, PersistedEvent } from '../rooms/engine.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -32,6 +33,8 @@ export interface NotificationFeed {
 /** How often a worker records its progress (and shows it is alive), and when another takes it over. */
 const HEARTBEAT_MS = 2_000;
 const STALE_MS = 10_000;
+/** Users whose read positions are kept between their syncs. */
+const READ_POSITIONS_CACHED = 50_000;
 /** Events read per query when catching up. */
 const CATCH_UP_PAGE = 500;
 
@@ -199,11 +202,48 @@ export class NotificationService implements NotificationFeed {
     });
   }
 
+  /**
+   * Users' read positions as last read, and up to where the receipts stream was readable before
+   * that read: still right while no receipt of theirs (private: their user key) or of those rooms
+   * (public: the room key) was notified since. A woken /sync then costs one statement, not two.
+   */
+  private readPositionCache = new LruCache<string, { asOf: number; rooms: Set<string>; positions: ReadPositions }>(READ_POSITIONS_CACHED);
+
+  /** The read positions of a batch's users: cached where nothing moved, else one statement for the rest. */
+  private async readPositionsOf(batch: Array<{ userId: string; roomIds: string[] }>): Promise<Map<string, ReadPositions>> {
+    const wanted = new Map<string, Set<string>>();
+    for (const q of batch) {
+      const rooms = wanted.get(q.userId) ?? new Set<string>();
+      for (const r of q.roomIds) rooms.add(r);
+      wanted.set(q.userId, rooms);
+    }
+    const out = new Map<string, ReadPositions>();
+    const misses = new Map<string, Set<string>>();
+    for (const [userId, rooms] of wanted) {
+      const hit = this.readPositionCache.get(userId);
+      const roomIds = [...rooms];
+      const fresh = hit !== undefined && this.notifier.changedSince('receipts', [userId, ...hit.rooms], hit.asOf) === false;
+      if (fresh && roomIds.every((r) => hit.rooms.has(r))) out.set(userId, hit.positions);
+      // Rooms read before stay in the entry: a user's syncs ask for different rooms in turn.
+      else misses.set(userId, fresh ? new Set([...hit.rooms, ...rooms]) : rooms);
+    }
+    if (!misses.size) return out;
+    // Read before the statement: a receipt after it is notified past it and drops the entry.
+    const asOf = this.tracker.current();
+    const read = await this.receipts.readPositionsMany([...misses].map(([userId, rooms]) => ({ userId, roomIds: [...rooms] })));
+    for (const [userId, rooms] of misses) {
+      const positions = read.get(userId)!;
+      out.set(userId, positions);
+      this.readPositionCache.set(userId, { asOf, rooms, positions });
+    }
+    return out;
+  }
+
   private async readCountBatch(): Promise<void> {
     const batch = this.countBatch ?? [];
     this.countBatch = undefined;
     try {
-      const positions = await this.receipts.readPositionsMany(batch);
+      const positions = await this.readPositionsOf(batch);
       const pairs = { users: [] as string[], rooms: [] as string[], upto: [] as number[] };
       const threads = { users: [] as string[], rooms: [] as string[], ids: [] as string[], upto: [] as number[] };
       for (const [userId, pos] of positions) {
