@@ -1,4 +1,4 @@
-import type { EventRow } from './store.ts';
+import type { EventRow, RelationRow } from './store.ts';
 import type { RoomEventFilter } from './filter.ts';
 import type { RoomMembersSummary, TimelineWindow } from './sync-read-store.ts';
 
@@ -217,6 +217,28 @@ export class RecentEvents {
     return out;
   }
 
+  /**
+   * The bundled-aggregation relations (m.replace, m.thread, m.reference; not redacted) of events a
+   * sync reading up to `at` shows, oldest first, where the cache can tell them: the target's room
+   * is kept complete from before the target up to `at`, so every relation to it up to there (a
+   * relation is in its target's room, and comes after it) is among the kept rows. `unknown`: the
+   * ids whose relations the caller reads from the database.
+   */
+  relations(targets: EventRow[], at: number): { found: RelationRow[]; unknown: string[] } {
+    const found: RelationRow[] = [];
+    const unknown: string[] = [];
+    for (const t of targets) {
+      const e = this.rooms.get(Number(t.room_nid));
+      if (!e || e.upto < at || Number(t.stream_pos) <= e.from) {
+        unknown.push(t.event_id);
+        continue;
+      }
+      for (const r of relationIndex(e.rows).get(t.event_id) ?? []) if (Number(r.stream_pos) <= at) found.push(r);
+    }
+    found.sort((a, b) => Number(a.stream_pos) - Number(b.stream_pos));
+    return { found, unknown };
+  }
+
   /** Drops what is kept of a room (tests; a room purged or forgotten by everyone). */
   forget(roomNid: number): void {
     const e = this.rooms.get(roomNid);
@@ -366,6 +388,31 @@ export class RecentEvents {
       e.counted = 0;
     }
   }
+}
+
+/** Per kept rows array (never mutated, replaced as a whole): its aggregation relations by target. */
+const relationIndexes = new WeakMap<EventRow[], Map<string, RelationRow[]>>();
+const AGGREGATED = new Set(['m.replace', 'm.thread', 'm.reference']);
+/** The longest value the relation columns keep (the room engine indexes only what fits). */
+const MAX_RELATION_KEY_BYTES = 255;
+
+function relationIndex(rows: EventRow[]): Map<string, RelationRow[]> {
+  let index = relationIndexes.get(rows);
+  if (index) return index;
+  index = new Map();
+  for (const row of rows) {
+    if (row.redacted_by || !row.json.includes('m.relates_to')) continue;
+    const relates = (JSON.parse(row.json) as { content?: { 'm.relates_to'?: { rel_type?: unknown; event_id?: unknown } | null } }).content?.['m.relates_to'];
+    const relType = relates?.rel_type;
+    const target = relates?.event_id;
+    // As the columns the database query reads (rel_type, relates_to) are written.
+    if (typeof relType !== 'string' || !AGGREGATED.has(relType) || typeof target !== 'string' || Buffer.byteLength(target) > MAX_RELATION_KEY_BYTES) continue;
+    const list = index.get(target) ?? [];
+    list.push({ ...row, relates_to: target, rel_type: relType });
+    index.set(target, list);
+  }
+  relationIndexes.set(rows, index);
+  return index;
 }
 
 /**
