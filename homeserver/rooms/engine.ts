@@ -7,7 +7,8 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
-import { RoomStore, pduOf, type RoomRow } from './store.ts';
+import { RoomStore, pduOf, type EventRow, type RoomRow } from './store.ts';
+import type { RecentEvents } from './recent-events.ts';
 import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead, type TransactionWrites } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
@@ -75,6 +76,10 @@ export class RoomEngine {
   private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
   private creations = new Slots(CREATIONS_AT_ONCE);
+  /** The recent-events cache this engine feeds its writes to (only as the one writer: see feed). */
+  private recent: RecentEvents | undefined;
+  /** Per room: the last position this engine committed, or undefined when not known for sure. */
+  private lastCommitted = new LruCache<number, number>(ROOM_VIEWS);
 
   constructor(
     readonly store: RoomStore,
@@ -107,6 +112,27 @@ export class RoomEngine {
       .filter((r) => r.events.length);
     if (!built.length) return undefined;
     return hook(built);
+  }
+
+  /**
+   * Feeds the recent-events cache with what this engine writes, so that the syncs a send wakes read
+   * the new events from memory: its rows at visibility, and for a room none of whose events
+   * commits after a position, that nothing is there to read. Only while this process is the
+   * database's one writer (no shared positions): another worker's writes are not seen here.
+   */
+  feed(recent: RecentEvents): void {
+    this.recent = recent;
+    recent.trustWriter({ lastCommitted: (nid) => (this.tracker.isShared ? undefined : this.lastCommitted.get(nid)) });
+  }
+
+  /** Records the rooms' new heads right after a commit, before the positions become readable. */
+  private committed(rooms: Array<{ nid: number; written?: WrittenRows }>): void {
+    for (const r of rooms) if (r.written) this.lastCommitted.set(r.nid, r.written.last);
+  }
+
+  /** A write whose outcome is not known (it may have committed): what this engine knew of the rooms goes. */
+  private unknownOutcome(nids: number[]): void {
+    for (const nid of nids) this.lastCommitted.delete(nid);
   }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
@@ -226,17 +252,20 @@ export class RoomEngine {
       const positions: number[] = [];
       try {
         let derived: DerivedWrites | undefined;
-        const results = await this.persist.connection((q) =>
-          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions,
-            (d) => (derived = d)),
-        );
-        rooms.forEach((r, i) => (r.results = results[i]!));
+        const parts = rooms.map((r): BatchInput => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) }));
+        const results = await this.persist.connection((q) => this.persistRoomBatches(q, parts, positions, (d) => (derived = d)));
+        this.committed(parts);
+        rooms.forEach((r, i) => {
+          r.results = results[i]!;
+          r.written = parts[i]!.written;
+        });
         derived?.committed();
         this.tracker.done(positions);
         return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
         for (const r of rooms) this.cache.delete(r.nid);
+        if (!isHeadMoved(err)) this.unknownOutcome(rooms.map((r) => r.nid));
         this.tracker.done(positions);
         // Another worker moved the room's head since it was read: build again on top of what is
         // there, after a random pause that grows, so two busy workers stop colliding.
@@ -252,7 +281,7 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
+    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)), r.nid, r.written);
     r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
   }
 
@@ -273,6 +302,7 @@ export class RoomEngine {
       if (d.stateKey !== undefined && fits(d.stateKey)) await this.store.stateKeys.nid(this.store.db, d.stateKey);
     }
     let derived: DerivedWrites | undefined;
+    let part: BatchInput | undefined;
     // The derived writes may read on a second pooled connection while this transaction holds one:
     // a bounded number of creations at once keeps the pool from running dry (lanes are bounded too).
     const release = await this.creations.acquire();
@@ -280,10 +310,13 @@ export class RoomEngine {
       await this.persist.transaction(async (q) => {
         if (alias !== undefined && !(await q.claimAlias(alias, roomId, creator))) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
         roomNid = await q.insertRoom(roomId, version.id, creator);
-        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions, (d) => (derived = d), true)) as [Array<PersistedEvent | Error>];
+        part = { roomId, nid: roomNid, version, drafts };
+        [results] = (await this.persistRoomBatches(q, [part], positions, (d) => (derived = d), true)) as [Array<PersistedEvent | Error>];
       });
+      this.committed([part!]);
     } catch (err) {
       this.cache.delete(roomNid);
+      this.unknownOutcome([roomNid]);
       this.tracker.done(positions);
       throw err;
     } finally {
@@ -292,16 +325,21 @@ export class RoomEngine {
     const done = results as PersistedEvent[];
     derived?.committed();
     this.tracker.done(positions);
-    this.afterCommit(roomId, done);
+    this.afterCommit(roomId, done, roomNid, part!.written);
     return done;
   }
 
-  private afterCommit(roomId: string, events: PersistedEvent[]): void {
+  private afterCommit(roomId: string, events: PersistedEvent[], roomNid: number, written: WrittenRows | undefined): void {
     if (!events.length) return;
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
-    this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
+    const recent = this.recent;
+    this.tracker.whenVisible(maxPos, () => {
+      // Readable now: the syncs this wakes find the rows in memory.
+      if (recent && written?.rows.length && !this.tracker.isShared) recent.written(roomNid, written.before, written.rows);
+      this.notifier.notify('events', keys, maxPos);
+    });
     for (const l of this.listeners) {
       try {
         l(events, roomId);
@@ -393,7 +431,7 @@ export class RoomEngine {
    */
   private async persistRoomBatches(
     q: Query,
-    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
+    rooms: BatchInput[],
     positions: number[],
     onDerived: (d: DerivedWrites | undefined) => void,
     allOrNothing = false,
@@ -402,13 +440,14 @@ export class RoomEngine {
     const unlock = await this.lockBuilds(rooms.map((r) => r.nid));
     let w: WriteSet;
     let results: Array<Array<PersistedEvent | Error>>;
+    let heads = new Map<number, RoomHead>();
     try {
       // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
       const all = rooms.flatMap((r) => r.drafts);
       const withTxn = all.filter((d) => d.txn);
       let allocated: Array<{ nid: number; pos: number }> = [];
       let prior = new Map<string, string>();
-      let heads = new Map<number, RoomHead>();
+      heads = new Map<number, RoomHead>();
       const ids = await this.tracker.reserve(async () => {
         const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.key));
         allocated = r.ids;
@@ -435,6 +474,7 @@ export class RoomEngine {
     const derived = await this.derivedWrites(rooms.map((r, i) => ({ roomId: r.roomId, roomNid: r.nid, results: results[i]! })));
     onDerived(derived);
     await q.write(w, derived?.writes);
+    rooms.forEach((r, i) => (r.written = writtenRows(w, r, heads.get(r.nid)!, results[i]!)));
     return results;
   }
 
@@ -696,6 +736,41 @@ interface WriteRoom {
   nid: number;
   version: RoomVersion;
   results: Array<PersistedEvent | Error>;
+  written?: WrittenRows;
+}
+
+/** One room's drafts as persistRoomBatches takes them; `written` once they are. */
+interface BatchInput {
+  roomId: string;
+  nid: number;
+  version: RoomVersion;
+  drafts: EventDraft[];
+  written?: WrittenRows;
+}
+
+/** What a write stored of one room: its new rows (as read back), the room's last position before them and after. */
+interface WrittenRows {
+  before: number;
+  last: number;
+  rows: EventRow[];
+}
+
+/** The rows a write set stored for one room, as the database would give them back. */
+function writtenRows(w: WriteSet, r: BatchInput, head: RoomHead, results: Array<PersistedEvent | Error>): WrittenRows {
+  const pdus = new Map<string, PDU>();
+  for (const x of results) if (!(x instanceof Error)) pdus.set(x.eventId, x.pdu);
+  const rows: EventRow[] = [];
+  for (const e of w.events) {
+    if (e.roomNid !== r.nid) continue;
+    rows.push({
+      event_nid: e.nid, event_id: e.eventId, room_nid: e.roomNid, room_id: r.roomId, room_version: r.version.id, stream_pos: e.streamPos,
+      depth: e.depth, type: String(pdus.get(e.eventId)!.type), state_key: pdus.get(e.eventId)!.state_key ?? null,
+      sender: e.sender, origin_server_ts: e.ts, state_before: e.stateBefore, state_after: e.stateAfter, replaces_nid: e.replacesNid,
+      membership: e.membership, redacted_by: e.redactedBy ?? null, txn_device: e.txnDevice, txn_id: e.txnId, json: e.json,
+    });
+  }
+  const last = rows.length ? rows[rows.length - 1]!.stream_pos : head.last_pos;
+  return { before: head.last_pos, last, rows };
 }
 
 export type { TransactionWrites };

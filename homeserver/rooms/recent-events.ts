@@ -217,6 +217,41 @@ export class RecentEvents {
     return out;
   }
 
+  /** The database's one writer (the room engine, when no other process writes): see trustWriter. */
+  private writer: { lastCommitted(roomNid: number): number | undefined } | undefined;
+
+  /**
+   * The room engine, as the one writer: `lastCommitted` is the last position it committed in a
+   * room (undefined when it cannot tell). A room kept up to that position has nothing more to read
+   * up to any readable position, so bringing it forward costs no statement.
+   */
+  trustWriter(writer: { lastCommitted(roomNid: number): number | undefined }): void {
+    this.writer = writer;
+  }
+
+  /**
+   * The rows the one writer just made readable in a room, the room's last position before them
+   * being `before`: appended to a room kept up to exactly there (else the next sync reads them).
+   * A redaction is not appended: the room is read again, as when a read meets one.
+   */
+  written(roomNid: number, before: number, rows: EventRow[]): void {
+    const e = this.rooms.get(roomNid);
+    if (!e || e.loading || e.upto < before || rows.length === 0) return;
+    if (e.upto >= Number(rows[0]!.stream_pos)) return;
+    if (rows.some((r) => r.type === 'm.room.redaction')) return;
+    const n = this.limits.perRoom;
+    let kept = e.rows.concat(rows);
+    if (kept.length > n) {
+      kept = kept.slice(kept.length - n);
+      e.from = Math.max(e.from, Number(kept[0]!.stream_pos) - 1);
+    }
+    e.rows = kept;
+    e.upto = Number(rows[rows.length - 1]!.stream_pos);
+    if (rows.some((r) => r.type === 'm.room.member')) e.summary = undefined;
+    this.recount(e);
+    this.evict();
+  }
+
   /**
    * The bundled-aggregation relations (m.replace, m.thread, m.reference; not redacted) of events a
    * sync reading up to `at` shows, oldest first, where the cache can tell them: the target's room
@@ -289,6 +324,14 @@ export class RecentEvents {
           this.rooms.set(nid, e);
         }
         if (e.upto >= upper) continue;
+        if (!e.loading && e.upto >= 0) {
+          // Nothing of the room committed after what is kept: nothing to read up to `upper`.
+          const last = this.writer?.lastCommitted(nid);
+          if (last !== undefined && last <= e.upto) {
+            e.upto = upper;
+            continue;
+          }
+        }
         if (e.loading) waits.push(e.loading);
         else need.push(e);
       }

@@ -63,9 +63,12 @@ describe('sync fan-out', () => {
       if (i === 0) assert.equal(got[0].unsigned.transaction_id, txn, 'the sender sees its transaction id');
       else assert.equal(got[0].unsigned?.transaction_id, undefined, `listener ${i} does not see the sender's transaction id`);
     });
-    // Each sync reading on its own would make one read per listener.
+    // Each sync reading on its own would make one read per listener. With one worker, the engine
+    // hands the cache what it wrote, so none may be needed at all; the trace counts (the syncs
+    // before the send read the room).
     const reads = eventReads() - readsBefore;
-    assert.ok(reads >= 1 && reads <= 3, `${LISTENERS} woken syncs read the room's new events ${reads} times`);
+    assert.ok(readsBefore >= 1, 'the trace counts reads');
+    assert.ok(reads <= 3, `${LISTENERS} woken syncs read the room's new events ${reads} times`);
     // And the next incremental sync of each is empty of it (no duplicate).
     const again = await Promise.all(listeners.slice(0, 5).map((u, i) => sync(u, `since=${encodeURIComponent(results[i]!.next_batch)}&timeout=0`)));
     for (const res of again) assert.equal(timeline(res, roomId).filter((e) => e.event_id === eventId).length, 0);
