@@ -116,9 +116,9 @@ export class RoomEngine {
 
   /**
    * Feeds the recent-events cache with what this engine writes, so that the syncs a send wakes read
-   * the new events from memory: its rows at visibility, and for a room none of whose events
-   * commits after a position, that nothing is there to read. Only while this process is the
-   * database's one writer (no shared positions): another worker's writes are not seen here.
+   * the new events from memory: its rows at visibility, and — only while this process is the
+   * database's one writer (no shared positions: another worker's writes are not seen here) — for
+   * a room none of whose events commits after a position, that nothing is there to read.
    */
   feed(recent: RecentEvents): void {
     this.recent = recent;
@@ -336,8 +336,9 @@ export class RoomEngine {
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
     const recent = this.recent;
     this.tracker.whenVisible(maxPos, () => {
-      // Readable now: the syncs this wakes find the rows in memory.
-      if (recent && written?.rows.length && !this.tracker.isShared) recent.written(roomNid, written.before, written.rows);
+      // Readable now: the syncs this wakes find the rows in memory. Safe with other writers too: the
+      // write replaced the room's head at `before`, so no other event of the room lies in between.
+      if (recent && written?.rows.length) recent.written(roomNid, written.before, written.rows);
       this.notifier.notify('events', keys, maxPos);
     });
     for (const l of this.listeners) {
