@@ -258,6 +258,7 @@ export class RoomEngine {
         rooms.forEach((r, i) => {
           r.results = results[i]!;
           r.written = parts[i]!.written;
+          this.announce(r.roomId, persisted(r.results), r.nid, r.written);
         });
         derived?.committed();
         this.tracker.done(positions);
@@ -281,7 +282,7 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)), r.nid, r.written);
+    this.afterCommit(r.roomId, persisted(r.results));
     r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
   }
 
@@ -324,12 +325,18 @@ export class RoomEngine {
     }
     const done = results as PersistedEvent[];
     derived?.committed();
+    this.announce(roomId, done, roomNid, part!.written);
     this.tracker.done(positions);
-    this.afterCommit(roomId, done, roomNid, part!.written);
+    this.afterCommit(roomId, done);
     return done;
   }
 
-  private afterCommit(roomId: string, events: PersistedEvent[], roomNid: number, written: WrittenRows | undefined): void {
+  /**
+   * Registered before the positions are marked done, so that the moment they become readable the
+   * waiters are notified (and the cache holds the rows) in the same step: no reader can see the
+   * position while the notifier still says the room is unchanged.
+   */
+  private announce(roomId: string, events: PersistedEvent[], roomNid: number, written: WrittenRows | undefined): void {
     if (!events.length) return;
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
@@ -341,6 +348,10 @@ export class RoomEngine {
       if (recent && written?.rows.length) recent.written(roomNid, written.before, written.rows);
       this.notifier.notify('events', keys, maxPos);
     });
+  }
+
+  private afterCommit(roomId: string, events: PersistedEvent[]): void {
+    if (!events.length) return;
     for (const l of this.listeners) {
       try {
         l(events, roomId);
@@ -785,6 +796,11 @@ export interface DerivedWrites {
 
 /** Given the events a write built (per room, in order), what to write with them. Must not reject. */
 export type TransactionWritesHook = (rooms: Array<{ roomId: string; roomNid: number; events: PersistedEvent[] }>) => Promise<DerivedWrites | undefined>;
+
+/** The events of a write's results (errors left out). */
+function persisted(results: Array<PersistedEvent | Error>): PersistedEvent[] {
+  return results.filter((x): x is PersistedEvent => !(x instanceof Error));
+}
 
 /** Room creations whose transaction may wait on a second pooled connection at once. */
 const CREATIONS_AT_ONCE = 4;
