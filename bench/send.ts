@@ -3,12 +3,30 @@
 // large as the effect measured, so three rounds alternate baseline and homeserver (5 s each) and
 // the median ratio is the figure.
 import { printBaseline, runBaseline } from './baseline.ts';
-import { Client, backendPids, closedLoop, cpuLine, cpuMeter, createDatabase, enc, fmt, latencyLine, pool, register, startHomeserver, summary } from './lib.ts';
+import pg from 'pg';
+import { Client, adminUrl, backendPids, closedLoop, cpuLine, cpuMeter, createDatabase, enc, fmt, latencyLine, pool, register, startHomeserver, summary } from './lib.ts';
 
 const USERS = 50;
 const ROOMS = 10;
 const DURATION_MS = 5_000;
 const ROUNDS = 3;
+/**
+ * Transactions committed in the bench database so far (pg_stat_database): per send, the number of
+ * statements and commits the write path costs, far less noisy than throughput on a shared machine.
+ * Statistics reach the view within about a second of a backend going idle: read after a pause.
+ */
+async function commits(dbName: string): Promise<number> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    await c.query('SELECT pg_stat_clear_snapshot()');
+    const r = await c.query('SELECT xact_commit FROM pg_stat_database WHERE datname = $1', [dbName]);
+    return Number(r.rows[0]?.xact_commit ?? 0);
+  } finally {
+    await c.end();
+  }
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function main(): Promise<void> {
@@ -35,18 +53,22 @@ export async function main(): Promise<void> {
       return true;
     };
     await closedLoop(USERS, 1_000, (w, s) => send(w, s, 'warm'));
-    const rounds: Array<{ base: number; sends: number; ratio: number; p50: number; p99: number; serverMs: number; pgMs: number }> = [];
+    const rounds: Array<{ commitsPerSend: number; base: number; sends: number; ratio: number; p50: number; p99: number; serverMs: number; pgMs: number }> = [];
     for (let round = 1; round <= ROUNDS; round++) {
       const base = await runBaseline({ concurrency: USERS, durationMs: DURATION_MS });
       printBaseline(base);
+      const commits0 = await commits(db.name);
       const meter = cpuMeter(hs.pid, await backendPids(db.url));
       const r = await closedLoop(USERS, DURATION_MS, (w, s) => send(w, s, `r${round}t`));
       const cpu = meter();
+      await new Promise((res) => setTimeout(res, 1_500));
+      const commitsPerSend = (await commits(db.name) - commits0) / r.ok;
       const ratio = r.perSec / base.perSec;
       console.log(`round ${round}: homeserver ${fmt(r.perSec, 0)} sends/s over ${fmt(r.elapsedMs / 1000)} s, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ''}; ratio ${fmt(ratio, 2)}`);
       console.log(`  ${latencyLine('latency', r.latency)}`);
       console.log(`  ${cpuLine(cpu, r.perSec)}`);
-      rounds.push({ base: base.perSec, sends: r.perSec, ratio, p50: r.latency.p50, p99: r.latency.p99, serverMs: (cpu.server * 1000) / r.perSec, pgMs: (cpu.postgres * 1000) / r.perSec });
+      console.log(`  database commits (statements outside a transaction count one each): ${fmt(commitsPerSend, 2)} per send`);
+      rounds.push({ commitsPerSend, base: base.perSec, sends: r.perSec, ratio, p50: r.latency.p50, p99: r.latency.p99, serverMs: (cpu.server * 1000) / r.perSec, pgMs: (cpu.postgres * 1000) / r.perSec });
       if (r.errors) throw new Error(`${r.errors} sends failed`);
     }
     const ratio = median(rounds.map((x) => x.ratio));
@@ -54,7 +76,7 @@ export async function main(): Promise<void> {
     console.log(`ratio to baseline (median of ${ROUNDS}): ${fmt(ratio, 2)} (goal >= 0.5) ${ratio >= 0.5 ? 'MET' : 'NOT MET'}`);
     summary('send', {
       sendsPerSec: median(rounds.map((x) => x.sends)), p50Ms: median(rounds.map((x) => x.p50)), p99Ms: median(rounds.map((x) => x.p99)),
-      serverCpuMsPerSend: median(rounds.map((x) => x.serverMs)), pgCpuMsPerSend: median(rounds.map((x) => x.pgMs)),
+      serverCpuMsPerSend: median(rounds.map((x) => x.serverMs)), commitsPerSend: median(rounds.map((x) => x.commitsPerSend)), pgCpuMsPerSend: median(rounds.map((x) => x.pgMs)),
       baselinePerSec: median(rounds.map((x) => x.base)), ratios: rounds.map((x) => x.ratio), ratio, goalMet: ratio >= 0.5,
     });
   } finally {

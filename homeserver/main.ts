@@ -211,6 +211,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
   const reader = new RoomReader(roomStore, visibility);
+  // perf6: the syncs a send wakes read its events from memory (one writer only; see RoomEngine.feed).
+  engine.feed(reader.recent);
   const accountData = new AccountDataService(new AccountDataStore(db, tracker, notifier));
   const syncStore = new SyncStore(db);
   const sync = new SyncService(reader, accountData, tracker, notifier);
@@ -229,7 +231,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
   const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
-  engine.setStager((events, roomId) => notifications.stage(events, roomId));
+  engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
   undo.push(() => notifications.stop());

@@ -9,7 +9,7 @@ import type { Requester } from '../http/context.ts';
 import { isValidLocalpart } from '../protocol/identifiers.ts';
 import type { AccountStore, DeviceRow } from './store.ts';
 import { userInteractiveAuth, type Flow } from './uia.ts';
-import { hashToken, newToken, randomId, randomString } from './tokens.ts';
+import { TOKEN_CACHE_MS, hashToken, newToken, randomId, randomString } from './tokens.ts';
 
 export interface Session {
   user_id: string;
@@ -27,8 +27,6 @@ const MAX_PASSWORD = 512;
 /** Tries of each registration step before the registration is undone. */
 const REGISTRATION_STEP_ATTEMPTS = 3;
 
-/** Caches token lookups briefly: a request costs no query; logout drops the entry at once. */
-const TOKEN_CACHE_MS = 10_000;
 
 export class AccountService {
   private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);

@@ -108,23 +108,20 @@ export class BulkEvaluator {
       const before = row.stateBefore;
       const after = row.stateAfter;
       const evaluated = evaluateRow(row);
-      if (state && state.group === before) {
-        if (after !== before) {
-          const was = row.type === 'm.room.member' && row.stateKey ? state.joined.has(row.stateKey) : false;
-          // Copy on write: an evaluation queued before this row keeps the state it saw.
-          state = applyInput(state, row, after);
-          if (evaluated && row.type === 'm.room.member' && row.stateKey) {
-            const now = state.joined.has(row.stateKey);
-            if (now !== was) out.members.push({ roomId, userId: row.stateKey, joined: now, pos: row.pos });
-          }
-        }
-      } else if (!state || state.group !== after) {
-        state = await this.load(after);
-        // Members this worker sees joined for the first time (their join is older, or another
-        // worker's): whose shared actions these are from now on.
+      if (!state || state.group !== before) {
+        // The snapshot before the row is committed (the one after may be written with it): read
+        // that one and apply the row. Members this worker sees joined for the first time (their
+        // join is older, or another worker's): whose shared actions these are from now on.
+        state = await this.load(before);
         for (const u of state.joined) out.members.push({ roomId, userId: u, joined: true, pos: 0 });
-        if (evaluated && row.type === 'm.room.member' && row.stateKey && state.joined.has(row.stateKey)) {
-          out.members.push({ roomId, userId: row.stateKey, joined: true, pos: row.pos });
+      }
+      if (after !== before) {
+        const was = row.type === 'm.room.member' && row.stateKey ? state.joined.has(row.stateKey) : false;
+        // Copy on write: an evaluation queued before this row keeps the state it saw.
+        state = applyInput(state, row, after);
+        if (evaluated && row.type === 'm.room.member' && row.stateKey) {
+          const now = state.joined.has(row.stateKey);
+          if (now !== was) out.members.push({ roomId, userId: row.stateKey, joined: now, pos: row.pos });
         }
       }
       if (!evaluated || row.redacted) continue;

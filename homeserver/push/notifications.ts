@@ -1,18 +1,20 @@
-// Notifications: push actions for every member on every event (evaluated in bulk after the event's
-// commit and before it is readable — the room engine's staging step — written in one statement per
-// batch), unread counts in /sync, GET /notifications, and the feed pushers read.
+// Notifications: push actions for every member on every event (evaluated in bulk once the room
+// engine has built the events, and written in the events' own statement, as Synapse stages them in
+// the event's transaction), unread counts in /sync, GET /notifications, and the feed pushers read.
 //
-// Durability: evaluation runs after the event's transaction. Each worker process keeps in
-// push_progress the position up to which every event it wrote is evaluated, with a heartbeat; the
-// row of a worker that died is taken over by a live one, which evaluates again every event after it
-// (inserts are idempotent). So a crash between an event's commit and its evaluation loses no counts.
+// Durability: the actions commit with their events. What evaluation could not do live (it failed,
+// or a worker died holding a retry) is caught up: each worker process keeps in push_progress the
+// position up to which every event it wrote is evaluated, with a heartbeat; the row of a worker that
+// died is taken over by a live one, which evaluates again every event after it (inserts are
+// idempotent).
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Requester } from '../http/context.ts';
 import { invalidParam } from '../http/errors.ts';
-import type { ReceiptService } from '../receipts/service.ts';
+import { LruCache } from '../cache/lru.ts';
+import type { ReadPositions, ReceiptService } from '../receipts/service.ts';
 import type { EventRow, RoomReader } from '../rooms/reader.ts';
-import type { PersistedEvent } from '../rooms/engine.ts';
+import type { DerivedWrites, PersistedEvent } from '../rooms/engine.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { Topic } from '../subscriptions/topic.ts';
@@ -31,27 +33,17 @@ export interface NotificationFeed {
 /** How often a worker records its progress (and shows it is alive), and when another takes it over. */
 const HEARTBEAT_MS = 2_000;
 const STALE_MS = 10_000;
+/** Users whose read positions are kept between their syncs. */
+const READ_POSITIONS_CACHED = 50_000;
 /** Events read per query when catching up. */
 const CATCH_UP_PAGE = 500;
-/** Batches whose writes may be in flight at once. */
-const WRITES_AT_ONCE = 3;
 
 type CountRow = { room_id: string; thread_id: string; n: number; h: number };
-
-interface Queued {
-  events: PersistedEvent[];
-  roomId: string;
-  done: () => void;
-}
 
 export class NotificationService implements NotificationFeed {
   /** New notifying actions are durable (pushers send them). */
   readonly notified = new Topic<{ userIds: string[]; streamPos: number }>('notified');
   private readonly instance = randomUUID();
-  private queue: Queued[] = [];
-  private running: Promise<void> | undefined;
-  /** Positions of this worker's events handed to evaluation and not yet evaluated. */
-  private pending = new Map<number, number>();
   /** Lowest position whose evaluation failed or is being caught up (progress stays below it). */
   private floor = Infinity;
   private retryFrom: number | undefined;
@@ -81,85 +73,39 @@ export class NotificationService implements NotificationFeed {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     await this.ticking;
-    while (this.running) await this.running;
-    if (this.pending.size === 0 && this.floor === Infinity && this.retryFrom === undefined) await this.store.dropProgress(this.instance);
+    if (this.floor === Infinity && this.retryFrom === undefined) await this.store.dropProgress(this.instance);
     else await this.store.saveProgress(this.instance, this.upto(), Date.now());
   }
 
   /**
-   * The room engine's staging step (between commit and visibility): evaluates the events (with
-   * whatever else is queued, one statement for all) and resolves once their actions are written.
+   * The room engine's transaction writes: evaluates the events a write just built and hands back
+   * their push actions, which the engine writes in the events' own statement (one commit for both:
+   * a crash keeps both or neither, and a /sync that reads the events reads their counts). Never
+   * rejects: when evaluation fails, the events are written without actions and evaluated again
+   * from the next tick (the saved progress stays below them until then).
    */
-  stage(events: PersistedEvent[], roomId: string): Promise<void> {
-    for (const e of events) this.pending.set(e.streamPos, (this.pending.get(e.streamPos) ?? 0) + 1);
-    return new Promise((done) => {
-      this.queue.push({ events, roomId, done });
-      this.running ??= this.drain().finally(() => (this.running = undefined));
-    });
-  }
-
-  /**
-   * Evaluates what is queued, batch after batch, in order (each room's state carries forward);
-   * the writes of up to WRITES_AT_ONCE batches overlap, so the next batch is evaluated while the
-   * last one is written.
-   */
-  private async drain(): Promise<void> {
-    const writing = new Set<Promise<void>>();
-    for (;;) {
-      while (this.queue.length) {
-        const batch = this.queue.splice(0);
-        let p: Promise<void>;
-        try {
-          const w = await this.evaluateLive(batch);
-          p = this.write(w);
-        } catch (err) {
-          p = Promise.reject(err);
-        }
-        const settled: Promise<void> = p.catch((err) => this.failed(batch, err)).finally(() => {
-          this.finish(batch);
-          writing.delete(settled);
-        });
-        writing.add(settled);
-        while (writing.size >= WRITES_AT_ONCE) await Promise.race(writing);
-      }
-      if (!writing.size) return;
-      await Promise.race(writing);
+  async transactionWrites(rooms: Array<{ roomId: string; roomNid: number; events: PersistedEvent[] }>): Promise<DerivedWrites | undefined> {
+    try {
+      const w = emptyWrite();
+      for (const r of rooms) merge(w, await this.bulk.evaluateRoom(r.events.map((e) => inputOf(e, r.roomId, r.roomNid))));
+      const writes = this.store.transactionWrites(w);
+      if (!writes) return undefined;
+      return { writes, committed: () => this.published(w) };
+    } catch (err) {
+      const lowest = Math.min(...rooms.flatMap((r) => r.events.map((e) => e.streamPos)));
+      this.log.error({ err }, 'push evaluation failed; it is retried');
+      this.retryFrom = Math.min(this.retryFrom ?? Infinity, lowest - 1);
+      return undefined;
     }
-  }
-
-  private failed(batch: Queued[], err: unknown): void {
-    const lowest = Math.min(...batch.flatMap((b) => b.events.map((e) => e.streamPos)));
-    this.log.error({ err }, 'push evaluation failed; it is retried');
-    this.retryFrom = Math.min(this.retryFrom ?? Infinity, lowest - 1);
-  }
-
-  private finish(batch: Queued[]): void {
-    for (const b of batch) {
-      for (const e of b.events) {
-        const n = (this.pending.get(e.streamPos) ?? 1) - 1;
-        if (n <= 0) this.pending.delete(e.streamPos);
-        else this.pending.set(e.streamPos, n);
-      }
-      b.done();
-    }
-  }
-
-  private async evaluateLive(batch: Queued[]): Promise<PushWrite> {
-    const byRoom = new Map<string, PersistedEvent[]>();
-    for (const b of batch) byRoom.set(b.roomId, [...(byRoom.get(b.roomId) ?? []), ...b.events]);
-    const w = emptyWrite();
-    for (const [roomId, events] of byRoom) {
-      const room = await this.reader.roomMeta(roomId);
-      if (!room) continue;
-      // Events answered from an earlier write (a retried transaction) were evaluated then.
-      const inputs = events.filter((e) => e.stateBefore !== undefined && e.stateAfter !== undefined).map((e) => inputOf(e, roomId, Number(room.room_nid)));
-      merge(w, await this.bulk.evaluateRoom(inputs));
-    }
-    return w;
   }
 
   private async write(w: PushWrite): Promise<void> {
     await this.store.write(w);
+    this.published(w);
+  }
+
+  /** Tells subscribers (pushers) who has new notifying actions, once they are durable. */
+  private published(w: PushWrite): void {
     if (!w.notified.size) return;
     const userIds = [...w.notified];
     const streamPos = Math.max(0, ...w.shared.map((x) => x.streamPos), ...w.actions.map((x) => x.streamPos));
@@ -186,7 +132,6 @@ export class NotificationService implements NotificationFeed {
   /** Up to where every event this worker wrote (and every event it took over) is evaluated. */
   private upto(): number {
     let lowest = this.tracker.current();
-    for (const p of this.pending.keys()) if (p - 1 < lowest) lowest = p - 1;
     if (this.floor < lowest) lowest = this.floor;
     if (this.retryFrom !== undefined && this.retryFrom < lowest) lowest = this.retryFrom;
     return lowest;
@@ -257,11 +202,48 @@ export class NotificationService implements NotificationFeed {
     });
   }
 
+  /**
+   * Users' read positions as last read, and up to where the receipts stream was readable before
+   * that read: still right while no receipt of theirs (private: their user key) or of those rooms
+   * (public: the room key) was notified since. A woken /sync then costs one statement, not two.
+   */
+  private readPositionCache = new LruCache<string, { asOf: number; rooms: Set<string>; positions: ReadPositions }>(READ_POSITIONS_CACHED);
+
+  /** The read positions of a batch's users: cached where nothing moved, else one statement for the rest. */
+  private async readPositionsOf(batch: Array<{ userId: string; roomIds: string[] }>): Promise<Map<string, ReadPositions>> {
+    const wanted = new Map<string, Set<string>>();
+    for (const q of batch) {
+      const rooms = wanted.get(q.userId) ?? new Set<string>();
+      for (const r of q.roomIds) rooms.add(r);
+      wanted.set(q.userId, rooms);
+    }
+    const out = new Map<string, ReadPositions>();
+    const misses = new Map<string, Set<string>>();
+    for (const [userId, rooms] of wanted) {
+      const hit = this.readPositionCache.get(userId);
+      const roomIds = [...rooms];
+      const fresh = hit !== undefined && this.notifier.changedSince('receipts', [userId, ...hit.rooms], hit.asOf) === false;
+      if (fresh && roomIds.every((r) => hit.rooms.has(r))) out.set(userId, hit.positions);
+      // Rooms read before stay in the entry: a user's syncs ask for different rooms in turn.
+      else misses.set(userId, fresh ? new Set([...hit.rooms, ...rooms]) : rooms);
+    }
+    if (!misses.size) return out;
+    // Read before the statement: a receipt after it is notified past it and drops the entry.
+    const asOf = this.tracker.current();
+    const read = await this.receipts.readPositionsMany([...misses].map(([userId, rooms]) => ({ userId, roomIds: [...rooms] })));
+    for (const [userId, rooms] of misses) {
+      const positions = read.get(userId)!;
+      out.set(userId, positions);
+      this.readPositionCache.set(userId, { asOf, rooms, positions });
+    }
+    return out;
+  }
+
   private async readCountBatch(): Promise<void> {
     const batch = this.countBatch ?? [];
     this.countBatch = undefined;
     try {
-      const positions = await this.receipts.readPositionsMany(batch);
+      const positions = await this.readPositionsOf(batch);
       const pairs = { users: [] as string[], rooms: [] as string[], upto: [] as number[] };
       const threads = { users: [] as string[], rooms: [] as string[], ids: [] as string[], upto: [] as number[] };
       for (const [userId, pos] of positions) {

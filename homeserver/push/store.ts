@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import type { Bindings, Db } from '../storage/db.ts';
+import type { Db } from '../storage/db.ts';
+import type { TransactionWrites } from '../rooms/engine.ts';
 
 /** A member's own push actions for an event (differing from the event's shared ones). */
 export interface ActionRow {
@@ -86,7 +87,19 @@ export class PushStore {
 
   /** A batch's shared actions, own actions and member changes in one statement; what is there stays (catch-up is idempotent). */
   async write(w: PushWrite): Promise<void> {
-    if (!w.shared.length && !w.actions.length && !w.members.length) return;
+    const params: unknown[] = [];
+    const writes = this.transactionWrites(w);
+    if (!writes) return;
+    const ctes = writes.ctes((value, type) => `$${params.push(value)}::${type}`);
+    await this.query(`WITH ${ctes.join(',\n')} SELECT 1`, params);
+  }
+
+  /**
+   * The same rows as CTEs of another statement: the room engine writes them in the events' own
+   * statement (undefined when there is nothing to write).
+   */
+  transactionWrites(w: PushWrite): TransactionWrites | undefined {
+    if (!w.shared.length && !w.actions.length && !w.members.length) return undefined;
     const a = w.actions;
     const e = w.shared;
     // One row per (room, user): the latest change wins; "seen joined" only where nothing changed.
@@ -98,32 +111,39 @@ export class PushStore {
     }
     const m = [...byKey.values()];
     // Only the parts this batch has (most batches: one shared row per event and nothing else).
-    const parts: string[] = [];
-    const params: unknown[] = [];
-    if (e.length) {
-      parts.push(`ev AS (INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, highlight, actions, ts)
-         SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::text[], ?::bigint[])
-         ON CONFLICT DO NOTHING RETURNING 1)`);
-      params.push(e.map((x) => x.roomId), e.map((x) => x.streamPos), e.map((x) => x.eventId), e.map((x) => x.threadId), e.map((x) => x.sender),
-        e.map((x) => x.highlight), e.map((x) => x.actions), e.map((x) => x.ts));
-    }
-    if (a.length) {
-      parts.push(`ac AS (INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, notify, highlight, actions, ts, unread)
-         SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::boolean[], ?::text[], ?::bigint[], ?::boolean[])
-         ON CONFLICT DO NOTHING RETURNING 1)`);
-      params.push(a.map((x) => x.userId), a.map((x) => x.streamPos), a.map((x) => x.roomId), a.map((x) => x.eventId), a.map((x) => x.threadId),
-        a.map((x) => x.notify), a.map((x) => x.highlight), a.map((x) => x.actions), a.map((x) => x.ts), a.map((x) => x.unread));
-    }
-    if (m.length) {
-      parts.push(`mb AS (INSERT INTO push_members (room_id, user_id, joined_pos, left_pos, changed_pos)
-         SELECT r, u, p, CASE WHEN j THEN NULL ELSE p END, p FROM unnest(?::text[], ?::text[], ?::boolean[], ?::bigint[]) AS x(r, u, j, p)
-         ON CONFLICT (room_id, user_id) DO UPDATE SET
-           joined_pos = CASE WHEN EXCLUDED.left_pos IS NULL THEN EXCLUDED.joined_pos ELSE push_members.joined_pos END,
-           left_pos = EXCLUDED.left_pos, changed_pos = EXCLUDED.changed_pos
-         WHERE push_members.changed_pos < EXCLUDED.changed_pos RETURNING 1)`);
-      params.push(m.map((x) => x.roomId), m.map((x) => x.userId), m.map((x) => x.joined), m.map((x) => x.pos));
-    }
-    await this.db.raw(`WITH ${parts.join(',\n')} SELECT 1`, params as Bindings);
+    const shape = `push${e.length ? 'E' : ''}${a.length ? 'A' : ''}${m.length ? 'M' : ''}`;
+    return {
+      shape,
+      ctes: ($) => {
+        const parts: string[] = [];
+        if (e.length) {
+          parts.push(`push_ev AS (INSERT INTO push_events (room_id, stream_pos, event_id, thread_id, sender, highlight, actions, ts)
+             SELECT * FROM unnest(${$(e.map((x) => x.roomId), 'text[]')}, ${$(e.map((x) => x.streamPos), 'bigint[]')}, ${$(e.map((x) => x.eventId), 'text[]')},
+               ${$(e.map((x) => x.threadId), 'text[]')}, ${$(e.map((x) => x.sender), 'text[]')}, ${$(e.map((x) => x.highlight), 'boolean[]')},
+               ${$(e.map((x) => x.actions), 'text[]')}, ${$(e.map((x) => x.ts), 'bigint[]')})
+             ON CONFLICT DO NOTHING RETURNING 1)`);
+        }
+        if (a.length) {
+          parts.push(`push_ac AS (INSERT INTO event_push_actions (user_id, stream_pos, room_id, event_id, thread_id, notify, highlight, actions, ts, unread)
+             SELECT * FROM unnest(${$(a.map((x) => x.userId), 'text[]')}, ${$(a.map((x) => x.streamPos), 'bigint[]')}, ${$(a.map((x) => x.roomId), 'text[]')},
+               ${$(a.map((x) => x.eventId), 'text[]')}, ${$(a.map((x) => x.threadId), 'text[]')}, ${$(a.map((x) => x.notify), 'boolean[]')},
+               ${$(a.map((x) => x.highlight), 'boolean[]')}, ${$(a.map((x) => x.actions), 'text[]')}, ${$(a.map((x) => x.ts), 'bigint[]')},
+               ${$(a.map((x) => x.unread), 'boolean[]')})
+             ON CONFLICT DO NOTHING RETURNING 1)`);
+        }
+        if (m.length) {
+          parts.push(`push_mb AS (INSERT INTO push_members (room_id, user_id, joined_pos, left_pos, changed_pos)
+             SELECT r, u, p, CASE WHEN j THEN NULL ELSE p END, p
+             FROM unnest(${$(m.map((x) => x.roomId), 'text[]')}, ${$(m.map((x) => x.userId), 'text[]')}, ${$(m.map((x) => x.joined), 'boolean[]')},
+               ${$(m.map((x) => x.pos), 'bigint[]')}) AS x(r, u, j, p)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET
+               joined_pos = CASE WHEN EXCLUDED.left_pos IS NULL THEN EXCLUDED.joined_pos ELSE push_members.joined_pos END,
+               left_pos = EXCLUDED.left_pos, changed_pos = EXCLUDED.changed_pos
+             WHERE push_members.changed_pos < EXCLUDED.changed_pos RETURNING 1)`);
+        }
+        return parts;
+      },
+    };
   }
 
   /**

@@ -7,8 +7,9 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
-import { RoomStore, pduOf, type RoomRow } from './store.ts';
-import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead } from './persist-store.ts';
+import { RoomStore, pduOf, type EventRow, type RoomRow } from './store.ts';
+import type { RecentEvents } from './recent-events.ts';
+import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead, type TransactionWrites } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
 export interface EventDraft {
@@ -74,6 +75,11 @@ export class RoomEngine {
   private cache = new LruCache<number, RoomView>(ROOM_VIEWS);
   private persist: PersistStore;
   private listeners: Array<(e: PersistedEvent[], roomId: string) => void> = [];
+  private creations = new Slots(CREATIONS_AT_ONCE);
+  /** The recent-events cache this engine feeds its writes to (only as the one writer: see feed). */
+  private recent: RecentEvents | undefined;
+  /** Per room: the last position this engine committed, or undefined when not known for sure. */
+  private lastCommitted = new LruCache<number, number>(ROOM_VIEWS);
 
   constructor(
     readonly store: RoomStore,
@@ -86,26 +92,47 @@ export class RoomEngine {
     this.persist = new PersistStore(store.db);
   }
 
-  // issue 6 (receipts-push helper): a staging step between a write's commit and its visibility.
-  private stager: ((events: PersistedEvent[], roomId: string) => Promise<void>) | undefined;
+  private transactionWrites: TransactionWritesHook | undefined;
 
   /**
-   * One step that runs after events commit and before they become readable (positions stay in
-   * flight) and before their senders are answered: push evaluation writes unread counts there, so
-   * that a /sync that reads the events reads their counts too (Synapse stages push actions in the
-   * event's transaction). It must not reject; it does not hold the write's lane or connection.
+   * What another capability derives from the events and writes in their own statement (push
+   * actions: Synapse stages them in the event's transaction). So a /sync that reads the events
+   * reads what was derived from them, a crash never keeps one without the other, and a send costs
+   * no extra statement or commit. The engine imports none of them.
    */
-  setStager(stage: (events: PersistedEvent[], roomId: string) => Promise<void>): void {
-    this.stager = stage;
+  setTransactionWrites(hook: TransactionWritesHook): void {
+    this.transactionWrites = hook;
   }
 
-  /** Stages the persisted events of some rooms; resolves when all are staged (never rejects). */
-  private stage(rooms: Array<{ roomId: string; events: PersistedEvent[] }>): Promise<void> | undefined {
-    const stager = this.stager;
-    if (!stager) return undefined;
-    return Promise.all(rooms.filter((r) => r.events.length).map((r) => stager(r.events, r.roomId).catch((err) => {
-      this.log.error({ err, roomId: r.roomId }, 'staging persisted events failed');
-    }))).then(() => undefined);
+  /** The hook's writes for the events just built (undefined when there are none). */
+  private async derivedWrites(rooms: Array<{ roomId: string; roomNid: number; results: Array<PersistedEvent | Error> }>): Promise<DerivedWrites | undefined> {
+    const hook = this.transactionWrites;
+    if (!hook) return undefined;
+    const built = rooms.map((r) => ({ roomId: r.roomId, roomNid: r.roomNid, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error) && x.stateBefore !== undefined) }))
+      .filter((r) => r.events.length);
+    if (!built.length) return undefined;
+    return hook(built);
+  }
+
+  /**
+   * Feeds the recent-events cache with what this engine writes, so that the syncs a send wakes read
+   * the new events from memory: its rows at visibility, and — only while this process is the
+   * database's one writer (no shared positions: another worker's writes are not seen here) — for
+   * a room none of whose events commits after a position, that nothing is there to read.
+   */
+  feed(recent: RecentEvents): void {
+    this.recent = recent;
+    recent.trustWriter({ lastCommitted: (nid) => (this.tracker.isShared ? undefined : this.lastCommitted.get(nid)) });
+  }
+
+  /** Records the rooms' new heads right after a commit, before the positions become readable. */
+  private committed(rooms: Array<{ nid: number; written?: WrittenRows }>): void {
+    for (const r of rooms) if (r.written) this.lastCommitted.set(r.nid, r.written.last);
+  }
+
+  /** A write whose outcome is not known (it may have committed): what this engine knew of the rooms goes. */
+  private unknownOutcome(nids: number[]): void {
+    for (const nid of nids) this.lastCommitted.delete(nid);
   }
 
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
@@ -224,20 +251,22 @@ export class RoomEngine {
     for (let attempt = 1; ; attempt++) {
       const positions: number[] = [];
       try {
-        const results = await this.persist.connection((q) =>
-          this.persistRoomBatches(q, rooms.map((r) => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) })), positions),
-        );
-        rooms.forEach((r, i) => (r.results = results[i]!));
-        // issue 6 (receipts-push helper): readable and answered once staged (settle waits too).
-        const staged = this.stage(rooms.map((r) => ({ roomId: r.roomId, events: r.results.filter((x): x is PersistedEvent => !(x instanceof Error)) })));
-        if (staged) {
-          for (const r of rooms) r.staged = staged;
-          void staged.then(() => this.tracker.done(positions));
-        } else this.tracker.done(positions);
+        let derived: DerivedWrites | undefined;
+        const parts = rooms.map((r): BatchInput => ({ roomId: r.roomId, nid: r.nid, version: r.version, drafts: r.batch.map((p) => p.draft) }));
+        const results = await this.persist.connection((q) => this.persistRoomBatches(q, parts, positions, (d) => (derived = d)));
+        this.committed(parts);
+        rooms.forEach((r, i) => {
+          r.results = results[i]!;
+          r.written = parts[i]!.written;
+          this.announce(r.roomId, persisted(r.results), r.nid, r.written);
+        });
+        derived?.committed();
+        this.tracker.done(positions);
         return undefined;
       } catch (err) {
         // The in-memory views may hold what was not written: forget them.
         for (const r of rooms) this.cache.delete(r.nid);
+        if (!isHeadMoved(err)) this.unknownOutcome(rooms.map((r) => r.nid));
         this.tracker.done(positions);
         // Another worker moved the room's head since it was read: build again on top of what is
         // there, after a random pause that grows, so two busy workers stop colliding.
@@ -253,12 +282,8 @@ export class RoomEngine {
 
   /** After a commit: notify, then answer each draft of the room with its event or its error. */
   private settle(r: WriteRoom): void {
-    const go = () => {
-      this.afterCommit(r.roomId, r.results.filter((x): x is PersistedEvent => !(x instanceof Error)));
-      r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
-    };
-    if (r.staged) void r.staged.then(go);
-    else go();
+    this.afterCommit(r.roomId, persisted(r.results));
+    r.results.forEach((x, i) => (x instanceof Error ? r.batch[i]!.reject(x) : r.batch[i]!.resolve(x)));
   }
 
   /**
@@ -277,32 +302,56 @@ export class RoomEngine {
       if (fits(d.type)) await this.store.types.nid(this.store.db, d.type);
       if (d.stateKey !== undefined && fits(d.stateKey)) await this.store.stateKeys.nid(this.store.db, d.stateKey);
     }
+    let derived: DerivedWrites | undefined;
+    let part: BatchInput | undefined;
+    // The derived writes may read on a second pooled connection while this transaction holds one:
+    // a bounded number of creations at once keeps the pool from running dry (lanes are bounded too).
+    const release = await this.creations.acquire();
     try {
       await this.persist.transaction(async (q) => {
         if (alias !== undefined && !(await q.claimAlias(alias, roomId, creator))) throw new MatrixError(400, 'M_ROOM_IN_USE', 'Room alias already taken');
         roomNid = await q.insertRoom(roomId, version.id, creator);
-        [results] = (await this.persistRoomBatches(q, [{ roomId, nid: roomNid, version, drafts }], positions)) as [Array<PersistedEvent | Error>];
-        const failed = results.find((r): r is Error => r instanceof Error);
-        if (failed) throw failed;
+        part = { roomId, nid: roomNid, version, drafts };
+        [results] = (await this.persistRoomBatches(q, [part], positions, (d) => (derived = d), true)) as [Array<PersistedEvent | Error>];
       });
+      this.committed([part!]);
     } catch (err) {
       this.cache.delete(roomNid);
+      this.unknownOutcome([roomNid]);
       this.tracker.done(positions);
       throw err;
+    } finally {
+      release();
     }
     const done = results as PersistedEvent[];
-    await this.stage([{ roomId, events: done }]); // issue 6 (receipts-push helper)
+    derived?.committed();
+    this.announce(roomId, done, roomNid, part!.written);
     this.tracker.done(positions);
     this.afterCommit(roomId, done);
     return done;
   }
 
-  private afterCommit(roomId: string, events: PersistedEvent[]): void {
+  /**
+   * Registered before the positions are marked done, so that the moment they become readable the
+   * waiters are notified (and the cache holds the rows) in the same step: no reader can see the
+   * position while the notifier still says the room is unchanged.
+   */
+  private announce(roomId: string, events: PersistedEvent[], roomNid: number, written: WrittenRows | undefined): void {
     if (!events.length) return;
     const keys = new Set<string>([roomId]);
     for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.add(e.pdu.state_key);
     const maxPos = events.reduce((m, e) => Math.max(m, e.streamPos), 0);
-    this.tracker.whenVisible(maxPos, () => this.notifier.notify('events', keys, maxPos));
+    const recent = this.recent;
+    this.tracker.whenVisible(maxPos, () => {
+      // Readable now: the syncs this wakes find the rows in memory. Safe with other writers too: the
+      // write replaced the room's head at `before`, so no other event of the room lies in between.
+      if (recent && written?.rows.length) recent.written(roomNid, written.before, written.rows);
+      this.notifier.notify('events', keys, maxPos);
+    });
+  }
+
+  private afterCommit(roomId: string, events: PersistedEvent[]): void {
+    if (!events.length) return;
     for (const l of this.listeners) {
       try {
         l(events, roomId);
@@ -394,20 +443,23 @@ export class RoomEngine {
    */
   private async persistRoomBatches(
     q: Query,
-    rooms: Array<{ roomId: string; nid: number; version: RoomVersion; drafts: EventDraft[] }>,
+    rooms: BatchInput[],
     positions: number[],
+    onDerived: (d: DerivedWrites | undefined) => void,
+    allOrNothing = false,
   ): Promise<Array<Array<PersistedEvent | Error>>> {
     // Builds of one room never overlap (a retry and the next batch): each works on the room's view.
     const unlock = await this.lockBuilds(rooms.map((r) => r.nid));
     let w: WriteSet;
     let results: Array<Array<PersistedEvent | Error>>;
+    let heads = new Map<number, RoomHead>();
     try {
       // Ids for every draft, and which drafts retry a send already persisted (they answer with it).
       const all = rooms.flatMap((r) => r.drafts);
       const withTxn = all.filter((d) => d.txn);
       let allocated: Array<{ nid: number; pos: number }> = [];
       let prior = new Map<string, string>();
-      let heads = new Map<number, RoomHead>();
+      heads = new Map<number, RoomHead>();
       const ids = await this.tracker.reserve(async () => {
         const r = await q.prepare(rooms.map((x) => x.nid), all.length, withTxn.map((d) => d.sender), withTxn.map((d) => d.txn!.deviceId), withTxn.map((d) => d.txn!.key));
         allocated = r.ids;
@@ -426,7 +478,15 @@ export class RoomEngine {
     } finally {
       unlock();
     }
-    await q.write(w);
+    if (allOrNothing) {
+      const failed = results.flat().find((r): r is Error => r instanceof Error);
+      if (failed) throw failed;
+    }
+    // Evaluated on what was built, in write order (one room is in one write at a time).
+    const derived = await this.derivedWrites(rooms.map((r, i) => ({ roomId: r.roomId, roomNid: r.nid, results: results[i]! })));
+    onDerived(derived);
+    await q.write(w, derived?.writes);
+    rooms.forEach((r, i) => (r.written = writtenRows(w, r, heads.get(r.nid)!, results[i]!)));
     return results;
   }
 
@@ -688,8 +748,82 @@ interface WriteRoom {
   nid: number;
   version: RoomVersion;
   results: Array<PersistedEvent | Error>;
-  /** issue 6 (receipts-push helper): resolves once the write's events are staged. */
-  staged?: Promise<void>;
+  written?: WrittenRows;
+}
+
+/** One room's drafts as persistRoomBatches takes them; `written` once they are. */
+interface BatchInput {
+  roomId: string;
+  nid: number;
+  version: RoomVersion;
+  drafts: EventDraft[];
+  written?: WrittenRows;
+}
+
+/** What a write stored of one room: its new rows (as read back), the room's last position before them and after. */
+interface WrittenRows {
+  before: number;
+  last: number;
+  rows: EventRow[];
+}
+
+/** The rows a write set stored for one room, as the database would give them back. */
+function writtenRows(w: WriteSet, r: BatchInput, head: RoomHead, results: Array<PersistedEvent | Error>): WrittenRows {
+  const pdus = new Map<string, PDU>();
+  for (const x of results) if (!(x instanceof Error)) pdus.set(x.eventId, x.pdu);
+  const rows: EventRow[] = [];
+  for (const e of w.events) {
+    if (e.roomNid !== r.nid) continue;
+    rows.push({
+      event_nid: e.nid, event_id: e.eventId, room_nid: e.roomNid, room_id: r.roomId, room_version: r.version.id, stream_pos: e.streamPos,
+      depth: e.depth, type: String(pdus.get(e.eventId)!.type), state_key: pdus.get(e.eventId)!.state_key ?? null,
+      sender: e.sender, origin_server_ts: e.ts, state_before: e.stateBefore, state_after: e.stateAfter, replaces_nid: e.replacesNid,
+      membership: e.membership, redacted_by: e.redactedBy ?? null, txn_device: e.txnDevice, txn_id: e.txnId, json: e.json,
+    });
+  }
+  const last = rows.length ? rows[rows.length - 1]!.stream_pos : head.last_pos;
+  return { before: head.last_pos, last, rows };
+}
+
+export type { TransactionWrites };
+
+/** What a capability writes in the events' statement, and what it does once they committed. */
+export interface DerivedWrites {
+  writes?: TransactionWrites;
+  /** After the commit (never after a failed write): e.g. tell pushers there is something new. */
+  committed(): void;
+}
+
+/** Given the events a write built (per room, in order), what to write with them. Must not reject. */
+export type TransactionWritesHook = (rooms: Array<{ roomId: string; roomNid: number; events: PersistedEvent[] }>) => Promise<DerivedWrites | undefined>;
+
+/** The events of a write's results (errors left out). */
+function persisted(results: Array<PersistedEvent | Error>): PersistedEvent[] {
+  return results.filter((x): x is PersistedEvent => !(x instanceof Error));
+}
+
+/** Room creations whose transaction may wait on a second pooled connection at once. */
+const CREATIONS_AT_ONCE = 4;
+
+/** A counting semaphore. */
+class Slots {
+  private free: number;
+  private waiting: Array<() => void> = [];
+  constructor(n: number) {
+    this.free = n;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free -= 1;
+    else await new Promise<void>((r) => this.waiting.push(r));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free += 1;
+    };
+  }
 }
 
 /** What phase 1 of building a draft computed, for phase 2 to append to the write. */

@@ -119,6 +119,18 @@ export class WriteSet {
   }
 }
 
+/**
+ * Rows another capability writes in the event's own statement (its SQL, its tables): so that what
+ * it derives from the events commits with them, atomically and in the same round trip. The rooms
+ * write path carries it without knowing what it is.
+ */
+export interface TransactionWrites {
+  /** Names the statement's shape (which CTEs), so that each shape is prepared once per connection. */
+  shape: string;
+  /** Data-modifying CTEs (`name AS (INSERT ... RETURNING 1)`), parameters through `param`. */
+  ctes(param: (value: unknown, type: string) => string): string[];
+}
+
 /** A PostgreSQL array literal of strings, each quoted. */
 function arrayLiteral(items: string[]): string {
   return `{${items.map((s) => `"${s.replace(/[\\"]/g, (c) => '\\' + c)}"`).join(',')}}`;
@@ -229,7 +241,7 @@ export class Query {
   }
 
   /** Everything a transaction writes, in one statement of data-modifying CTEs (one round trip). */
-  async write(w: WriteSet): Promise<void> {
+  async write(w: WriteSet, extra?: TransactionWrites): Promise<void> {
     const ev = w.events;
     const col = <K extends keyof EventInsert>(k: K) => ev.map((r) => r[k] ?? null);
     const cur = [...w.current.values()];
@@ -244,6 +256,7 @@ export class Query {
            WHERE event_id = ANY(${$(w.redactions.map((r) => r[0]), 'text[]')}) AND redacted_by IS NULL RETURNING 1),
          ru AS (DELETE FROM event_search WHERE event_nid = ANY(ARRAY(SELECT event_nid FROM events WHERE event_id = ANY($${values.length}::text[]))) RETURNING 1),`
       : '';
+    const extraCtes = extra ? extra.ctes($).map((c) => `${c},\n`).join('') : '';
     const sql = `WITH
        ev AS (INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
            state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, txn_device, txn_id, json,
@@ -276,7 +289,7 @@ export class Query {
        sr AS (INSERT INTO event_search (event_nid, room_nid, key, vector)
          SELECT n, r, k, to_tsvector('simple', t)
          FROM unnest(${$(w.search.nids, 'bigint[]')}, ${$(w.search.rooms, 'int[]')}, ${$(w.search.keys, 'text[]')}, ${$(w.search.texts, 'text[]')}) AS x(n, r, k, t) RETURNING 1),
-       ${redact}
+       ${redact}${extraCtes}
        -- Each room's head must still be what was read before building: else another worker wrote.
        -- Waiting on the row lock of an earlier write, this re-reads the row once that commits.
        rh AS (UPDATE rooms SET state_group = x.g, last_pos = x.p, extremities = x.e::text[], depth = x.dp
@@ -284,7 +297,7 @@ export class Query {
            ${$(w.heads.expected, 'bigint[]')}, ${$(w.heads.extremities.map(arrayLiteral), 'text[]')}, ${$(w.heads.depths, 'bigint[]')}) AS x(n, g, p, old, e, dp)
          WHERE rooms.room_nid = x.n AND rooms.last_pos = x.old RETURNING 1)
        SELECT CASE WHEN (SELECT count(*) FROM rh) = ${$(w.heads.rooms.length, 'int')} THEN 0 ELSE room_head_moved() END AS ok`;
-    await this.run(redacting ? 'write_batch_redacting' : 'write_batch', sql, values);
+    await this.run(`${redacting ? 'write_batch_redacting' : 'write_batch'}${extra ? `+${extra.shape}` : ''}`, sql, values);
   }
 
   async eventById(eventId: string): Promise<{ event_id: string; stream_pos: number; json: string } | undefined> {

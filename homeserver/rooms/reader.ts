@@ -215,7 +215,15 @@ export class RoomReader {
     const base = this.store;
     // The store as formatEvents sees it: the same, with its three lookups shared.
     const store = Object.create(base, {
-      aggregatedRelations: { value: (ids: string[]): Promise<RelationRow[]> => shared('rel', ids, () => base.aggregatedRelations(ids)) },
+      // Relations of events the recent-events cache keeps complete up to `at` come from memory.
+      aggregatedRelations: { value: async (ids: string[]): Promise<RelationRow[]> => {
+        const wanted = new Set(ids);
+        const targets = rows.filter((r) => wanted.has(r.event_id));
+        const { found, unknown } = targets.length === wanted.size ? this.recent.relations(targets, at) : { found: [], unknown: ids };
+        if (!unknown.length) return found;
+        const read = await shared('rel', unknown, () => base.aggregatedRelations(unknown));
+        return found.length ? [...found, ...read].sort((a, b) => Number(a.stream_pos) - Number(b.stream_pos)) : read;
+      } },
       eventsByNid: { value: (nids: number[]): Promise<EventRow[]> => shared('nid', nids, () => base.eventsByNid(nids)) },
       eventsById: { value: (ids: string[]): Promise<EventRow[]> => shared('id', ids, () => base.eventsById(ids)) },
     }) as RoomStore;

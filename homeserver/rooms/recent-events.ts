@@ -1,4 +1,4 @@
-import type { EventRow } from './store.ts';
+import type { EventRow, RelationRow } from './store.ts';
 import type { RoomEventFilter } from './filter.ts';
 import type { RoomMembersSummary, TimelineWindow } from './sync-read-store.ts';
 
@@ -217,6 +217,63 @@ export class RecentEvents {
     return out;
   }
 
+  /** The database's one writer (the room engine, when no other process writes): see trustWriter. */
+  private writer: { lastCommitted(roomNid: number): number | undefined } | undefined;
+
+  /**
+   * The room engine, as the one writer: `lastCommitted` is the last position it committed in a
+   * room (undefined when it cannot tell). A room kept up to that position has nothing more to read
+   * up to any readable position, so bringing it forward costs no statement.
+   */
+  trustWriter(writer: { lastCommitted(roomNid: number): number | undefined }): void {
+    this.writer = writer;
+  }
+
+  /**
+   * The rows the one writer just made readable in a room, the room's last position before them
+   * being `before`: appended to a room kept up to exactly there (else the next sync reads them).
+   * A redaction is not appended: the room is read again, as when a read meets one.
+   */
+  written(roomNid: number, before: number, rows: EventRow[]): void {
+    const e = this.rooms.get(roomNid);
+    if (!e || e.loading || e.upto < before || rows.length === 0) return;
+    if (e.upto >= Number(rows[0]!.stream_pos)) return;
+    if (rows.some((r) => r.type === 'm.room.redaction')) return;
+    const n = this.limits.perRoom;
+    let kept = e.rows.concat(rows);
+    if (kept.length > n) {
+      kept = kept.slice(kept.length - n);
+      e.from = Math.max(e.from, Number(kept[0]!.stream_pos) - 1);
+    }
+    e.rows = kept;
+    e.upto = Number(rows[rows.length - 1]!.stream_pos);
+    if (rows.some((r) => r.type === 'm.room.member')) e.summary = undefined;
+    this.recount(e);
+    this.evict();
+  }
+
+  /**
+   * The bundled-aggregation relations (m.replace, m.thread, m.reference; not redacted) of events a
+   * sync reading up to `at` shows, oldest first, where the cache can tell them: the target's room
+   * is kept complete from before the target up to `at`, so every relation to it up to there (a
+   * relation is in its target's room, and comes after it) is among the kept rows. `unknown`: the
+   * ids whose relations the caller reads from the database.
+   */
+  relations(targets: EventRow[], at: number): { found: RelationRow[]; unknown: string[] } {
+    const found: RelationRow[] = [];
+    const unknown: string[] = [];
+    for (const t of targets) {
+      const e = this.rooms.get(Number(t.room_nid));
+      if (!e || e.upto < at || Number(t.stream_pos) <= e.from) {
+        unknown.push(t.event_id);
+        continue;
+      }
+      for (const r of relationIndex(e.rows).get(t.event_id) ?? []) if (Number(r.stream_pos) <= at) found.push(r);
+    }
+    found.sort((a, b) => Number(a.stream_pos) - Number(b.stream_pos));
+    return { found, unknown };
+  }
+
   /** Drops what is kept of a room (tests; a room purged or forgotten by everyone). */
   forget(roomNid: number): void {
     const e = this.rooms.get(roomNid);
@@ -267,6 +324,14 @@ export class RecentEvents {
           this.rooms.set(nid, e);
         }
         if (e.upto >= upper) continue;
+        if (!e.loading && e.upto >= 0) {
+          // Nothing of the room committed after what is kept: nothing to read up to `upper`.
+          const last = this.writer?.lastCommitted(nid);
+          if (last !== undefined && last <= e.upto) {
+            e.upto = upper;
+            continue;
+          }
+        }
         if (e.loading) waits.push(e.loading);
         else need.push(e);
       }
@@ -366,6 +431,31 @@ export class RecentEvents {
       e.counted = 0;
     }
   }
+}
+
+/** Per kept rows array (never mutated, replaced as a whole): its aggregation relations by target. */
+const relationIndexes = new WeakMap<EventRow[], Map<string, RelationRow[]>>();
+const AGGREGATED = new Set(['m.replace', 'm.thread', 'm.reference']);
+/** The longest value the relation columns keep (the room engine indexes only what fits). */
+const MAX_RELATION_KEY_BYTES = 255;
+
+function relationIndex(rows: EventRow[]): Map<string, RelationRow[]> {
+  let index = relationIndexes.get(rows);
+  if (index) return index;
+  index = new Map();
+  for (const row of rows) {
+    if (row.redacted_by || !row.json.includes('m.relates_to')) continue;
+    const relates = (JSON.parse(row.json) as { content?: { 'm.relates_to'?: { rel_type?: unknown; event_id?: unknown } | null } }).content?.['m.relates_to'];
+    const relType = relates?.rel_type;
+    const target = relates?.event_id;
+    // As the columns the database query reads (rel_type, relates_to) are written.
+    if (typeof relType !== 'string' || !AGGREGATED.has(relType) || typeof target !== 'string' || Buffer.byteLength(target) > MAX_RELATION_KEY_BYTES) continue;
+    const list = index.get(target) ?? [];
+    list.push({ ...row, relates_to: target, rel_type: relType });
+    index.set(target, list);
+  }
+  relationIndexes.set(rows, index);
+  return index;
 }
 
 /**
