@@ -24,6 +24,12 @@ import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
 import { accountRoutes } from './accounts/routes.ts';
+// issue 7 (abuse limits): e-mail addresses of accounts, connection caps and timeouts
+import { ThreepidStore } from './accounts/threepid-store.ts';
+import { ThreepidService } from './accounts/threepids.ts';
+import { smtpMailer } from './accounts/mailer.ts';
+import { threepidRoutes } from './accounts/threepid-routes.ts';
+import { ConnectionLimits } from './http/connection-limits.ts';
 import { RoomStore } from './rooms/store.ts';
 import { RoomEngine } from './rooms/engine.ts';
 import { RoomService } from './rooms/service.ts';
@@ -187,7 +193,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const serverStore = new ServerStore(db);
   const signingKey = await loadOrCreateSigningKey(serverStore);
 
-  const accounts = new AccountService(new AccountStore(db), config, log);
+  const accounts = new AccountService(new AccountStore(db), config, log,
+    new ThreepidService(new ThreepidStore(db), config, smtpMailer(config.smtp), log.child({ component: 'threepids' }))); // issue 7
   // A logout, deactivation or token refresh drops the cached tokens on every worker.
   bus.on('tokens', (key) => {
     const { u, d } = JSON.parse(key) as { u: string; d?: string[] };
@@ -270,9 +277,12 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
-  const routes = new Routes(accounts, config.maxRequestBytes);
+  const routes = new Routes(accounts, config.maxRequestBytes, config.bodyTimeoutMs);
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config, shared);
+  // issue 7 (abuse limits): e-mail addresses; expired UIA and e-mail validation sessions swept by a job.
+  threepidRoutes(routes, accounts, config);
+  jobs.register('expired auth sessions', accounts.expiryJob());
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
   // Background jobs run on the one worker holding the jobs' lock (alone: here, at once).
   jobs.register('profile propagation', propagator);
@@ -342,13 +352,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     await next();
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
   };
-  const app = createApp(routes, log, [revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight);
+  // issue 7 (abuse limits): timeouts against slow clients; caps on connections, long-polls and sockets.
+  const connectionLimits = new ConnectionLimits({
+    ...config, authenticate: (token, ip) => accounts.authenticate(token, ip), log: log.child({ component: 'connection-limits' }),
+  });
+  const app = createApp(routes, log, [connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight);
   const handle = app.callback();
-  const server = createServer(handle);
-  server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));
-  // Long-polls last up to a minute; keep idle sockets a little longer than clients expect.
-  server.keepAliveTimeout = 65_000;
-  server.requestTimeout = 0;
+  const server = createServer(ConnectionLimits.serverOptions(), handle);
+  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${config.bindAddress}:${config.port}`;

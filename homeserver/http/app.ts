@@ -24,7 +24,8 @@ export interface RouteOptions {
 export class Routes {
   readonly router = new Router();
 
-  constructor(private accounts: AccountService, private maxBodyBytes: number) {}
+  /** `bodyTimeoutMs`: a JSON body must arrive whole within it (issue 7: slow clients). */
+  constructor(private accounts: AccountService, private maxBodyBytes: number, private bodyTimeoutMs = 0) {}
 
   /**
    * A client-server endpoint, served under /_matrix/client/{v3,…}. The r0 prefix reaches the
@@ -49,7 +50,7 @@ export class Routes {
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes, this.bodyTimeoutMs));
       }
       const result = await handler(ctx as RouterContext);
       if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};
