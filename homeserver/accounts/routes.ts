@@ -154,7 +154,10 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     if (!me) {
       // No access token: a forgotten password, reset by proving an e-mail address of the account.
       if (!accounts.threepids?.canMail) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
-      const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, EMAIL_FLOWS, { emailPurpose: 'password' });
+      const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, EMAIL_FLOWS, {
+        emailPurpose: 'password',
+        beforeDone: async (p) => { await accounts.checkResetPassword(p.email as ValidatedEmail, b.new_password); },
+      });
       await accounts.resetPassword(params.email as ValidatedEmail, b.new_password, b.logout_devices ?? true);
       return {};
     }

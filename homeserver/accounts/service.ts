@@ -383,9 +383,7 @@ export class AccountService {
 
   /** A password reset proven by a validated e-mail (no access token): the account it belongs to gets the new password. */
   async resetPassword(email: ValidatedEmail, newPassword: string, logoutDevices: boolean): Promise<void> {
-    const userId = await this.email.owner('email', email.address);
-    if (!userId) throw new MatrixError(400, 'M_THREEPID_NOT_FOUND', 'No account has this e-mail address');
-    this.checkPasswordPolicy(newPassword, this.localpartOf(userId) ?? undefined);
+    const userId = await this.checkResetPassword(email, newPassword);
     const h = await this.hashPassword(newPassword);
     const gone = await this.store.db.transaction(async (trx) => {
       await this.store.setPasswordHash(trx, userId, h);
@@ -394,6 +392,14 @@ export class AccountService {
     });
     this.forgetCachedTokens(userId);
     if (gone.length) await this.devicesRemoved.publish({ userId, deviceIds: gone }); // issue 6 (pushers)
+  }
+
+  /** The account a reset is for, once the new password passes the policy for it. */
+  async checkResetPassword(email: ValidatedEmail, newPassword: string): Promise<string> {
+    const userId = await this.email.owner('email', email.address);
+    if (!userId) throw new MatrixError(400, 'M_THREEPID_NOT_FOUND', 'No account has this e-mail address');
+    this.checkPasswordPolicy(newPassword, this.localpartOf(userId) ?? undefined);
+    return userId;
   }
 
   /** Binds a validated e-mail address to an account (POST /account/3pid/add). */

@@ -23,6 +23,11 @@ export interface UiaOptions {
   params?: Record<string, unknown>;
   /** What a validated e-mail (m.login.email.identity) must have been requested for. */
   emailPurpose?: ValidationPurpose;
+  /**
+   * Runs once every stage is done, before the session is used up: a refusal here (the new password
+   * is too weak for the account the e-mail proved) leaves the session for the client's next try.
+   */
+  beforeDone?: (params: Record<string, unknown>) => Promise<void>;
 }
 
 /**
@@ -110,6 +115,7 @@ export async function userInteractiveAuth(
   if (!now) throw new MatrixError(400, 'M_UNKNOWN', 'Unknown UIA session ID');
   const done = flows.some((stages) => stages.every((s) => now.completed.includes(s)));
   if (!done) throw withoutErr(challenge(sid, now.completed));
+  await opts.beforeDone?.(now.params);
   await store.deleteUiaSession(sid);
   return { sessionId: sid, params: now.params };
 }
