@@ -195,10 +195,10 @@ export class AccountStore {
 
   // User-interactive auth sessions. Unauthenticated clients create them, so each insert trims the
   // table to the newest `cap` rows, and a session older than its lifetime reads as unknown.
-  async createUiaSession(sessionId: string, userId: string | null, params: Record<string, unknown>, cap: number): Promise<void> {
+  async createUiaSession(sessionId: string, userId: string | null, params: Record<string, unknown>, limits: { cap: number; expiredBefore: number }): Promise<void> {
     await this.db.transaction(async (trx) => {
       await trx.raw('INSERT INTO uia_sessions (session_id, user_id, params, created_ts) VALUES (?, ?, ?, ?)', [sessionId, userId, JSON.stringify(params), Date.now()]);
-      await trimByAge(trx, 'uia_sessions', 'created_ts', cap);
+      await trimByAge(trx, 'uia_sessions', limits.cap, limits.expiredBefore);
     });
   }
 

@@ -97,7 +97,7 @@ export class ThreepidStore {
          RETURNING session_id`,
         [s.session_id, s.medium, s.address, s.client_secret, s.purpose, s.token_hash, s.send_attempt, s.created_ts, s.expires_ts, s.created_ts, s.created_ts, s.created_ts],
       );
-      await trimByAge(trx, 'threepid_validation_sessions', 'created_ts', cap);
+      await trimByAge(trx, 'threepid_validation_sessions', cap);
       return r.rows[0].session_id as string;
     });
   }
@@ -123,10 +123,13 @@ export class ThreepidStore {
 }
 
 /**
- * Keeps the newest `cap` rows of a table that unauthenticated clients fill: whatever is older than
- * the cap-th newest row goes. One index probe (created_ts is indexed), cheap enough to run on
- * every insert.
+ * Keeps the newest `cap` rows of a table that unauthenticated clients fill, none created at or
+ * before `expiredBefore`: whatever is older than the cap-th newest row goes too. Index probes
+ * (created_ts is indexed), cheap enough to run on every insert.
  */
-export async function trimByAge(db: Knex, table: 'threepid_validation_sessions' | 'uia_sessions', column: 'created_ts', cap: number): Promise<void> {
-  await db.raw(`DELETE FROM ${table} WHERE ${column} < (SELECT ${column} FROM ${table} ORDER BY ${column} DESC OFFSET ? LIMIT 1)`, [cap - 1]);
+export async function trimByAge(db: Knex, table: 'threepid_validation_sessions' | 'uia_sessions', cap: number, expiredBefore = 0): Promise<void> {
+  await db.raw(
+    `DELETE FROM ${table} WHERE created_ts <= ? OR created_ts < (SELECT created_ts FROM ${table} ORDER BY created_ts DESC OFFSET ? LIMIT 1)`,
+    [expiredBefore, cap - 1],
+  );
 }

@@ -61,7 +61,7 @@ export async function userInteractiveAuth(
     const existing = auth && typeof auth.session === 'string' ? await store.uiaSession(auth.session, liveAfter()) : undefined;
     if (existing) throw withoutErr(challenge(existing.session_id, existing.completed));
     const sessionId = randomString(24);
-    await store.createUiaSession(sessionId, opts.userId ?? null, {}, maxSessions);
+    await store.createUiaSession(sessionId, opts.userId ?? null, {}, { cap: maxSessions, expiredBefore: liveAfter() });
     throw withoutErr(challenge(sessionId, []));
   }
 
@@ -73,7 +73,7 @@ export async function userInteractiveAuth(
   }
   if (!session) {
     sessionId = randomString(24);
-    await store.createUiaSession(sessionId, opts.userId ?? null, {}, maxSessions);
+    await store.createUiaSession(sessionId, opts.userId ?? null, {}, { cap: maxSessions, expiredBefore: liveAfter() });
     session = await store.uiaSession(sessionId, liveAfter());
     if (!session) throw new MatrixError(400, 'M_UNKNOWN', 'Unknown UIA session ID');
   }
