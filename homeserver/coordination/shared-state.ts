@@ -76,10 +76,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1`;
 /** True (1) once for a nonce still in the set and not expired. */
 const CONSUME_NONCE = `
-local until = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not until then return 0 end
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-if tonumber(until) < tonumber(ARGV[2]) then return 0 end
+if tonumber(expiry) < tonumber(ARGV[2]) then return 0 end
 return 1`;
 
 export class RedisState implements SharedState {
