@@ -88,8 +88,6 @@ export class NormalUser {
   async roundTrip(): Promise<number> {
     const token = this.me.accessToken;
     const txn = `t${Date.now()}-${this.n++}`;
-    let eventId: string | undefined;
-    let sentAt = 0;
     const seen = (async () => {
       for (;;) {
         const res = await this.client.request('GET', `/_matrix/client/v3/sync?timeout=20000&since=${encodeURIComponent(this.since)}`, { token });
@@ -100,20 +98,19 @@ export class NormalUser {
       }
     })();
     await new Promise((r) => setTimeout(r, 15)); // the long-poll is waiting
-    sentAt = Date.now();
+    const sentAt = Date.now();
     const sent = await this.client.request('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(this.roomId)}/send/m.room.message/${txn}`, {
       token, body: { msgtype: 'm.text', body: txn },
     });
     assert.equal(sent.status, 200, `normal user's send: ${JSON.stringify(sent.body)}`);
-    eventId = sent.body.event_id;
-    assert.ok(eventId);
+    assert.ok(sent.body.event_id);
     return (await seen) - sentAt;
   }
 
   /** Round trips one after another until `until` resolves (at least `min`); their latencies. */
   async roundTripsUntil(until: Promise<unknown>, min = 10): Promise<number[]> {
     let done = false;
-    void until.finally(() => { done = true; });
+    until.then(() => { done = true; }, () => { done = true; });
     const out: number[] = [];
     while (!done || out.length < min) out.push(await this.roundTrip());
     return out;
