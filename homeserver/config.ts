@@ -134,7 +134,7 @@ const schema = z.object({
   SMTP_FROM: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/, { error: 'an e-mail address, optionally with a name: Chat <noreply@example.org>' }).optional()),
   SMTP_TLS: oneOf(['implicit', 'starttls', 'off'], 'implicit (TLS from the start, port 465), starttls (required upgrade) or off (plain text)'),
   HEADERS_TIMEOUT_MS: integer(1_000, 600_000, 20_000, 'a whole number of milliseconds from 1000 to 600000'),
-  REQUEST_TIMEOUT_MS: integer(1_000, 3_600_000, 120_000, 'a whole number of milliseconds from 1000 to 3600000'),
+  REQUEST_TIMEOUT_MS: integer(1_000, 3_600_000, 300_000, 'a whole number of milliseconds from 1000 to 3600000'),
   BODY_TIMEOUT_MS: integer(1_000, 3_600_000, 30_000, 'a whole number of milliseconds from 1000 to 3600000'),
   KEEP_ALIVE_TIMEOUT_MS: integer(1_000, 600_000, 65_000, 'a whole number of milliseconds from 1000 to 600000'),
   MAX_CONNECTIONS_PER_ADDRESS: integer(1, 1_000_000, 500, 'a whole number from 1 to 1000000'),

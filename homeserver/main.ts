@@ -417,6 +417,7 @@ function banner(config: Config): string {
   const registering = config.registration === 'open'
     ? 'open: point a Matrix client (e.g. Element) at the URL and create an account'
     : config.registration === 'token' ? 'by token (m.login.registration_token); REGISTRATION=open lets anyone register'
+    : config.registration === 'email' ? 'by verified e-mail, one account per address (SMTP_HOST)'
     : 'closed (REGISTRATION=open or token to allow it)';
   const admin = config.registrationSharedSecret
     ? 'POST /_synapse/admin/v1/register with REGISTRATION_SHARED_SECRET (README: "Create an admin")'
