@@ -11,6 +11,7 @@ import type { AccountStore, DeviceRow } from './store.ts';
 import { userInteractiveAuth, type Flow, type UiaOptions } from './uia.ts';
 import type { ThreepidService, ValidatedEmail } from './threepids.ts';
 import type { BackgroundJob } from '../coordination/jobs.ts';
+import { HashGate } from './hash-gate.ts';
 import { hashToken, newToken, randomId, randomString } from './tokens.ts';
 
 export interface Session {
@@ -44,6 +45,8 @@ const EXPIRY_SWEEP_MS = 60_000;
 export class AccountService {
   private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);
   private lastTouched = new LruCache<string, number>(50_000);
+  /** issue 7: password hashes run a few at a time, so a login flood cannot starve everyone else. */
+  private hashGate = new HashGate();
   /** What every new account needs before registration answers (default push rules, auto-join rooms). */
   private registrationSteps: Array<{ name: string; run: (userId: string) => Promise<void> }> = [];
   /** Published before an account is deactivated (or a failed registration undone): leave its rooms. */
@@ -77,7 +80,7 @@ export class AccountService {
   }
 
   async hashPassword(password: string): Promise<string> {
-    return argonHash(password, ARGON);
+    return this.hashGate.run(() => argonHash(password, ARGON));
   }
 
   checkPasswordShape(password: unknown): string {
@@ -252,7 +255,7 @@ export class AccountService {
     const localpart = this.localpartOf(localpartOrId);
     const user = localpart === null ? undefined : await this.store.userByLocalpartInsensitive(localpart);
     // Verify a hash even for unknown users so timing does not tell who exists.
-    const ok = await argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false);
+    const ok = await this.hashGate.run(() => argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false));
     if (!user || !user.password_hash || !ok) throw forbidden('Invalid username or password');
     if (user.deactivated) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
     const isNewDevice = !deviceId || !(await this.store.device(user.user_id, deviceId));
@@ -294,8 +297,9 @@ export class AccountService {
 
   async checkPassword(userId: string, password: string): Promise<boolean> {
     const user = await this.store.user(userId);
-    if (!user?.password_hash) return false;
-    return argonVerify(user.password_hash, password).catch(() => false);
+    const stored = user?.password_hash;
+    if (!stored) return false;
+    return this.hashGate.run(() => argonVerify(stored, password).catch(() => false));
   }
 
   /** Access token → requester; 401 M_UNKNOWN_TOKEN (soft_logout when expired). */
