@@ -133,12 +133,6 @@ export class ConnectionLimits {
     return true;
   }
 
-  /** What is held now (for tests and logs). */
-  snapshot(): { connections: number; longPolls: number; sockets: number } {
-    const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
-    return { connections: sum(this.connections), longPolls: sum(this.pollsByAddress), sockets: sum(this.socketsByAddress) };
-  }
-
   private tooMany(limiter: string, who: string): MatrixError {
     this.refused(limiter, who);
     return new MatrixError(429, 'M_LIMIT_EXCEEDED', `Too many open ${limiter}`, { retry_after_ms: RETRY_AFTER_MS }, { 'Retry-After': String(Math.ceil(RETRY_AFTER_MS / 1000)) });
