@@ -204,7 +204,12 @@ export async function main(): Promise<void> {
     + `(a) ${CLIENTS} connected clients (the members' long-polls, then long-poll and WebSocket syncs of users in no room) on one worker`);
   const db = await createDatabase('fanout');
   // Presence off (the issue's setting for big servers): a thousand users coming online would wake every member many times.
-  const hs = await startHomeserver({ databaseUrl: db.url, env: { AUTO_JOIN_ROOMS: '', PRESENCE: process.env.BENCH_FANOUT_PRESENCE ?? 'off' } });
+  const hs = await startHomeserver({ databaseUrl: db.url, env: {
+    AUTO_JOIN_ROOMS: '', PRESENCE: process.env.BENCH_FANOUT_PRESENCE ?? 'off',
+    // 10,000 clients on one loopback address: the connection caps (issue 7) are raised for them, as for a
+    // server behind a proxy; the per-token caps still hold (one long-poll or socket per client).
+    MAX_CONNECTIONS: '50000', MAX_CONNECTIONS_PER_ADDRESS: '50000', MAX_LONG_POLLS_PER_ADDRESS: '50000', WS_MAX_SOCKETS_PER_ADDRESS: '50000',
+  } });
   raiseFdLimit(hs.pid);
   raiseFdLimit(process.pid);
   const c = new Client(hs.baseUrl);

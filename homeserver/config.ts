@@ -19,7 +19,7 @@ export interface Config {
   redisUrl: string | undefined;
   /** Prepended to every Redis key and channel, so several servers can share one Redis. */
   redisPrefix: string;
-  registration: 'open' | 'token' | 'closed';
+  registration: 'open' | 'token' | 'email' | 'closed';
   registrationSharedSecret: string | undefined;
   autoJoinRooms: string[];
   logLevel: string;
@@ -63,6 +63,33 @@ export interface Config {
   maxConcurrentWrites: number;
   /** /sync requests (long-polls included) one access token may have in flight at once. */
   maxSyncsPerToken: number;
+  // issue 7 (abuse limits)
+  /** Devices (sessions) one user may hold; a login past it evicts the least recently seen or is refused. */
+  maxDevicesPerUser: number;
+  devicePolicy: 'evict' | 'refuse';
+  /** Passwords shorter than this are refused (M_WEAK_PASSWORD). */
+  passwordMinLength: number;
+  /** A user-interactive-auth session left unfinished this long is forgotten. */
+  uiaSessionLifetimeMs: number;
+  /** Unfinished user-interactive-auth sessions kept at most (the oldest go first). */
+  uiaMaxSessions: number;
+  /** An e-mail validation link works this long. */
+  emailTokenLifetimeMs: number;
+  /** Outgoing mail (e-mail validation); host undefined: no mail is sent. */
+  smtp: { host: string | undefined; port: number; user: string | undefined; password: string | undefined; from: string; tls: 'implicit' | 'starttls' | 'off' };
+  /** Slow clients: the whole header block, the whole request, and each body within these; idle keep-alive sockets after keepAliveTimeoutMs. */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  bodyTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  /** Open connections one client address may hold at once; the server's total. */
+  maxConnectionsPerAddress: number;
+  maxConnections: number;
+  /** /sync long-polls in flight at once, per user and per client address. */
+  maxLongPollsPerUser: number;
+  maxLongPollsPerAddress: number;
+  /** WebSocket sync sockets per client address (per user: wsMaxSocketsPerUser). */
+  wsMaxSocketsPerAddress: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -132,7 +159,7 @@ const schema = z.object({
   DATA_DIR: z.preprocess((v) => (unset(v) ? './data' : v), z.string()),
   REDIS_URL: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL'),
   REDIS_PREFIX: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, { error: 'letters, digits and _ . : - (at most 64), e.g. chat.example.org:' }).optional()),
-  REGISTRATION: oneOf(['open', 'token', 'closed'], 'open, token or closed'),
+  REGISTRATION: oneOf(['open', 'token', 'email', 'closed'], 'open, token, email or closed'),
   REGISTRATION_SHARED_SECRET: optionalText,
   AUTO_JOIN_ROOMS: z.string().optional(),
   LOG_LEVEL: z.preprocess((v) => (unset(v) ? 'info' : v), z.enum(LOG_LEVELS, { error: LOG_LEVELS.join(', ') })),
@@ -159,6 +186,28 @@ const schema = z.object({
   MAX_CONCURRENT_REQUESTS: integer(1, 1_000_000, 512, 'a whole number of requests from 1 to 1000000'),
   MAX_CONCURRENT_WRITES: integer(1, 1_000_000, 256, 'a whole number of requests from 1 to 1000000'),
   MAX_SYNCS_PER_TOKEN: integer(1, 10_000, 4, 'a whole number from 1 to 10000'),
+  // issue 7 (abuse limits)
+  MAX_DEVICES_PER_USER: integer(1, 100_000, 100, 'a whole number from 1 to 100000'),
+  DEVICE_LIMIT_POLICY: oneOf(['evict', 'refuse'], 'evict (log the least recently seen device out) or refuse (the login fails)'),
+  PASSWORD_MIN_LENGTH: integer(1, 512, 8, 'a whole number of characters from 1 to 512'),
+  UIA_SESSION_LIFETIME_MS: integer(1_000, 86_400_000, 15 * 60_000, 'a whole number of milliseconds from 1000 to 86400000'),
+  UIA_MAX_SESSIONS: integer(10, 10_000_000, 10_000, 'a whole number from 10 to 10000000'),
+  EMAIL_TOKEN_LIFETIME_MS: integer(1_000, 7 * 86_400_000, 60 * 60_000, 'a whole number of milliseconds from 1000 to 604800000'),
+  SMTP_HOST: optionalText,
+  SMTP_PORT: integer(1, 65535, 587, 'a port number from 1 to 65535'),
+  SMTP_USER: optionalText,
+  SMTP_PASSWORD: optionalText,
+  SMTP_FROM: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/, { error: 'an e-mail address, optionally with a name: Chat <noreply@example.org>' }).optional()),
+  SMTP_TLS: oneOf(['implicit', 'starttls', 'off'], 'implicit (TLS from the start, port 465), starttls (required upgrade) or off (plain text)'),
+  HEADERS_TIMEOUT_MS: integer(1_000, 600_000, 20_000, 'a whole number of milliseconds from 1000 to 600000'),
+  REQUEST_TIMEOUT_MS: integer(1_000, 3_600_000, 300_000, 'a whole number of milliseconds from 1000 to 3600000'),
+  BODY_TIMEOUT_MS: integer(1_000, 3_600_000, 30_000, 'a whole number of milliseconds from 1000 to 3600000'),
+  KEEP_ALIVE_TIMEOUT_MS: integer(1_000, 600_000, 65_000, 'a whole number of milliseconds from 1000 to 600000'),
+  MAX_CONNECTIONS_PER_ADDRESS: integer(1, 1_000_000, 500, 'a whole number from 1 to 1000000'),
+  MAX_CONNECTIONS: integer(1, 1_000_000, 10_000, 'a whole number from 1 to 1000000'),
+  MAX_LONG_POLLS_PER_USER: integer(1, 100_000, 20, 'a whole number from 1 to 100000'),
+  MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
+  WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -210,6 +259,9 @@ export function loadConfig(processEnv: Env = process.env): Config {
     throw new StartupError(`WORKERS=${v.WORKERS} needs DATABASE_URL: the embedded PostgreSQL serves one process; run PostgreSQL yourself (README: "Scaling out")`);
   }
   const serverName = v.SERVER_NAME;
+  if (v.REGISTRATION === 'email' && !v.SMTP_HOST) {
+    throw new StartupError('REGISTRATION=email needs SMTP_HOST (and usually SMTP_FROM, SMTP_USER, SMTP_PASSWORD): the validation links are sent by e-mail');
+  }
   // A public server name is a real deployment: nobody gets an account there unless the operator says so.
   const registration: Config['registration'] = (v.REGISTRATION as Config['registration'] | undefined) ?? (serverName === 'localhost' || serverName.startsWith('localhost:') ? 'open' : 'closed');
   const autoJoin = v.AUTO_JOIN_ROOMS ?? `#global:${serverName}`;
@@ -247,6 +299,26 @@ export function loadConfig(processEnv: Env = process.env): Config {
     maxConcurrentRequests: v.MAX_CONCURRENT_REQUESTS,
     maxConcurrentWrites: Math.min(v.MAX_CONCURRENT_WRITES, v.MAX_CONCURRENT_REQUESTS),
     maxSyncsPerToken: v.MAX_SYNCS_PER_TOKEN,
+    maxDevicesPerUser: v.MAX_DEVICES_PER_USER,
+    devicePolicy: (v.DEVICE_LIMIT_POLICY as Config['devicePolicy'] | undefined) ?? 'evict',
+    passwordMinLength: v.PASSWORD_MIN_LENGTH,
+    uiaSessionLifetimeMs: v.UIA_SESSION_LIFETIME_MS,
+    uiaMaxSessions: v.UIA_MAX_SESSIONS,
+    emailTokenLifetimeMs: v.EMAIL_TOKEN_LIFETIME_MS,
+    smtp: {
+      host: v.SMTP_HOST, port: v.SMTP_PORT, user: v.SMTP_USER, password: v.SMTP_PASSWORD,
+      from: v.SMTP_FROM ?? `noreply@${serverName.replace(/:\d+$/, '')}`,
+      tls: (v.SMTP_TLS as Config['smtp']['tls'] | undefined) ?? (v.SMTP_PORT === 465 ? 'implicit' : 'starttls'),
+    },
+    headersTimeoutMs: v.HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: v.REQUEST_TIMEOUT_MS,
+    bodyTimeoutMs: v.BODY_TIMEOUT_MS,
+    keepAliveTimeoutMs: v.KEEP_ALIVE_TIMEOUT_MS,
+    maxConnectionsPerAddress: v.MAX_CONNECTIONS_PER_ADDRESS,
+    maxConnections: v.MAX_CONNECTIONS,
+    maxLongPollsPerUser: v.MAX_LONG_POLLS_PER_USER,
+    maxLongPollsPerAddress: v.MAX_LONG_POLLS_PER_ADDRESS,
+    wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
   };
 }
 

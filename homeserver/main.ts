@@ -24,6 +24,12 @@ import { InFlight, Routes, createApp } from './http/app.ts';
 import { AccountStore } from './accounts/store.ts';
 import { AccountService } from './accounts/service.ts';
 import { accountRoutes } from './accounts/routes.ts';
+// issue 7 (abuse limits): e-mail addresses of accounts, connection caps and timeouts
+import { ThreepidStore } from './accounts/threepid-store.ts';
+import { ThreepidService } from './accounts/threepids.ts';
+import { smtpMailer } from './accounts/mailer.ts';
+import { threepidRoutes } from './accounts/threepid-routes.ts';
+import { ConnectionLimits } from './http/connection-limits.ts';
 import { RoomStore } from './rooms/store.ts';
 import { RoomEngine } from './rooms/engine.ts';
 import { RoomService } from './rooms/service.ts';
@@ -195,7 +201,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const serverStore = new ServerStore(db);
   const signingKey = await loadOrCreateSigningKey(serverStore);
 
-  const accounts = new AccountService(new AccountStore(db), config, log);
+  const accounts = new AccountService(new AccountStore(db), config, log,
+    new ThreepidService(new ThreepidStore(db), config, smtpMailer(config.smtp), log.child({ component: 'threepids' }))); // issue 7
   // A logout, deactivation or token refresh drops the cached tokens on every worker.
   bus.on('tokens', (key) => {
     const { u, d } = JSON.parse(key) as { u: string; d?: string[] };
@@ -280,7 +287,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   accounts.onRegistered('auto-join rooms', (userId) => autoJoin(rooms, userId, config.autoJoinRooms, log));
   accounts.deactivating.subscribe((userId) => rooms.leaveAll(userId));
 
-  const routes = new Routes(accounts, config.maxRequestBytes);
+    const routes = new Routes(accounts, config.maxRequestBytes, config.bodyTimeoutMs);
   // ---- issue 7 (limits7): rate limits (in Redis with REDIS_URL, shared by every worker), per-user
   // overrides (admin API), refusals before work when overloaded.
   const limitsLog = log.child({ component: 'limits' });
@@ -296,6 +303,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // ---- end issue 7 (limits7)
   serverRoutes(routes, config);
   accountRoutes(routes, accounts, config, shared);
+  // issue 7 (abuse limits): e-mail addresses; expired UIA and e-mail validation sessions swept by a job.
+  threepidRoutes(routes, accounts, config);
+  jobs.register('expired auth sessions', accounts.expiryJob());
   const propagator = new ProfilePropagator(profiles, rooms, reader, log.child({ component: 'profiles' }));
   // Background jobs run on the one worker holding the jobs' lock (alone: here, at once).
   jobs.register('profile propagation', propagator);
@@ -368,14 +378,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     await next();
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'OPTIONS') await Promise.all([tracker.settled(), bus.flushed()]);
   };
-  const app = createApp(routes, log, [revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
+  // issue 7 (abuse limits): timeouts against slow clients; caps on connections, long-polls and sockets.
+  const connectionLimits = new ConnectionLimits({
+    ...config, authenticate: (token, ip) => accounts.authenticate(token, ip), log: log.child({ component: 'connection-limits' }),
+    // A trusted proxy (Caddy) carries every client's connections: only its clients are counted (long-polls, sockets).
+    exempt: (address) => config.trustedProxies.has(address),
+    clientAddress: (req) => clientAddress(req, config.trustedProxies),
+  });
+  const app = createApp(routes, log, [connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();
-  const server = createServer(handle);
-  server.on('upgrade', (req, socket, head) => sockets.handleUpgrade(req, socket, head, handle));
-  // Long-polls last up to a minute; keep idle sockets a little longer than clients expect.
-  server.keepAliveTimeout = 65_000;
-  server.requestTimeout = 0;
+  const server = createServer(ConnectionLimits.serverOptions(), handle);
+  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${config.bindAddress}:${config.port}`;
@@ -432,6 +447,7 @@ function banner(config: Config): string {
   const registering = config.registration === 'open'
     ? 'open: point a Matrix client (e.g. Element) at the URL and create an account'
     : config.registration === 'token' ? 'by token (m.login.registration_token); REGISTRATION=open lets anyone register'
+    : config.registration === 'email' ? 'by verified e-mail, one account per address (SMTP_HOST)'
     : 'closed (REGISTRATION=open or token to allow it)';
   const admin = config.registrationSharedSecret
     ? 'POST /_synapse/admin/v1/register with REGISTRATION_SHARED_SECRET (README: "Create an admin")'

@@ -7,8 +7,7 @@
 // POST   /logout                                              end this device's session
 // POST   /logout/all                                          end every session of the user
 // GET    /account/whoami                                      who this token is
-// GET    /account/3pid                                        bound 3PIDs (none)
-// POST   /account/password                                    change the password (user-interactive auth)
+// POST   /account/password                                    change the password (user-interactive auth; without a token: reset by e-mail)
 // POST   /account/deactivate                                  deactivate the account (user-interactive auth)
 // GET    /devices                                             the user's devices
 // GET    /devices/{deviceId}                                  one device
@@ -22,14 +21,16 @@ import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, optionalBody, validate } from '../http/body.ts';
-import { requester } from '../http/context.ts';
+import { requester, type Requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { Config } from '../config.ts';
 import type { AccountService } from './service.ts';
 import type { Flow } from './uia.ts';
 import { safeEqual } from './tokens.ts';
+import type { ValidatedEmail } from './threepids.ts';
 
 const PASSWORD_FLOWS: Flow[] = [['m.login.password']];
+const EMAIL_FLOWS: Flow[] = [['m.login.email.identity']];
 
 const registerSchema = z.object({
   username: z.string().optional(),
@@ -43,7 +44,7 @@ const registerSchema = z.object({
 
 const loginSchema = z.object({
   type: z.string(),
-  identifier: z.object({ type: z.string(), user: z.string().optional() }).passthrough().optional(),
+  identifier: z.object({ type: z.string(), user: z.string().optional(), medium: z.string().optional(), address: z.string().optional() }).passthrough().optional(),
   user: z.string().optional(),
   medium: z.string().optional(),
   address: z.string().optional(),
@@ -54,7 +55,8 @@ const loginSchema = z.object({
 });
 
 export function accountRoutes(r: Routes, accounts: AccountService, config: Config, shared: SharedState = new LocalState()): void {
-  const registrationFlows = (): Flow[] => (config.registration === 'token' ? [['m.login.registration_token']] : [['m.login.dummy']]);
+  const registrationFlows = (): Flow[] =>
+    config.registration === 'token' ? [['m.login.registration_token']] : config.registration === 'email' ? EMAIL_FLOWS : [['m.login.dummy']];
 
   r.client('post', '/register', async (ctx) => {
     const kind = ctx.query.kind ?? 'user';
@@ -66,8 +68,11 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     // Username problems are reported before any auth stage, as Synapse does.
     const localpart = b.username !== undefined ? b.username.toLowerCase() : undefined;
     if (localpart !== undefined) await accounts.checkUsername(localpart);
-    if (b.password !== undefined) accounts.checkPasswordShape(b.password);
-    const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, registrationFlows());
+    if (b.password !== undefined) {
+      accounts.checkPasswordShape(b.password);
+      accounts.checkPasswordPolicy(b.password, localpart);
+    }
+    const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, registrationFlows(), { emailPurpose: 'register' });
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
     await r.limits.check('registration', ctx.ip, ctx); // issue 7: paid by the step that creates the account
     return accounts.register({
@@ -78,6 +83,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
       inhibitLogin: b.inhibit_login,
       refreshToken: b.refresh_token,
       registrationToken: typeof params.registration_token === 'string' ? params.registration_token : undefined,
+      email: config.registration === 'email' ? (params.email as ValidatedEmail) : undefined,
       ip: ctx.ip || null,
     });
   });
@@ -103,13 +109,19 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const b = body(ctx, loginSchema);
     if (b.type !== 'm.login.password') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login type ${b.type}`);
     let who: string | undefined;
+    // An e-mail address bound to an account (m.id.thirdparty, or the deprecated medium/address form).
+    const byThreepid = async (medium: unknown, address: unknown) => {
+      const userId = typeof medium === 'string' && typeof address === 'string' ? await accounts.userIdForThreepid(medium, address) : undefined;
+      if (!userId) throw forbidden('Invalid username or password');
+      return userId;
+    };
     if (b.identifier) {
-      // As Synapse: no 3PIDs are bound here, so those identifiers never match; others are unknown.
-      if (b.identifier.type === 'm.id.thirdparty' || b.identifier.type === 'm.id.phone') throw forbidden('Invalid username or password');
-      if (b.identifier.type !== 'm.id.user') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login identifier type ${b.identifier.type}`);
-      who = b.identifier.user;
+      if (b.identifier.type === 'm.id.phone') throw forbidden('Invalid username or password'); // no phone numbers here
+      if (b.identifier.type === 'm.id.thirdparty') who = await byThreepid(b.identifier.medium, b.identifier.address);
+      else if (b.identifier.type !== 'm.id.user') throw new MatrixError(400, 'M_UNKNOWN', `Unknown login identifier type ${b.identifier.type}`);
+      else who = b.identifier.user;
     } else if (b.user === undefined && b.medium !== undefined) {
-      throw forbidden('Invalid username or password'); // the deprecated medium/address form: no 3PIDs here
+      who = await byThreepid(b.medium, b.address);
     } else who = b.user;
     if (who === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: identifier.user');
     if (b.password === undefined) throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing parameter: password');
@@ -138,16 +150,25 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     return { user_id: me.userId, device_id: me.deviceId, is_guest: me.isGuest };
   }, { auth: true });
 
-  r.client('get', '/account/3pid', () => ({ threepids: [] }), { auth: true });
-
   r.client('post', '/account/password', async (ctx) => {
-    const me = requester(ctx);
     const b = body(ctx, z.object({ new_password: z.string(), logout_devices: z.boolean().optional(), auth: z.record(z.string(), z.unknown()).optional() }));
     accounts.checkPasswordShape(b.new_password);
+    const me = ctx.state.requester as Requester | undefined;
+    if (!me) {
+      // No access token: a forgotten password, reset by proving an e-mail address of the account.
+      if (!accounts.threepids?.canMail) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
+      const { params } = await accounts.interactiveAuth(b as Record<string, unknown>, EMAIL_FLOWS, {
+        emailPurpose: 'password',
+        beforeDone: async (p) => { await accounts.checkResetPassword(p.email as ValidatedEmail, b.new_password); },
+      });
+      await accounts.resetPassword(params.email as ValidatedEmail, b.new_password, b.logout_devices ?? true);
+      return {};
+    }
+    accounts.checkPasswordPolicy(b.new_password, accounts.localpartOf(me.userId) ?? undefined);
     await accounts.interactiveAuth(b as Record<string, unknown>, PASSWORD_FLOWS, { userId: me.userId });
     await accounts.changePassword(me.userId, b.new_password, b.logout_devices ?? true, me.deviceId);
     return {};
-  }, { auth: true });
+  }, { auth: 'optional' });
 
   r.client('post', '/account/deactivate', async (ctx) => {
     const me = requester(ctx);
@@ -220,6 +241,7 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const localpart = b.username.toLowerCase();
     await accounts.checkUsername(localpart);
     accounts.checkPasswordShape(b.password);
+    accounts.checkPasswordPolicy(b.password, localpart);
     return accounts.register({ localpart, password: b.password, isAdmin: b.admin ?? false, displayname: b.displayname, ip: ctx.ip || null });
   });
 }

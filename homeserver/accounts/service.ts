@@ -8,7 +8,10 @@ import { MatrixError, forbidden } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import { isValidLocalpart } from '../protocol/identifiers.ts';
 import type { AccountStore, DeviceRow } from './store.ts';
-import { userInteractiveAuth, type Flow } from './uia.ts';
+import { userInteractiveAuth, type Flow, type UiaOptions } from './uia.ts';
+import type { ThreepidService, ValidatedEmail } from './threepids.ts';
+import type { BackgroundJob } from '../coordination/jobs.ts';
+import { HashGate } from './hash-gate.ts';
 import { TOKEN_CACHE_MS, hashToken, newToken, randomId, randomString } from './tokens.ts';
 
 export interface Session {
@@ -28,9 +31,20 @@ const MAX_PASSWORD = 512;
 const REGISTRATION_STEP_ATTEMPTS = 3;
 
 
+/**
+ * A localpart this short is not looked for inside passwords: almost any password would contain a
+ * one- or two-letter name by chance. Equal to it is refused whatever its length.
+ */
+const MIN_NAME_IN_PASSWORD = 3;
+
+/** How often expired UIA and e-mail validation sessions are deleted (besides being ignored at once). */
+const EXPIRY_SWEEP_MS = 60_000;
+
 export class AccountService {
   private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);
   private lastTouched = new LruCache<string, number>(50_000);
+  /** issue 7: password hashes run a few at a time, so a login flood cannot starve everyone else. */
+  private hashGate = new HashGate();
   /** What every new account needs before registration answers (default push rules, auto-join rooms). */
   private registrationSteps: Array<{ name: string; run: (userId: string) => Promise<void> }> = [];
   /** Published before an account is deactivated (or a failed registration undone): leave its rooms. */
@@ -38,7 +52,17 @@ export class AccountService {
   /** issue 6 (pushers): published after devices are deleted (logout, device deletion, password change) with the ids gone. */
   readonly devicesRemoved = new Topic<{ userId: string; deviceIds: string[] }>('devices removed');
 
-  constructor(private store: AccountStore, private config: Config, private log?: Logger) {}
+  constructor(private store: AccountStore, private config: Config, private log?: Logger, readonly threepids?: ThreepidService) {}
+
+  get uiaLimits(): { lifetimeMs: number; maxSessions: number } {
+    return { lifetimeMs: this.config.uiaSessionLifetimeMs, maxSessions: this.config.uiaMaxSessions };
+  }
+
+  /** E-mail addresses (REGISTRATION=email, /account/3pid); M_THREEPID_MEDIUM_NOT_SUPPORTED without them. */
+  get email(): ThreepidService {
+    if (!this.threepids) throw new MatrixError(400, 'M_THREEPID_MEDIUM_NOT_SUPPORTED', 'E-mail addresses are not supported here');
+    return this.threepids;
+  }
 
   /**
    * Subscribes a step that every new account needs. Registration answers only once every step has
@@ -54,13 +78,31 @@ export class AccountService {
   }
 
   async hashPassword(password: string): Promise<string> {
-    return argonHash(password, ARGON);
+    return this.hashGate.run(() => argonHash(password, ARGON));
   }
 
   checkPasswordShape(password: unknown): string {
     if (typeof password !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'password must be a string');
     if (password.length > MAX_PASSWORD) throw new MatrixError(400, 'M_BAD_JSON', `Password too long (max ${MAX_PASSWORD})`);
     return password;
+  }
+
+  /**
+   * The password policy (issue 7): at least PASSWORD_MIN_LENGTH characters (code points), not the
+   * username and not containing it, case-insensitively. 400 M_WEAK_PASSWORD otherwise, before
+   * anything is stored.
+   */
+  checkPasswordPolicy(password: string, localpart: string | undefined): void {
+    const min = this.config.passwordMinLength;
+    if (password.length === 0) throw new MatrixError(400, 'M_WEAK_PASSWORD', 'The password must not be empty');
+    if ([...password].length < min) throw new MatrixError(400, 'M_WEAK_PASSWORD', `The password must be at least ${min} characters long`);
+    if (localpart) {
+      const name = localpart.toLowerCase();
+      const lower = password.toLowerCase();
+      if (lower === name || (name.length >= MIN_NAME_IN_PASSWORD && lower.includes(name))) {
+        throw new MatrixError(400, 'M_WEAK_PASSWORD', 'The password must not contain the username');
+      }
+    }
   }
 
   /** Checks a desired localpart as Synapse does: lowercase grammar, not reserved, not taken. */
@@ -97,7 +139,7 @@ export class AccountService {
   interactiveAuth(
     body: Record<string, unknown>,
     flows: Flow[],
-    opts: { userId?: string; params?: Record<string, unknown> } = {},
+    opts: UiaOptions = {},
   ): Promise<{ sessionId: string; params: Record<string, unknown> }> {
     return userInteractiveAuth(this, this.store, body, flows, opts);
   }
@@ -133,6 +175,8 @@ export class AccountService {
     inhibitLogin?: boolean;
     refreshToken?: boolean;
     registrationToken?: string;
+    /** A validated address (REGISTRATION=email): bound in the same transaction, or the registration fails. */
+    email?: ValidatedEmail;
     ip?: string | null;
   }): Promise<{ user_id: string; home_server: string } & Partial<Session>> {
     const userId = this.userId(opts.localpart);
@@ -151,6 +195,7 @@ export class AccountService {
         displayname: opts.displayname ?? opts.localpart,
       });
       if (!created) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
+      if (opts.email) await this.email.bind(trx, userId, opts.email);
       if (!opts.inhibitLogin) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
     });
     await this.completeRegistration(userId);
@@ -208,10 +253,35 @@ export class AccountService {
     const localpart = this.localpartOf(localpartOrId);
     const user = localpart === null ? undefined : await this.store.userByLocalpartInsensitive(localpart);
     // Verify a hash even for unknown users so timing does not tell who exists.
-    const ok = await argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false);
+    const ok = await this.hashGate.run(() => argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false));
     if (!user || !user.password_hash || !ok) throw forbidden('Invalid username or password');
     if (user.deactivated) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
-    return this.store.db.transaction((trx) => this.createSession(trx, user.user_id, deviceId, deviceName, withRefresh, ip));
+    const isNewDevice = !deviceId || !(await this.store.device(user.user_id, deviceId));
+    if (isNewDevice && this.config.devicePolicy === 'refuse' && (await this.store.deviceCount(user.user_id)) >= this.config.maxDevicesPerUser) {
+      throw new MatrixError(403, 'M_FORBIDDEN', `Too many sessions: this account already has ${this.config.maxDevicesPerUser} devices. Log out of one (or delete it) and try again.`);
+    }
+    const session = await this.store.db.transaction((trx) => this.createSession(trx, user.user_id, deviceId, deviceName, withRefresh, ip));
+    if (isNewDevice && this.config.devicePolicy === 'evict') await this.evictDevicesOverCap(user.user_id, session.device_id);
+    return session;
+  }
+
+  /**
+   * DEVICE_LIMIT_POLICY=evict: the least recently seen devices past MAX_DEVICES_PER_USER are logged
+   * out, through the same path as a device deletion (tokens, cached tokens on every worker, open
+   * sockets, pushers and whatever else listens to it). Never the device just logged in.
+   */
+  private async evictDevicesOverCap(userId: string, keep: string): Promise<void> {
+    const cap = this.config.maxDevicesPerUser;
+    if ((await this.store.deviceCount(userId)) <= cap) return;
+    const evicted = await this.store.devicesBeyond(userId, cap, keep);
+    if (!evicted.length) return;
+    this.log?.info({ userId, evicted: evicted.length, cap }, 'device limit: least recently seen devices logged out');
+    await this.deleteDevices(userId, evicted);
+  }
+
+  /** The account an e-mail address belongs to (login with an m.id.thirdparty identifier). */
+  async userIdForThreepid(medium: string, address: string): Promise<string | undefined> {
+    return this.threepids?.owner(medium, address);
   }
 
   /** `@alice:server` or `alice` → `alice`; another server's user → null. */
@@ -225,8 +295,9 @@ export class AccountService {
 
   async checkPassword(userId: string, password: string): Promise<boolean> {
     const user = await this.store.user(userId);
-    if (!user?.password_hash) return false;
-    return argonVerify(user.password_hash, password).catch(() => false);
+    const stored = user?.password_hash;
+    if (!stored) return false;
+    return this.hashGate.run(() => argonVerify(stored, password).catch(() => false));
   }
 
   /** Access token → requester; 401 M_UNKNOWN_TOKEN (soft_logout when expired). */
@@ -310,6 +381,57 @@ export class AccountService {
     });
     this.forgetCachedTokens(userId);
     if (gone.length) await this.devicesRemoved.publish({ userId, deviceIds: gone }); // issue 6 (pushers)
+  }
+
+  /** A password reset proven by a validated e-mail (no access token): the account it belongs to gets the new password. */
+  async resetPassword(email: ValidatedEmail, newPassword: string, logoutDevices: boolean): Promise<void> {
+    const userId = await this.checkResetPassword(email, newPassword);
+    const h = await this.hashPassword(newPassword);
+    const gone = await this.store.db.transaction(async (trx) => {
+      await this.store.setPasswordHash(trx, userId, h);
+      await this.email.consume(trx, email);
+      return logoutDevices ? this.store.deleteDevices(trx, userId, 'all') : [];
+    });
+    this.forgetCachedTokens(userId);
+    if (gone.length) await this.devicesRemoved.publish({ userId, deviceIds: gone }); // issue 6 (pushers)
+  }
+
+  /** The account a reset is for, once the new password passes the policy for it. */
+  async checkResetPassword(email: ValidatedEmail, newPassword: string): Promise<string> {
+    const userId = await this.email.owner('email', email.address);
+    if (!userId) throw new MatrixError(400, 'M_THREEPID_NOT_FOUND', 'No account has this e-mail address');
+    this.checkPasswordPolicy(newPassword, this.localpartOf(userId) ?? undefined);
+    return userId;
+  }
+
+  /** Binds a validated e-mail address to an account (POST /account/3pid/add). */
+  async addEmail(userId: string, email: ValidatedEmail): Promise<void> {
+    await this.store.db.transaction((trx) => this.email.bind(trx, userId, email));
+  }
+
+  /**
+   * Deletes the UIA and e-mail validation sessions past their lifetime (a background job: lookups
+   * already ignore them; this keeps the tables from holding them).
+   */
+  expiryJob(): BackgroundJob {
+    let timer: NodeJS.Timeout | undefined;
+    const sweep = async () => {
+      try {
+        const uia = await this.store.deleteUiaSessionsBefore(Date.now() - this.config.uiaSessionLifetimeMs);
+        const validations = (await this.threepids?.deleteExpired()) ?? 0;
+        if (uia || validations) this.log?.debug({ uia, validations }, 'expired sessions deleted');
+      } catch (err) {
+        this.log?.warn({ err: (err as Error).message }, 'expired sessions could not be deleted; next sweep retries');
+      }
+    };
+    return {
+      start: () => {
+        void sweep();
+        timer = setInterval(() => void sweep(), EXPIRY_SWEEP_MS);
+        timer.unref();
+      },
+      stop: () => { if (timer) clearInterval(timer); },
+    };
   }
 
   async deactivate(userId: string): Promise<void> {

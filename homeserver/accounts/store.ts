@@ -1,6 +1,7 @@
 import type { Bindings } from '../storage/db.ts';
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
+import { trimByAge } from './threepid-store.ts';
 
 export interface UserRow {
   user_id: string;
@@ -71,6 +72,7 @@ export class AccountStore {
   /** Removes an account whose registration could not be completed, with its devices and tokens. */
   async deleteUser(trx: Knex, userId: string): Promise<void> {
     await this.deleteDevices(trx, userId, 'all');
+    await trx.raw('DELETE FROM user_threepids WHERE user_id = ?', [userId]);
     await trx.raw('DELETE FROM profiles WHERE user_id = ?', [userId]);
     await trx.raw('DELETE FROM users WHERE user_id = ?', [userId]);
   }
@@ -81,6 +83,8 @@ export class AccountStore {
 
   async setDeactivated(trx: Knex, userId: string): Promise<void> {
     await trx.raw('UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = ?', [userId]);
+    // A deactivated account gives its addresses back (as Synapse): they may register again.
+    await trx.raw('DELETE FROM user_threepids WHERE user_id = ?', [userId]);
   }
 
   async upsertDevice(trx: Knex, userId: string, deviceId: string, displayName: string | null, ip: string | null): Promise<void> {
@@ -100,6 +104,21 @@ export class AccountStore {
   async device(userId: string, deviceId: string): Promise<DeviceRow | undefined> {
     const r = await this.db.raw('SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? AND device_id = ?', [userId, deviceId]);
     return r.rows[0];
+  }
+
+  async deviceCount(userId: string): Promise<number> {
+    const r = await this.db.raw('SELECT count(*)::int AS n FROM devices WHERE user_id = ?', [userId]);
+    return r.rows[0].n;
+  }
+
+  /** The devices past the newest `keep` (by last use, then creation), least recently seen first; `except` is never among them. */
+  async devicesBeyond(userId: string, keep: number, except: string): Promise<string[]> {
+    const r = await this.db.raw(
+      `SELECT device_id FROM devices WHERE user_id = ? AND device_id <> ?
+       ORDER BY COALESCE(last_seen_ts, created_ts) DESC, created_ts DESC OFFSET ?`,
+      [userId, except, Math.max(0, keep - 1)],
+    );
+    return r.rows.map((x: { device_id: string }) => x.device_id).reverse();
   }
 
   async renameDevice(userId: string, deviceId: string, name: string): Promise<boolean> {
@@ -174,14 +193,23 @@ export class AccountStore {
     return r.rows[0].n;
   }
 
-  // User-interactive auth sessions.
-  async createUiaSession(sessionId: string, userId: string | null, params: Record<string, unknown>): Promise<void> {
-    await this.db.raw('INSERT INTO uia_sessions (session_id, user_id, params, created_ts) VALUES (?, ?, ?, ?)', [sessionId, userId, JSON.stringify(params), Date.now()]);
+  // User-interactive auth sessions. Unauthenticated clients create them, so each insert trims the
+  // table to the newest `cap` rows, and a session older than its lifetime reads as unknown.
+  async createUiaSession(sessionId: string, userId: string | null, params: Record<string, unknown>, limits: { cap: number; expiredBefore: number }): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      await trx.raw('INSERT INTO uia_sessions (session_id, user_id, params, created_ts) VALUES (?, ?, ?, ?)', [sessionId, userId, JSON.stringify(params), Date.now()]);
+      await trimByAge(trx, 'uia_sessions', limits.cap, limits.expiredBefore);
+    });
   }
 
-  async uiaSession(sessionId: string): Promise<{ session_id: string; user_id: string | null; completed: string[]; params: Record<string, unknown>; created_ts: number } | undefined> {
-    const r = await this.db.raw('SELECT * FROM uia_sessions WHERE session_id = ?', [sessionId]);
+  async uiaSession(sessionId: string, createdAfter: number): Promise<{ session_id: string; user_id: string | null; completed: string[]; params: Record<string, unknown>; created_ts: number } | undefined> {
+    const r = await this.db.raw('SELECT * FROM uia_sessions WHERE session_id = ? AND created_ts > ?', [sessionId, createdAfter]);
     return r.rows[0];
+  }
+
+  async deleteUiaSessionsBefore(createdBefore: number): Promise<number> {
+    const r = await this.db.raw('DELETE FROM uia_sessions WHERE created_ts <= ?', [createdBefore]);
+    return r.rowCount ?? 0;
   }
 
   async completeUiaStage(sessionId: string, stage: string): Promise<void> {

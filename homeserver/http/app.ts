@@ -30,7 +30,8 @@ export class Routes {
   /** The rate limits handlers call (`r.limits.check('message', userId, ctx)`); main.ts sets them. */
   limits: RateLimits = RateLimits.off();
 
-  constructor(private accounts: AccountService, private maxBodyBytes: number) {}
+  /** `bodyTimeoutMs`: a JSON body must arrive whole within it (issue 7: slow clients). */
+  constructor(private accounts: AccountService, private maxBodyBytes: number, private bodyTimeoutMs = 0) {}
 
   /**
    * A client-server endpoint, served under /_matrix/client/{v3,…}. The r0 prefix reaches the
@@ -55,7 +56,7 @@ export class Routes {
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes));
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes, this.bodyTimeoutMs));
       }
       const result = await handler(ctx as RouterContext);
       if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};

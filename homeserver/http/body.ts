@@ -1,17 +1,26 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { MatrixError, tooLarge } from './errors.ts';
+import { MatrixError } from './errors.ts';
 import { parseGuardedJson, refuseFractions, refuseNulParams } from './json-guard.ts';
 
 export { refuseNulParams };
 
 /**
- * Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all. Settles
- * whatever the client does: a client that aborts mid-upload rejects it (nothing stays pending).
+ * Refusals that end the connection: the rest of an oversized body is not read (a 100 MB body costs
+ * the server nothing past the limit), and a client too slow to send its body loses its socket.
  */
-export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> {
+const tooLarge = (limit: number) => new MatrixError(413, 'M_TOO_LARGE', `Request body is over the limit of ${limit} bytes`, {}, { Connection: 'close' });
+const tooSlow = (ms: number) => new MatrixError(408, 'M_UNKNOWN', `The request body did not arrive within ${ms} ms`, {}, { Connection: 'close' });
+
+/**
+ * Reads the raw body with a size limit; 413 M_TOO_LARGE past it, before buffering it all, and 408
+ * when the whole body has not arrived within `timeoutMs` (0: no limit), against clients that
+ * trickle a body to hold a connection and its buffer. Settles whatever the client does: a client
+ * that aborts mid-upload rejects it (nothing stays pending).
+ */
+export async function readRawBody(ctx: Context, limit: number, timeoutMs = 0): Promise<Buffer> {
   const declared = Number(ctx.get('content-length') || 0);
-  if (declared > limit) throw tooLarge(`Request body is over the limit of ${limit} bytes`);
+  if (declared > limit) throw tooLarge(limit);
   const req = ctx.req;
   const aborted = () => new MatrixError(400, 'M_UNKNOWN', 'The client aborted the request body');
   if (req.readableEnded) return Buffer.alloc(0); // already consumed
@@ -19,7 +28,9 @@ export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> 
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = timeoutMs > 0 ? setTimeout(() => { cleanup(); reject(tooSlow(timeoutMs)); }, timeoutMs) : undefined;
     const cleanup = () => {
+      clearTimeout(timer);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
@@ -31,10 +42,10 @@ export async function readRawBody(ctx: Context, limit: number): Promise<Buffer> 
         chunks.push(chunk);
         return;
       }
-      // Stop keeping it; the rest is read and dropped so the 413 can still be answered.
+      // Stop keeping it; what arrives until the 413 is sent is dropped, then the connection closes.
       cleanup();
       req.resume();
-      reject(tooLarge(`Request body is over the limit of ${limit} bytes`));
+      reject(tooLarge(limit));
     };
     const onEnd = () => { cleanup(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)); };
     // An error on the request stream is the client's connection failing (ECONNRESET 'aborted').

@@ -46,7 +46,7 @@ export function serverRoutes(r: Routes, config: Config): void {
       'm.set_displayname': { enabled: true },
       'm.set_avatar_url': { enabled: true },
       'm.profile_fields': { enabled: true, allowed: ['displayname', 'avatar_url'] },
-      'm.3pid_changes': { enabled: false },
+      'm.3pid_changes': { enabled: !!config.smtp.host }, // issue 7: e-mail addresses need outgoing mail
       'm.get_login_token': { enabled: false },
     },
   }), { auth: true });

@@ -24,6 +24,8 @@ export interface TestServer {
   restart(): Promise<void>;
   /** Everything the server wrote to stdout and stderr, across restarts. */
   logs(): string;
+  /** The server process's id while it runs (its memory can be read from /proc/<pid>/status). */
+  pid(): number | undefined;
 }
 
 export interface StartOptions {
@@ -244,6 +246,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const server: TestServer = {
     baseUrl, serverName: env.SERVER_NAME!, port, dataDir, env,
     logs: () => output,
+    pid: () => (child && child.exitCode === null && child.signalCode === null ? child.pid : undefined),
     kill: async () => { if (child) { child.kill('SIGKILL'); await exited(child); } },
     restart: async () => { await terminate(); await launch(); },
     stop: () => (stopped ??= (async () => {

@@ -19,11 +19,11 @@ describe('accounts', () => {
   after(() => server?.stop());
 
   test('register: UIA 401 with flows and session, then dummy completes', async () => {
-    const first = await call('POST', `${C}/register`, { body: { username: 'dana', password: 'pw-dana' } });
+    const first = await call('POST', `${C}/register`, { body: { username: 'dana', password: 'staple-battery-1' } });
     assert.equal(first.status, 401);
     assert.deepEqual(first.body.flows, [{ stages: ['m.login.dummy'] }]);
     assert.equal(typeof first.body.session, 'string');
-    const done = await call('POST', `${C}/register`, { body: { username: 'Dana', password: 'pw-dana', auth: { type: 'm.login.dummy', session: first.body.session } } });
+    const done = await call('POST', `${C}/register`, { body: { username: 'Dana', password: 'staple-battery-1', auth: { type: 'm.login.dummy', session: first.body.session } } });
     assert.equal(done.status, 200);
     assert.equal(done.body.user_id, '@dana:localhost', 'username lowercased');
     assert.ok(done.body.access_token.length >= 43, '256-bit token');
@@ -36,9 +36,9 @@ describe('accounts', () => {
   test('login flows, login by localpart and by user id, case-insensitive', async () => {
     const flows = await call('GET', `${C}/login`);
     assert.ok(flows.body.flows.some((f: { type: string }) => f.type === 'm.login.password'));
-    const u = await registerUser(server.baseUrl, 'erin', 'pw-erin');
+    const u = await registerUser(server.baseUrl, 'erin', 'staple-battery-2');
     for (const who of ['erin', 'ERIN', '@erin:localhost']) {
-      const res = await login(who, 'pw-erin');
+      const res = await login(who, 'staple-battery-2');
       assert.equal(res.status, 200, who);
       assert.equal(res.body.user_id, u.userId);
     }
@@ -48,8 +48,8 @@ describe('accounts', () => {
   });
 
   test('devices: list, rename, delete with UIA; logout and logout/all', async () => {
-    const u = await registerUser(server.baseUrl, 'frank', 'pw-frank');
-    const second = await login('frank', 'pw-frank', { device_id: 'PHONE', initial_device_display_name: 'Phone' });
+    const u = await registerUser(server.baseUrl, 'frank', 'staple-battery-3');
+    const second = await login('frank', 'staple-battery-3', { device_id: 'PHONE', initial_device_display_name: 'Phone' });
     assert.equal(second.body.device_id, 'PHONE');
     const list = await call('GET', `${C}/devices`, { token: u.accessToken });
     assert.deepEqual(list.body.devices.map((d: { device_id: string }) => d.device_id).sort(), [u.deviceId, 'PHONE'].sort());
@@ -63,40 +63,40 @@ describe('accounts', () => {
     assert.equal(wrong.status, 401);
     assert.equal(wrong.body.errcode, 'M_FORBIDDEN');
     assert.equal((await call('GET', `${C}/account/whoami`, { token: second.body.access_token })).status, 200, 'failed UIA deletes nothing');
-    const ok = await call('DELETE', `${C}/devices/PHONE`, { token: u.accessToken, body: { auth: { type: 'm.login.password', session: needAuth.body.session, identifier: { type: 'm.id.user', user: u.userId }, password: 'pw-frank' } } });
+    const ok = await call('DELETE', `${C}/devices/PHONE`, { token: u.accessToken, body: { auth: { type: 'm.login.password', session: needAuth.body.session, identifier: { type: 'm.id.user', user: u.userId }, password: 'staple-battery-3' } } });
     assert.equal(ok.status, 200);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: second.body.access_token })).body.errcode, 'M_UNKNOWN_TOKEN');
 
-    const third = await login('frank', 'pw-frank');
+    const third = await login('frank', 'staple-battery-3');
     assert.equal((await call('POST', `${C}/logout`, { token: third.body.access_token })).status, 200);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: third.body.access_token })).status, 401);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: u.accessToken })).status, 200, 'other sessions stay');
-    const fourth = await login('frank', 'pw-frank');
+    const fourth = await login('frank', 'staple-battery-3');
     assert.equal((await call('POST', `${C}/logout/all`, { token: fourth.body.access_token })).status, 200);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: u.accessToken })).status, 401);
   });
 
   test('password change needs the old password and logs out other sessions', async () => {
-    const u = await registerUser(server.baseUrl, 'gina', 'old-pw');
-    const other = await login('gina', 'old-pw');
-    const first = await call('POST', `${C}/account/password`, { token: u.accessToken, body: { new_password: 'new-pw' } });
+    const u = await registerUser(server.baseUrl, 'gina', 'old-password-4');
+    const other = await login('gina', 'old-password-4');
+    const first = await call('POST', `${C}/account/password`, { token: u.accessToken, body: { new_password: 'new-password-4' } });
     assert.equal(first.status, 401);
-    const done = await call('POST', `${C}/account/password`, { token: u.accessToken, body: { new_password: 'new-pw', auth: { type: 'm.login.password', session: first.body.session, identifier: { type: 'm.id.user', user: 'gina' }, password: 'old-pw' } } });
+    const done = await call('POST', `${C}/account/password`, { token: u.accessToken, body: { new_password: 'new-password-4', auth: { type: 'm.login.password', session: first.body.session, identifier: { type: 'm.id.user', user: 'gina' }, password: 'old-password-4' } } });
     assert.equal(done.status, 200);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: u.accessToken })).status, 200, 'this session stays');
     assert.equal((await call('GET', `${C}/account/whoami`, { token: other.body.access_token })).status, 401, 'others are logged out');
-    assert.equal((await login('gina', 'old-pw')).status, 403);
-    assert.equal((await login('gina', 'new-pw')).status, 200);
+    assert.equal((await login('gina', 'old-password-4')).status, 403);
+    assert.equal((await login('gina', 'new-password-4')).status, 200);
   });
 
   test('deactivation: UIA, then no login, tokens dead, rooms left', async () => {
-    const u = await registerUser(server.baseUrl, 'hank', 'pw-hank');
+    const u = await registerUser(server.baseUrl, 'hank', 'staple-battery-5');
     const first = await call('POST', `${C}/account/deactivate`, { token: u.accessToken, body: {} });
     assert.equal(first.status, 401);
-    const done = await call('POST', `${C}/account/deactivate`, { token: u.accessToken, body: { auth: { type: 'm.login.password', session: first.body.session, user: 'hank', password: 'pw-hank' } } });
+    const done = await call('POST', `${C}/account/deactivate`, { token: u.accessToken, body: { auth: { type: 'm.login.password', session: first.body.session, user: 'hank', password: 'staple-battery-5' } } });
     assert.equal(done.status, 200);
     assert.equal((await call('GET', `${C}/account/whoami`, { token: u.accessToken })).status, 401);
-    assert.equal((await login('hank', 'pw-hank')).status, 403);
+    assert.equal((await login('hank', 'staple-battery-5')).status, 403);
     const global = (await call('GET', `${C}/directory/room/${encodeURIComponent('#global:localhost')}`)).body.room_id;
     const watcher = await registerUser(server.baseUrl);
     const members = await call('GET', `${C}/rooms/${encodeURIComponent(global)}/joined_members`, { token: watcher.accessToken });
@@ -105,7 +105,7 @@ describe('accounts', () => {
   });
 
   test('profile: set displayname and avatar, member events follow, others cannot set it', async () => {
-    const u = await registerUser(server.baseUrl, 'ivy', 'pw-ivy');
+    const u = await registerUser(server.baseUrl, 'ivy', 'staple-battery-6');
     const other = await registerUser(server.baseUrl);
     const path = `${C}/profile/${encodeURIComponent(u.userId)}`;
     assert.equal((await call('PUT', `${path}/displayname`, { token: u.accessToken, body: { displayname: 'Ivy Green' } })).status, 200);
@@ -131,12 +131,12 @@ describe('accounts', () => {
 
   test('shared-secret registration (Synapse-compatible) creates an admin', async () => {
     const { nonce } = (await call('GET', '/_synapse/admin/v1/register')).body;
-    const mac = createHmac('sha1', 'sekrit').update(`${nonce}\x00boss\x00pw-boss\x00admin`).digest('hex');
-    const bad = await call('POST', '/_synapse/admin/v1/register', { body: { nonce, username: 'boss', password: 'pw-boss', admin: true, mac: '00' } });
+    const mac = createHmac('sha1', 'sekrit').update(`${nonce}\x00boss\x00staple-battery-7\x00admin`).digest('hex');
+    const bad = await call('POST', '/_synapse/admin/v1/register', { body: { nonce, username: 'boss', password: 'staple-battery-7', admin: true, mac: '00' } });
     assert.equal(bad.status, 403);
     const { nonce: nonce2 } = (await call('GET', '/_synapse/admin/v1/register')).body;
-    const mac2 = createHmac('sha1', 'sekrit').update(`${nonce2}\x00boss\x00pw-boss\x00admin`).digest('hex');
-    const ok = await call('POST', '/_synapse/admin/v1/register', { body: { nonce: nonce2, username: 'boss', password: 'pw-boss', admin: true, mac: mac2 } });
+    const mac2 = createHmac('sha1', 'sekrit').update(`${nonce2}\x00boss\x00staple-battery-7\x00admin`).digest('hex');
+    const ok = await call('POST', '/_synapse/admin/v1/register', { body: { nonce: nonce2, username: 'boss', password: 'staple-battery-7', admin: true, mac: mac2 } });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(ok.body.user_id, '@boss:localhost');
     assert.ok(mac.length === 40);
@@ -145,10 +145,10 @@ describe('accounts', () => {
   test('registration token mode requires a valid token', async () => {
     const tokenServer = await startServer({ env: { REGISTRATION: 'token' } });
     try {
-      const first = await api(tokenServer.baseUrl, 'POST', `${C}/register`, { body: { username: 'tok', password: 'pw' } });
+      const first = await api(tokenServer.baseUrl, 'POST', `${C}/register`, { body: { username: 'tok', password: 'staple-battery-8' } });
       assert.equal(first.status, 401);
       assert.deepEqual(first.body.flows, [{ stages: ['m.login.registration_token'] }]);
-      const bad = await api(tokenServer.baseUrl, 'POST', `${C}/register`, { body: { username: 'tok', password: 'pw', auth: { type: 'm.login.registration_token', token: 'nope', session: first.body.session } } });
+      const bad = await api(tokenServer.baseUrl, 'POST', `${C}/register`, { body: { username: 'tok', password: 'staple-battery-8', auth: { type: 'm.login.registration_token', token: 'nope', session: first.body.session } } });
       assert.equal(bad.status, 401);
       assert.equal(bad.body.errcode, 'M_FORBIDDEN');
       const validity = await api(tokenServer.baseUrl, 'GET', '/_matrix/client/v1/register/m.login.registration_token/validity?token=nope');
@@ -158,7 +158,7 @@ describe('accounts', () => {
     }
     const closed = await startServer({ env: { REGISTRATION: 'closed' } });
     try {
-      const res = await api(closed.baseUrl, 'POST', `${C}/register`, { body: { username: 'x', password: 'pw', auth: { type: 'm.login.dummy' } } });
+      const res = await api(closed.baseUrl, 'POST', `${C}/register`, { body: { username: 'x', password: 'staple-battery-8', auth: { type: 'm.login.dummy' } } });
       assert.equal(res.status, 403);
       assert.equal(res.body.errcode, 'M_FORBIDDEN');
     } finally {

@@ -76,7 +76,7 @@ describe('errors', () => {
   });
 
   test('expired token: 401 M_UNKNOWN_TOKEN with soft_logout; refresh works and rotates', async () => {
-    const reg = await call('POST', `${C}/register`, { body: { username: 'refresher', password: 'pw-refresh', refresh_token: true, auth: { type: 'm.login.dummy' } } });
+    const reg = await call('POST', `${C}/register`, { body: { username: 'refresher', password: 'staple-battery-9', refresh_token: true, auth: { type: 'm.login.dummy' } } });
     assert.equal(reg.status, 200);
     assert.ok(reg.body.refresh_token);
     assert.ok(reg.body.expires_in_ms > 0 && reg.body.expires_in_ms <= 1500);
