@@ -79,6 +79,15 @@ import { typingRoutes } from './ephemeral/typing-routes.ts';
 import { LocalPresenceState, RedisPresenceState } from './ephemeral/presence.ts';
 import { PresenceService } from './ephemeral/presence-service.ts';
 import { presenceRoutes } from './ephemeral/presence-routes.ts';
+// issue 8 (e2ee helper): end-to-end encryption, server side
+import { KeyStore } from './e2ee/keys-store.ts';
+import { KeyService } from './e2ee/keys.ts';
+import { ToDeviceStore } from './e2ee/to-device-store.ts';
+import { ToDeviceService } from './e2ee/to-device.ts';
+import { BackupStore } from './e2ee/backup-store.ts';
+import { BackupService } from './e2ee/backup.ts';
+import { e2eeRoutes } from './e2ee/routes.ts';
+import { backupRoutes } from './e2ee/backup-routes.ts';
 
 export interface Homeserver {
   config: Config;
@@ -170,8 +179,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   if (redis) {
     hub = await RedisHub.connect(redis, config.redisPrefix, log.child({ component: 'coordination' }));
     undo.push(() => hub!.close());
-    // Receipts take their positions from the shared event stream too.
-    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }), new Set(['events', 'accountData', 'receipts']));
+    // Receipts, to-device messages and device-list changes take their positions from the shared event stream too.
+    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }), new Set(['events', 'accountData', 'receipts', 'toDevice', 'deviceLists']));
     await redisNotifier.start();
     positions = new SharedPositions(hub, db, connection, log.child({ component: 'positions' }));
     undo.push(() => positions!.close());
@@ -318,6 +327,25 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const pusherJob = pusherSenderJob(new PusherSender(pusherStore, notifications, roomEventDetails(reader),
     log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
   jobs.register('pushers', pusherJob);
+  // ---- issue 8 (e2ee helper): keys, to-device, device lists in /sync, cross-signing, key backup.
+  const keys = new KeyService(new KeyStore(db, tracker), reader, accounts, tracker, notifier, config.serverName, log.child({ component: 'e2ee' }));
+  const toDevice = new ToDeviceService(new ToDeviceStore(db, tracker), accounts, tracker, notifier, config.serverName);
+  const backup = new BackupService(new BackupStore(db));
+  sync.addPart(keys.syncPart());
+  sync.addPart(toDevice.syncPart());
+  e2eeRoutes(routes, keys, toDevice, reader, tracker, (body, userId) => accounts.interactiveAuth(body, [['m.login.password']], { userId }).then(() => {}));
+  backupRoutes(routes, backup);
+  accounts.devicesRemoved.subscribe(async ({ userId, deviceIds }) => {
+    await keys.devicesRemoved(userId, deviceIds);
+    await toDevice.devicesRemoved(userId, deviceIds);
+  });
+  accounts.deactivating.subscribe(async (userId) => {
+    await keys.userDeactivated(userId);
+    await toDevice.devicesRemoved(userId, 'all');
+    await backup.userDeactivated(userId);
+  });
+  jobs.register('to-device transaction ids', toDevice.pruneJob());
+  // ---- end issue 8 (e2ee helper)
   // Every job is registered: the worker that takes the lock starts them.
   await jobs.start();
   undo.push(() => jobs.stop());
@@ -394,7 +422,8 @@ function startPositions(events: number): SyncToken {
   const out = {} as SyncToken;
   for (const s of STREAMS) out[s] = 0;
   // receipts take positions of the event stream too (issue 6, receipts-push helper).
-  return { ...out, events, accountData: events, receipts: events };
+  // to-device and device lists too (issue 8, e2ee helper).
+  return { ...out, events, accountData: events, receipts: events, toDevice: events, deviceLists: events };
 }
 
 /** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */

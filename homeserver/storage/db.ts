@@ -8,6 +8,7 @@ import * as m005 from './migrations/005_request_paths.ts';
 // issue 6, receipts-push helper
 import * as m008 from './migrations/008_receipts_push.ts';
 import * as m009 from './migrations/009_pushers.ts'; // issue 6: pushers
+import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -23,6 +24,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '005_request_paths', up: m005.up },
   { name: '008_receipts_push', up: m008.up }, // issue 6, receipts-push helper
   { name: '009_pushers', up: m009.up }, // issue 6: pushers
+  { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
 ];
 
 export interface ConnectOptions {

@@ -27,6 +27,11 @@ export interface SyncPartOutput {
   top?: Record<string, unknown>;
   /** Whether this output alone is worth answering a long-poll with (false for counts alone). */
   news?: boolean;
+  /**
+   * A part that pages (to-device: at most 100 per sync): the position of its stream delivered up
+   * to, below `to`; next_batch carries it, so the next sync goes on from there.
+   */
+  upTo?: number;
 }
 
 /**

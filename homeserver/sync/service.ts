@@ -220,12 +220,14 @@ export class SyncService {
       s.state.events = states.slice(st, (st += s.state.events.length));
     }
 
+    // A part that paged (to-device) delivered its stream only up to where its page ends.
+    const next = { ...toToken };
+    outputs.forEach((o, i) => { const s = this.parts[i]!.stream; if (s && o.upTo !== undefined && o.upTo < next[s]) next[s] = o.upTo; });
     const res: Record<string, unknown> = {
-      next_batch: formatSyncToken(toToken),
+      next_batch: formatSyncToken(next),
       account_data: { events: globalAccountData },
       presence: { events: [] },
       to_device: { events: [] },
-      // device_lists and one-time-key counts come with end-to-end encryption: not claimed before.
       rooms: { join, invite, knock, leave },
     };
     mergeTop(res, outputs);

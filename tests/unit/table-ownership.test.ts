@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 const ROOT = join(import.meta.dirname, '../../homeserver');
 const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search'];
 /** Capabilities that read rooms only through the room engine's read interface. */
-const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral'];
+const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral', 'e2ee'];
 
 function tsFiles(folder: string): string[] {
   return readdirSync(join(ROOT, folder)).filter((f) => f.endsWith('.ts')).map((f) => `${folder}/${f}`);
