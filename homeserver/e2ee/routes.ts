@@ -84,7 +84,15 @@ export function e2eeRoutes(r: Routes, keys: KeyService, toDevice: ToDeviceServic
   r.client('post', '/keys/device_signing/upload', async (ctx) => {
     const me = requester(ctx);
     const b = body(ctx, signingSchema);
-    if (await keys.signingUploadNeedsAuth(me, b)) await auth(b, me.userId);
+    if (await keys.signingUploadNeedsAuth(me, b)) {
+      try {
+        await auth(b, me.userId);
+      } catch (err) {
+        // The spec declares no UIA 401 for this endpoint: its challenge carries an errcode as every other error.
+        if (err instanceof MatrixError && (err as { bare?: boolean }).bare) throw new MatrixError(401, 'M_UNAUTHORIZED', err.message, err.extra);
+        throw err;
+      }
+    }
     await keys.uploadSigningKeys(me, b);
     return {};
   }, { auth: true });
