@@ -1,3 +1,4 @@
+import { LruCache } from '../cache/lru.ts';
 import type { Requester } from '../http/context.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { deviceKey, type Notifier } from '../realtime/notifier.ts';
@@ -9,6 +10,9 @@ import type { ToDeviceMessage, ToDeviceStore } from './to-device-store.ts';
 /** To-device messages one /sync delivers at most (the spec recommends 100, as Synapse sends). */
 export const TO_DEVICE_PER_SYNC = 100;
 
+/** Devices whose last delivered position this worker remembers (the most recent ones). */
+const DELIVERED_KEPT = 100_000;
+
 /** Recipients' device lists read at once. */
 const DEVICE_LOOKUPS_AT_ONCE = 16;
 
@@ -19,6 +23,9 @@ const DEVICE_LOOKUPS_AT_ONCE = 16;
  * the recipients' devices (`user|device` keys), on whichever worker they sync.
  */
 export class ToDeviceService {
+  /** Per device (`user|device`): the last position this worker delivered, until a sync acknowledges it. */
+  private delivered = new LruCache<string, number>(DELIVERED_KEPT);
+
   constructor(
     private store: ToDeviceStore,
     private devices: DeviceDirectory,
@@ -80,21 +87,36 @@ export class ToDeviceService {
       current: () => this.tracker.current(),
       waitKeys: (me) => [deviceKey(me.userId, me.deviceId)],
       read: (ctx) => this.read(ctx),
+      acknowledge: (me, since) => this.acknowledge(me, since.toDevice),
     };
+  }
+
+  /**
+   * A sync from a token past what this worker delivered to the device: those messages go now, even
+   * when the sync finds nothing new (a sync that reads deletes them anyway, on any worker).
+   */
+  private async acknowledge(me: Requester, since: number): Promise<void> {
+    const key = deviceKey(me.userId, me.deviceId);
+    const delivered = this.delivered.get(key);
+    if (delivered === undefined || since <= 0) return;
+    if (since >= delivered) this.delivered.delete(key);
+    await this.store.deleteUpTo(me.userId, me.deviceId, since);
   }
 
   private async read(ctx: SyncPartContext): Promise<SyncPartOutput> {
     const { userId, deviceId } = ctx.me;
     const since = ctx.since?.toDevice ?? 0;
-    // The client holds a token past these: it has them.
-    if (since > 0) await this.store.deleteUpTo(userId, deviceId, since);
     const to = ctx.to.toDevice;
     if (since >= to) return {};
     if (ctx.since && this.notifier.changedSince('toDevice', [deviceKey(userId, deviceId)], since) === false) return {};
+    // The client holds a token past these: it has them (delivered by another worker, or before a restart).
+    if (since > 0) await this.store.deleteUpTo(userId, deviceId, since);
     const rows = await this.store.pending(userId, deviceId, since, to, TO_DEVICE_PER_SYNC + 1);
     if (!rows.length) return {};
     const page = rows.slice(0, TO_DEVICE_PER_SYNC);
     const events = page.map((r) => ({ sender: r.sender, type: r.type, content: JSON.parse(r.content) }));
+    const key = deviceKey(userId, deviceId);
+    this.delivered.set(key, Math.max(this.delivered.get(key) ?? 0, Number(page.at(-1)!.stream_pos)));
     return {
       top: { to_device: { events } },
       news: true,

@@ -59,6 +59,7 @@ export class SyncService {
     // A token made by a worker further ahead: wait (bounded) until this one has caught up, so a
     // client moving between workers never reads backwards.
     if (since && since.events > this.tracker.current()) await this.tracker.untilReadable(since.events, 2_000);
+    if (since) for (const p of this.parts) if (p.acknowledge) await p.acknowledge(me, since);
     for (;;) {
       const to = this.current();
       // A token from before a restart may be ahead in a stream kept in memory: never go backwards.
