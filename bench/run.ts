@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'initial-sync': () => import('./initial-sync.ts'),
   push: () => import('./push.ts'), // issue 6, receipts-push helper
   workers: () => import('./workers.ts'),
+  e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
 };
 
 const names = process.argv.slice(2);
