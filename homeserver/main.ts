@@ -345,6 +345,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     await backup.userDeactivated(userId);
   });
   jobs.register('to-device transaction ids', toDevice.pruneJob());
+  engine.onPersisted((events, roomId) => {
+    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.membershipChanged(roomId, e.pdu.state_key, e.streamPos);
+  });
   // ---- end issue 8 (e2ee helper)
   // Every job is registered: the worker that takes the lock starts them.
   await jobs.start();

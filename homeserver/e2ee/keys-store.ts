@@ -158,10 +158,21 @@ export class KeyStore {
     return out;
   }
 
-  /** Algorithms of the device's fallback keys not handed out yet. */
-  async unusedFallbackTypes(userId: string, deviceId: string): Promise<string[]> {
-    const r = await this.db.raw('SELECT algorithm FROM e2ee_fallback_keys WHERE user_id = ? AND device_id = ? AND NOT used ORDER BY algorithm', [userId, deviceId]);
-    return r.rows.map((x: { algorithm: string }) => x.algorithm);
+  /** Unclaimed one-time keys per algorithm and the algorithms of unused fallback keys, in one statement (/sync). */
+  async keyCounts(userId: string, deviceId: string): Promise<{ counts: Record<string, number>; unusedFallback: string[] }> {
+    const r = await this.db.raw(
+      `SELECT 'otk' AS kind, algorithm, count(*)::int AS n FROM e2ee_one_time_keys WHERE user_id = ? AND device_id = ? GROUP BY algorithm
+       UNION ALL
+       SELECT 'fallback', algorithm, 0 FROM e2ee_fallback_keys WHERE user_id = ? AND device_id = ? AND NOT used`,
+      [userId, deviceId, userId, deviceId],
+    );
+    const counts: Record<string, number> = {};
+    const unusedFallback: string[] = [];
+    for (const row of r.rows as Array<{ kind: string; algorithm: string; n: number }>) {
+      if (row.kind === 'otk') counts[row.algorithm] = row.n;
+      else unusedFallback.push(row.algorithm);
+    }
+    return { counts, unusedFallback: unusedFallback.sort() };
   }
 
   /**

@@ -219,8 +219,8 @@ export class KeyService {
   // ---- counts for /sync ---------------------------------------------------------------------
 
   async counts(me: Requester): Promise<{ device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] }> {
-    const [counts, fallback] = await Promise.all([this.store.oneTimeKeyCounts(me.userId, me.deviceId), this.store.unusedFallbackTypes(me.userId, me.deviceId)]);
-    return { device_one_time_keys_count: withSignedCurveCount(counts), device_unused_fallback_key_types: fallback };
+    const { counts, unusedFallback } = await this.store.keyCounts(me.userId, me.deviceId);
+    return { device_one_time_keys_count: withSignedCurveCount(counts), device_unused_fallback_key_types: unusedFallback };
   }
 
   // ---- device lists -------------------------------------------------------------------------
@@ -264,7 +264,7 @@ export class KeyService {
   /**
    * The device_lists, device_one_time_keys_count and device_unused_fallback_key_types of /sync
    * (and of the WebSocket's batches). Device lists are read only when the notifier saw a key change
-   * or an event in the user's rooms (a membership may have moved) since the token.
+   * or a membership change of the user or in their rooms since the token.
    */
   syncPart(): SyncPart {
     return {
@@ -282,11 +282,20 @@ export class KeyService {
     const since = ctx.since.deviceLists || ctx.since.events;
     const to = ctx.to.deviceLists;
     if (since >= to) return { top };
-    const keys = [...ctx.joinedRoomIds, ctx.me.userId];
-    if (this.notifier.changedSince('deviceLists', keys, since) === false && this.notifier.changedSince('events', keys, since) === false) return { top };
+    // Key changes and membership changes both wake the stream for the user and their rooms.
+    if (this.notifier.changedSince('deviceLists', [...ctx.joinedRoomIds, ctx.me.userId], since) === false) return { top };
     const lists = await this.listChanges(ctx.me, ctx.joinedRoomIds, since, to);
     if (!lists.changed.length && !lists.left.length) return { top };
     return { top: { ...top, device_lists: lists }, news: true };
+  }
+
+  /**
+   * A member event was persisted (composition root: the engine's onPersisted, in the tick of the
+   * engine's own notification): the room's members and the user may have device lists to fetch
+   * or drop, at the event's position.
+   */
+  membershipChanged(roomId: string, userId: string, pos: number): void {
+    this.tracker.whenVisible(pos, () => this.notifier.notify('deviceLists', [roomId, userId], pos));
   }
 
   // ---- cross-signing ------------------------------------------------------------------------
