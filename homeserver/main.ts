@@ -328,16 +328,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
   jobs.register('pushers', pusherJob);
   // ---- issue 8 (e2ee helper): keys, to-device, device lists in /sync, cross-signing, key backup.
-  const keys = new KeyService(new KeyStore(db, tracker), reader, accounts, tracker, notifier, config.serverName, log.child({ component: 'e2ee' }));
+  const e2eeLogger = log.child({ component: 'e2ee' });
+  const keys = new KeyService(new KeyStore(db, tracker), reader, accounts, tracker, notifier, config.serverName, e2eeLogger);
   const toDevice = new ToDeviceService(new ToDeviceStore(db, tracker), accounts, tracker, notifier, config.serverName);
   const backup = new BackupService(new BackupStore(db));
   sync.addPart(keys.syncPart());
   sync.addPart(toDevice.syncPart());
   e2eeRoutes(routes, keys, toDevice, reader, tracker, (body, userId) => accounts.interactiveAuth(body, [['m.login.password']], { userId }).then(() => {}));
   backupRoutes(routes, backup);
+  // The devices are gone already: a failure here is logged, not answered to the logout (keys/query
+  // shows only devices that exist, so keys left behind are never served).
   accounts.devicesRemoved.subscribe(async ({ userId, deviceIds }) => {
-    await keys.devicesRemoved(userId, deviceIds);
-    await toDevice.devicesRemoved(userId, deviceIds);
+    await keys.devicesRemoved(userId, deviceIds).catch((err) => e2eeLogger.error({ err, userId }, 'keys of removed devices not removed'));
+    await toDevice.devicesRemoved(userId, deviceIds).catch((err) => e2eeLogger.error({ err, userId }, 'to-device messages of removed devices not removed'));
   });
   accounts.deactivating.subscribe(async (userId) => {
     await keys.userDeactivated(userId);
