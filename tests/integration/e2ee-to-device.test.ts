@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, rawApi, registerUser, type Credentials } from '../helpers/client.ts';
 import { connectDatabase } from '../helpers/database.ts';
+import WebSocket from 'ws';
 
 const C = '/_matrix/client/v3';
 const skipWorkers = process.env.TEST_BACKEND === 'embedded' ? 'needs an external database and Redis' : false;
@@ -114,6 +115,39 @@ describe('send-to-device over HTTP', () => {
       const rows = await db.query('SELECT count(*)::int AS n FROM e2ee_to_device WHERE user_id = $1', [bob.userId]);
       assert.equal(rows.rows[0].n, 0, 'every message delivered and synced past is deleted');
     } finally { await db.end(); }
+  });
+});
+
+describe('send-to-device over the WebSocket sync', () => {
+  let server: TestServer;
+  before(async () => { server = await startServer({ env: { AUTO_JOIN_ROOMS: '', PRESENCE: 'off' } }); });
+  after(async () => { await server?.stop(); });
+
+  test('a message is pushed to the device\'s socket at once, with its one-time key counts', async () => {
+    const alice = await registerUser(server.baseUrl);
+    const bob = await registerUser(server.baseUrl);
+    const ws = new WebSocket(`${server.baseUrl.replace(/^http/, 'ws')}/_matrix/client/unstable/io.superserver/sync?access_token=${bob.accessToken}`);
+    const frames: any[] = [];
+    ws.on('message', (data) => frames.push(JSON.parse(String(data))));
+    const waitFor = async (pred: (f: any) => boolean) => {
+      const end = Date.now() + 15_000;
+      for (;;) {
+        const hit = frames.find(pred);
+        if (hit) return hit;
+        assert.ok(Date.now() < end, 'no such frame in 15 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      const first = await waitFor(() => true);
+      assert.deepEqual(first.device_one_time_keys_count, { signed_curve25519: 0 });
+      const r = await rawApi(server.baseUrl, 'PUT', `${C}/sendToDevice/m.ws/${nextTxn()}`, alice.accessToken, { messages: { [bob.userId]: { [bob.deviceId]: { over: 'socket' } } } });
+      assert.equal(r.status, 200);
+      const pushed = await waitFor((f) => f.to_device?.events?.length > 0);
+      assert.deepEqual(pushed.to_device.events, [{ sender: alice.userId, type: 'm.ws', content: { over: 'socket' } }]);
+    } finally {
+      ws.close();
+    }
   });
 });
 
