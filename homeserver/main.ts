@@ -82,6 +82,7 @@ import { presenceRoutes } from './ephemeral/presence-routes.ts';
 // issue 8 (e2ee helper): end-to-end encryption, server side
 import { KeyStore } from './e2ee/keys-store.ts';
 import { KeyService } from './e2ee/keys.ts';
+import { CrossSigningService } from './e2ee/cross-signing.ts';
 import { ToDeviceStore } from './e2ee/to-device-store.ts';
 import { ToDeviceService } from './e2ee/to-device.ts';
 import { BackupStore } from './e2ee/backup-store.ts';
@@ -329,12 +330,14 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   jobs.register('pushers', pusherJob);
   // ---- issue 8 (e2ee helper): keys, to-device, device lists in /sync, cross-signing, key backup.
   const e2eeLogger = log.child({ component: 'e2ee' });
-  const keys = new KeyService(new KeyStore(db, tracker), reader, accounts, tracker, notifier, config.serverName, e2eeLogger);
+  const keyStore = new KeyStore(db, tracker);
+  const keys = new KeyService(keyStore, reader, accounts, tracker, notifier, config.serverName, e2eeLogger);
+  const crossSigning = new CrossSigningService(keyStore, keys, config.serverName);
   const toDevice = new ToDeviceService(new ToDeviceStore(db, tracker), accounts, tracker, notifier, config.serverName);
   const backup = new BackupService(new BackupStore(db));
   sync.addPart(keys.syncPart());
   sync.addPart(toDevice.syncPart());
-  e2eeRoutes(routes, keys, toDevice, reader, tracker, (body, userId) => accounts.interactiveAuth(body, [['m.login.password']], { userId }).then(() => {}));
+  e2eeRoutes(routes, keys, crossSigning, toDevice, reader, tracker, (body, userId) => accounts.interactiveAuth(body, [['m.login.password']], { userId }).then(() => {}));
   backupRoutes(routes, backup);
   // The devices are gone already: a failure here is logged, not answered to the logout (keys/query
   // shows only devices that exist, so keys left behind are never served).

@@ -15,6 +15,7 @@ import type { RoomReader } from '../rooms/reader.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import { parseSyncToken } from '../storage/stream-token.ts';
 import type { KeyService } from './keys.ts';
+import type { CrossSigningService } from './cross-signing.ts';
 import type { ToDeviceService } from './to-device.ts';
 
 const object = z.record(z.string(), z.unknown());
@@ -51,7 +52,7 @@ const sendToDeviceSchema = z.object({
 /** Proves the requester (user-interactive auth, m.login.password); throws the 401 challenge until done. */
 export type InteractiveAuth = (body: Record<string, unknown>, userId: string) => Promise<void>;
 
-export function e2eeRoutes(r: Routes, keys: KeyService, toDevice: ToDeviceService, reader: RoomReader, tracker: StreamTracker, auth: InteractiveAuth): void {
+export function e2eeRoutes(r: Routes, keys: KeyService, crossSigning: CrossSigningService, toDevice: ToDeviceService, reader: RoomReader, tracker: StreamTracker, auth: InteractiveAuth): void {
   r.client('post', '/keys/upload', async (ctx) => {
     const b = body(ctx, uploadSchema, false);
     return keys.upload(requester(ctx), b);
@@ -84,7 +85,7 @@ export function e2eeRoutes(r: Routes, keys: KeyService, toDevice: ToDeviceServic
   r.client('post', '/keys/device_signing/upload', async (ctx) => {
     const me = requester(ctx);
     const b = body(ctx, signingSchema);
-    if (await keys.signingUploadNeedsAuth(me, b)) {
+    if (await crossSigning.signingUploadNeedsAuth(me, b)) {
       try {
         await auth(b, me.userId);
       } catch (err) {
@@ -93,13 +94,13 @@ export function e2eeRoutes(r: Routes, keys: KeyService, toDevice: ToDeviceServic
         throw err;
       }
     }
-    await keys.uploadSigningKeys(me, b);
+    await crossSigning.uploadSigningKeys(me, b);
     return {};
   }, { auth: true });
 
   r.client('post', '/keys/signatures/upload', async (ctx) => {
     const b = validate(signaturesSchema, optionalBody(ctx));
-    return keys.uploadSignatures(requester(ctx), b);
+    return crossSigning.uploadSignatures(requester(ctx), b);
   }, { auth: true });
 
   r.client('put', '/sendToDevice/:eventType/:txnId', async (ctx) => {
