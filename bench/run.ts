@@ -14,6 +14,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   workers: () => import('./workers.ts'),
   media: () => import('./media.ts'), // issue 8: media repository
   flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
+  e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
 };
 
 const names = process.argv.slice(2);

@@ -93,6 +93,16 @@ import { OverrideStore } from './limits/store.ts';
 import { rateLimitRoutes } from './limits/routes.ts';
 import { OverloadGuard } from './limits/overload.ts';
 import { clientAddress } from './http/client-address.ts';
+// issue 8 (e2ee helper): end-to-end encryption, server side
+import { KeyStore } from './e2ee/keys-store.ts';
+import { KeyService } from './e2ee/keys.ts';
+import { CrossSigningService } from './e2ee/cross-signing.ts';
+import { ToDeviceStore } from './e2ee/to-device-store.ts';
+import { ToDeviceService } from './e2ee/to-device.ts';
+import { BackupStore } from './e2ee/backup-store.ts';
+import { BackupService } from './e2ee/backup.ts';
+import { e2eeRoutes } from './e2ee/routes.ts';
+import { backupRoutes } from './e2ee/backup-routes.ts';
 
 export interface Homeserver {
   config: Config;
@@ -184,8 +194,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   if (redis) {
     hub = await RedisHub.connect(redis, config.redisPrefix, log.child({ component: 'coordination' }));
     undo.push(() => hub!.close());
-    // Receipts take their positions from the shared event stream too.
-    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }), new Set(['events', 'accountData', 'receipts']));
+    // Receipts, to-device messages and device-list changes take their positions from the shared event stream too.
+    redisNotifier = new RedisNotifier(hub, log.child({ component: 'notifier' }), new Set(['events', 'accountData', 'receipts', 'toDevice', 'deviceLists']));
     await redisNotifier.start();
     positions = new SharedPositions(hub, db, connection, log.child({ component: 'positions' }));
     undo.push(() => positions!.close());
@@ -352,6 +362,33 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const pusherJob = pusherSenderJob(new PusherSender(pusherStore, notifications, roomEventDetails(reader),
     log.child({ component: 'pushers' }), { currentPosition: () => tracker.current() }), pushers, notifications.notified);
   jobs.register('pushers', pusherJob);
+  // ---- issue 8 (e2ee helper): keys, to-device, device lists in /sync, cross-signing, key backup.
+  const e2eeLogger = log.child({ component: 'e2ee' });
+  const keyStore = new KeyStore(db, tracker);
+  const keys = new KeyService(keyStore, reader, accounts, tracker, notifier, config.serverName, e2eeLogger);
+  const crossSigning = new CrossSigningService(keyStore, keys, config.serverName);
+  const toDevice = new ToDeviceService(new ToDeviceStore(db, tracker), accounts, tracker, notifier, config.serverName);
+  const backup = new BackupService(new BackupStore(db));
+  sync.addPart(keys.syncPart());
+  sync.addPart(toDevice.syncPart());
+  e2eeRoutes(routes, keys, crossSigning, toDevice, reader, tracker, (body, userId) => accounts.interactiveAuth(body, [['m.login.password']], { userId }).then(() => {}));
+  backupRoutes(routes, backup);
+  // The devices are gone already: a failure here is logged, not answered to the logout (keys/query
+  // shows only devices that exist, so keys left behind are never served).
+  accounts.devicesRemoved.subscribe(async ({ userId, deviceIds }) => {
+    await keys.devicesRemoved(userId, deviceIds).catch((err) => e2eeLogger.error({ err, userId }, 'keys of removed devices not removed'));
+    await toDevice.devicesRemoved(userId, deviceIds).catch((err) => e2eeLogger.error({ err, userId }, 'to-device messages of removed devices not removed'));
+  });
+  accounts.deactivating.subscribe(async (userId) => {
+    await keys.userDeactivated(userId);
+    await toDevice.devicesRemoved(userId, 'all');
+    await backup.userDeactivated(userId);
+  });
+  jobs.register('to-device transaction ids', toDevice.pruneJob());
+  engine.onPersisted((events, roomId) => {
+    for (const e of events) if (e.pdu.type === 'm.room.member' && e.pdu.state_key) keys.membershipChanged(roomId, e.pdu.state_key, e.streamPos);
+  });
+  // ---- end issue 8 (e2ee helper)
   // Every job is registered: the worker that takes the lock starts them.
   await jobs.start();
   undo.push(() => jobs.stop());
@@ -436,7 +473,8 @@ function startPositions(events: number): SyncToken {
   const out = {} as SyncToken;
   for (const s of STREAMS) out[s] = 0;
   // receipts take positions of the event stream too (issue 6, receipts-push helper).
-  return { ...out, events, accountData: events, receipts: events };
+  // to-device and device lists too (issue 8, e2ee helper).
+  return { ...out, events, accountData: events, receipts: events, toDevice: events, deviceLists: events };
 }
 
 /** A query that runs this long fails (503 if the database stopped answering), so no request hangs for minutes. */

@@ -12,6 +12,7 @@ import { posToken } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
 import { SharedRoomsStore } from './shared-rooms-store.ts';
+import { MembershipChangesStore, type MembershipChange } from './membership-changes-store.ts';
 import { LruCache } from '../cache/lru.ts';
 import { RecentEvents, compileFilter } from './recent-events.ts';
 import type { RelationRow } from './store.ts';
@@ -32,6 +33,7 @@ export type { ClientEvent, FormatOptions } from './format.ts';
 export type { DirectoryBound, DirectoryPageQuery, RoomStats } from './published-store.ts';
 export type { SearchedRoom, SearchHit, SearchQuery } from './search-store.ts';
 export type { MembershipRow, RoomSummaryCounts, TimelineWindow } from './sync-read-store.ts';
+export type { MembershipChange } from './membership-changes-store.ts';
 
 /**
  * The read side of rooms: state, members, single events, /messages and /context, and the room
@@ -473,6 +475,23 @@ export class RoomReader {
   /** The users joined to each of these rooms, in one statement (presence and typing reach only room-mates). */
   roomMembersOf(roomIds: string[]): Promise<Map<string, string[]>> {
     return new SharedRoomsStore(this.store.db).joinedMembers(roomIds);
+  }
+
+  // ---- issue 8 (e2ee): membership changes for device-list tracking ---------------------------
+
+  /** The user's own membership changes in (since, to]. */
+  ownMembershipChanges(userId: string, since: number, to: number): Promise<MembershipChange[]> {
+    return new MembershipChangesStore(this.store.db).ownChanges(userId, since, to);
+  }
+
+  /** Member events of these rooms in (since, to], oldest first. */
+  memberEventsBetween(roomIds: string[], since: number, to: number): Promise<MembershipChange[]> {
+    return new MembershipChangesStore(this.store.db).memberEvents(roomIds, since, to);
+  }
+
+  /** Which of these users share a joined room with `userId` now. */
+  sharingARoom(userId: string, candidates: string[]): Promise<Set<string>> {
+    return new MembershipChangesStore(this.store.db).sharingARoom(userId, candidates);
   }
 }
 

@@ -10,14 +10,13 @@ import { isSupportedVersion } from '../rooms/service.ts';
 /**
  * Spec versions advertised. A client switches behaviour on these: from v1.11 on, Element and
  * matrix-js-sdk fetch every image and avatar through authenticated media (/_matrix/client/v1/media),
- * which this server does not serve yet, so v1.11 and later stay off until the media repository
- * exists. v1.1 is the least modern clients accept; up to v1.10 the features we serve (threads and
- * /threads v1.4, /timestamp_to_event v1.6, room version 11 v1.8, /relations recurse v1.10) are
- * the ones clients key on. Not served in any version yet: media, end-to-end keys and to-device
- * messages, typing, receipts and presence; clients see 404 M_UNRECOGNIZED for those and degrade.
- * tests/integration/operations.test.ts fails if v1.11+ is claimed while media is not served.
+ * which homeserver/media/ serves; end-to-end keys, to-device, typing, receipts and presence are
+ * served too. v1.1 is the least modern clients accept; the features clients key on up to v1.11 are
+ * served (threads v1.4, /timestamp_to_event v1.6, room version 11 v1.8, /relations recurse v1.10,
+ * authenticated media v1.11). tests/integration/operations.test.ts fails if v1.11+ is claimed while
+ * media is not served.
  */
-export const SPEC_VERSIONS = ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10'];
+export const SPEC_VERSIONS = ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10', 'v1.11'];
 
 /** Discovery and what the server can do: versions, .well-known, capabilities. */
 export function serverRoutes(r: Routes, config: Config): void {
@@ -25,7 +24,7 @@ export function serverRoutes(r: Routes, config: Config): void {
     versions: SPEC_VERSIONS,
     unstable_features: {
       'org.matrix.msc3440.stable': true, // threads
-      'org.matrix.msc2285.stable': false, // private read receipts: no receipts yet
+      'org.matrix.msc2285.stable': true, // private read receipts (homeserver/receipts/)
       'org.matrix.msc3916.stable': true, // authenticated media (issue 8: homeserver/media/)
     },
   }), { auth: 'optional' });

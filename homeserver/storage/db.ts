@@ -10,6 +10,7 @@ import * as m008 from './migrations/008_receipts_push.ts';
 import * as m009 from './migrations/009_pushers.ts'; // issue 6: pushers
 import * as m010 from './migrations/010_ratelimit_overrides.ts'; // issue 7: rate limits (limits7)
 import * as m011 from './migrations/011_abuse_limits.ts'; // issue 7: abuse limits
+import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
 
 export type Db = Knex;
@@ -28,6 +29,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '009_pushers', up: m009.up }, // issue 6: pushers
   { name: '010_ratelimit_overrides', up: m010.up }, // issue 7: rate limits (limits7)
   { name: '011_abuse_limits', up: m011.up }, // issue 7: abuse limits
+  { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
   { name: '013_media', up: m013.up }, // issue 8: media repository
 ];
 

@@ -27,6 +27,11 @@ export interface SyncPartOutput {
   top?: Record<string, unknown>;
   /** Whether this output alone is worth answering a long-poll with (false for counts alone). */
   news?: boolean;
+  /**
+   * A part that pages (to-device: at most 100 per sync): the position of its stream delivered up
+   * to, below `to`; next_batch carries it, so the next sync goes on from there.
+   */
+  upTo?: number;
 }
 
 /**
@@ -44,4 +49,9 @@ export interface SyncPart {
   /** Keys a long-poll of this user also waits on besides its rooms and its user id (its device). */
   waitKeys?(me: Requester): string[];
   read(ctx: SyncPartContext): Promise<SyncPartOutput>;
+  /**
+   * Called once per /sync (or WebSocket round) that has a `since`, even one that finds nothing new:
+   * the client holds that token, so what was delivered up to it may go (to-device messages).
+   */
+  acknowledge?(me: Requester, since: SyncToken): Promise<void>;
 }

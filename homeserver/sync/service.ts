@@ -59,6 +59,7 @@ export class SyncService {
     // A token made by a worker further ahead: wait (bounded) until this one has caught up, so a
     // client moving between workers never reads backwards.
     if (since && since.events > this.tracker.current()) await this.tracker.untilReadable(since.events, 2_000);
+    if (since) for (const p of this.parts) if (p.acknowledge) await p.acknowledge(me, since);
     for (;;) {
       const to = this.current();
       // A token from before a restart may be ahead in a stream kept in memory: never go backwards.
@@ -220,12 +221,14 @@ export class SyncService {
       s.state.events = states.slice(st, (st += s.state.events.length));
     }
 
+    // A part that paged (to-device) delivered its stream only up to where its page ends.
+    const next = { ...toToken };
+    outputs.forEach((o, i) => { const s = this.parts[i]!.stream; if (s && o.upTo !== undefined && o.upTo < next[s]) next[s] = o.upTo; });
     const res: Record<string, unknown> = {
-      next_batch: formatSyncToken(toToken),
+      next_batch: formatSyncToken(next),
       account_data: { events: globalAccountData },
       presence: { events: [] },
       to_device: { events: [] },
-      // device_lists and one-time-key counts come with end-to-end encryption: not claimed before.
       rooms: { join, invite, knock, leave },
     };
     mergeTop(res, outputs);

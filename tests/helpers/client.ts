@@ -142,11 +142,13 @@ export function stopClients(): void {
  * A started matrix-js-sdk client, resolved once its first sync is PREPARED. Stop it when done
  * (client.stopClient() or stopClients()), or its sync loop keeps the test process alive.
  */
-export async function makeClient(baseUrl: string, creds: Credentials): Promise<MatrixClient> {
+export async function makeClient(baseUrl: string, creds: Credentials, opts: { crypto?: boolean } = {}): Promise<MatrixClient> {
   const client = createClient({
     baseUrl, userId: creds.userId, accessToken: creds.accessToken, deviceId: creds.deviceId, fetchFn: specCheckedFetch,
   });
   clients.add(client);
+  // issue 8: end-to-end encryption with the Rust crypto (in memory: Node has no IndexedDB).
+  if (opts.crypto) await client.initRustCrypto({ useIndexedDB: false });
   let lastState = 'none';
   let lastError: unknown;
   const prepared = new Promise<void>((resolve, reject) => {
