@@ -20,8 +20,9 @@ async function register(base: string, username: string, headers: Record<string, 
   return r;
 }
 
-async function lastSeenIp(base: string, token: string): Promise<string> {
-  const r = await request(base, 'GET', `${C}/devices`, { token });
+/** The device's last-seen address, asked with the same headers (the request itself may update it). */
+async function lastSeenIp(base: string, token: string, headers: Record<string, string> = {}): Promise<string> {
+  const r = await request(base, 'GET', `${C}/devices`, { token, headers });
   assert.equal(r.status, 200);
   return r.body.devices[0].last_seen_ip;
 }
@@ -48,7 +49,7 @@ describe('client address', () => {
     const xff = (ip: string) => ({ 'x-forwarded-for': ip });
     const a = await register(s.baseUrl, 'fwd1', xff('198.51.100.1'));
     assert.equal(a.status, 200, JSON.stringify(a.body));
-    assert.equal(await lastSeenIp(s.baseUrl, a.body.access_token), '198.51.100.1');
+    assert.equal(await lastSeenIp(s.baseUrl, a.body.access_token, xff('198.51.100.1')), '198.51.100.1');
     assert.equal((await register(s.baseUrl, 'fwd2', { forwarded: 'for=198.51.100.1;proto=https' })).status, 200);
     // 198.51.100.1's third registration is refused; 198.51.100.2 (same proxy) is another client.
     const third = await register(s.baseUrl, 'fwd3', xff('198.51.100.1'));
@@ -57,7 +58,7 @@ describe('client address', () => {
     assert.equal((await register(s.baseUrl, 'fwd4', xff('203.0.113.77, 198.51.100.1'))).status, 429);
     const b = await register(s.baseUrl, 'fwd5', xff('2001:db8::5'));
     assert.equal(b.status, 200, JSON.stringify(b.body));
-    assert.equal(await lastSeenIp(s.baseUrl, b.body.access_token), '2001:db8::5');
+    assert.equal(await lastSeenIp(s.baseUrl, b.body.access_token, xff('2001:db8::5')), '2001:db8::5');
     // The request log names the forwarded address.
     for (const end = Date.now() + 5_000; !s.logs().includes('"ip":"2001:db8::5"');) {
       if (Date.now() > end) assert.fail('the request log names the client address');
