@@ -213,6 +213,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   const accounts = new AccountService(new AccountStore(db), config, log,
     new ThreepidService(new ThreepidStore(db), config, smtpMailer(config.smtp), log.child({ component: 'threepids' }))); // issue 7
+  undo.push(() => accounts.flushSeen()); // last_seen noted but not yet written
   // A logout, deactivation or token refresh drops the cached tokens on every worker.
   bus.on('tokens', (key) => {
     const { u, d } = JSON.parse(key) as { u: string; d?: string[] };

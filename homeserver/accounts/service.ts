@@ -40,6 +40,11 @@ const MIN_NAME_IN_PASSWORD = 3;
 /** How often expired UIA and e-mail validation sessions are deleted (besides being ignored at once). */
 const EXPIRY_SWEEP_MS = 60_000;
 
+/** How long last_seen updates wait to be written together; how many make a write at once. */
+const SEEN_FLUSH_MS = 5_000;
+const SEEN_BATCH_MAX = 5_000;
+interface DeviceSeen { userId: string; deviceId: string; ts: number; ip: string | null }
+
 export class AccountService {
   private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);
   private lastTouched = new LruCache<string, number>(50_000);
@@ -326,13 +331,32 @@ export class AccountService {
     return requester;
   }
 
-  /** last_seen of a device, written at most once a minute per device. */
+  /**
+   * last_seen of a device, noted at most once a minute per device and written in batches (one
+   * statement every few seconds, as Synapse batches client IPs): a thousand woken long-polls must
+   * not cost a thousand UPDATEs.
+   */
   private touch(r: Requester, ip: string | null): void {
     const key = `${r.userId}|${r.deviceId}`;
     const now = Date.now();
     if (now - (this.lastTouched.get(key) ?? 0) < 60_000) return;
     this.lastTouched.set(key, now);
-    void this.store.touchDevice(r.userId, r.deviceId, ip).catch(() => {});
+    this.seen.set(key, { userId: r.userId, deviceId: r.deviceId, ts: now, ip });
+    if (this.seen.size >= SEEN_BATCH_MAX) void this.flushSeen();
+    else this.seenTimer ??= setTimeout(() => void this.flushSeen(), SEEN_FLUSH_MS).unref();
+  }
+
+  private seen = new Map<string, DeviceSeen>();
+  private seenTimer: NodeJS.Timeout | undefined;
+
+  /** Writes the noted last_seen values (also at shutdown); a failed write is dropped, it is only a hint. */
+  async flushSeen(): Promise<void> {
+    clearTimeout(this.seenTimer);
+    this.seenTimer = undefined;
+    if (!this.seen.size) return;
+    const rows = [...this.seen.values()];
+    this.seen.clear();
+    await this.store.touchDevices(rows).catch((e) => this.log?.warn({ err: e }, 'last-seen update failed'));
   }
 
   /** Set by main.ts with several workers: a token change here drops the cached tokens on every worker. */

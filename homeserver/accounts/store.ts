@@ -126,8 +126,14 @@ export class AccountStore {
     return (r.rowCount ?? 0) > 0;
   }
 
-  async touchDevice(userId: string, deviceId: string, ip: string | null): Promise<void> {
-    await this.db.raw('UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?', [Date.now(), ip, userId, deviceId]);
+  /** Several devices' last_seen in one statement. */
+  async touchDevices(rows: { userId: string; deviceId: string; ts: number; ip: string | null }[]): Promise<void> {
+    await this.db.raw(
+      `UPDATE devices d SET last_seen_ts = s.ts, last_seen_ip = s.ip
+       FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[]) AS s(user_id, device_id, ts, ip)
+       WHERE d.user_id = s.user_id AND d.device_id = s.device_id`,
+      [rows.map((r) => r.userId), rows.map((r) => r.deviceId), rows.map((r) => r.ts), rows.map((r) => r.ip) as string[]],
+    );
   }
 
   /** Deletes devices and every token they hold. */
