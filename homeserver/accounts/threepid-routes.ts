@@ -29,6 +29,9 @@ const PASSWORD_FLOWS = [['m.login.password']];
 export function threepidRoutes(r: Routes, accounts: AccountService, config: Config): void {
   const requestToken = (purpose: ValidationPurpose): Handler => async (ctx) => {
     const b = body(ctx, requestTokenSchema);
+    // As Synapse's rc_3pid_validation: per client address and per e-mail address (mail is not free).
+    await r.limits.check('threepid_validation', ctx.ip, ctx);
+    await r.limits.check('threepid_validation', `email:${b.email.toLowerCase()}`, ctx);
     return accounts.email.requestToken(purpose, { clientSecret: b.client_secret, email: b.email, sendAttempt: b.send_attempt });
   };
 

@@ -229,4 +229,26 @@ describe('registration by verified e-mail', () => {
       await short.stop();
     }
   });
+
+  test('validation mails are rate limited per client address and per e-mail address (rc_3pid_validation)', async () => {
+    const limited = await startServer({
+      env: { REGISTRATION: 'email', SMTP_HOST: '127.0.0.1', SMTP_PORT: String(sink.port), SMTP_TLS: 'off', RATE_LIMITS: 'on', RC_3PID_VALIDATION_PER_SECOND: '0.001', RC_3PID_VALIDATION_BURST: '2' },
+    });
+    try {
+      const ask = (email: string, secret: string) => fetch(`${limited.baseUrl}${C}/register/email/requestToken`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_secret: secret, email, send_attempt: 1 }),
+      });
+      assert.equal((await ask('one@example.org', 's1')).status, 200);
+      assert.equal((await ask('two@example.org', 's2')).status, 200);
+      const third = await ask('three@example.org', 's3');
+      assert.equal(third.status, 429);
+      const body = await third.json() as { errcode: string; retry_after_ms: number };
+      assert.equal(body.errcode, 'M_LIMIT_EXCEEDED');
+      assert.ok(body.retry_after_ms > 0);
+      assert.ok(third.headers.get('retry-after'));
+      assert.equal(mailsTo('three@example.org').length, 0, 'no mail for a refused request');
+    } finally {
+      await limited.stop();
+    }
+  });
 });
