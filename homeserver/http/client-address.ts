@@ -6,7 +6,11 @@ import { BlockList, isIP } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import { StartupError } from '../startup-error.ts';
 
-export const DEFAULT_TRUSTED_PROXIES = '127.0.0.1/8,::1';
+/**
+ * No proxy is trusted unless configured: a client talking to the server directly must not choose the
+ * address it is limited by. Behind the Caddyfile (deploy/env.example) it is loopback.
+ */
+export const DEFAULT_TRUSTED_PROXIES = '';
 
 /** `::ffff:1.2.3.4` (an IPv4 client on a dual-stack socket) is 1.2.3.4. */
 export function normaliseAddress(address: string): string {

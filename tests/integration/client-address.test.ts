@@ -1,5 +1,5 @@
 // The client's address (issue 7, deliverable 3): X-Forwarded-For / Forwarded count only when the
-// socket's peer is a trusted proxy (TRUSTED_PROXIES, loopback by default); otherwise the socket's
+// socket's peer is a trusted proxy (TRUSTED_PROXIES: none by default, loopback behind Caddy); otherwise the socket's
 // address does. Seen through a per-address limit (registrations) and the device's last_seen_ip.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,8 +43,8 @@ describe('client address', () => {
     assert.equal((await register(s.baseUrl, 'spoof4', {}, '127.0.0.2')).status, 200);
   });
 
-  test('behind a trusted proxy (loopback by default) the forwarded address counts', async () => {
-    const s = await startServer({ env: { ...LIMITS, LOG_LEVEL: 'info' } });
+  test('behind a trusted proxy (loopback, as deploy/env.example sets it behind Caddy) the forwarded address counts', async () => {
+    const s = await startServer({ env: { ...LIMITS, LOG_LEVEL: 'info', TRUSTED_PROXIES: '127.0.0.1/8,::1' } });
     servers.push(s);
     const xff = (ip: string) => ({ 'x-forwarded-for': ip });
     const a = await register(s.baseUrl, 'fwd1', xff('198.51.100.1'));

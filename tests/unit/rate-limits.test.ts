@@ -257,6 +257,8 @@ describe('client address', () => {
     assert.deepEqual(c.rateLimitRules.rooms_per_hour, { perSecond: 0.01, burst: 36 });
     assert.equal(c.rateLimits, true, 'limits are on by default');
     assert.equal(loadConfig({ RATE_LIMITS: 'off' }).rateLimits, false);
-    assert.ok(c.trustedProxies.has('127.0.0.53') && c.trustedProxies.has('::1') && !c.trustedProxies.has('10.0.0.1'));
+    assert.ok(c.trustedProxies.empty, 'no proxy is trusted unless configured');
+    const behindCaddy = loadConfig({ TRUSTED_PROXIES: '127.0.0.1/8,::1' }).trustedProxies;
+    assert.ok(behindCaddy.has('127.0.0.53') && behindCaddy.has('::1') && !behindCaddy.has('10.0.0.1'));
   });
 });
