@@ -1,6 +1,6 @@
 // Attacks on a running homeserver, each bounded in requests and time, all on loopback, and a
 // normal user's send → sync round trip measured meanwhile. Used by the attack tests
-// (tests/integration/attacks-flood.test.ts, which assert on the outcome) and by
+// (tests/attacks/attacks-flood.test.ts, which assert on the outcome) and by
 // `npm run bench -- flood` (which prints it).
 //
 // Linux routes all of 127.0.0.0/8 to lo, so each party binds its sockets to a loopback address of

@@ -10,9 +10,6 @@ import { startServer, type TestServer } from '../helpers/server.ts';
 import { rawApi } from '../helpers/client.ts';
 import { NormalUser, reportLatency, rssMb, watchRss } from '../helpers/attack.ts';
 
-/** Attacks test the server's edge, not its storage: they run once, on the external backend (the suite's first pass). */
-const onEmbedded = process.env.TEST_BACKEND === 'embedded' ? 'attacks run on the external backend only' : false;
-
 const C = '/_matrix/client/v3';
 const MB = 1024 * 1024;
 
@@ -53,7 +50,7 @@ async function sustained<T>(ms: number, workers: number, f: (i: number) => Promi
   return out;
 }
 
-describe('attack: oversized and deeply nested JSON', { skip: onEmbedded }, () => {
+describe('attack: oversized and deeply nested JSON', () => {
   let server: TestServer;
   let normal: NormalUser;
 

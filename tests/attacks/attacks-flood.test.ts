@@ -11,9 +11,6 @@ import assert from 'node:assert/strict';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { ATTACKS, closeAttackAgents, normalUsers, percentile, pidByDataDir, roundTrips, runAttack, type Answers, type NormalUsers } from '../../bench/attacks.ts';
 
-/** Attacks test the server's edge, not its storage: they run once, on the external backend (the suite's first pass). */
-const onEmbedded = process.env.TEST_BACKEND === 'embedded' ? 'attacks run on the external backend only' : false;
-
 /** Bounds per attack; the /sync flood holds many requests open at once. */
 const BOUNDS: Record<string, { requests: number; concurrency: number }> = {
   '/sync long-poll flood (one user)': { requests: 1_500, concurrency: 32 },
@@ -41,7 +38,7 @@ const EXPECT: Record<string, { through: string; atMost: number }> = {
   '/sync flood with an old since (one user)': { through: '200', atMost: 80 },
 };
 
-describe('attacks', { skip: onEmbedded }, () => {
+describe('attacks', () => {
   let s: TestServer;
   let victims: NormalUsers;
   let pid: number | undefined;

@@ -9,13 +9,10 @@ import { rawApi, registerUser } from '../helpers/client.ts';
 import { connectDatabase } from '../helpers/database.ts';
 import { NormalUser, reportLatency, rssMb, watchRss } from '../helpers/attack.ts';
 
-/** Attacks test the server's edge, not its storage: they run once, on the external backend (the suite's first pass). */
-const onEmbedded = process.env.TEST_BACKEND === 'embedded' ? 'attacks run on the external backend only' : false;
-
 const C = '/_matrix/client/v3';
 const CAP = 100;
 
-describe('attack: session flood', { skip: onEmbedded }, () => {
+describe('attack: session flood', () => {
   let server: TestServer;
   let normal: NormalUser;
 

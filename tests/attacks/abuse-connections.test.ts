@@ -13,9 +13,6 @@ import { registerUser } from '../helpers/client.ts';
 import { connectDatabase, seedUsers } from '../helpers/database.ts';
 import { LoopbackClient, NormalUser, reportLatency, rssMb, watchRss } from '../helpers/attack.ts';
 
-/** Attacks test the server's edge, not its storage: they run once, on the external backend (the suite's first pass). */
-const onEmbedded = process.env.TEST_BACKEND === 'embedded' ? 'attacks run on the external backend only' : false;
-
 const C = '/_matrix/client/v3';
 const PER_ADDRESS = 200;
 const HEADERS_TIMEOUT_MS = 2_000;
@@ -52,7 +49,7 @@ async function until(what: string, f: () => boolean, ms: number): Promise<void> 
   assert.fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
-describe('attacks on connections', { skip: onEmbedded }, () => {
+describe('attacks on connections', () => {
   let server: TestServer;
   let normal: NormalUser;
 
@@ -180,7 +177,7 @@ describe('attacks on connections', { skip: onEmbedded }, () => {
   });
 });
 
-describe('behind a trusted proxy', { skip: onEmbedded }, () => {
+describe('behind a trusted proxy', () => {
   let server: TestServer;
   before(async () => {
     server = await startServer({ env: { TRUSTED_PROXIES: '127.0.0.1', MAX_CONNECTIONS_PER_ADDRESS: '2', WS_MAX_SOCKETS_PER_ADDRESS: '1', RATE_LIMITS: 'off', PRESENCE: 'off' } });
