@@ -23,14 +23,14 @@ export function closeAgents(): void {
 
 export function request(
   base: string, method: string, path: string,
-  opts: { from?: string; token?: string; body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+  opts: { from?: string; agent?: http.Agent; token?: string; body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<AddressedResponse> {
   const url = new URL(path, base);
   const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   return new Promise((resolve, reject) => {
     const req = http.request(url, {
       method,
-      agent: agentFor(opts.from ?? '127.0.0.1'),
+      agent: opts.agent ?? agentFor(opts.from ?? '127.0.0.1'),
       headers: {
         ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
         ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { TestServer } from './server.ts';
 import { registerUser, type Credentials } from './client.ts';
+import { request, type AddressedResponse } from './addressed.ts';
 
 /** The server process's resident set size in MiB (VmRSS of /proc/<pid>/status). */
 export function rssMb(server: TestServer): number {
@@ -32,31 +33,8 @@ export class LoopbackClient {
     this.agent = new http.Agent({ keepAlive: true, localAddress, maxSockets });
   }
 
-  request(method: string, path: string, opts: { token?: string; body?: unknown; timeoutMs?: number } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: any }> {
-    const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
-    return new Promise((resolve, reject) => {
-      const req = http.request({
-        host: this.url.hostname, port: this.url.port, method, path, agent: this.agent,
-        headers: {
-          ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
-          ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
-        },
-        timeout: opts.timeoutMs ?? 60_000,
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body: unknown = text;
-          try { body = text ? JSON.parse(text) : undefined; } catch { /* keep the text */ }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
-        });
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)));
-      req.on('error', reject);
-      req.end(payload);
-    });
+  request(method: string, path: string, opts: { token?: string; body?: unknown; timeoutMs?: number } = {}): Promise<AddressedResponse> {
+    return request(this.url.origin, method, path, { ...opts, agent: this.agent, timeoutMs: opts.timeoutMs ?? 60_000 });
   }
 
   close(): void {
