@@ -171,7 +171,7 @@ class Resolver {
         this.stats.eventsFetched++;
         for (const a of this.authIdsOf(known)) if (!this.events.has(a)) next.add(a);
       }
-      frontier = [...next];
+      frontier = [...next].filter((id) => !this.events.has(id));
     }
   }
 

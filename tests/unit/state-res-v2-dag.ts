@@ -22,6 +22,8 @@ export interface NodeSpec {
   rejected?: boolean;
   /** Fixed origin_server_ts instead of the processing order's. */
   ts?: number;
+  /** auth_events as node IDs, instead of the selection from the state before the event. */
+  auth?: string[];
 }
 
 export const join = { membership: 'join' };
@@ -122,8 +124,8 @@ export async function buildDag(version: string, nodes: NodeSpec[], edges: string
         onStats: (s) => stats.push(s),
       });
     }
-    const authEvents: string[] = [];
-    for (const [t, k] of authEventSelection(spec, rv)) {
+    const authEvents: string[] = spec.auth ? spec.auth.map(eventId) : [];
+    for (const [t, k] of spec.auth ? [] : authEventSelection(spec, rv)) {
       const id = before.get(stateKey(t, k));
       if (id !== undefined) authEvents.push(id);
     }
