@@ -70,7 +70,7 @@ export async function resolveStateV2(input: ResolveStateV2Input): Promise<Map<st
   const version = getProtocolRoomVersion(input.roomVersion);
   if (!version) throw new StateResolutionError(`unknown room version ${JSON.stringify(input.roomVersion)}`);
   if (version.stateResolution === 'v1') {
-    throw new StateResolutionError(`room version ${version.id} uses state resolution v1, which is not supported`);
+    throw new StateResolutionError(`room version ${version.id} uses state resolution v1: use resolveStateV1 (or resolveState, which picks the algorithm)`);
   }
   const resolver = new Resolver(version, input.getEvents);
   const result = await resolver.resolve(input.stateSets);
