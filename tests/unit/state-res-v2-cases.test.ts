@@ -73,6 +73,16 @@ for (const v of ['10', '11', '12']) {
   });
 }
 
+test('a kick beats the join it kicks, even when the join claims a later timestamp (gomatrixserverlib\'s "other event doesn\'t overpower power event")', async () => {
+  // The join is in the kick's auth chain, so the power sort puts it first whatever its timestamp.
+  const dag = await buildDag('6', [
+    { id: 'JE', sender: EVELYN, type: 'm.room.member', state_key: EVELYN, content: join, ts: 9999 },
+    { id: 'KE', sender: ALICE, type: 'm.room.member', state_key: EVELYN, content: { membership: 'leave' }, ts: 10 },
+  ], [['END', 'KE', 'JE', 'START']]);
+  const r = await resolve(dag, '6', [dag.stateAfter.get('JE') as Map<string, string>, dag.stateAfter.get('KE') as Map<string, string>]);
+  assert.equal(node(r.get(stateKey('m.room.member', EVELYN))), 'KE');
+});
+
 test('a rejected auth event does not authorise: a topic resting on a rejected join loses', async () => {
   const nodes = (rejected: boolean): NodeSpec[] => [
     pl('PA0', ALICE, { [ALICE]: 100 }, { events: { 'm.room.topic': 0 } }),
