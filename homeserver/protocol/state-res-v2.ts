@@ -144,14 +144,17 @@ class Resolver {
     const sortedPower = this.reverseTopologicalPowerSort(full);
     this.stats.powerEvents = sortedPower.length;
     // 2. Iterative auth checks from the unconflicted state (v12: from an empty map).
-    const base = this.version.stateResolution === 'v2.1' ? new Map<string, string>() : new Map(unconflicted);
-    const partial = this.iterativeAuthChecks(sortedPower, base);
+    //    The resolved state is kept as changes over the base, which is not copied.
+    const base: ReadonlyMap<string, string> = this.version.stateResolution === 'v2.1' ? new Map() : unconflicted;
+    const changes = new Map<string, string>();
+    this.iterativeAuthChecks(sortedPower, base, changes);
     // 3. The other events by mainline order of the resolved power levels; 4. auth checks again.
     const inPower = new Set(sortedPower);
     const leftover = [...full].filter((id) => !inPower.has(id));
-    const resolved = this.iterativeAuthChecks(this.mainlineSort(leftover, partial.get(PL_KEY)), partial);
+    this.iterativeAuthChecks(this.mainlineSort(leftover, changes.get(PL_KEY) ?? base.get(PL_KEY)), base, changes);
     // 5. The unconflicted state wins over anything resolved.
-    for (const [k, id] of unconflicted) resolved.set(k, id);
+    const resolved = new Map(unconflicted);
+    for (const [k, id] of changes) if (!unconflicted.has(k)) resolved.set(k, id);
     return resolved;
   }
 
@@ -306,8 +309,8 @@ class Resolver {
     return sorted;
   }
 
-  private iterativeAuthChecks(ids: readonly string[], base: Map<string, string>): Map<string, string> {
-    const resolved = new Map(base);
+  /** Applies each allowed event to the state `base` overlaid by `changes` (updated in place). */
+  private iterativeAuthChecks(ids: readonly string[], base: ReadonlyMap<string, string>, changes: Map<string, string>): void {
     for (const id of ids) {
       const ev = this.event(id);
       if (!ev || ev.rejected || ev.state_key === undefined) continue;
@@ -318,7 +321,7 @@ class Resolver {
       }
       for (const [type, sk] of authEventSelection(ev, this.version)) {
         const key = stateKey(type, sk);
-        const current = resolved.get(key);
+        const current = changes.get(key) ?? base.get(key);
         const cev = current === undefined ? undefined : this.event(current);
         if (cev && !cev.rejected) authState.set(key, cev as PDU);
       }
@@ -331,9 +334,8 @@ class Resolver {
         if (err instanceof AuthError || err instanceof Error) continue;
         throw err;
       }
-      resolved.set(stateKey(ev.type, ev.state_key), id);
+      changes.set(stateKey(ev.type, ev.state_key), id);
     }
-    return resolved;
   }
 
   /** Orders events by mainline position against the power levels event `pl`, then ts, then ID. */
