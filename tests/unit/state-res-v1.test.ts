@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { resolveState, resolveStateV1 } from '../../homeserver/protocol/state-res-v1.ts';
 import { resolveStateV2, stateKey, StateResolutionError, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
-import { ALICE, BOB, CHARLIE, ZARA, buildDag, eventId, type Dag, type NodeSpec } from './state-res-v2-dag.ts';
+import { ALICE, BOB, CHARLIE, ZARA, buildDag, eventId, type Dag, type NodeSpec } from '../helpers/state-res-dag.ts';
 
 const TOPIC = stateKey('m.room.topic', '');
 const PL = stateKey('m.room.power_levels', '');

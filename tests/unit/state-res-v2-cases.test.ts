@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolveStateV2, stateKey, StateResolutionError, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
-import { ALICE, BOB, CHARLIE, EVELYN, ZARA, buildDag, eventId, join, type Dag, type NodeSpec } from './state-res-v2-dag.ts';
+import { ALICE, BOB, CHARLIE, EVELYN, ZARA, buildDag, eventId, join, type Dag, type NodeSpec } from '../helpers/state-res-dag.ts';
 
 const TOPIC = stateKey('m.room.topic', '');
 const PL = stateKey('m.room.power_levels', '');
