@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolveStateV2, stateKey, StateResolutionError, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
-import { ALICE, BOB, CHARLIE, EVELYN, ZARA, buildDag, eventId, join, type Dag, type NodeSpec } from '../helpers/state-res-dag.ts';
+import { ALICE, BOB, CHARLIE, EVELYN, ZARA, ban, buildDag, eventId, join, type Dag, type NodeSpec } from '../helpers/state-res-dag.ts';
 
 const TOPIC = stateKey('m.room.topic', '');
 const PL = stateKey('m.room.power_levels', '');
@@ -72,6 +72,22 @@ for (const v of ['10', '11', '12']) {
     assert.equal(node(dag.stateAfter.get('END')?.get(PL)), 'PB');
   });
 }
+
+test('the spec\'s soft-fail example (server-server-api "Soft failure"): a topic sent while evading a ban is in the v1 state, not the v2 state', async () => {
+  // A gives Zara the power to set the topic; B bans her; C, her topic, forks from A; END merges.
+  const ZARA_KEY = stateKey('m.room.member', ZARA);
+  const result: Record<string, [string | undefined, string | undefined]> = {};
+  for (const v of ['1', '2', '10', '12']) {
+    const dag = await buildDag(v, [
+      pl('A', ALICE, usersFor(v, { [ALICE]: 100, [ZARA]: 50 })),
+      { id: 'B', sender: ALICE, type: 'm.room.member', state_key: ZARA, content: ban },
+      topic('C', ZARA),
+    ], [['END', 'B', 'A', 'START'], ['END', 'C', 'A']]);
+    const end = dag.stateAfter.get('END') as Map<string, string>;
+    result[v] = [node(end.get(ZARA_KEY)), node(end.get(TOPIC))];
+  }
+  assert.deepEqual(result, { '1': ['B', 'C'], '2': ['B', undefined], '10': ['B', undefined], '12': ['B', undefined] });
+});
 
 test('a kick beats the join it kicks, even when the join claims a later timestamp (gomatrixserverlib\'s "other event doesn\'t overpower power event")', async () => {
   // The join is in the kick's auth chain, so the power sort puts it first whatever its timestamp.
