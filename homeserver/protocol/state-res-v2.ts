@@ -167,8 +167,8 @@ class Resolver {
       const next = new Set<string>();
       for (const id of frontier) {
         const ev = got.get(id);
-        // An event answered under another id is not that event.
-        const known = ev && ev.event_id === id ? ev : null;
+        // An event answered under another id is not that event; a malformed one is made safe to read.
+        const known = ev && ev.event_id === id ? wellFormed(ev) : null;
         this.events.set(id, known);
         if (!known) continue;
         this.stats.eventsFetched++;
@@ -184,7 +184,7 @@ class Resolver {
 
   /** An event's auth events; from v12 the create event is implied by the room ID. */
   private authIdsOf(ev: ResolverEvent): string[] {
-    const ids = Array.isArray(ev.auth_events) ? ev.auth_events : [];
+    const ids = ev.auth_events;
     if (!this.version.roomIdIsCreateEventHash || ev.type === 'm.room.create' || !ev.room_id.startsWith('!')) return ids;
     const create = createEventIdFromRoomId(ev.room_id);
     return ids.includes(create) ? ids : [...ids, create];
@@ -397,6 +397,27 @@ export function isPowerEvent(ev: Pick<ResolverEvent, 'type' | 'state_key' | 'sen
   if (ev.type !== 'm.room.member') return false;
   const membership = ev.content?.membership;
   return (membership === 'leave' || membership === 'ban') && ev.sender !== ev.state_key;
+}
+
+/** The event, or a copy with `content` an object, `auth_events` an array of strings, string
+ *  ids, type and state key, and a numeric `origin_server_ts`, so that hostile shapes fail auth
+ *  checks rather than the resolution. */
+function wellFormed(ev: ResolverEvent): ResolverEvent {
+  const okContent = ev.content !== null && typeof ev.content === 'object' && !Array.isArray(ev.content);
+  const okAuth = Array.isArray(ev.auth_events) && ev.auth_events.every((a) => typeof a === 'string');
+  const okTs = typeof ev.origin_server_ts === 'number' && Number.isFinite(ev.origin_server_ts);
+  const okKey = ev.state_key === undefined || typeof ev.state_key === 'string';
+  if (okContent && okAuth && okTs && okKey && typeof ev.sender === 'string' && typeof ev.type === 'string' && typeof ev.room_id === 'string') return ev;
+  return {
+    ...ev,
+    room_id: String(ev.room_id),
+    type: String(ev.type),
+    ...(okKey ? {} : { state_key: String(ev.state_key) }),
+    sender: String(ev.sender),
+    content: okContent ? ev.content : {},
+    auth_events: Array.isArray(ev.auth_events) ? ev.auth_events.filter((a): a is string => typeof a === 'string') : [],
+    origin_server_ts: okTs ? ev.origin_server_ts : 0,
+  };
 }
 
 function asPdu(ev: ResolverEvent): PDU {

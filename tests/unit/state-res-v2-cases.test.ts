@@ -231,3 +231,31 @@ test('v12: creators outrank everyone in the power sort and cannot be banned', as
   assert.equal(node(end.get(stateKey('m.room.member', BOB))), 'AB');
   assert.equal(node(end.get(stateKey('m.room.member', ALICE))), 'IMA');
 });
+
+test('malformed events (hostile shapes) lose their checks instead of breaking the resolution', async () => {
+  const dag = await buildDag('10', [topic('TA', ALICE, { ts: 1 })], [['END', 'TA', 'START']]);
+  const start = dag.stateAfter.get('START') as Map<string, string>;
+  const bad = (id: string, fields: Record<string, unknown>) => {
+    const ev = { ...(dag.events.get(eventId('TA')) as object), event_id: id, origin_server_ts: 5, ...fields };
+    dag.events.set(id, ev as never);
+  };
+  bad('$nullcontent:example.com', { content: null });
+  bad('$arraycontent:example.com', { content: [1] });
+  bad('$badauth:example.com', { auth_events: 'nope' });
+  bad('$badts:example.com', { origin_server_ts: 'soon' });
+  bad('$badkey:example.com', { state_key: 7, type: 'm.room.topic' });
+  bad('$badroom:example.com', { room_id: 42 });
+  // A create event with null content cited by the topic.
+  bad('$nullcreate:example.com', { type: 'm.room.create', state_key: '', content: null, auth_events: [] });
+  bad('$citesit:example.com', { auth_events: ['$nullcreate:example.com', eventId('IPOWER'), eventId('IMA')] });
+  for (const id of ['$nullcontent', '$arraycontent', '$badauth', '$badts', '$badkey', '$badroom', '$citesit']) {
+    const full = `${id}:example.com`;
+    const r = await resolve(dag, '10', [new Map([...start, [TOPIC, eventId('TA')]]), new Map([...start, [TOPIC, full]])]);
+    assert.ok(r.has(TOPIC), id);
+  }
+  // A power levels change resting on that create event and no power levels: the power sort reads
+  // the creator from it.
+  bad('$plnullcreate:example.com', { sender: ZARA, type: 'm.room.power_levels', state_key: '', content: { users: {} }, auth_events: ['$nullcreate:example.com', eventId('IMZ')] });
+  const r = await resolve(dag, '10', [start, new Map([...start, [PL, '$plnullcreate:example.com']])]);
+  assert.equal(node(r.get(PL)), 'IPOWER');
+});
