@@ -72,6 +72,10 @@ test('the room ID is the create event\'s ID with the ! sigil, and is a valid roo
   assert.equal(ROOM, `!${CREATE_ID.slice(1)}`);
   assert.equal(createEventIdFromRoomId(ROOM), CREATE_ID);
   assert.ok(isHashRoomId(ROOM) && isValidRoomId(ROOM));
+  // The example of the spec's v12 PDU schema (room_id_v12.yaml).
+  assert.ok(isValidRoomId('!Nhcu5BS-UMnFX7hBVfVSoXiD7OgH6iRT-xyIuqDnpYQ'));
+  assert.equal(isValidRoomId('!Nhcu5BS-UMnFX7hBVfVSoXiD7OgH6iRT-xyIuqDnpY'), false); // 42 characters
+  assert.equal(isValidRoomId('!Nhcu5BS+UMnFX7hBVfVSoXiD7OgH6iRT/xyIuqDnpYQ'), false); // not URL-safe
   assert.equal(isHashRoomId('!abc'), false);
   assert.equal(isHashRoomId('!room:a.test'), false);
   // A different create event makes a different room.
