@@ -2,7 +2,7 @@
 // (rooms/v12.md "State resolution": the first iterative auth checks start from an empty map, and
 // the full conflicted set also holds the conflicted state subgraph). Pure: events are read only
 // through the caller's batched `getEvents`, and every event is fetched at most once per call.
-import { AuthError, authEventSelection, checkEventAuth, createEventIdFromRoomId, stateKey, type PDU, type StateMap } from './auth.ts';
+import { authEventSelection, checkEventAuth, createEventIdFromRoomId, stateKey, type PDU, type StateMap } from './auth.ts';
 import { userLevel, type PowerLevelsContent } from './power-levels.ts';
 import { getProtocolRoomVersion, type RoomVersion } from './room-versions.ts';
 
@@ -127,7 +127,7 @@ class Resolver {
     const seenIn = new Map<string, number>();
     for (const set of stateSets) {
       const own: string[] = [];
-      for (const [k, id] of set) if (!unconflicted.has(k) || unconflicted.get(k) !== id) own.push(id);
+      for (const [k, id] of set) if (!unconflicted.has(k)) own.push(id);
       for (const id of this.closure(own, common)) seenIn.set(id, (seenIn.get(id) ?? 0) + 1);
     }
     const full = new Set<string>();
@@ -328,11 +328,10 @@ class Resolver {
       this.stats.authChecks++;
       try {
         checkEventAuth(asPdu(ev), authState, this.version);
-      } catch (err) {
-        // Not allowed: ignored. Anything else thrown means a malformed event, which fails its check
-        // rather than the whole resolution.
-        if (err instanceof AuthError || err instanceof Error) continue;
-        throw err;
+      } catch {
+        // Not allowed (AuthError): ignored. Anything else thrown means a malformed event, which
+        // fails its check rather than the whole resolution.
+        continue;
       }
       changes.set(stateKey(ev.type, ev.state_key), id);
     }
