@@ -97,20 +97,26 @@ async function measure(stateEvents: number, conflicts: number, runs: number): Pr
     return out;
   };
   const times: number[] = [];
+  const cpu: number[] = [];
   let stats: StateResStats | undefined;
   let size = 0;
   for (let i = 0; i < runs; i++) {
     calls = 0;
     const t = performance.now();
+    const c = process.cpuUsage();
     const r = await resolveStateV2({ roomVersion: '10', stateSets: fork.stateSets, getEvents, onStats: (s) => { stats = s; } });
+    const used = process.cpuUsage(c);
     times.push(performance.now() - t);
+    cpu.push((used.user + used.system) / 1000);
     size = r.size;
   }
   times.sort((x, y) => x - y);
+  cpu.sort((x, y) => x - y);
   const s = stats as StateResStats;
   console.log(
     `  ${stateEvents} state events, ${s.conflictedKeys} conflicted keys: median ${fmt(times[Math.floor(runs / 2)] as number, 2)} ms, `
-    + `min ${fmt(times[0] as number, 2)} ms over ${runs} runs (first ${fmt(Math.max(...times), 1)} ms incl. JIT warm-up); `
+    + `min ${fmt(times[0] as number, 2)} ms over ${runs} runs (first ${fmt(Math.max(...times), 1)} ms incl. JIT warm-up), `
+    + `median CPU ${fmt(cpu[Math.floor(runs / 2)] as number, 2)} ms; `
     + `full conflicted set ${s.fullConflictedSet}, power events ${s.powerEvents}, auth checks ${s.authChecks}, `
     + `${s.eventsFetched} events in ${calls} getEvents calls; resolved ${size} keys`,
   );
