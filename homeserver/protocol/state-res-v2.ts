@@ -10,6 +10,7 @@ export { stateKey };
 
 export interface ResolverEvent {
   event_id: string;
+  /** A v12 m.room.create event has no room_id: pass '' (or the room ID derived from it). */
   room_id: string;
   type: string;
   state_key?: string;
@@ -409,7 +410,7 @@ function wellFormed(ev: ResolverEvent): ResolverEvent {
   if (okContent && okAuth && okTs && okKey && typeof ev.sender === 'string' && typeof ev.type === 'string' && typeof ev.room_id === 'string') return ev;
   return {
     ...ev,
-    room_id: String(ev.room_id),
+    room_id: typeof ev.room_id === 'string' ? ev.room_id : '',
     type: String(ev.type),
     ...(okKey ? {} : { state_key: String(ev.state_key) }),
     sender: String(ev.sender),
@@ -432,6 +433,8 @@ function asPdu(ev: ResolverEvent): PDU {
     depth: ev.depth,
   };
   if (ev.state_key !== undefined) pdu.state_key = ev.state_key;
+  // v12: the create event carries no room_id.
+  if (ev.room_id === '' && ev.type === 'm.room.create') delete (pdu as { room_id?: string }).room_id;
   return pdu;
 }
 

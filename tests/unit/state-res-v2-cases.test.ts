@@ -259,3 +259,19 @@ test('malformed events (hostile shapes) lose their checks instead of breaking th
   const r = await resolve(dag, '10', [start, new Map([...start, [PL, '$plnullcreate:example.com']])]);
   assert.equal(node(r.get(PL)), 'IPOWER');
 });
+
+test('v12: a create event missing from one set is checked like any event: no room_id (or its own derived one) passes, another fails', async () => {
+  const CREATE = stateKey('m.room.create', '');
+  const outcome: Record<string, boolean> = {};
+  for (const [label, roomId] of [['derived', '!CREATE:example.com'], ['empty', ''], ['absent', undefined], ['other', '!other:example.com']] as const) {
+    const dag = await buildDag('12', [], []);
+    const create = dag.events.get(eventId('CREATE')) as unknown as Record<string, unknown>;
+    if (roomId === undefined) delete create.room_id;
+    else create.room_id = roomId;
+    const start = dag.stateAfter.get('START') as Map<string, string>;
+    const partial = new Map([...start].filter(([k]) => k !== CREATE));
+    const r = await resolve(dag, '12', [start, partial]);
+    outcome[label] = r.get(CREATE) === eventId('CREATE');
+  }
+  assert.deepEqual(outcome, { derived: true, empty: true, absent: true, other: false });
+});
