@@ -275,3 +275,41 @@ test('v12: a create event missing from one set is checked like any event: no roo
   }
   assert.deepEqual(outcome, { derived: true, empty: true, absent: true, other: false });
 });
+
+test('the result does not depend on the order of the state sets (random three-way forks, seeded)', async () => {
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const people = [ALICE, BOB, CHARLIE, ZARA, EVELYN];
+  for (const v of ['6', '11', '12']) {
+    for (let round = 0; round < 4; round++) {
+      const nodes: NodeSpec[] = [pl('P0', ALICE, usersFor(v, { [ALICE]: 100, [BOB]: 50, [CHARLIE]: 50 }))];
+      const branches: string[][] = [[], [], []];
+      for (let i = 0; i < 24; i++) {
+        const id = `R${round}N${i}`;
+        const who = people[rand(people.length)] as string;
+        const target = people[rand(people.length)] as string;
+        const kind = rand(5);
+        const ts = rand(50);
+        if (kind === 0) nodes.push({ ...topic(id, who), ts });
+        else if (kind === 1) nodes.push({ ...pl(id, who, usersFor(v, { [ALICE]: 100, [BOB]: rand(2) * 50, [CHARLIE]: 50, [ZARA]: rand(3) * 10 })), ts });
+        else if (kind === 2) nodes.push({ id, sender: who, type: 'm.room.member', state_key: target, content: { membership: ['ban', 'leave', 'invite'][rand(3)] }, ts });
+        else if (kind === 3) nodes.push({ id, sender: who, type: 'm.room.member', state_key: who, content: join, ts });
+        else nodes.push({ id, sender: who, type: 'm.room.join_rules', state_key: '', content: { join_rule: ['public', 'invite'][rand(2)] }, ts });
+        (branches[rand(3)] as string[]).push(id);
+      }
+      const edges = branches.map((b) => ['END', ...b.reverse(), 'P0']);
+      edges.push(['P0', 'START']);
+      const dag = await buildDag(v, nodes, edges);
+      const sets = branches.map((b) => dag.stateAfter.get(b[0] ?? 'P0') as Map<string, string>);
+      const orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+      const results = await Promise.all(orders.map((o) => resolve(dag, v, o.map((i) => sets[i] as Map<string, string>))));
+      const sorted = results.map((r) => JSON.stringify([...r].sort()));
+      assert.ok(sorted.every((s) => s === sorted[0]), `room version ${v}, round ${round}`);
+      // And it is the state the builder computed at END.
+      assert.equal(JSON.stringify([...(dag.stateAfter.get('END') as Map<string, string>)].sort()), sorted[0]);
+    }
+  }
+});
