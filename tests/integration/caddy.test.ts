@@ -201,9 +201,30 @@ test('HTTPS with the local CA, HTTP redirected, security headers, discovery, the
   assert.equal(bare.status, 301);
   assert.equal(bare.headers.location, '/admin/');
 
+  assert.equal((await edge('GET', '/_synapse/metrics', { headers: HTML })).status, 404, 'only /_synapse/client and /_synapse/admin are passed on');
+
   // The federation port serves the Matrix API, not the UIs.
   assert.equal((await edge('GET', '/_matrix/client/versions', { port: ports.federation })).status, 200);
   assert.equal((await edge('GET', '/', { port: ports.federation, headers: HTML })).status, 404);
+});
+
+test('the Caddyfile\'s other mode (UI_FROM=homeserver) and ACME mode are valid configurations', () => {
+  for (const env of [{ UI_FROM: 'homeserver' }, { DOMAIN: 'chat.example.org', UPSTREAMS: '10.0.0.1:8008 10.0.0.2:8008', ADMIN_ALLOW: '10.1.0.0/16 2001:db8::/32' }]) {
+    const r = spawnSync('caddy', ['adapt', '--config', path.join(repoRoot, 'Caddyfile'), '--adapter', 'caddyfile'], {
+      env: { PATH: process.env.PATH, HOME: tmp, XDG_DATA_HOME: path.join(tmp, 'data'), XDG_CONFIG_HOME: path.join(tmp, 'config'), ...env }, encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const json = JSON.parse(r.stdout);
+    const text = JSON.stringify(json);
+    if (env.UPSTREAMS) {
+      assert.match(text, /"dial":"10\.0\.0\.1:8008"/);
+      assert.match(text, /"dial":"10\.0\.0\.2:8008"/);
+      assert.match(text, /"ranges":\["10\.1\.0\.0\/16","2001:db8::\/32"\]/);
+      assert.doesNotMatch(text, /"internal"/, 'ACME, not the local CA');
+    } else {
+      assert.doesNotMatch(text, /"file_server"/, 'the UIs come from the homeserver');
+    }
+  }
 });
 
 test('register, a DM, sync and WebSocket sync through Caddy; the server sees each client\'s own address', async () => {
