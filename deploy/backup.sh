@@ -6,7 +6,9 @@
 # keep it private (it is written mode 0600).
 # Usage: deploy/backup.sh [out-file]   (configuration from the environment or /etc/super-server/env)
 set -euo pipefail
-if [ -z "${DATABASE_URL:-}${DATA_DIR:-}" ] && [ -r /etc/super-server/env ]; then set -a; . /etc/super-server/env; set +a; fi
+if [ -z "${DATABASE_URL:-}${DATA_DIR:-}" ] && [ -r /etc/super-server/env ]; then
+  set -a; . /etc/super-server/env; if [ -r /etc/super-server/secrets ]; then . /etc/super-server/secrets; fi; set +a
+fi
 out=$(realpath -m "${1:-super-server-$(date +%Y%m%d-%H%M%S).backup.tar}")
 cd "$(dirname "$0")/.."
 exec node --import tsx homeserver/backup/cli.ts backup "$out"
