@@ -5,7 +5,7 @@
 // (in the database today) is the same.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,10 +21,12 @@ const embedded = process.env.TEST_BACKEND === 'embedded';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-backup-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function npmRun(script: 'backup' | 'restore', file: string, env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+/** `npm run backup|restore -- FILE`, or (`viaScript`) deploy/backup.sh|restore.sh FILE, which operators run. */
+function npmRun(script: 'backup' | 'restore', file: string, env: Record<string, string>, viaScript = false): Promise<{ code: number | null; out: string; err: string }> {
   const inherited = { ...process.env };
   for (const k of ['DATABASE_URL', 'NODE_TEST_CONTEXT']) delete inherited[k];
-  const child = spawn('npm', ['run', '-s', script, '--', file], { cwd: repoRoot, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, args] = viaScript ? ['bash', [`deploy/${script}.sh`, file]] : ['npm', ['run', '-s', script, '--', file]];
+  const child = spawn(command, args, { cwd: repoRoot, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
@@ -68,7 +70,7 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
 
     // While the server runs: one consistent snapshot.
     const file = path.join(tmp, 'round-trip.backup.tar');
-    const backup = await npmRun('backup', file, dbEnv);
+    const backup = await npmRun('backup', file, dbEnv, true);
     assert.equal(backup.code, 0, backup.err);
     assert.match(backup.out, /^backed up \d+ rows in \d+ tables from .*, [1-9]\d* media files, the signing key file .*signing\.key to /);
     assert.ok(fs.statSync(file).size > picture.length, 'a real file, with the media in it');
@@ -110,7 +112,20 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
     assert.equal(bad.code, 1);
     assert.equal(bad.err.trim().split('\n').length, 1, bad.err);
 
-    const restore = await npmRun('restore', file, restoreEnv);
+    if (!embedded) {
+      // A bare database dump, as earlier versions wrote, still restores (into another empty database).
+      const oldFormat = path.join(tmp, 'database.backup.gz');
+      assert.equal(spawnSync('tar', ['-xf', file, '-C', tmp, 'database.backup.gz']).status, 0);
+      const u = new URL(server.env.DATABASE_URL!);
+      u.pathname = `/${restoredDb}_old`;
+      await adminQuery(`CREATE DATABASE "${restoredDb}_old"`);
+      const old = await npmRun('restore', oldFormat, { DATABASE_URL: u.toString(), DATA_DIR: path.join(tmp, 'old-format') });
+      await adminQuery(`DROP DATABASE IF EXISTS "${restoredDb}_old" WITH (FORCE)`);
+      assert.equal(old.code, 0, old.err);
+      assert.match(old.out, /^restored \d+ rows in \d+ tables from .*database\.backup\.gz into DATABASE_URL\n$/);
+    }
+
+    const restore = await npmRun('restore', file, restoreEnv, true);
     assert.equal(restore.code, 0, restore.err);
     assert.match(restore.out, /^restored \d+ rows in \d+ tables.*; [1-9]\d* media files and the signing key file .*signing\.key into /);
     const dataDir = embedded ? server.dataDir : freshDataDir;
