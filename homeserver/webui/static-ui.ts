@@ -90,7 +90,7 @@ function wantsPage(ctx: Context): boolean {
   return (ctx.get('accept') || '').includes('text/html');
 }
 
-function send(ctx: Context, file: string, st: fs.Stats, cacheControl: string): void {
+async function send(ctx: Context, file: string, st: fs.Stats, cacheControl: string): Promise<void> {
   const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
   // The UIs need no cross-origin access; the API's CORS headers do not apply to them.
   for (const h of ['Access-Control-Allow-Origin', 'Access-Control-Allow-Methods', 'Access-Control-Allow-Headers', 'Access-Control-Expose-Headers']) ctx.remove(h);
@@ -106,9 +106,10 @@ function send(ctx: Context, file: string, st: fs.Stats, cacheControl: string): v
     return;
   }
   ctx.status = 200;
-  // HEAD: no file is opened (koa sends no body); the length is still the file's.
-  ctx.body = ctx.method === 'HEAD' ? Buffer.alloc(0) : fs.createReadStream(file);
-  ctx.length = st.size;
+  // Read whole (the apps' files are small, and the page cache keeps them): a browser that goes away
+  // mid-download is then no stream error in the log. HEAD reads nothing; the length is the file's.
+  ctx.body = ctx.method === 'HEAD' ? Buffer.alloc(0) : await fs.promises.readFile(file);
+  if (ctx.method === 'HEAD') ctx.length = st.size;
 }
 
 /**

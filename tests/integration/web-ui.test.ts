@@ -151,3 +151,30 @@ test('ADMIN_ALLOW: admin API and dashboard refused outside the ranges, with the 
   // Shared-secret registration is an admin path too: refused from outside.
   assert.equal((await sharedSecretRegister(OUTSIDER)).status, 403);
 });
+
+test('the build: npm install / npm start rebuild an app whose sources are newer than its dist, and only then', async () => {
+  const { isStale } = await import('../../homeserver/webui/build-ui.mjs');
+  // A copy of the apps inside the repo (so Vite and Svelte resolve from node_modules), built there.
+  const base = fs.mkdtempSync(path.join(repoRoot, '.tmp-ui-build-'));
+  try {
+    for (const app of ['admin-ui', 'chat-ui']) {
+      fs.cpSync(path.join(repoRoot, app), path.join(base, app), { recursive: true, filter: (src) => !src.includes(`${path.sep}dist`) });
+    }
+    assert.equal(isStale('admin-ui', base), true, 'no dist: stale');
+    const lines: string[] = [];
+    assert.deepEqual(await buildApps({ base, log: (l: string) => lines.push(l) }), ['admin-ui', 'chat-ui']);
+    assert.ok(fs.existsSync(path.join(base, 'admin-ui', 'dist', 'index.html')));
+    assert.match(fs.readFileSync(path.join(base, 'admin-ui', 'dist', 'index.html'), 'utf8'), /src="\/admin\/assets\/index-[\w-]+\.js"/);
+    assert.equal(isStale('admin-ui', base), false);
+    assert.deepEqual(await buildApps({ base, log: () => {} }), [], 'nothing stale: nothing built');
+    const later = new Date(Date.now() + 5_000);
+    fs.utimesSync(path.join(base, 'chat-ui', 'src', 'App.svelte'), later, later);
+    assert.equal(isStale('chat-ui', base), true, 'a source newer than dist');
+    assert.deepEqual(await buildApps({ base, log: () => {} }), ['chat-ui']);
+    // A broken source fails the build with an error (npm install fails; npm start warns and serves the APIs).
+    fs.writeFileSync(path.join(base, 'admin-ui', 'src', 'App.svelte'), '<script>let x = ;</script>');
+    await assert.rejects(buildApps({ base, log: () => {} }));
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
