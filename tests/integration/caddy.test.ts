@@ -31,6 +31,7 @@ let server: TestServer;
 let caddy: ChildProcess | undefined;
 let caddyLog = '';
 let ports: { http: number; https: number; federation: number };
+let deadUpstream: number;
 let ca: Buffer;
 const agents = new Map<string, https.Agent>();
 
@@ -99,7 +100,7 @@ before(async () => {
   ensureCaddy();
   await buildApps(); // Caddy serves admin-ui/dist and chat-ui/dist itself
   ports = { http: await freePort(), https: await freePort(), federation: await freePort() };
-  const deadUpstream = await freePort(); // nothing listens: health checks take it out
+  deadUpstream = await freePort(); // nothing listens: health checks take it out
   server = await startServer({ env: {
     BIND_ADDRESS: '127.0.0.1',
     PUBLIC_BASEURL: `https://localhost:${ports.https}`,
@@ -344,4 +345,12 @@ test('request bodies over the server\'s limit are refused at the edge', async ()
   const upload = await edge('POST', '/_matrix/media/v3/upload?filename=a.bin', { from: EDGE_ONLY, token: alice.token, rawBody: Buffer.alloc(1_100_000, 7), headers: { 'content-type': 'application/octet-stream' } });
   assert.equal(upload.status, 200, JSON.stringify(upload.body));
   assert.match(upload.body.content_uri, /^mxc:\/\/localhost\//);
+});
+
+test('load balancing with health checks: a dead upstream in UPSTREAMS costs no request', async () => {
+  // Every request of the tests above went through a rotation of two upstreams, one of them dead.
+  const results = await Promise.all(Array.from({ length: 20 }, () => edge('GET', '/_matrix/client/versions')));
+  assert.deepEqual(results.map((r) => r.status), Array(20).fill(200));
+  // Caddy's active health check found it down (and says so in its log).
+  assert.match(caddyLog, new RegExp(`127\\.0\\.0\\.1:${deadUpstream}`), 'the health checker probed the dead upstream');
 });
