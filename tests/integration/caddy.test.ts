@@ -16,6 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { WebSocket } from 'ws';
+import { chromium } from 'playwright-core';
 import { repoRoot, startServer, type TestServer } from '../helpers/server.ts';
 import { buildApps } from '../../homeserver/webui/build-ui.mjs';
 
@@ -353,4 +354,37 @@ test('load balancing with health checks: a dead upstream in UPSTREAMS costs no r
   assert.deepEqual(results.map((r) => r.status), Array(20).fill(200));
   // Caddy's active health check found it down (and says so in its log).
   assert.match(caddyLog, new RegExp(`127\\.0\\.0\\.1:${deadUpstream}`), 'the health checker probed the dead upstream');
+});
+
+/** Debian's Chromium, installed when absent (never a downloaded browser). */
+function ensureChromium(): void {
+  if (fs.existsSync('/usr/bin/chromium')) return;
+  const r = spawnSync('bash', ['-c', 'apt-get install -y chromium || (apt-get update && apt-get install -y chromium)'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  assert.equal(r.status, 0, 'apt-get install chromium failed');
+}
+
+test('both apps run in Chromium through Caddy under its CSP, and talk to the homeserver', async () => {
+  ensureChromium();
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    // The test's own CA is not in Chromium's store; the certificate itself was checked above.
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'],
+  });
+  try {
+    const page = await browser.newPage();
+    const violations: string[] = [];
+    page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+    page.on('pageerror', (e) => violations.push(e.message));
+    for (const [url, title] of [['/admin/', 'super-server admin'], ['/rooms/x', 'super-server chat']] as const) {
+      await page.goto(`https://localhost:${ports.https}${url}`);
+      await page.getByRole('heading', { name: title }).waitFor({ timeout: 15_000 });
+      // The app fetched /_matrix/client/versions (connect-src 'self') and shows the newest version.
+      const version = await page.getByTestId('server-version').textContent({ timeout: 15_000 });
+      assert.match(version ?? '', /^v1\.\d+$/);
+    }
+    assert.deepEqual(violations, [], 'no CSP violation, no script error');
+  } finally {
+    await browser.close();
+  }
 });
