@@ -49,8 +49,13 @@ const PAGE_HEADERS: Record<string, string> = {
   'X-Content-Type-Options': 'nosniff',
   'X-Frame-Options': 'DENY',
   'Referrer-Policy': 'strict-origin-when-cross-origin',
-  'Content-Security-Policy': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self' ws: wss:; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'",
 };
+
+/** The Caddyfile's CSP: this origin only (its WebSocket too), WebAssembly for the chat app's crypto, no framing. */
+function contentSecurityPolicy(host: string): string {
+  const sockets = /^[A-Za-z0-9.:[\]-]+$/.test(host) ? ` ws://${host} wss://${host}` : '';
+  return `default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self'${sockets}; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'`;
+}
 
 export interface UiMount {
   /** The URL prefix, ending in '/': '/admin/' or '/'. */
@@ -99,7 +104,10 @@ async function send(ctx: Context, file: string, st: fs.Stats, cacheControl: stri
   ctx.set('Last-Modified', st.mtime.toUTCString());
   ctx.set('X-Content-Type-Options', 'nosniff');
   const ext = path.extname(file).toLowerCase();
-  if (ext === '.html') for (const [k, v] of Object.entries(PAGE_HEADERS)) ctx.set(k, v);
+  if (ext === '.html') {
+    for (const [k, v] of Object.entries(PAGE_HEADERS)) ctx.set(k, v);
+    ctx.set('Content-Security-Policy', contentSecurityPolicy(ctx.host));
+  }
   ctx.type = CONTENT_TYPES[ext] ?? 'application/octet-stream';
   if (ctx.get('if-none-match') === etag) {
     ctx.status = 304;

@@ -43,6 +43,10 @@ test('the chat app at / and the admin app at /admin/: pages, hashed assets, SPA 
   assert.equal(chat.headers['cache-control'], 'no-cache', 'index.html is revalidated, so a deploy shows at once');
   assert.match(chat.body, /<title>super-server<\/title>/);
   assert.match(String(chat.headers['content-security-policy']), /frame-ancestors 'none'/);
+  assert.match(String(chat.headers['content-security-policy']), new RegExp(`connect-src 'self' ws://127\\.0\\.0\\.1:${server.port} wss://127\\.0\\.0\\.1:${server.port};`));
+  // A Host header that is not a host name is not written into the policy.
+  const odd = await request(base, 'GET', '/', { from: ADMIN, headers: { ...HTML, host: 'a b;script-src *' } });
+  assert.doesNotMatch(String(odd.headers['content-security-policy'] ?? ''), /script-src \*/);
   assert.equal(chat.headers['x-frame-options'], 'DENY');
   assert.equal(chat.headers['x-content-type-options'], 'nosniff');
   assert.equal(chat.headers['access-control-allow-origin'], undefined, 'the API\'s CORS is not the UI\'s');
