@@ -46,7 +46,9 @@ export async function buildApps({ force = false, base = root, log = (line) => pr
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   buildApps({ force: !process.argv.includes('--if-stale') }).then(() => process.exit(0), (err) => {
-    process.stderr.write(`super-server: the web UI build failed: ${String(err?.message ?? err).split('\n')[0]}\n`);
+    // Vite's first line is "Build failed with 1 error:"; the error itself follows it.
+    const lines = String(err?.message ?? err).split('\n').map((l) => l.trim()).filter(Boolean);
+    process.stderr.write(`super-server: the web UI build failed: ${lines.slice(0, 2).join(' ')}\n`);
     process.exit(process.argv.includes('--warn-only') ? 0 : 1);
   });
 }
