@@ -57,7 +57,8 @@ if (!process.env.NODE_UNIQUE_ID) try {
   const { buildApps } = await import('./webui/build-ui.mjs');
   await buildApps();
 } catch (err) {
-  process.stderr.write(`super-server: the web UIs were not built (${String(err?.message ?? err).split('\n')[0]}); run \`npm run build\` where admin-ui/ and chat-ui/ are writable\n`);
+  const reason = String(err?.message ?? err).split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 2).join(' ');
+  process.stderr.write(`super-server: the web UIs were not built (${reason}); the APIs serve without them: run \`npm run build\` to see why\n`);
 }
 // `--build-only`: make the bundle and stop (benchmarks time the start, not the build).
 // The server runs in this process (npm's signals reach it directly; main() drains on SIGTERM/SIGINT).
