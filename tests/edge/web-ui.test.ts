@@ -182,3 +182,25 @@ test('the build: npm install / npm start rebuild an app whose sources are newer 
     fs.rmSync(base, { recursive: true, force: true });
   }
 });
+
+test('SERVE_ADMIN_UI=off / SERVE_CHAT_UI=off: that app\'s paths are the API\'s 404, not the other app\'s pages', async () => {
+  const { default: Koa } = await import('koa');
+  const { staticUi } = await import('../../homeserver/webui/static-ui.ts');
+  const { webUiMounts } = await import('../../homeserver/webui/mounts.ts');
+  const { loadConfig } = await import('../../homeserver/config.ts');
+  for (const [env, adminStatus, chatStatus] of [[{ SERVE_ADMIN_UI: 'off' }, 404, 200], [{ SERVE_CHAT_UI: 'off' }, 200, 404], [{}, 200, 200]] as const) {
+    const app = new Koa();
+    app.use(staticUi(webUiMounts(loadConfig({ ...env, UI_DIR: repoRoot })), () => false));
+    app.use((ctx) => { ctx.status = 404; ctx.body = { errcode: 'M_UNRECOGNIZED' }; });
+    const srv = app.listen(0, '127.0.0.1');
+    await new Promise((r) => srv.once('listening', r));
+    const at = `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
+    try {
+      assert.equal((await request(at, 'GET', '/admin/users', { headers: HTML })).status, adminStatus, JSON.stringify(env));
+      assert.equal((await request(at, 'GET', '/rooms', { headers: HTML })).status, chatStatus, JSON.stringify(env));
+    } finally {
+      closeAgents();
+      await new Promise((r) => srv.close(r));
+    }
+  }
+});
