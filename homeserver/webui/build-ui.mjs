@@ -5,7 +5,7 @@
 //                   UIs; `npm start` tries again, and the server serves the APIs without them)
 // `npm install` / `npm ci` run it (the `prepare` script) and `npm start` runs it when a dist is
 // missing or stale, so the README's two commands bring up the UIs too.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,17 +31,40 @@ export function isStale(app, base = root) {
   return !existsSync(built) || statSync(built).mtimeMs < newestSource(dir);
 }
 
+/**
+ * One build at a time per tree (test files running side by side, `npm start` beside `npm install`):
+ * a lock directory; one older than a minute is a crashed build's and is taken over.
+ */
+async function withBuildLock(base, fn) {
+  const lock = path.join(base, '.ui-build.lock');
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try { mkdirSync(lock); break; } catch (err) {
+      if (err?.code !== 'EEXIST') throw err;
+      let age = 0;
+      try { age = Date.now() - statSync(lock).mtimeMs; } catch { continue; }
+      if (age > 60_000 || Date.now() > deadline) { rmSync(lock, { recursive: true, force: true }); continue; }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try { return await fn(); } finally { rmSync(lock, { recursive: true, force: true }); }
+}
+
 /** Builds the given apps (default: those that are stale, or all with `force`); returns the names built. */
 export async function buildApps({ force = false, base = root, log = (line) => process.stderr.write(`${line}\n`) } = {}) {
-  const todo = APPS.filter((app) => existsSync(path.join(base, app, 'index.html')) && (force || isStale(app, base)));
-  if (!todo.length) return [];
-  const { build } = await import('vite');
-  for (const app of todo) {
-    const began = Date.now();
-    await build({ configFile: path.join(base, app, 'vite.config.ts'), logLevel: 'warn' });
-    log(`super-server: built ${app}/dist in ${((Date.now() - began) / 1000).toFixed(1)} s`);
-  }
-  return todo;
+  const wanted = () => APPS.filter((app) => existsSync(path.join(base, app, 'index.html')) && (force || isStale(app, base)));
+  if (!wanted().length) return [];
+  return withBuildLock(base, async () => {
+    const todo = wanted(); // another process may have built them while this one waited
+    if (!todo.length) return [];
+    const { build } = await import('vite');
+    for (const app of todo) {
+      const began = Date.now();
+      await build({ configFile: path.join(base, app, 'vite.config.ts'), logLevel: 'warn' });
+      log(`super-server: built ${app}/dist in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+    }
+    return todo;
+  });
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
