@@ -103,6 +103,10 @@ import { BackupStore } from './e2ee/backup-store.ts';
 import { BackupService } from './e2ee/backup.ts';
 import { e2eeRoutes } from './e2ee/routes.ts';
 import { backupRoutes } from './e2ee/backup-routes.ts';
+// issue 12 (deploy12): the web UIs; the admin API and UI only from ADMIN_ALLOW.
+import { AddressRanges, adminAllow } from './http/admin-allow.ts';
+import { webUiMounts } from './webui/mounts.ts';
+import { staticUi } from './webui/static-ui.ts';
 
 export interface Homeserver {
   config: Config;
@@ -423,7 +427,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     exempt: (address) => config.trustedProxies.has(address),
     clientAddress: (req) => clientAddress(req, config.trustedProxies),
   });
-  const app = createApp(routes, log, [connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
+  // issue 12 (deploy12): admin paths refused outside ADMIN_ALLOW; the UIs where no API path is.
+  const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
+  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi,
+    connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
