@@ -14,7 +14,7 @@ export class TimelineStore {
     if (to !== undefined) params.push(to);
     const r = await this.db.raw(
       `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-       WHERE e.room_nid = ? AND ${range} AND NOT e.outlier AND NOT e.rejected ${f.sql}
+       WHERE e.room_nid = ? AND ${range} AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed ${f.sql}
        ORDER BY e.stream_pos ${dir === 'b' ? 'DESC' : 'ASC'} LIMIT ?`,
       [...params, ...f.params, limit],
     );
@@ -26,7 +26,7 @@ export class TimelineStore {
   async allRoomsAfter(from: number, to: number, limit: number): Promise<EventRow[]> {
     const r = await this.db.raw(
       `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-       WHERE e.stream_pos > ? AND e.stream_pos <= ? AND NOT e.outlier AND NOT e.rejected
+       WHERE e.stream_pos > ? AND e.stream_pos <= ? AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
        ORDER BY e.stream_pos ASC LIMIT ?`,
       [from, to, limit],
     );
@@ -49,7 +49,7 @@ export class TimelineStore {
     params.push(limit);
     const r = await this.db.raw(
       `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-       WHERE e.room_nid = ? AND e.origin_server_ts ${cmp}= ? AND NOT e.outlier AND NOT e.rejected ${page}
+       WHERE e.room_nid = ? AND e.origin_server_ts ${cmp}= ? AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed ${page}
        ORDER BY e.origin_server_ts ${order}, e.stream_pos ${order} LIMIT ?`,
       params,
     );
@@ -59,7 +59,7 @@ export class TimelineStore {
   /** The newest event of a room (a room upgrade's "last known event" of the predecessor). */
   async lastEventId(roomNid: number): Promise<string | undefined> {
     const r = await this.db.raw(
-      'SELECT event_id FROM events WHERE room_nid = ? AND NOT outlier AND NOT rejected ORDER BY stream_pos DESC LIMIT 1',
+      'SELECT event_id FROM events WHERE room_nid = ? AND NOT outlier AND NOT rejected AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1',
       [roomNid],
     );
     return r.rows[0]?.event_id;
