@@ -1,6 +1,7 @@
 import type { Bindings, Db } from '../storage/db.ts';
 import { EVENT_COLUMNS, EVENT_JOINS, type EventRow } from './store.ts';
 import { filterSql, type RoomEventFilter } from './filter.ts';
+import type { TopoPosition } from '../storage/stream-token.ts';
 
 /** A room's timeline read by stream position or by origin_server_ts (/messages, /context, /timestamp_to_event). */
 export class TimelineStore {
@@ -19,6 +20,41 @@ export class TimelineStore {
       [...params, ...f.params, limit],
     );
     return r.rows;
+  }
+
+  /**
+   * Up to `limit` events in topological order (depth, then stream position) from `from` going
+   * backwards (b: at or before it, newest first) or forwards (f: after it, oldest first), stopping
+   * at `to`; nothing past `ceiling` (the persisted-up-to stream position).
+   */
+  async topological(roomNid: number, from: TopoPosition, to: TopoPosition | undefined, dir: 'b' | 'f', limit: number, ceiling: number, filter: RoomEventFilter | undefined): Promise<EventRow[]> {
+    const f = filterSql(filter);
+    const params: Bindings = [roomNid, ceiling, from.depth, from.stream];
+    let range = dir === 'b' ? '(e.depth, e.stream_pos) <= (?, ?)' : '(e.depth, e.stream_pos) > (?, ?)';
+    if (to) {
+      range += dir === 'b' ? ' AND (e.depth, e.stream_pos) > (?, ?)' : ' AND (e.depth, e.stream_pos) <= (?, ?)';
+      params.push(to.depth, to.stream);
+    }
+    const order = dir === 'b' ? 'DESC' : 'ASC';
+    const r = await this.db.raw(
+      `SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
+       WHERE e.room_nid = ? AND e.stream_pos <= ? AND ${range} AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed ${f.sql}
+       ORDER BY e.depth ${order}, e.stream_pos ${order} LIMIT ?`,
+      [...params, ...f.params, limit],
+    );
+    return r.rows;
+  }
+
+  /** The topological place of a stream position: the room's newest event at or before it (in stream order). */
+  async topoAt(roomNid: number, pos: number): Promise<TopoPosition> {
+    const r = await this.db.raw(
+      `SELECT depth, stream_pos FROM events WHERE room_nid = ? AND stream_pos <= ? AND stream_pos > 0 AND NOT outlier AND NOT rejected AND NOT soft_failed
+       ORDER BY stream_pos DESC LIMIT 1`,
+      [roomNid, pos],
+    );
+    const row = r.rows[0];
+    // Before any live event: only history inserted below it (negative positions) lies before.
+    return row ? { depth: Number(row.depth), stream: Number(row.stream_pos) } : { depth: 0, stream: 0 };
   }
 
   // issue 6 (receipts-push helper): push evaluation catches up from a position after a crash.
