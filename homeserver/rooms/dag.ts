@@ -33,6 +33,7 @@ export interface AuthorisedOptions {
  */
 export type AuthorisedOutcome = 'accepted' | 'soft_failed' | 'rejected' | 'outlier' | 'duplicate' | 'missing_auth_events';
 
+/** One per event given, then one per waiting outlier this call persisted with its state (a gap filled). */
 export interface AuthorisedResult {
   eventId: string;
   outcome: AuthorisedOutcome;
@@ -238,6 +239,7 @@ class Run {
       if (!arrived.length || this.opts.outlier) break;
       const waiting = await this.p.store.waitingOn(this.trx, this.roomNid, arrived);
       for (const id of arrived) this.gapsFilled.add(id);
+      for (const row of waiting) if (!this.known.get(row.event_id)?.fresh) this.known.set(row.event_id, knownOf(row));
       const ready = waiting.map((row) => pduOf(row)).filter((e) => !this.known.get(e.event_id!)?.fresh);
       if (!ready.length) break;
       await this.load(ready.flatMap((e) => [...eventIdsOf(e.prev_events), ...eventIdsOf(e.auth_events)]));
@@ -321,6 +323,8 @@ class Run {
         if (k.keyNid !== null && typeof k.pdu.state_key === 'string') map.set(stateKey(k.pdu.type, k.pdu.state_key), { eventId: id, nid: k.nid, typeNid: k.typeNid, keyNid: k.keyNid });
       }
       before = { group: await this.newGroup(map, null), map };
+      // Its prev events we do not have: where to backfill from (the event itself has its state).
+      for (const m of prevIds.filter((id) => !this.known.has(id))) this.gapsAdded.push({ missing: m, waiting: nid });
     } else {
       const gaps = prevIds.filter((id) => { const k = this.known.get(id); return !k || k.outlier; });
       if (gaps.length) {
