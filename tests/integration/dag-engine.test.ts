@@ -149,7 +149,7 @@ describe('the room engine as a DAG', () => {
     const missing = await hs.engine.persistAuthorised(roomId, [orphan]);
     assert.equal(missing[0]!.outcome, 'missing_auth_events');
     assert.deepEqual(missing[0]!.missing, ['$nope']);
-    assert.equal((await hs.db.raw('SELECT 1 FROM events WHERE event_id = ?', [orphan.event_id])).rows.length, 0);
+    assert.equal((await hs.db.raw('SELECT 1 FROM events WHERE event_id = ?', [orphan.event_id!])).rows.length, 0);
   });
 
   test('an event allowed by its auth events and the state before it but not by the current state is soft-failed and invisible', async () => {
@@ -196,7 +196,7 @@ describe('the room engine as a DAG', () => {
     const r1 = await hs.engine.persistAuthorised(roomId, [m1]);
     // The answer names the waiting events that followed it.
     assert.deepEqual(r1.map((r) => [r.eventId, r.outcome]), [[m1.event_id, 'accepted'], [m2.event_id, 'accepted'], [m3.event_id, 'accepted']]);
-    const stored = await hs.db.raw('SELECT event_id, outlier, stream_pos FROM events WHERE event_id = ANY(?) ORDER BY stream_pos', [[m1.event_id, m2.event_id, m3.event_id]]);
+    const stored = await hs.db.raw('SELECT event_id, outlier, stream_pos FROM events WHERE event_id = ANY(?) ORDER BY stream_pos', [[m1.event_id!, m2.event_id!, m3.event_id!]]);
     assert.deepEqual(stored.rows.map((x: { event_id: string; outlier: boolean }) => [x.event_id, x.outlier]), [[m1.event_id, false], [m2.event_id, false], [m3.event_id, false]]);
     assert.ok(stored.rows.every((x: { stream_pos: string }) => Number(x.stream_pos) > 0));
     assert.deepEqual(await extremities(roomId), [m3.event_id]);
@@ -258,7 +258,7 @@ describe('backfill under a live room', () => {
     assert.equal(r.length, 4 + HISTORY);
     assert.ok(r.every((x) => x.outcome === 'accepted'));
     assert.deepEqual(r.slice(0, 4).map((x) => x.eventId), [s.create, s.aliceJoin, s.power, s.rules].map((e) => e.event_id));
-    const rows = await hs.db.raw('SELECT count(*) AS n, max(stream_pos) AS top FROM events WHERE event_id = ANY(?) AND NOT outlier', [history.map((h) => h.event_id)]);
+    const rows = await hs.db.raw('SELECT count(*) AS n, max(stream_pos) AS top FROM events WHERE event_id = ANY(?) AND NOT outlier', [history.map((h) => h.event_id!)]);
     assert.equal(Number(rows.rows[0].n), HISTORY);
     assert.ok(Number(rows.rows[0].top) < 0, 'backfilled history sits below every live position');
     assert.deepEqual(await hs.engine.backfillPoints(roomId), []);
