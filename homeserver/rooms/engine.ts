@@ -158,20 +158,28 @@ export class RoomEngine {
     const meta = await this.store.roomMeta(roomId);
     // A local build of the room must not run meanwhile in this worker (other workers: the row lock).
     const unlock = meta ? await this.lockBuilds([meta.room_nid]) : () => {};
-    let positions: number[] = [];
     let out: Awaited<ReturnType<AuthorisedPersister['persist']>>;
     try {
-      out = await this.dag.persist(roomId, pdus, opts, async (allocate) => (positions = await this.tracker.reserve(allocate)));
-    } catch (err) {
-      if (meta) {
-        this.cache.delete(meta.room_nid);
-        this.unknownOutcome([meta.room_nid]);
+      for (let attempt = 1; ; attempt++) {
+        let positions: number[] = [];
+        try {
+          out = await this.dag.persist(roomId, pdus, opts, async (allocate) => (positions = await this.tracker.reserve(allocate)));
+          break;
+        } catch (err) {
+          if (meta) {
+            this.cache.delete(meta.room_nid);
+            this.unknownOutcome([meta.room_nid]);
+          }
+          this.tracker.done(positions);
+          // A deadlock with another worker's local write to the room: nothing was written, again.
+          if (!isHeadMoved(err) || attempt >= MAX_ATTEMPTS) throw err;
+          await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
+        }
       }
-      this.tracker.done(positions);
-      throw err;
     } finally {
       unlock();
     }
+    const positions = out.positions;
     // What this worker knew of the room's head and recent rows is no longer the whole story.
     this.cache.delete(out.roomNid);
     this.unknownOutcome([out.roomNid]);

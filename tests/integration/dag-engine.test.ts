@@ -207,6 +207,37 @@ describe('the room engine as a DAG', () => {
     assert.deepEqual(timeline.slice(-3), [m1.event_id, m2.event_id, m3.event_id]);
   });
 
+  test('local sends and remote events racing in one room are all persisted, and the next local event merges what forked', async () => {
+    const heads = await Promise.all((await extremities(roomId)).map(async (id) => {
+      const row = (await hs.db.raw('SELECT event_id, json FROM events WHERE event_id = ?', [id])).rows[0];
+      return { ...JSON.parse(row.json), event_id: row.event_id } as PDU;
+    }));
+    const remoteChain: PDU[] = [];
+    let prev = heads;
+    for (let i = 0; i < 10; i++) {
+      const e = remote.event({ roomId, type: 'm.room.message', sender: alice, content: { body: `race ${i}` }, prev, auth: [s.create, s.power, s.aliceJoin] });
+      remoteChain.push(e);
+      prev = [e];
+    }
+    const [locals, remotes] = await Promise.all([
+      Promise.all(Array.from({ length: 10 }, (_, i) =>
+        api(base, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/race${i}`, { token: me.accessToken, body: { body: `local ${i}` } }))),
+      (async () => {
+        const out = [];
+        for (const e of remoteChain) out.push(...(await hs.engine.persistAuthorised(roomId, [e])));
+        return out;
+      })(),
+    ]);
+    assert.ok(locals.every((r) => r.status === 200), JSON.stringify(locals.find((r) => r.status !== 200)?.body));
+    assert.ok(remotes.every((r) => r.outcome === 'accepted'), JSON.stringify(remotes));
+    const ext = await extremities(roomId);
+    assert.ok(ext.length <= 2 && ext.length >= 1, JSON.stringify(ext));
+    const merge = await api(base, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/race-merge`, { token: me.accessToken, body: { body: 'merge' } });
+    assert.deepEqual(await extremities(roomId), [merge.body.event_id]);
+    const history = await allMessages(roomId, 'b', 100);
+    for (const id of [...locals.map((r) => r.body.event_id), ...remoteChain.map((e) => e.event_id)]) assert.ok(history.includes(id), id);
+  });
+
   test('bad input to persistAuthorised changes nothing', async () => {
     const other = remote.event({ roomId: '!other:remote.test', type: 'm.room.message', sender: alice, content: {}, prev: [], auth: [] });
     await assert.rejects(hs.engine.persistAuthorised(roomId, [other]), /not in room/);
