@@ -45,16 +45,20 @@ export class TimelineStore {
     return r.rows;
   }
 
-  /** The topological place of a stream position: the room's newest event at or before it (in stream order). */
+  /**
+   * The topological place of a stream position: after every event of the room up to the deepest
+   * one persisted at or before it, so that history that arrived later but sorts earlier (backfill,
+   * a late branch) is found by paginating back from a /sync token.
+   */
   async topoAt(roomNid: number, pos: number): Promise<TopoPosition> {
     const r = await this.db.raw(
-      `SELECT depth, stream_pos FROM events WHERE room_nid = ? AND stream_pos <= ? AND stream_pos > 0 AND NOT outlier AND NOT rejected AND NOT soft_failed
-       ORDER BY stream_pos DESC LIMIT 1`,
+      `SELECT max(depth) AS depth FROM events WHERE room_nid = ? AND stream_pos <= ?
+         AND NOT outlier AND NOT rejected AND NOT soft_failed`,
       [roomNid, pos],
     );
-    const row = r.rows[0];
-    // Before any live event: only history inserted below it (negative positions) lies before.
-    return row ? { depth: Number(row.depth), stream: Number(row.stream_pos) } : { depth: 0, stream: 0 };
+    const depth = r.rows[0]?.depth;
+    // No event at all before it.
+    return depth === null || depth === undefined ? { depth: 0, stream: 0 } : { depth: Number(depth), stream: pos };
   }
 
   // issue 6 (receipts-push helper): push evaluation catches up from a position after a crash.
