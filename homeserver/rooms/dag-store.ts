@@ -67,6 +67,8 @@ export interface DagWrite {
   memberships: Array<{ user: string; membership: string; nid: number; pos: number; sender: string }>;
   gapsAdded: Array<{ missing: string; waiting: number }>;
   gapsFilled: string[];
+  /** Full-text search rows of accepted events. */
+  search: Array<{ nid: number; key: string; text: string }>;
   head?: RoomHead;
 }
 
@@ -235,6 +237,12 @@ export class DagStore {
          ON CONFLICT (user_id, room_nid) DO UPDATE SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid,
            stream_pos = EXCLUDED.stream_pos, sender = EXCLUDED.sender, forgotten = FALSE`,
         [w.roomNid, m.map((x) => x.user), m.map((x) => x.membership), m.map((x) => x.nid), m.map((x) => x.pos), m.map((x) => x.sender)],
+      );
+    }
+    if (w.search.length) {
+      await trx.raw(
+        "INSERT INTO event_search (event_nid, room_nid, key, vector) SELECT n, ?, k, to_tsvector('simple', t) FROM unnest(?::bigint[], ?::text[], ?::text[]) AS x(n, k, t)",
+        [w.roomNid, w.search.map((x) => x.nid), w.search.map((x) => x.key), w.search.map((x) => x.text)],
       );
     }
     if (w.gapsFilled.length) await trx.raw('DELETE FROM room_backfill_points WHERE room_nid = ? AND missing_event_id = ANY(?)', [w.roomNid, w.gapsFilled]);

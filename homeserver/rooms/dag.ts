@@ -7,6 +7,7 @@ import { resolveStateV2, type ResolverEvent } from '../protocol/state-res-v2.ts'
 import { MatrixError } from '../http/errors.ts';
 import type { RoomHead } from './persist-store.ts';
 import type { RoomStore } from './store.ts';
+import { searchableText } from './search-text.ts';
 import { DagStore, type DagEventInsert, type DagEventRow, type DagWrite, type GroupEntry } from './dag-store.ts';
 
 /**
@@ -203,6 +204,7 @@ class Run {
   private groups: DagWrite['groups'] = [];
   private gapsAdded: DagWrite['gapsAdded'] = [];
   private gapsFilled = new Set<string>();
+  private search: DagWrite['search'] = [];
   private extremities: string[];
   private extremitiesChanged = false;
   /** The room's current state (by the head's snapshot), as this call moves it. */
@@ -367,6 +369,8 @@ class Run {
     const live = !this.opts.backfill && !softFailed;
     store({ before: before.group, after: after.group, outlier: false, rejected: false, softFailed, replacesNid }, live);
     this.arrived.push(eventId);
+    const text = softFailed ? undefined : searchableText({ type: ev.type, content: ev.content ?? {} });
+    if (text) this.search.push({ nid, key: text.key, text: text.value });
     result({ outcome: softFailed ? 'soft_failed' : 'accepted', ...(reason ? { reason } : {}) });
     if (!live) return;
     this.live.push({ eventId, streamPos: 0, pdu: ev, stateBefore: before.group, stateAfter: after.group });
@@ -503,7 +507,7 @@ class Run {
     // An outlier persisted again with its state: its old backfill points go with the old row.
     const w: DagWrite = {
       roomNid: this.roomNid, replaced: this.replaced, events: this.inserts, groups: this.groups, currentSet: [], currentDeleted: [],
-      memberships: [], gapsAdded: this.gapsAdded, gapsFilled: [...this.gapsFilled],
+      memberships: [], gapsAdded: this.gapsAdded, gapsFilled: [...this.gapsFilled], search: this.search,
     };
     if (!this.extremitiesChanged) return w;
     const oldMap = (await this.p.groupMaps(this.trx, [this.head.state_group ?? 0])).get(this.head.state_group ?? 0)!.map;

@@ -9,6 +9,7 @@ import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type EventRow, type RoomRow } from './store.ts';
 import type { RecentEvents } from './recent-events.ts';
+import { searchableText } from './search-text.ts';
 import { AuthorisedPersister, MAX_PREV_EVENTS, type AuthorisedOptions, type AuthorisedResult } from './dag.ts';
 import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead, type TransactionWrites } from './persist-store.ts';
 
@@ -961,17 +962,3 @@ function draftError(err: unknown, log: Logger): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-function searchableText(draft: EventDraft): { key: string; value: string } | undefined {
-  const c = draft.content;
-  if (draft.type === 'm.room.message' && typeof c.body === 'string') return { key: 'content.body', value: c.body };
-  if (draft.type === 'm.room.name' && typeof c.name === 'string') return { key: 'content.name', value: c.name };
-  if (draft.type === 'm.room.topic') {
-    // The plain-text topic of m.topic counts too (spec: search keys).
-    const mText = (c['m.topic'] as { 'm.text'?: unknown } | null | undefined)?.['m.text'];
-    const blocks = (Array.isArray(mText) ? mText : []) as Array<{ body?: unknown; mimetype?: unknown } | null>;
-    const texts = [c.topic, ...blocks.filter((t) => t && (t.mimetype === undefined || t.mimetype === 'text/plain')).map((t) => t!.body)];
-    const unique = [...new Set(texts.filter((t): t is string => typeof t === 'string' && t !== ''))];
-    if (unique.length) return { key: 'content.topic', value: unique.join('\n') };
-  }
-  return undefined;
-}

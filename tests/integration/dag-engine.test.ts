@@ -314,6 +314,10 @@ describe('backfill under a live room', () => {
     const sent = await api(base, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/after`, { token: me.accessToken, body: { msgtype: 'm.text', body: 'after' } });
     const next = await api(base, 'GET', `/_matrix/client/v3/sync?timeout=0&since=${since}`, { token: me.accessToken });
     assert.deepEqual(next.body.rooms.join[roomId].timeline.events.map((e: { event_id: string }) => e.event_id), [sent.body.event_id]);
+    // Remote history is searchable like local messages.
+    const found = await api(base, 'POST', '/_matrix/client/v3/search', { token: me.accessToken, body: { search_categories: { room_events: { search_term: '500', filter: { rooms: [roomId] } } } } });
+    assert.equal(found.status, 200, JSON.stringify(found.body));
+    assert.deepEqual(found.body.search_categories.room_events.results.map((x: { result: { event_id: string } }) => x.result.event_id), [history[500]!.event_id]);
     // /context around an old event reads its neighbours in topological order.
     const mid = older[500]!.event_id!;
     const ctx = await api(base, 'GET', `/_matrix/client/v3/rooms/${enc(roomId)}/context/${enc(mid)}?limit=4`, { token: me.accessToken });
