@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
-import type { RoomHead } from './persist-store.ts';
+import type { RoomHead, TransactionWrites } from './persist-store.ts';
 
 /** An event as the DAG path needs it: its place, its state snapshots and its flags. */
 export interface DagEventRow {
@@ -183,8 +183,26 @@ export class DagStore {
     return r.rows.map((x: { missing_event_id: string; waiting_event_id: string; depth: string }) => ({ ...x, depth: Number(x.depth) }));
   }
 
+  /**
+   * State snapshots (immutable, referenced by id). On `this.db` rather than the transaction, they
+   * commit before it: what reads a snapshot on another connection meanwhile (push evaluation of
+   * the events) finds it; if the transaction fails they stay unreferenced.
+   */
+  async insertGroups(db: Knex, roomNid: number, groups: DagWrite['groups']): Promise<void> {
+    if (!groups.length) return;
+    await db.raw('INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len) SELECT * FROM unnest(?::bigint[], ?::int[], ?::bigint[], ?::int[])', bind([
+      groups.map((g) => g.id), groups.map(() => roomNid), groups.map((g) => g.prev), groups.map((g) => g.chainLen),
+    ]));
+    const entries = groups.flatMap((g) => g.entries.map((e) => ({ g: g.id, ...e })));
+    if (entries.length) {
+      await db.raw('INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid) SELECT * FROM unnest(?::bigint[], ?::int[], ?::int[], ?::bigint[])', [
+        entries.map((e) => e.g), entries.map((e) => e.typeNid), entries.map((e) => e.keyNid), entries.map((e) => e.nid),
+      ]);
+    }
+  }
+
   /** Everything one call persists, in the caller's transaction. */
-  async write(trx: Knex, w: DagWrite): Promise<void> {
+  async write(trx: Knex, w: DagWrite, extra?: TransactionWrites): Promise<void> {
     if (w.replaced.length) await trx.raw('DELETE FROM events WHERE event_nid = ANY(?) AND outlier', [w.replaced]);
     const ev = w.events;
     if (ev.length) {
@@ -206,17 +224,7 @@ export class DagStore {
         ]),
       );
     }
-    if (w.groups.length) {
-      await trx.raw('INSERT INTO state_groups (state_group, room_nid, prev_group, chain_len) SELECT * FROM unnest(?::bigint[], ?::int[], ?::bigint[], ?::int[])', bind([
-        w.groups.map((g) => g.id), w.groups.map(() => w.roomNid), w.groups.map((g) => g.prev), w.groups.map((g) => g.chainLen),
-      ]));
-      const entries = w.groups.flatMap((g) => g.entries.map((e) => ({ g: g.id, ...e })));
-      if (entries.length) {
-        await trx.raw('INSERT INTO state_group_entries (state_group, type_nid, state_key_nid, event_nid) SELECT * FROM unnest(?::bigint[], ?::int[], ?::int[], ?::bigint[])', [
-          entries.map((e) => e.g), entries.map((e) => e.typeNid), entries.map((e) => e.keyNid), entries.map((e) => e.nid),
-        ]);
-      }
-    }
+    await this.insertGroups(trx, w.roomNid, w.groups);
     if (w.currentDeleted.length) {
       await trx.raw('DELETE FROM current_state WHERE room_nid = ? AND (type_nid, state_key_nid) IN (SELECT * FROM unnest(?::int[], ?::int[]))', [
         w.roomNid, w.currentDeleted.map((c) => c.typeNid), w.currentDeleted.map((c) => c.keyNid),
@@ -250,6 +258,15 @@ export class DagStore {
       await trx.raw('INSERT INTO room_backfill_points (room_nid, missing_event_id, waiting_event_nid) SELECT ?, * FROM unnest(?::text[], ?::bigint[]) ON CONFLICT DO NOTHING', [
         w.roomNid, w.gapsAdded.map((g) => g.missing), w.gapsAdded.map((g) => g.waiting),
       ]);
+    }
+    if (extra) {
+      // Another capability's rows (push actions), in this transaction: its CTEs, with knex placeholders.
+      const values: unknown[] = [];
+      const ctes = extra.ctes((value, type) => {
+        values.push(value);
+        return `?::${type}`;
+      });
+      await trx.raw(`WITH ${ctes.join(',\n')} SELECT 1`, bind(values));
     }
     if (w.head) {
       await trx.raw('UPDATE rooms SET state_group = ?, last_pos = ?, extremities = ?::text[], depth = ? WHERE room_nid = ?', [

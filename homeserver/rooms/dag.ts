@@ -6,6 +6,7 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { resolveStateV2, type ResolverEvent } from '../protocol/state-res-v2.ts';
 import { MatrixError } from '../http/errors.ts';
 import type { RoomHead } from './persist-store.ts';
+import type { DerivedWrites } from './engine.ts';
 import type { RoomStore } from './store.ts';
 import { searchableText } from './search-text.ts';
 import { DagStore, type DagEventInsert, type DagEventRow, type DagWrite, type GroupEntry } from './dag-store.ts';
@@ -126,7 +127,8 @@ export class AuthorisedPersister {
     pdus: PDU[],
     opts: AuthorisedOptions,
     reserve: (allocate: () => Promise<number[]>) => Promise<number[]>,
-  ): Promise<{ roomNid: number; results: AuthorisedResult[]; live: AuthorisedPersisted[]; positions: number[]; headMoved: boolean }> {
+    derive?: (roomNid: number, live: AuthorisedPersisted[]) => Promise<DerivedWrites | undefined>,
+  ): Promise<{ roomNid: number; results: AuthorisedResult[]; live: AuthorisedPersisted[]; positions: number[]; headMoved: boolean; derived?: DerivedWrites }> {
     for (const p of pdus) {
       if (p.room_id !== roomId) throw new MatrixError(400, 'M_INVALID_PARAM', `Event ${p.event_id} is not in room ${roomId}`);
       if (typeof p.event_id !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Every event needs its event_id');
@@ -151,8 +153,16 @@ export class AuthorisedPersister {
       const run = new Run(this, trx, room.roomNid, version, room.head, opts);
       await run.process(pdus);
       const w = await run.finish(reserve, positions);
-      await this.store.write(trx, w);
-      return { roomNid: room.roomNid, results: run.results, live: run.live, headMoved: w.head !== undefined };
+      // What other capabilities derive from the accepted live events (push actions) commits with them.
+      let derived: DerivedWrites | undefined;
+      if (run.live.length && derive) {
+        // The evaluation reads the snapshots before the events on another connection.
+        await this.store.insertGroups(this.store.db, room.roomNid, w.groups);
+        w.groups = [];
+        derived = await derive(room.roomNid, run.live);
+      }
+      await this.store.write(trx, w, derived?.writes);
+      return { roomNid: room.roomNid, results: run.results, live: run.live, headMoved: w.head !== undefined, derived };
     });
     return { ...out, positions };
   }

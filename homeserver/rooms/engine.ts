@@ -163,8 +163,12 @@ export class RoomEngine {
     try {
       for (let attempt = 1; ; attempt++) {
         let positions: number[] = [];
+        // Push evaluation reads on a second pooled connection while this transaction holds one:
+        // bounded, as room creations are.
+        const release = await this.creations.acquire();
         try {
-          out = await this.dag.persist(roomId, pdus, opts, async (allocate) => (positions = await this.tracker.reserve(allocate)));
+          out = await this.dag.persist(roomId, pdus, opts, async (allocate) => (positions = await this.tracker.reserve(allocate)),
+            (roomNid, live) => this.derivedWrites([{ roomId, roomNid, results: live }]));
           break;
         } catch (err) {
           if (meta) {
@@ -175,6 +179,8 @@ export class RoomEngine {
           // A deadlock with another worker's local write to the room: nothing was written, again.
           if (!isHeadMoved(err) || attempt >= MAX_ATTEMPTS) throw err;
           await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
+        } finally {
+          release();
         }
       }
     } finally {
@@ -186,6 +192,7 @@ export class RoomEngine {
     this.unknownOutcome([out.roomNid]);
     this.recent?.forget(out.roomNid);
     const live: PersistedEvent[] = out.live.map((e) => ({ ...e }));
+    out.derived?.committed();
     this.announce(roomId, live, out.roomNid, undefined);
     this.tracker.done(positions);
     this.afterCommit(roomId, live);

@@ -205,6 +205,8 @@ describe('the room engine as a DAG', () => {
     const sync = await api(base, 'GET', `/_matrix/client/v3/sync?timeout=0&since=${sinceBefore}`, { token: me.accessToken });
     const timeline = sync.body.rooms.join[roomId].timeline.events.map((e: { event_id: string }) => e.event_id);
     assert.deepEqual(timeline.slice(-3), [m1.event_id, m2.event_id, m3.event_id]);
+    // Push rules ran on the remote messages: they count as unread notifications.
+    assert.ok(sync.body.rooms.join[roomId].unread_notifications.notification_count >= 3, JSON.stringify(sync.body.rooms.join[roomId].unread_notifications));
   });
 
   test('local sends and remote events racing in one room are all persisted, and the next local event merges what forked', async () => {
