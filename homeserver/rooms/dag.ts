@@ -23,6 +23,14 @@ export interface AuthorisedOptions {
   backfill?: boolean;
   outlier?: boolean;
   stateBefore?: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Out-of-band memberships (an invite to, or a knock answered for, a room this server is not in):
+   * stored as outliers without auth checks (their auth events are the other server's), the
+   * membership recorded so that /sync shows it, at a live position. `roomVersion` makes the room
+   * known when it is not yet.
+   */
+  outOfBand?: boolean;
+  roomVersion?: string;
 }
 
 /**
@@ -128,7 +136,7 @@ export class AuthorisedPersister {
     opts: AuthorisedOptions,
     reserve: (allocate: () => Promise<number[]>) => Promise<number[]>,
     derive?: (roomNid: number, live: AuthorisedPersisted[]) => Promise<DerivedWrites | undefined>,
-  ): Promise<{ roomNid: number; results: AuthorisedResult[]; live: AuthorisedPersisted[]; positions: number[]; headMoved: boolean; derived?: DerivedWrites }> {
+  ): Promise<{ roomNid: number; results: AuthorisedResult[]; live: AuthorisedPersisted[]; outOfBand: AuthorisedPersisted[]; positions: number[]; headMoved: boolean; derived?: DerivedWrites }> {
     for (const p of pdus) {
       if (p.room_id !== roomId) throw new MatrixError(400, 'M_INVALID_PARAM', `Event ${p.event_id} is not in room ${roomId}`);
       if (typeof p.event_id !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Every event needs its event_id');
@@ -143,10 +151,11 @@ export class AuthorisedPersister {
       let room = await this.store.lockRoom(trx, roomId);
       if (!room) {
         const create = pdus.find((p) => p.type === 'm.room.create' && p.state_key === '');
-        if (!create) throw new MatrixError(404, 'M_NOT_FOUND', `Unknown room ${roomId} (and no create event given)`);
-        const v = typeof create.content?.room_version === 'string' ? create.content.room_version : '1';
+        if (!create && !(opts.outOfBand && opts.roomVersion)) throw new MatrixError(404, 'M_NOT_FOUND', `Unknown room ${roomId} (and no create event given)`);
+        const v = create ? (typeof create.content?.room_version === 'string' ? create.content.room_version : '1') : opts.roomVersion!;
         if (!getRoomVersion(v)) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Unsupported room version ${v}`);
-        await this.store.insertRoom(trx, roomId, v, typeof create.content?.creator === 'string' ? create.content.creator : create.sender);
+        const creator = create ? (typeof create.content?.creator === 'string' ? create.content.creator : create.sender) : pdus[0]!.sender;
+        await this.store.insertRoom(trx, roomId, v, creator);
         room = (await this.store.lockRoom(trx, roomId))!;
       }
       const version = getRoomVersion(room.version)!;
@@ -162,7 +171,7 @@ export class AuthorisedPersister {
         derived = await derive(room.roomNid, run.live);
       }
       await this.store.write(trx, w, derived?.writes);
-      return { roomNid: room.roomNid, results: run.results, live: run.live, headMoved: w.head !== undefined, derived };
+      return { roomNid: room.roomNid, results: run.results, live: run.live, outOfBand: run.outOfBand, headMoved: w.head !== undefined, derived };
     });
     return { ...out, positions };
   }
@@ -208,6 +217,8 @@ export class AuthorisedPersister {
 class Run {
   readonly results: AuthorisedResult[] = [];
   readonly live: AuthorisedPersisted[] = [];
+  /** Out-of-band memberships stored by this call (announced, never extremities). */
+  readonly outOfBand: AuthorisedPersisted[] = [];
   private known = new Map<string, Known>();
   private inserts: DagEventInsert[] = [];
   private replaced: number[] = [];
@@ -269,7 +280,7 @@ class Run {
   private async one(ev: PDU, deoutliering: boolean): Promise<void> {
     const eventId = ev.event_id!;
     const existing = this.known.get(eventId);
-    if (existing && (existing.fresh || !existing.outlier || this.opts.outlier)) {
+    if (existing && (existing.fresh || !existing.outlier || this.opts.outlier || this.opts.outOfBand)) {
       if (!deoutliering) this.results.push({ eventId, outcome: 'duplicate', streamPos: existing.pos });
       return;
     }
@@ -283,6 +294,16 @@ class Run {
 
     // Auth against the event's own auth events.
     const authIds = eventIdsOf(ev.auth_events);
+    if (this.opts.outOfBand) {
+      const known = authIds.map((id) => this.known.get(id)).filter((k): k is Known => k !== undefined);
+      const row = insertOf(ev, this.roomNid, nid, typeNid, keyNid, { before: 0, after: 0, outlier: true, rejected: false, softFailed: false }, known.map((a) => a.nid), this.version);
+      this.inserts.push(row);
+      this.positive.push(row);
+      this.known.set(eventId, { nid, eventId, pdu: ev, typeNid, keyNid, depth: row.depth, pos: 0, outlier: true, rejected: false, softFailed: false, stateBefore: 0, stateAfter: 0, fresh: true });
+      this.outOfBand.push({ eventId, streamPos: 0, pdu: ev, stateBefore: 0, stateAfter: 0 });
+      result({ outcome: 'outlier' });
+      return;
+    }
     const missingAuth = authIds.filter((id) => !this.known.has(id));
     if (missingAuth.length) {
       if (existing) this.replaced.pop();
@@ -512,13 +533,17 @@ class Run {
     const neg = await this.p.store.nextIds(this.trx, 'backfill_positions', this.negative.length);
     this.negative.forEach((row, i) => (row.streamPos = neg[i]!));
     const byId = new Map(this.inserts.map((r) => [r.eventId, r]));
-    for (const l of this.live) l.streamPos = byId.get(l.eventId)!.streamPos;
+    for (const l of [...this.live, ...this.outOfBand]) l.streamPos = byId.get(l.eventId)!.streamPos;
     for (const r of this.results) if (byId.has(r.eventId) && r.outcome !== 'missing_auth_events') r.streamPos = byId.get(r.eventId)!.streamPos;
     // An outlier persisted again with its state: its old backfill points go with the old row.
     const w: DagWrite = {
       roomNid: this.roomNid, replaced: this.replaced, events: this.inserts, groups: this.groups, currentSet: [], currentDeleted: [],
       memberships: [], gapsAdded: this.gapsAdded, gapsFilled: [...this.gapsFilled], search: this.search,
     };
+    for (const o of this.outOfBand) {
+      if (o.pdu.type !== 'm.room.member' || typeof o.pdu.state_key !== 'string') continue;
+      w.memberships.push({ user: o.pdu.state_key, membership: String(o.pdu.content?.membership), nid: byId.get(o.eventId)!.nid, pos: o.streamPos, sender: o.pdu.sender });
+    }
     if (!this.extremitiesChanged) return w;
     const oldMap = (await this.p.groupMaps(this.trx, [this.head.state_group ?? 0])).get(this.head.state_group ?? 0)!.map;
     const newMap = await this.current();

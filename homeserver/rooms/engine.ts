@@ -191,7 +191,7 @@ export class RoomEngine {
     this.cache.delete(out.roomNid);
     this.unknownOutcome([out.roomNid]);
     this.recent?.forget(out.roomNid);
-    const live: PersistedEvent[] = out.live.map((e) => ({ ...e }));
+    const live: PersistedEvent[] = [...out.live, ...out.outOfBand].sort((a, b) => a.streamPos - b.streamPos);
     out.derived?.committed();
     this.announce(roomId, live, out.roomNid, undefined);
     this.tracker.done(positions);

@@ -339,6 +339,30 @@ describe('backfill under a live room', () => {
   });
 });
 
+describe('out-of-band memberships', () => {
+  test('an invite into a room this server is not in is an outlier that /sync shows as an invite', async () => {
+    const roomId = '!invited:remote.test';
+    const s = roomStart(roomId, { users: { [alice]: 100 }, state_default: 50, events_default: 0, users_default: 0 });
+    const since = (await api(base, 'GET', '/_matrix/client/v3/sync?timeout=0', { token: me.accessToken })).body.next_batch;
+    const invite = remote.event({
+      roomId, type: 'm.room.member', sender: alice, stateKey: me.userId, content: { membership: 'invite' }, prev: [s.rules], auth: [s.create, s.power, s.aliceJoin, s.rules],
+    });
+    // Without a known room or a version, nothing can be stored.
+    await assert.rejects(hs.engine.persistAuthorised(roomId, [invite], { outOfBand: true }), /Unknown room/);
+    const r = await hs.engine.persistAuthorised(roomId, [invite], { outOfBand: true, roomVersion: '10' });
+    assert.deepEqual(r.map((x) => x.outcome), ['outlier']);
+    assert.ok(r[0]!.streamPos! > 0, 'at a live position, so an incremental /sync sees it');
+    assert.deepEqual((await hs.engine.persistAuthorised(roomId, [invite], { outOfBand: true, roomVersion: '10' })).map((x) => x.outcome), ['duplicate']);
+    const sync = await api(base, 'GET', `/_matrix/client/v3/sync?timeout=0&since=${since}`, { token: me.accessToken });
+    const shown = sync.body.rooms.invite[roomId].invite_state.events;
+    assert.ok(shown.some((e: { type: string; state_key: string; content: { membership: string } }) => e.type === 'm.room.member' && e.state_key === me.userId && e.content.membership === 'invite'));
+    assert.deepEqual(await extremities(roomId), [], 'an outlier is never an extremity');
+    // Its history is not readable until the room's state is known.
+    const msgs = await api(base, 'GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b`, { token: me.accessToken });
+    assert.ok(msgs.status === 403 || (msgs.status === 200 && msgs.body.chunk.length === 0), JSON.stringify(msgs.body));
+  });
+});
+
 describe('the outbox', () => {
   test('a consumer reads persisted events and EDUs in order from its saved position', async () => {
     const seen: Array<{ pos: number; id: string }> = [];
