@@ -53,6 +53,8 @@ export interface DagEventInsert {
   rejected: boolean;
   softFailed: boolean;
   containsUrl: boolean;
+  /** The redaction that applies to it (stored before it, or in the same call). */
+  redactedBy?: string;
   json: string;
 }
 
@@ -69,6 +71,8 @@ export interface DagWrite {
   gapsFilled: string[];
   /** Full-text search rows of accepted events. */
   search: Array<{ nid: number; key: string; text: string }>;
+  /** [target, redaction] for targets stored before this call. */
+  redactions: Array<[string, string]>;
   head?: RoomHead;
 }
 
@@ -162,6 +166,16 @@ export class DagStore {
     return r.rows.map((x: { v: string }) => Number(x.v)).sort((a: number, b: number) => a - b);
   }
 
+  /** Redactions stored (with their state) that target one of these events. */
+  async redactionsOf(trx: Knex, roomNid: number, eventIds: string[]): Promise<Array<{ event_id: string; redacts: string; sender: string }>> {
+    if (!eventIds.length) return [];
+    const r = await trx.raw(
+      `SELECT event_id, redacts, sender FROM events WHERE redacts = ANY(?) AND room_nid = ? AND NOT outlier AND NOT rejected AND NOT soft_failed`,
+      [eventIds, roomNid],
+    );
+    return r.rows;
+  }
+
   /** Outliers waiting for one of these events (their missing prev events). */
   async waitingOn(trx: Knex, roomNid: number, eventIds: string[]): Promise<DagEventRow[]> {
     if (!eventIds.length) return [];
@@ -210,17 +224,17 @@ export class DagStore {
       await trx.raw(
         `INSERT INTO events (event_nid, event_id, room_nid, stream_pos, depth, type_nid, state_key_nid, sender, origin_server_ts,
            state_before, state_after, replaces_nid, membership, rel_type, relates_to, redacts, json, prev_event_ids, auth_event_nids,
-           outlier, rejected, soft_failed, contains_url)
-         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, j, pe::text[], ae::bigint[], o, rj, sf, cu
+           outlier, rejected, soft_failed, contains_url, redacted_by)
+         SELECT n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, j, pe::text[], ae::bigint[], o, rj, sf, cu, rb
          FROM unnest(?::bigint[], ?::text[], ?::int[], ?::bigint[], ?::bigint[], ?::int[], ?::int[], ?::text[], ?::bigint[], ?::bigint[],
            ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::boolean[],
-           ?::boolean[], ?::boolean[])
-           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, j, pe, ae, o, rj, sf, cu)`,
+           ?::boolean[], ?::boolean[], ?::text[])
+           AS x(n, i, r, sp, d, t, k, s, ts, sb, sa, rp, m, rt, rl, rd, j, pe, ae, o, rj, sf, cu, rb)`,
         bind([
           col('nid'), col('eventId'), col('roomNid'), col('streamPos'), col('depth'), col('typeNid'), col('stateKeyNid'), col('sender'), col('ts'),
           col('stateBefore'), col('stateAfter'), col('replacesNid'), col('membership'), col('relType'), col('relatesTo'), col('redacts'), col('json'),
           ev.map((r) => arrayLiteral(r.prevEventIds)), ev.map((r) => `{${r.authEventNids.join(',')}}`),
-          col('outlier'), col('rejected'), col('softFailed'), col('containsUrl'),
+          col('outlier'), col('rejected'), col('softFailed'), col('containsUrl'), col('redactedBy'),
         ]),
       );
     }
@@ -252,6 +266,15 @@ export class DagStore {
         "INSERT INTO event_search (event_nid, room_nid, key, vector) SELECT n, ?, k, to_tsvector('simple', t) FROM unnest(?::bigint[], ?::text[], ?::text[]) AS x(n, k, t)",
         [w.roomNid, w.search.map((x) => x.nid), w.search.map((x) => x.key), w.search.map((x) => x.text)],
       );
+    }
+    if (w.redactions.length) {
+      const targets = w.redactions.map((r) => r[0]);
+      await trx.raw(
+        `UPDATE events e SET redacted_by = x.r FROM unnest(?::text[], ?::text[]) AS x(t, r)
+         WHERE e.event_id = x.t AND e.room_nid = ? AND e.redacted_by IS NULL`,
+        [targets, w.redactions.map((r) => r[1]), w.roomNid],
+      );
+      await trx.raw('DELETE FROM event_search WHERE event_nid IN (SELECT event_nid FROM events WHERE event_id = ANY(?) AND room_nid = ?)', [targets, w.roomNid]);
     }
     if (w.gapsFilled.length) await trx.raw('DELETE FROM room_backfill_points WHERE room_nid = ? AND missing_event_id = ANY(?)', [w.roomNid, w.gapsFilled]);
     if (w.gapsAdded.length) {

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { LruCache } from '../cache/lru.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
-import { AuthError, authEventSelection, checkAuthEventList, checkEventAuth, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { AuthError, authEventSelection, checkAuthEventList, checkEventAuth, checkRedaction, redactsOf, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { serverNameOf } from '../protocol/identifiers.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { resolveStateV2, type ResolverEvent } from '../protocol/state-res-v2.ts';
 import { MatrixError } from '../http/errors.ts';
@@ -226,6 +227,8 @@ class Run {
   private gapsAdded: DagWrite['gapsAdded'] = [];
   private gapsFilled = new Set<string>();
   private search: DagWrite['search'] = [];
+  /** target → redaction, for targets this call's redactions may redact. */
+  private redactions = new Map<string, string>();
   private extremities: string[];
   private extremitiesChanged = false;
   /** The room's current state (by the head's snapshot), as this call moves it. */
@@ -402,6 +405,17 @@ class Run {
     this.arrived.push(eventId);
     const text = softFailed ? undefined : searchableText({ type: ev.type, content: ev.content ?? {} });
     if (text) this.search.push({ nid, key: text.key, text: text.value });
+    const target = softFailed ? undefined : redactsOf(ev, this.version);
+    if (target !== undefined) {
+      // Applied when its sender may redact the target: same server (spec, room versions 3+), or
+      // the redact power in the state before it. A target not known yet: when it comes (finish).
+      await this.load([target]);
+      const t = this.known.get(target);
+      if (t && t.pdu.room_id === ev.room_id && !t.rejected) {
+        const allowed = serverNameOf(t.pdu.sender) === serverNameOf(ev.sender) || !authDenial(() => checkRedaction(ev, beforeAuth, this.version, t.pdu.sender));
+        if (allowed) this.redactions.set(target, eventId);
+      }
+    }
     result({ outcome: softFailed ? 'soft_failed' : 'accepted', ...(reason ? { reason } : {}) });
     if (!live) return;
     this.live.push({ eventId, streamPos: 0, pdu: ev, stateBefore: before.group, stateAfter: after.group });
@@ -535,10 +549,32 @@ class Run {
     const byId = new Map(this.inserts.map((r) => [r.eventId, r]));
     for (const l of [...this.live, ...this.outOfBand]) l.streamPos = byId.get(l.eventId)!.streamPos;
     for (const r of this.results) if (byId.has(r.eventId) && r.outcome !== 'missing_auth_events') r.streamPos = byId.get(r.eventId)!.streamPos;
+    // Redactions stored before their targets arrived (same server only: the state that allowed
+    // them is not looked at again), and this call's own.
+    const arriving = this.inserts.filter((r) => !r.outlier && !r.rejected);
+    for (const r of await this.p.store.redactionsOf(this.trx, this.roomNid, arriving.map((x) => x.eventId))) {
+      const t = this.known.get(r.redacts);
+      if (t && serverNameOf(t.pdu.sender) === serverNameOf(r.sender) && !this.redactions.has(r.redacts)) this.redactions.set(r.redacts, r.event_id);
+    }
+    for (const r of this.inserts) {
+      // A redaction that came before its target in this very call.
+      const t = r.redacts !== null && !r.rejected && !r.outlier && !r.softFailed ? this.known.get(r.redacts) : undefined;
+      if (t?.fresh && serverNameOf(t.pdu.sender) === serverNameOf(r.sender) && !this.redactions.has(r.redacts!)) this.redactions.set(r.redacts!, r.eventId);
+    }
+    const redactedNow = new Set<number>();
+    const older: Array<[string, string]> = [];
+    for (const [target, redaction] of this.redactions) {
+      const row = this.inserts.find((x) => x.eventId === target);
+      if (row) {
+        row.redactedBy = redaction;
+        redactedNow.add(row.nid);
+      } else older.push([target, redaction]);
+    }
+    this.search = this.search.filter((x) => !redactedNow.has(x.nid));
     // An outlier persisted again with its state: its old backfill points go with the old row.
     const w: DagWrite = {
       roomNid: this.roomNid, replaced: this.replaced, events: this.inserts, groups: this.groups, currentSet: [], currentDeleted: [],
-      memberships: [], gapsAdded: this.gapsAdded, gapsFilled: [...this.gapsFilled], search: this.search,
+      memberships: [], gapsAdded: this.gapsAdded, gapsFilled: [...this.gapsFilled], search: this.search, redactions: older,
     };
     for (const o of this.outOfBand) {
       if (o.pdu.type !== 'm.room.member' || typeof o.pdu.state_key !== 'string') continue;

@@ -240,6 +240,34 @@ describe('the room engine as a DAG', () => {
     for (const id of [...locals.map((r) => r.body.event_id), ...remoteChain.map((e) => e.event_id)]) assert.ok(history.includes(id), id);
   });
 
+  test('remote redactions apply when their sender may redact: same server, before or after the target arrives', async () => {
+    const heads = await Promise.all((await extremities(roomId)).map(async (id) => {
+      const row = (await hs.db.raw('SELECT event_id, json FROM events WHERE event_id = ?', [id])).rows[0];
+      return { ...JSON.parse(row.json), event_id: row.event_id } as PDU;
+    }));
+    const auth = [s.create, s.power, bobJoin];
+    const target = remote.event({ roomId, type: 'm.room.message', sender: alice, content: { body: 'secret words' }, prev: heads, auth: [s.create, s.power, s.aliceJoin] });
+    // Bob (power 0 now) redacts alice's message: same server, applied.
+    const redaction = remote.event({ roomId, type: 'm.room.redaction', sender: bob, content: { redacts: target.event_id }, prev: [target], auth });
+    // Bob redacts the local user's message: another server, no power: stored, not applied.
+    const mine = await api(base, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/keep`, { token: me.accessToken, body: { body: 'keep me' } });
+    const foreign = remote.event({ roomId, type: 'm.room.redaction', sender: bob, content: { redacts: mine.body.event_id }, prev: [redaction], auth });
+    // A redaction before its target: the target (same server) is redacted when it comes.
+    const later = remote.event({ roomId, type: 'm.room.message', sender: alice, content: { body: 'late words' }, prev: [foreign], auth: [s.create, s.power, s.aliceJoin] });
+    const early = remote.event({ roomId, type: 'm.room.redaction', sender: alice, content: { redacts: later.event_id }, prev: [foreign], auth: [s.create, s.power, s.aliceJoin] });
+    assert.deepEqual((await hs.engine.persistAuthorised(roomId, [target, redaction, foreign])).map((r) => r.outcome), ['accepted', 'accepted', 'accepted']);
+    assert.deepEqual((await hs.engine.persistAuthorised(roomId, [early])).map((r) => r.outcome), ['accepted']);
+    assert.deepEqual((await hs.engine.persistAuthorised(roomId, [later])).map((r) => r.outcome), ['accepted']);
+    const get = (id: string) => api(base, 'GET', `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(id)}`, { token: me.accessToken });
+    const t = await get(target.event_id!);
+    assert.deepEqual(t.body.content, {});
+    assert.equal(t.body.unsigned.redacted_because.event_id, redaction.event_id);
+    assert.equal((await get(mine.body.event_id)).body.content.body, 'keep me');
+    assert.deepEqual((await get(later.event_id!)).body.content, {});
+    const found = await api(base, 'POST', '/_matrix/client/v3/search', { token: me.accessToken, body: { search_categories: { room_events: { search_term: 'words', filter: { rooms: [roomId] } } } } });
+    assert.deepEqual(found.body.search_categories.room_events.results, [], 'redacted text is not searchable');
+  });
+
   test('bad input to persistAuthorised changes nothing', async () => {
     const other = remote.event({ roomId: '!other:remote.test', type: 'm.room.message', sender: alice, content: {}, prev: [], auth: [] });
     await assert.rejects(hs.engine.persistAuthorised(roomId, [other]), /not in room/);
