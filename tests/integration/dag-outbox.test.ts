@@ -67,3 +67,50 @@ test('SIGKILL between commit and hand-off: after a restart the reader hands ever
   assert.deepEqual(positions, [...positions].sort((a, b) => a - b));
   assert.equal(new Set(all).size, all.length);
 });
+
+test('two workers: one elected reader hands each event once; when it dies the other takes over from the saved position', {
+  skip: process.env.TEST_BACKEND === 'embedded' ? 'needs an external database and Redis' : false,
+}, async () => {
+  const shared = path.join(dir, 'two-workers');
+  const holdTwo = path.join(dir, 'hold-two');
+  const handedTwo = () => (fs.existsSync(shared) ? fs.readFileSync(shared, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).id).filter(Boolean) : []);
+  const env = { OUTBOX_FILE: shared, OUTBOX_HOLD: holdTwo, LOG_LEVEL: 'info' };
+  const a = await startServer({ redis: true, entry: 'tests/helpers/outbox-server.ts', env });
+  const b = await startServer({
+    entry: 'tests/helpers/outbox-server.ts',
+    env: { ...env, DATABASE_URL: a.env.DATABASE_URL!, KEEP_DB: '1', REDIS_URL: a.env.REDIS_URL!, REDIS_PREFIX: a.env.REDIS_PREFIX! },
+  });
+  try {
+    const user = await registerUser(a.baseUrl);
+    const room = await api(a.baseUrl, 'POST', '/_matrix/client/v3/createRoom', { token: user.accessToken, body: {} });
+    const sends: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const via = i % 2 ? b : a;
+      const r = await api(via.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/send/m.room.message/w${i}`, { token: user.accessToken, body: { body: `w${i}` } });
+      assert.equal(r.status, 200);
+      sends.push(r.body.event_id);
+    }
+    await until('the events of both workers handed off', () => sends.every((id) => handedTwo().includes(id)));
+    // Whoever reads holds its next batch; both die in turn, the survivor or the restarted one takes over.
+    fs.writeFileSync(holdTwo, '');
+    fs.rmSync(`${shared}.read`, { force: true });
+    const more: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await api(b.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/send/m.room.message/x${i}`, { token: user.accessToken, body: { body: `x${i}` } });
+      more.push(r.body.event_id);
+    }
+    await until('the reader holding a batch', () => fs.existsSync(`${shared}.read`));
+    // Kill the worker that holds the background jobs (its log says so), release: the other reads.
+    const leaders = [a, b].filter((s) => s.logs().includes('background jobs run on this worker'));
+    assert.equal(leaders.length, 1, 'one worker reads');
+    await leaders[0]!.kill();
+    fs.rmSync(holdTwo);
+    await until('the held events handed off by the other worker', () => more.every((id) => handedTwo().includes(id)));
+    const all = handedTwo();
+    for (const id of [...sends, ...more]) assert.equal(all.filter((x) => x === id).length, 1, `${id} handed once`);
+    assert.equal(new Set(all).size, all.length);
+  } finally {
+    await b.stop();
+    await a.stop();
+  }
+});
