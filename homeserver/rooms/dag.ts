@@ -331,7 +331,12 @@ class Run {
       checkEventAuth(ev, stateMapOf(authEvents.map((a) => a.pdu)), this.version);
     });
     if (denial) {
-      store({ before: 0, after: 0, outlier: false, rejected: true, softFailed: false }, false);
+      // A rejected event changes no state: the state after it is the state before it, where that
+      // is known (an event citing it builds on that).
+      const prevs = eventIdsOf(ev.prev_events).map((id) => this.known.get(id));
+      const placed = !this.opts.outlier && prevs.length > 0 && prevs.every((k) => k && !k.outlier && k.stateAfter > 0);
+      const group = placed ? (await this.stateOf(prevs.map((k) => k!.stateAfter))).group : 0;
+      store({ before: group, after: group, outlier: false, rejected: true, softFailed: false }, false);
       result({ outcome: 'rejected', reason: denial });
       return;
     }

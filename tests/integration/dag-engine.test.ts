@@ -144,6 +144,11 @@ describe('the room engine as a DAG', () => {
     const after = remote.event({ roomId, type: 'm.room.message', sender: mallory, content: { body: 'x' }, prev: [prev], auth: [s.create, s.power, badJoin] });
     assert.deepEqual((await hs.engine.persistAuthorised(roomId, [after])).map((x) => x.outcome), ['rejected']);
     assert.deepEqual(await extremities(roomId), [prev.event_id!], 'rejected events are never extremities');
+    // An event citing a rejected one builds on the state before it (a rejected event changes none).
+    const child = remote.event({ roomId, type: 'm.room.message', sender: alice, content: { body: 'after a rejected one' }, prev: [intruder], auth: [s.create, s.power, s.aliceJoin] });
+    assert.deepEqual((await hs.engine.persistAuthorised(roomId, [child])).map((x) => x.outcome), ['accepted']);
+    assert.deepEqual(await extremities(roomId), [prev.event_id!, child.event_id!].sort());
+    assert.equal((await state(roomId, 'm.room.power_levels')).body.users[bob], 0);
     // Unknown auth events: nothing stored, the caller is told which.
     const orphan = remote.event({ roomId, type: 'm.room.message', sender: alice, content: { body: 'x' }, prev: [prev], auth: [s.create, { ...s.power, event_id: '$nope' }] });
     const missing = await hs.engine.persistAuthorised(roomId, [orphan]);
