@@ -5,6 +5,9 @@ import type { BackgroundJob } from '../coordination/jobs.ts';
 import type { PDU } from '../protocol/auth.ts';
 import { OutboxStore, type OutboxRow } from './outbox-store.ts';
 
+/** How often a consumer drops the EDUs every consumer has handed off. */
+const PRUNE_EVERY_MS = 60_000;
+
 /** What a consumer is handed, in stream order. */
 export type OutboxItem =
   | { kind: 'pdu'; pos: number; roomId: string; eventId: string; pdu: PDU }
@@ -63,6 +66,7 @@ export class Outbox {
     const batch = opts.batch ?? 100;
     const pollMs = opts.pollMs ?? 1_000;
     let running = false;
+    let pruned = Date.now();
     let loop: Promise<void> | undefined;
     let wake: (() => void) | undefined;
     const waker = () => wake?.();
@@ -93,6 +97,10 @@ export class Outbox {
           }
           pos = rows.length < batch ? upto : rows[rows.length - 1]!.stream_pos;
           await this.store.savePosition(name, pos);
+          if (Date.now() - pruned > PRUNE_EVERY_MS) {
+            pruned = Date.now();
+            await this.store.pruneEdus().catch((err) => this.log.warn({ err }, 'outbox: pruning EDUs failed'));
+          }
           continue;
         }
         if (upto > pos) {
@@ -120,7 +128,7 @@ export class Outbox {
     };
   }
 
-  /** Drops EDUs every consumer has passed (a background job may call it now and then). */
+  /** Drops EDUs every consumer has passed (consumers do it about once a minute). */
   prune(): Promise<void> {
     return this.store.pruneEdus();
   }

@@ -423,5 +423,9 @@ describe('the outbox', () => {
     for (let i = 0; i < 100 && !again.includes(sent2.body.event_id); i++) await new Promise((r) => setTimeout(r, 50));
     await job2.stop();
     assert.deepEqual(again, [sent2.body.event_id]);
+    // EDUs every consumer has handed off are dropped.
+    assert.equal(Number((await hs.db.raw('SELECT count(*) AS n FROM outbox_edus')).rows[0].n), 1);
+    await hs.outbox.prune();
+    assert.equal(Number((await hs.db.raw('SELECT count(*) AS n FROM outbox_edus')).rows[0].n), 0);
   });
 });
