@@ -9,3 +9,4 @@ export * from './power-levels.ts';
 export * from './auth.ts';
 export * from './identifiers.ts';
 export * from './state-res-v2.ts';
+export * from './state-res-v1.ts';

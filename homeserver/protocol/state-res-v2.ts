@@ -2,7 +2,7 @@
 // (rooms/v12.md "State resolution": the first iterative auth checks start from an empty map, and
 // the full conflicted set also holds the conflicted state subgraph). Pure: events are read only
 // through the caller's batched `getEvents`, and every event is fetched at most once per call.
-import { AuthError, authEventSelection, checkEventAuth, createEventIdFromRoomId, stateKey, type PDU, type StateMap } from './auth.ts';
+import { authEventSelection, checkEventAuth, createEventIdFromRoomId, stateKey, type PDU, type StateMap } from './auth.ts';
 import { userLevel, type PowerLevelsContent } from './power-levels.ts';
 import { getProtocolRoomVersion, type RoomVersion } from './room-versions.ts';
 
@@ -10,6 +10,7 @@ export { stateKey };
 
 export interface ResolverEvent {
   event_id: string;
+  /** A v12 m.room.create event has no room_id: pass '' (or the room ID derived from it). */
   room_id: string;
   type: string;
   state_key?: string;
@@ -70,7 +71,7 @@ export async function resolveStateV2(input: ResolveStateV2Input): Promise<Map<st
   const version = getProtocolRoomVersion(input.roomVersion);
   if (!version) throw new StateResolutionError(`unknown room version ${JSON.stringify(input.roomVersion)}`);
   if (version.stateResolution === 'v1') {
-    throw new StateResolutionError(`room version ${version.id} uses state resolution v1, which is not supported`);
+    throw new StateResolutionError(`room version ${version.id} uses state resolution v1: use resolveStateV1 (or resolveState, which picks the algorithm)`);
   }
   const resolver = new Resolver(version, input.getEvents);
   const result = await resolver.resolve(input.stateSets);
@@ -127,7 +128,7 @@ class Resolver {
     const seenIn = new Map<string, number>();
     for (const set of stateSets) {
       const own: string[] = [];
-      for (const [k, id] of set) if (!unconflicted.has(k) || unconflicted.get(k) !== id) own.push(id);
+      for (const [k, id] of set) if (!unconflicted.has(k)) own.push(id);
       for (const id of this.closure(own, common)) seenIn.set(id, (seenIn.get(id) ?? 0) + 1);
     }
     const full = new Set<string>();
@@ -144,14 +145,17 @@ class Resolver {
     const sortedPower = this.reverseTopologicalPowerSort(full);
     this.stats.powerEvents = sortedPower.length;
     // 2. Iterative auth checks from the unconflicted state (v12: from an empty map).
-    const base = this.version.stateResolution === 'v2.1' ? new Map<string, string>() : new Map(unconflicted);
-    const partial = this.iterativeAuthChecks(sortedPower, base);
+    //    The resolved state is kept as changes over the base, which is not copied.
+    const base: ReadonlyMap<string, string> = this.version.stateResolution === 'v2.1' ? new Map() : unconflicted;
+    const changes = new Map<string, string>();
+    this.iterativeAuthChecks(sortedPower, base, changes);
     // 3. The other events by mainline order of the resolved power levels; 4. auth checks again.
     const inPower = new Set(sortedPower);
     const leftover = [...full].filter((id) => !inPower.has(id));
-    const resolved = this.iterativeAuthChecks(this.mainlineSort(leftover, partial.get(PL_KEY)), partial);
+    this.iterativeAuthChecks(this.mainlineSort(leftover, changes.get(PL_KEY) ?? base.get(PL_KEY)), base, changes);
     // 5. The unconflicted state wins over anything resolved.
-    for (const [k, id] of unconflicted) resolved.set(k, id);
+    const resolved = new Map(unconflicted);
+    for (const [k, id] of changes) if (!unconflicted.has(k)) resolved.set(k, id);
     return resolved;
   }
 
@@ -164,8 +168,8 @@ class Resolver {
       const next = new Set<string>();
       for (const id of frontier) {
         const ev = got.get(id);
-        // An event answered under another id is not that event.
-        const known = ev && ev.event_id === id ? ev : null;
+        // An event answered under another id is not that event; a malformed one is made safe to read.
+        const known = ev && ev.event_id === id ? wellFormed(ev) : null;
         this.events.set(id, known);
         if (!known) continue;
         this.stats.eventsFetched++;
@@ -181,7 +185,7 @@ class Resolver {
 
   /** An event's auth events; from v12 the create event is implied by the room ID. */
   private authIdsOf(ev: ResolverEvent): string[] {
-    const ids = Array.isArray(ev.auth_events) ? ev.auth_events : [];
+    const ids = ev.auth_events;
     if (!this.version.roomIdIsCreateEventHash || ev.type === 'm.room.create' || !ev.room_id.startsWith('!')) return ids;
     const create = createEventIdFromRoomId(ev.room_id);
     return ids.includes(create) ? ids : [...ids, create];
@@ -306,8 +310,8 @@ class Resolver {
     return sorted;
   }
 
-  private iterativeAuthChecks(ids: readonly string[], base: Map<string, string>): Map<string, string> {
-    const resolved = new Map(base);
+  /** Applies each allowed event to the state `base` overlaid by `changes` (updated in place). */
+  private iterativeAuthChecks(ids: readonly string[], base: ReadonlyMap<string, string>, changes: Map<string, string>): void {
     for (const id of ids) {
       const ev = this.event(id);
       if (!ev || ev.rejected || ev.state_key === undefined) continue;
@@ -318,22 +322,20 @@ class Resolver {
       }
       for (const [type, sk] of authEventSelection(ev, this.version)) {
         const key = stateKey(type, sk);
-        const current = resolved.get(key);
+        const current = changes.get(key) ?? base.get(key);
         const cev = current === undefined ? undefined : this.event(current);
         if (cev && !cev.rejected) authState.set(key, cev as PDU);
       }
       this.stats.authChecks++;
       try {
         checkEventAuth(asPdu(ev), authState, this.version);
-      } catch (err) {
-        // Not allowed: ignored. Anything else thrown means a malformed event, which fails its check
-        // rather than the whole resolution.
-        if (err instanceof AuthError || err instanceof Error) continue;
-        throw err;
+      } catch {
+        // Not allowed (AuthError): ignored. Anything else thrown means a malformed event, which
+        // fails its check rather than the whole resolution.
+        continue;
       }
-      resolved.set(stateKey(ev.type, ev.state_key), id);
+      changes.set(stateKey(ev.type, ev.state_key), id);
     }
-    return resolved;
   }
 
   /** Orders events by mainline position against the power levels event `pl`, then ts, then ID. */
@@ -397,6 +399,27 @@ export function isPowerEvent(ev: Pick<ResolverEvent, 'type' | 'state_key' | 'sen
   return (membership === 'leave' || membership === 'ban') && ev.sender !== ev.state_key;
 }
 
+/** The event, or a copy with `content` an object, `auth_events` an array of strings, string
+ *  ids, type and state key, and a numeric `origin_server_ts`, so that hostile shapes fail auth
+ *  checks rather than the resolution. */
+function wellFormed(ev: ResolverEvent): ResolverEvent {
+  const okContent = ev.content !== null && typeof ev.content === 'object' && !Array.isArray(ev.content);
+  const okAuth = Array.isArray(ev.auth_events) && ev.auth_events.every((a) => typeof a === 'string');
+  const okTs = typeof ev.origin_server_ts === 'number' && Number.isFinite(ev.origin_server_ts);
+  const okKey = ev.state_key === undefined || typeof ev.state_key === 'string';
+  if (okContent && okAuth && okTs && okKey && typeof ev.sender === 'string' && typeof ev.type === 'string' && typeof ev.room_id === 'string') return ev;
+  return {
+    ...ev,
+    room_id: typeof ev.room_id === 'string' ? ev.room_id : '',
+    type: String(ev.type),
+    ...(okKey ? {} : { state_key: String(ev.state_key) }),
+    sender: String(ev.sender),
+    content: okContent ? ev.content : {},
+    auth_events: Array.isArray(ev.auth_events) ? ev.auth_events.filter((a): a is string => typeof a === 'string') : [],
+    origin_server_ts: okTs ? ev.origin_server_ts : 0,
+  };
+}
+
 function asPdu(ev: ResolverEvent): PDU {
   const pdu: PDU = {
     event_id: ev.event_id,
@@ -410,6 +433,8 @@ function asPdu(ev: ResolverEvent): PDU {
     depth: ev.depth,
   };
   if (ev.state_key !== undefined) pdu.state_key = ev.state_key;
+  // v12: the create event carries no room_id.
+  if (ev.room_id === '' && ev.type === 'm.room.create') delete (pdu as { room_id?: string }).room_id;
   return pdu;
 }
 

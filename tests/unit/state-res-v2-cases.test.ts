@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolveStateV2, stateKey, StateResolutionError, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
-import { ALICE, BOB, CHARLIE, EVELYN, ZARA, buildDag, eventId, join, type Dag, type NodeSpec } from './state-res-v2-dag.ts';
+import { ALICE, BOB, CHARLIE, EVELYN, ZARA, ban, buildDag, eventId, join, type Dag, type NodeSpec } from '../helpers/state-res-dag.ts';
 
 const TOPIC = stateKey('m.room.topic', '');
 const PL = stateKey('m.room.power_levels', '');
@@ -72,6 +72,32 @@ for (const v of ['10', '11', '12']) {
     assert.equal(node(dag.stateAfter.get('END')?.get(PL)), 'PB');
   });
 }
+
+test('the spec\'s soft-fail example (server-server-api "Soft failure"): a topic sent while evading a ban is in the v1 state, not the v2 state', async () => {
+  // A gives Zara the power to set the topic; B bans her; C, her topic, forks from A; END merges.
+  const ZARA_KEY = stateKey('m.room.member', ZARA);
+  const result: Record<string, [string | undefined, string | undefined]> = {};
+  for (const v of ['1', '2', '10', '12']) {
+    const dag = await buildDag(v, [
+      pl('A', ALICE, usersFor(v, { [ALICE]: 100, [ZARA]: 50 })),
+      { id: 'B', sender: ALICE, type: 'm.room.member', state_key: ZARA, content: ban },
+      topic('C', ZARA),
+    ], [['END', 'B', 'A', 'START'], ['END', 'C', 'A']]);
+    const end = dag.stateAfter.get('END') as Map<string, string>;
+    result[v] = [node(end.get(ZARA_KEY)), node(end.get(TOPIC))];
+  }
+  assert.deepEqual(result, { '1': ['B', 'C'], '2': ['B', undefined], '10': ['B', undefined], '12': ['B', undefined] });
+});
+
+test('a kick beats the join it kicks, even when the join claims a later timestamp (gomatrixserverlib\'s "other event doesn\'t overpower power event")', async () => {
+  // The join is in the kick's auth chain, so the power sort puts it first whatever its timestamp.
+  const dag = await buildDag('6', [
+    { id: 'JE', sender: EVELYN, type: 'm.room.member', state_key: EVELYN, content: join, ts: 9999 },
+    { id: 'KE', sender: ALICE, type: 'm.room.member', state_key: EVELYN, content: { membership: 'leave' }, ts: 10 },
+  ], [['END', 'KE', 'JE', 'START']]);
+  const r = await resolve(dag, '6', [dag.stateAfter.get('JE') as Map<string, string>, dag.stateAfter.get('KE') as Map<string, string>]);
+  assert.equal(node(r.get(stateKey('m.room.member', EVELYN))), 'KE');
+});
 
 test('a rejected auth event does not authorise: a topic resting on a rejected join loses', async () => {
   const nodes = (rejected: boolean): NodeSpec[] => [
@@ -204,4 +230,86 @@ test('v12: creators outrank everyone in the power sort and cannot be banned', as
   const end = dag.stateAfter.get('END') as Map<string, string>;
   assert.equal(node(end.get(stateKey('m.room.member', BOB))), 'AB');
   assert.equal(node(end.get(stateKey('m.room.member', ALICE))), 'IMA');
+});
+
+test('malformed events (hostile shapes) lose their checks instead of breaking the resolution', async () => {
+  const dag = await buildDag('10', [topic('TA', ALICE, { ts: 1 })], [['END', 'TA', 'START']]);
+  const start = dag.stateAfter.get('START') as Map<string, string>;
+  const bad = (id: string, fields: Record<string, unknown>) => {
+    const ev = { ...(dag.events.get(eventId('TA')) as object), event_id: id, origin_server_ts: 5, ...fields };
+    dag.events.set(id, ev as never);
+  };
+  bad('$nullcontent:example.com', { content: null });
+  bad('$arraycontent:example.com', { content: [1] });
+  bad('$badauth:example.com', { auth_events: 'nope' });
+  bad('$badts:example.com', { origin_server_ts: 'soon' });
+  bad('$badkey:example.com', { state_key: 7, type: 'm.room.topic' });
+  bad('$badroom:example.com', { room_id: 42 });
+  // A create event with null content cited by the topic.
+  bad('$nullcreate:example.com', { type: 'm.room.create', state_key: '', content: null, auth_events: [] });
+  bad('$citesit:example.com', { auth_events: ['$nullcreate:example.com', eventId('IPOWER'), eventId('IMA')] });
+  for (const id of ['$nullcontent', '$arraycontent', '$badauth', '$badts', '$badkey', '$badroom', '$citesit']) {
+    const full = `${id}:example.com`;
+    const r = await resolve(dag, '10', [new Map([...start, [TOPIC, eventId('TA')]]), new Map([...start, [TOPIC, full]])]);
+    assert.ok(r.has(TOPIC), id);
+  }
+  // A power levels change resting on that create event and no power levels: the power sort reads
+  // the creator from it.
+  bad('$plnullcreate:example.com', { sender: ZARA, type: 'm.room.power_levels', state_key: '', content: { users: {} }, auth_events: ['$nullcreate:example.com', eventId('IMZ')] });
+  const r = await resolve(dag, '10', [start, new Map([...start, [PL, '$plnullcreate:example.com']])]);
+  assert.equal(node(r.get(PL)), 'IPOWER');
+});
+
+test('v12: a create event missing from one set is checked like any event: no room_id (or its own derived one) passes, another fails', async () => {
+  const CREATE = stateKey('m.room.create', '');
+  const outcome: Record<string, boolean> = {};
+  for (const [label, roomId] of [['derived', '!CREATE:example.com'], ['empty', ''], ['absent', undefined], ['other', '!other:example.com']] as const) {
+    const dag = await buildDag('12', [], []);
+    const create = dag.events.get(eventId('CREATE')) as unknown as Record<string, unknown>;
+    if (roomId === undefined) delete create.room_id;
+    else create.room_id = roomId;
+    const start = dag.stateAfter.get('START') as Map<string, string>;
+    const partial = new Map([...start].filter(([k]) => k !== CREATE));
+    const r = await resolve(dag, '12', [start, partial]);
+    outcome[label] = r.get(CREATE) === eventId('CREATE');
+  }
+  assert.deepEqual(outcome, { derived: true, empty: true, absent: true, other: false });
+});
+
+test('the result does not depend on the order of the state sets (random three-way forks, seeded)', async () => {
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const people = [ALICE, BOB, CHARLIE, ZARA, EVELYN];
+  for (const v of ['6', '11', '12']) {
+    for (let round = 0; round < 4; round++) {
+      const nodes: NodeSpec[] = [pl('P0', ALICE, usersFor(v, { [ALICE]: 100, [BOB]: 50, [CHARLIE]: 50 }))];
+      const branches: string[][] = [[], [], []];
+      for (let i = 0; i < 24; i++) {
+        const id = `R${round}N${i}`;
+        const who = people[rand(people.length)] as string;
+        const target = people[rand(people.length)] as string;
+        const kind = rand(5);
+        const ts = rand(50);
+        if (kind === 0) nodes.push({ ...topic(id, who), ts });
+        else if (kind === 1) nodes.push({ ...pl(id, who, usersFor(v, { [ALICE]: 100, [BOB]: rand(2) * 50, [CHARLIE]: 50, [ZARA]: rand(3) * 10 })), ts });
+        else if (kind === 2) nodes.push({ id, sender: who, type: 'm.room.member', state_key: target, content: { membership: ['ban', 'leave', 'invite'][rand(3)] }, ts });
+        else if (kind === 3) nodes.push({ id, sender: who, type: 'm.room.member', state_key: who, content: join, ts });
+        else nodes.push({ id, sender: who, type: 'm.room.join_rules', state_key: '', content: { join_rule: ['public', 'invite'][rand(2)] }, ts });
+        (branches[rand(3)] as string[]).push(id);
+      }
+      const edges = branches.map((b) => ['END', ...b.reverse(), 'P0']);
+      edges.push(['P0', 'START']);
+      const dag = await buildDag(v, nodes, edges);
+      const sets = branches.map((b) => dag.stateAfter.get(b[0] ?? 'P0') as Map<string, string>);
+      const orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+      const results = await Promise.all(orders.map((o) => resolve(dag, v, o.map((i) => sets[i] as Map<string, string>))));
+      const sorted = results.map((r) => JSON.stringify([...r].sort()));
+      assert.ok(sorted.every((s) => s === sorted[0]), `room version ${v}, round ${round}`);
+      // And it is the state the builder computed at END.
+      assert.equal(JSON.stringify([...(dag.stateAfter.get('END') as Map<string, string>)].sort()), sorted[0]);
+    }
+  }
 });

@@ -2,7 +2,7 @@
 // fixtures), run for several room versions that resolve with v2.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ALICE, BOB, CHARLIE, EVELYN, ZARA, ban, buildDag, changedSinceStart, join, type NodeSpec } from './state-res-v2-dag.ts';
+import { ALICE, BOB, CHARLIE, EVELYN, ZARA, ban, buildDag, changedSinceStart, join, type NodeSpec } from '../helpers/state-res-dag.ts';
 
 // v12 runs them too, with the creator (Alice) left out of the power levels as v12 requires.
 const V2_VERSIONS = ['2', '6', '10', '11', '12'];

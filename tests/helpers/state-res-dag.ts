@@ -1,10 +1,12 @@
 // Builds small room DAGs for the state resolution tests: events named by node ID, `edges` chains
 // (child first) giving prev_events, the state before each event resolved from its prev events'
-// states with resolveStateV2, auth_events picked from that state by the auth events selection
-// algorithm, and origin_server_ts increasing in processing order (oldest first, ties by node ID).
+// states with resolveState (v1 for room version 1, v2 otherwise), auth_events picked from that
+// state by the auth events selection algorithm, depth one more than the deepest prev event, and
+// origin_server_ts increasing in processing order (oldest first, ties by node ID).
 import { authEventSelection } from '../../homeserver/protocol/auth.ts';
 import { getProtocolRoomVersion } from '../../homeserver/protocol/room-versions.ts';
-import { resolveStateV2, stateKey, type ResolverEvent, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
+import { resolveState } from '../../homeserver/protocol/state-res-v1.ts';
+import { stateKey, type ResolverEvent, type StateResStats } from '../../homeserver/protocol/state-res-v2.ts';
 
 export const ALICE = '@alice:example.com';
 export const BOB = '@bob:example.com';
@@ -117,7 +119,7 @@ export async function buildDag(version: string, nodes: NodeSpec[], edges: string
     if (prevNodes.length === 0) before = new Map();
     else if (prevNodes.length === 1) before = new Map(stateAfter.get(prevNodes[0]));
     else {
-      before = await resolveStateV2({
+      before = await resolveState({
         roomVersion: version,
         stateSets: prevNodes.map((p) => stateAfter.get(p) as Map<string, string>),
         getEvents,
@@ -138,7 +140,7 @@ export async function buildDag(version: string, nodes: NodeSpec[], edges: string
       content: spec.content,
       auth_events: authEvents,
       prev_events: prevNodes.map(eventId),
-      depth: ts + 1,
+      depth: 1 + Math.max(0, ...prevNodes.map((p) => (events.get(eventId(p)) as ResolverEvent).depth)),
     };
     ts++;
     if (spec.state_key !== undefined) ev.state_key = spec.state_key;
