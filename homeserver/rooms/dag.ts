@@ -4,7 +4,8 @@ import { canonicalJson } from '../protocol/canonical-json.ts';
 import { AuthError, authEventSelection, checkAuthEventList, checkEventAuth, checkRedaction, redactsOf, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
 import { serverNameOf } from '../protocol/identifiers.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
-import { resolveStateV2, type ResolverEvent } from '../protocol/state-res-v2.ts';
+import type { ResolverEvent } from '../protocol/state-res-v2.ts';
+import { resolveState } from '../protocol/state-res-v1.ts';
 import { MatrixError } from '../http/errors.ts';
 import type { RoomHead } from './persist-store.ts';
 import type { DerivedWrites } from './engine.ts';
@@ -111,7 +112,7 @@ export interface DagTimings {
 
 /**
  * Persisting authorised events (PDUs whose signatures and hashes the caller checked): the state
- * before each event from its prev events' states (state resolution v2 where they differ), auth
+ * before each event from its prev events' states (state resolution where they differ: v2, v1 for room version 1), auth
  * against its auth events (else rejected) and that state (else rejected), and against the current
  * state (else soft-failed); forward extremities as a set; the current state resolved over them.
  * One transaction per call; the room's row is locked meanwhile (a local write waits, finds the
@@ -471,7 +472,7 @@ class Run {
     if (distinct.length === 1) return { group: distinct[0]!, map: maps.get(distinct[0]!)!.map };
     const sets = distinct.map((g) => maps.get(g)!.map);
     const began = performance.now();
-    const resolved = await resolveStateV2({
+    const resolved = await resolveState({
       roomVersion: this.version.id,
       stateSets: sets.map((m) => new Map([...m].map(([k, r]) => [k, r.eventId]))),
       getEvents: (ids) => this.resolverEvents(ids),
