@@ -32,6 +32,7 @@ import { threepidRoutes } from './accounts/threepid-routes.ts';
 import { ConnectionLimits } from './http/connection-limits.ts';
 import { RoomStore } from './rooms/store.ts';
 import { RoomEngine } from './rooms/engine.ts';
+import { Outbox } from './rooms/outbox.ts';
 import { RoomService } from './rooms/service.ts';
 import { AliasStore } from './rooms/alias-store.ts';
 import { RoomReader } from './rooms/reader.ts';
@@ -114,6 +115,9 @@ export interface Homeserver {
   server: Server;
   /** Background jobs run on one worker (coordination/jobs.ts). */
   jobs: BackgroundJobs;
+  /** issue 10: the room engine (persistAuthorised for federation) and the outbox its sender reads. */
+  engine: RoomEngine;
+  outbox: Outbox;
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
@@ -229,6 +233,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   bus.on('room', (roomId) => roomStore.forgetRoom(roomId), () => roomStore.forgetRoom());
   if (hub) roomStore.roomChanged = (roomId) => bus.emit('room', roomId);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
+  const outbox = new Outbox(db, tracker, log.child({ component: 'outbox' })); // issue 10
   const aliases = new AliasStore(db);
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
@@ -468,7 +473,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 4. Pools, then PostgreSQL, then DATA_DIR.
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
-  return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
+  return { config, db, server, jobs, engine, outbox, stop: () => (stopping ??= drain()) };
 }
 
 /** The events position of a sync token (undefined: not one). */
