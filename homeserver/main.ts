@@ -257,7 +257,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
   const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
