@@ -117,8 +117,25 @@ export class InFlight {
   private waiters: Array<() => void> = [];
   readonly shutdown = new AbortController();
 
+  /** What long-polls run at shutdown: a Set, since an EventTarget listener each costs O(listeners) to add and remove. */
+  private shutdownHooks = new Set<() => void>();
+
   constructor() {
-    setMaxListeners(0, this.shutdown.signal); // every long-poll listens to it
+    setMaxListeners(0, this.shutdown.signal);
+    this.shutdown.signal.addEventListener('abort', () => {
+      for (const hook of this.shutdownHooks) hook();
+      this.shutdownHooks.clear();
+    }, { once: true });
+  }
+
+  /** Runs `hook` when the server starts shutting down (at once if it has); returns its removal. */
+  whenShuttingDown(hook: () => void): () => void {
+    if (this.shutdown.signal.aborted) {
+      hook();
+      return () => {};
+    }
+    this.shutdownHooks.add(hook);
+    return () => this.shutdownHooks.delete(hook);
   }
 
   get size(): number { return this.count; }
@@ -127,6 +144,7 @@ export class InFlight {
     return async (ctx, next) => {
       this.count++;
       ctx.state.shutdown = this.shutdown.signal;
+      ctx.state.inFlight = this;
       // Keep-alive connections must not carry new requests into a server that is going away.
       if (this.shutdown.signal.aborted) ctx.set('Connection', 'close');
       try { await next(); } finally {
