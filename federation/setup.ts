@@ -16,6 +16,8 @@ import type { ProfileService } from '../homeserver/profiles/service.ts';
 import type { RoomService } from '../homeserver/rooms/service.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { DirectoryService } from '../homeserver/directory/service.ts';
+import type { MediaService } from '../homeserver/media/service.ts';
+import { federationMediaRoutes } from './media-routes.ts';
 import { getRoomVersion } from '../homeserver/protocol/room-versions.ts';
 import { FederationClient } from './client.ts';
 import type { DiscoveryIo } from './discovery.ts';
@@ -44,6 +46,7 @@ export interface FederationDeps {
   rooms: RoomService;
   reader: RoomReader;
   directory: DirectoryService;
+  media: MediaService;
   jobs: BackgroundJobs;
   bus: InvalidationBus;
   version: string;
@@ -99,6 +102,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   const auth = new RequestAuthenticator(keyRing, config.serverName, (origin) => client.allows(origin), (origin) => {
     sender.destinationUp(origin).catch((err) => log.warn({ err, origin }, 'destination state not updated'));
   });
+  federationMediaRoutes(routes, auth, d.media, config.serverName);
   federationRoutes(routes, { serverName: config.serverName, version: d.version, keyRing, auth, transactions, keys: d.keys, profiles: d.profiles, rooms: d.rooms, directory: d.directory });
   return {
     client, sender,

@@ -412,13 +412,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
   // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
-  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
+  const media = await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
   // ---- issue 11 (fed11): federation: keys, signed requests, inbound API, outbound queues.
   const federation = createFederation(routes, {
     config, db, log: log.child({ component: 'federation' }), serverKeys, keys, toDevice, typing, receipts, presence,
-    profiles: profileService, rooms, reader, directory, jobs, bus, version: SERVER_VERSION,
+    profiles: profileService, rooms, reader, directory, media, jobs, bus, version: SERVER_VERSION,
   });
   undo.push(() => federation.close());
 

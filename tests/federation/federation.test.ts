@@ -268,6 +268,33 @@ test('/send: EDUs applied once per origin and txnId, one bad EDU never fails the
   assert.equal((await signedFed(fb, cName, cKey, bName, 'PUT', '/_matrix/federation/v1/send/txn-3', { pdus: [], edus: Array(101).fill({ edu_type: 'm.typing', content: {} }) })).status, 400);
 });
 
+test('federation media: our media served as multipart/mixed to signed requests only', async () => {
+  const cName = `127.0.0.1:${fc}`;
+  const cKey = parseSigningKeyFile(fs.readFileSync(path.join(tmp, 'c-new.key'), 'utf8'))!;
+  const res = await fetch(`${B.baseUrl}/_matrix/media/v3/upload?filename=a.txt`, { method: 'POST', headers: { authorization: `Bearer ${bob.accessToken}`, 'content-type': 'text/plain' }, body: 'federated bytes' });
+  assert.equal(res.status, 200);
+  const mediaId = ((await res.json()) as { content_uri: string }).content_uri.split('/').pop()!;
+  const urlPath = `/_matrix/federation/v1/media/download/${mediaId}`;
+  assert.equal((await fed(fb, 'GET', urlPath)).status, 401);
+  const raw = await new Promise<{ status: number; type: string; text: string }>((resolve, reject) => {
+    const authorization = signRequest({ method: 'GET', uri: urlPath, origin: cName, destination: `localhost:${fb}` }, cKey);
+    https.get({ host: '127.0.0.1', port: fb, path: urlPath, ca, servername: 'localhost', headers: { authorization } }, (r) => {
+      let text = '';
+      r.on('data', (c) => { text += c; });
+      r.on('end', () => resolve({ status: r.statusCode!, type: String(r.headers['content-type']), text }));
+    }).on('error', reject);
+  });
+  assert.equal(raw.status, 200);
+  const boundary = /^multipart\/mixed; boundary=(\S+)$/.exec(raw.type)?.[1];
+  assert.ok(boundary, raw.type);
+  const parts = raw.text.split(`--${boundary}`);
+  assert.equal(parts.at(-1), '--\r\n', 'the closing delimiter');
+  assert.match(parts[1]!, /^\r\nContent-Type: application\/json\r\n\r\n\{\}\r\n$/);
+  assert.match(parts[2]!, /Content-Type: text\/plain[\s\S]*\r\n\r\nfederated bytes\r\n$/);
+  const missing = await signedFed(fb, cName, cKey, `localhost:${fb}`, 'GET', '/_matrix/federation/v1/media/download/nosuchmedia?timeout_ms=0');
+  assert.equal(missing.status, 404);
+});
+
 test('notary: keys of a server served co-signed; fetched through the notary when the server is down; outbound queue backs off, then catches up', async () => {
   const bName = `localhost:${fb}`;
   const notary = await fed(fa, 'POST', '/_matrix/key/v2/query', { body: { server_keys: { [bName]: {} } } });
