@@ -31,6 +31,7 @@ import { InboundTransactions } from './transactions.ts';
 import { PdusNotYetAccepted, type RemotePduIntake } from './remote-pdus.ts';
 import { RequestAuthenticator } from './request-auth.ts';
 import { federationRoutes } from './routes.ts';
+import { OutboundEdus } from './outbound-edus.ts';
 
 export interface FederationDeps {
   config: Config;
@@ -91,6 +92,10 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.toDevice.remote = (sender_, type, messageId, byServer) => remote.toDevice(sender_, type, messageId, byServer);
   d.profiles.remote = { isRemote: (u) => !u.endsWith(`:${config.serverName}`), get: (u) => remote.profile(u) };
   d.directory.remote = (server, q) => remote.publicRooms(server, q);
+  const outboundEdus = new OutboundEdus(d.reader, sender, config.serverName, log.child({ component: 'federation-edus' }));
+  d.typing.onTyping = (roomId, userId, typing, timeoutMs) => outboundEdus.typing(roomId, userId, typing, timeoutMs);
+  d.receipts.onReadReceipt = (userId, roomId, eventId, threadId) => outboundEdus.readReceipt(userId, roomId, eventId, threadId);
+  d.keys.onLocalDeviceChange = (change) => outboundEdus.deviceChange(change);
 
   let intake: RemotePduIntake = new PdusNotYetAccepted(async (roomId) => {
     const room = await d.reader.roomMeta(roomId);

@@ -71,6 +71,8 @@ function splitKeyId(id: string): { algorithm: string; keyId: string } {
 export class KeyService {
   /** issue 11: set by the composition root when federation runs. */
   remote: RemoteKeys | undefined;
+  /** issue 11: a local device's keys changed or it was deleted (federation tells the servers sharing a room: m.device_list_update). */
+  onLocalDeviceChange: ((change: { userId: string; deviceId: string; deleted: boolean; streamId: number }) => void) | undefined;
 
   constructor(
     private store: KeyStore,
@@ -136,8 +138,9 @@ export class KeyService {
     const oneTime = this.checkedKeys(me, body.one_time_keys, 'one_time_keys', ed25519);
     const fallback = this.checkedKeys(me, body.fallback_keys, 'fallback_keys', ed25519);
 
+    let keysChanged = false;
     await this.writeChanges(deviceKeysJson ? [me.userId] : [], async (trx, record) => {
-      if (deviceKeysJson && (await this.store.putDeviceKeys(trx, me.userId, me.deviceId, deviceKeysJson))) record([{ userId: me.userId }]);
+      if (deviceKeysJson && (await this.store.putDeviceKeys(trx, me.userId, me.deviceId, deviceKeysJson))) { record([{ userId: me.userId }]); keysChanged = true; }
       const existing = await this.store.existingOneTimeKeys(trx, me.userId, me.deviceId, oneTime);
       for (const k of oneTime) {
         const old = existing.get(`${k.algorithm}:${k.keyId}`);
@@ -148,6 +151,7 @@ export class KeyService {
       await this.store.insertOneTimeKeys(trx, me.userId, me.deviceId, oneTime.filter((k) => !existing.has(`${k.algorithm}:${k.keyId}`)));
       for (const k of fallback) await this.store.putFallbackKey(trx, me.userId, me.deviceId, k);
     });
+    if (keysChanged) this.onLocalDeviceChange?.({ userId: me.userId, deviceId: me.deviceId, deleted: false, streamId: this.tracker.current() });
     return { one_time_key_counts: withSignedCurveCount(await this.store.oneTimeKeyCounts(me.userId, me.deviceId)) };
   }
 
@@ -417,6 +421,7 @@ export class KeyService {
       await this.store.deleteDeviceKeys(trx, userId, deviceIds);
       record([{ userId }]);
     });
+    for (const deviceId of deviceIds) this.onLocalDeviceChange?.({ userId, deviceId, deleted: true, streamId: this.tracker.current() });
   }
 
   /** A deactivated account: every key of the user goes. */

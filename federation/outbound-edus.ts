@@ -1,0 +1,51 @@
+// Local users' typing, read receipts and device-list changes, sent as EDUs to the other servers
+// of their rooms (none until remote members can join: the DAG work). Queued, never awaited by the
+// local request that caused them.
+import type { Logger } from 'pino';
+import type { RoomReader } from '../homeserver/rooms/reader.ts';
+import type { FederationSender } from './sender.ts';
+
+export class OutboundEdus {
+  constructor(private reader: RoomReader, private sender: FederationSender, private serverName: string, private log: Logger) {}
+
+  private isLocal(userId: string): boolean {
+    return userId.endsWith(`:${this.serverName}`);
+  }
+
+  /** The servers, other than ours, with a member joined to any of these rooms. */
+  async destinations(roomIds: string[]): Promise<string[]> {
+    if (!roomIds.length) return [];
+    const members = await this.reader.roomMembersOf(roomIds);
+    const servers = new Set<string>();
+    for (const users of members.values()) for (const u of users) servers.add(u.slice(u.indexOf(':') + 1));
+    servers.delete(this.serverName);
+    return [...servers];
+  }
+
+  private queue(roomIds: Promise<string[]> | string[], edu: { edu_type: string; content: Record<string, unknown> }): void {
+    Promise.resolve(roomIds)
+      .then((rooms) => this.destinations(rooms))
+      .then((ds) => this.sender.queueEdus(ds.map((destination) => ({ destination, edu }))))
+      .catch((err) => this.log.warn({ err, eduType: edu.edu_type }, 'EDU not queued'));
+  }
+
+  typing(roomId: string, userId: string, typing: boolean, timeoutMs: number): void {
+    if (!this.isLocal(userId)) return;
+    this.queue([roomId], { edu_type: 'm.typing', content: { room_id: roomId, user_id: userId, typing, timeout: timeoutMs } });
+  }
+
+  readReceipt(userId: string, roomId: string, eventId: string, threadId: string | undefined): void {
+    if (!this.isLocal(userId)) return;
+    const data: Record<string, unknown> = { ts: Date.now(), ...(threadId ? { thread_id: threadId } : {}) };
+    this.queue([roomId], { edu_type: 'm.receipt', content: { [roomId]: { 'm.read': { [userId]: { event_ids: [eventId], data } } } } });
+  }
+
+  /** Receivers without the previous update fetch the whole list (user/devices): prev_id is left empty. */
+  deviceChange(change: { userId: string; deviceId: string; deleted: boolean; streamId: number }): void {
+    if (!this.isLocal(change.userId)) return;
+    this.queue(this.reader.joinedRoomIds(change.userId), {
+      edu_type: 'm.device_list_update',
+      content: { user_id: change.userId, device_id: change.deviceId, stream_id: change.streamId, prev_id: [], deleted: change.deleted },
+    });
+  }
+}
