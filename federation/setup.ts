@@ -63,6 +63,9 @@ export interface Federation {
   close(): void;
 }
 
+/** How often a request from a server may end its back-off (one UPDATE per origin at most this often). */
+const HEARD_FROM_EVERY_MS = 5_000;
+
 /** Inbound transaction ids are kept a day (senders retry within that). */
 const INBOUND_TXN_KEEP_MS = 24 * 3600_000;
 
@@ -104,7 +107,13 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   const pduIntake: RemotePduIntake = { receiveRemotePdus: (origin, pdus) => intake.receiveRemotePdus(origin, pdus) };
   const edus = new EduHandler({ toDevice: d.toDevice, keys: d.keys, typing: d.typing, receipts: d.receipts, presence: d.presence }, log.child({ component: 'federation-edus' }));
   const transactions = new InboundTransactions(queue, edus, pduIntake, log.child({ component: 'federation-inbound' }));
+  // A request from a server says it is up: its back-off ends (looked at once per origin every few seconds).
+  const lastHeard = new Map<string, number>();
   const auth = new RequestAuthenticator(keyRing, config.serverName, (origin) => client.allows(origin), (origin) => {
+    const now = Date.now();
+    if (now - (lastHeard.get(origin) ?? 0) < HEARD_FROM_EVERY_MS) return;
+    if (lastHeard.size >= 10_000) lastHeard.clear();
+    lastHeard.set(origin, now);
     sender.destinationUp(origin).catch((err) => log.warn({ err, origin }, 'destination state not updated'));
   });
   federationMediaRoutes(routes, auth, d.media, config.serverName);

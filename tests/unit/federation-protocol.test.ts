@@ -114,3 +114,37 @@ test("the signing key file is Synapse's format and round-trips", () => {
   assert.equal(k.publicKey, KEY.publicKey);
   for (const bad of ['', 'ed25519 a_1', 'rsa a_1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1', 'ed25519 a-1 x', 'ed25519 a_1 c2hvcnQ']) assert.equal(parseSigningKeyFile(bad), undefined, bad);
 });
+
+test('federation settings: FEDERATION_PORT needs TLS_CERT and TLS_KEY; lists and ranges are checked', async () => {
+  const { loadConfig } = await import('../../homeserver/config.ts');
+  assert.throws(() => loadConfig({ FEDERATION_PORT: '8448' }), /FEDERATION_PORT=8448 needs TLS_CERT and TLS_KEY/);
+  assert.throws(() => loadConfig({ FEDERATION_IP_RANGE_ALLOW: 'nonsense' }), /FEDERATION_IP_RANGE_ALLOW/);
+  assert.throws(() => loadConfig({ FEDERATION_DOMAIN_WHITELIST: 'a.org,b c' }), /FEDERATION_DOMAIN_WHITELIST/);
+  const c = loadConfig({ FEDERATION_DOMAIN_BLOCKLIST: 'Evil.org', TRUSTED_KEY_SERVERS: 'matrix.org', FEDERATION_VERIFY_TLS: 'false' });
+  assert.deepEqual(c.federation.domainBlocklist, ['evil.org']);
+  assert.deepEqual(c.federation.trustedKeyServers, ['matrix.org']);
+  assert.equal(c.federation.verifyTls, false);
+  assert.equal(loadConfig({}).federation.verifyTls, true);
+});
+
+test('the domain lists decide whom we talk to (never ourselves)', async () => {
+  const { loadConfig } = await import('../../homeserver/config.ts');
+  const { FederationClient } = await import('../../federation/client.ts');
+  const { pino } = await import('pino');
+  const mk = (env: Record<string, string>) => {
+    const c = loadConfig({ SERVER_NAME: 'me.org', ...env });
+    return new FederationClient(c.serverName, () => KEY, c.federation, pino({ level: 'silent' }));
+  };
+  const open = mk({ FEDERATION_DOMAIN_BLOCKLIST: 'bad.org' });
+  assert.equal(open.allows('good.org'), true);
+  assert.equal(open.allows('BAD.org'), false);
+  assert.equal(open.allows('me.org'), false);
+  const closed = mk({ FEDERATION_DOMAIN_WHITELIST: 'friend.org' });
+  assert.equal(closed.allows('friend.org'), true);
+  assert.equal(closed.allows('stranger.org'), false);
+  await assert.rejects(closed.request('stranger.org', 'GET', '/_matrix/federation/v1/version'), /not allowed/);
+  // A private address is refused before any connection, whatever the name says.
+  await assert.rejects(open.request('10.1.2.3:8448', 'GET', '/_matrix/federation/v1/version'), /FEDERATION_IP_RANGE_ALLOW/);
+  await assert.rejects(open.request('localhost:1', 'GET', '/_matrix/federation/v1/version'), /FEDERATION_IP_RANGE_ALLOW/);
+  open.close(); closed.close();
+});
