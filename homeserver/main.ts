@@ -52,7 +52,7 @@ import { profileRoutes } from './profiles/routes.ts';
 import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
-import { loadSigningKeys } from './server/keys.ts';
+import { loadSigningKeys, readSigningKeyFile } from './server/keys.ts';
 import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { notificationRoutes, pushRoutes } from './push/routes.ts';
@@ -161,6 +161,8 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
 }
 
 async function assemble(config: Config, log: Logger, started: number, undo: Array<() => Promise<void> | void>): Promise<Homeserver> {
+  // issue 11: an unreadable signing key file stops the start before anything else is started.
+  const keyFile = readSigningKeyFile({ dataDir: config.dataDir, configuredPath: config.federation.signingKeyPath });
   let embedded: EmbeddedPostgres | undefined;
   let connection: string | object;
   let describeDb: string;
@@ -216,7 +218,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const jobs = new BackgroundJobs(hub ? connection : undefined, log.child({ component: 'jobs' }));
   const serverStore = new ServerStore(db);
   // issue 11: the key file (SIGNING_KEY_PATH or DATA_DIR/signing.key) is the source of truth.
-  const serverKeys = await loadSigningKeys(serverStore, { dataDir: config.dataDir, configuredPath: config.federation.signingKeyPath, log: log.child({ component: 'keys' }) });
+  const serverKeys = await loadSigningKeys(serverStore, keyFile, log.child({ component: 'keys' }));
   const signingKey = serverKeys.current;
 
   const accounts = new AccountService(new AccountStore(db), config, log,

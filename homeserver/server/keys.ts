@@ -37,21 +37,37 @@ export function formatSigningKeyFile(key: SigningKey): string {
  * parsed stops the start (a new key would silently change the server's identity). With no file,
  * the database's key (made on first start) is written to DATA_DIR/signing.key.
  */
-export async function loadSigningKeys(store: ServerStore, opts: { dataDir: string; configuredPath: string | undefined; log: Logger }): Promise<ServerKeys> {
+export interface SigningKeyFile {
+  file: string;
+  /** The file's key; undefined when there is no file yet (DATA_DIR/signing.key on a first start). */
+  key: SigningKey | undefined;
+}
+
+/**
+ * Reads the key file before anything else starts: a configured file that cannot be read or
+ * parsed stops the start at once, with a message saying why.
+ */
+export function readSigningKeyFile(opts: { dataDir: string; configuredPath: string | undefined }): SigningKeyFile {
   const file = opts.configuredPath ?? path.join(opts.dataDir, 'signing.key');
-  let text: string | undefined;
+  let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (opts.configuredPath || code !== 'ENOENT') {
-      throw new StartupError(`SIGNING_KEY_PATH ${file} cannot be read (${code ?? (err as Error).message}): it must name a readable signing key file ("ed25519 <version> <seed>", as Synapse writes it); the server will not make a new key in its place`);
-    }
+    if (!opts.configuredPath && code === 'ENOENT') return { file, key: undefined };
+    throw new StartupError(`SIGNING_KEY_PATH ${file} cannot be read (${code ?? (err as Error).message}): it must name a readable signing key file ("ed25519 <version> <seed>", as Synapse writes it); the server will not make a new key in its place`);
   }
+  const key = parseSigningKeyFile(text);
+  if (!key) throw new StartupError(`the signing key file ${file} holds no key of the form "ed25519 <version> <unpadded base64 seed>"`);
+  return { file, key };
+}
+
+export async function loadSigningKeys(store: ServerStore, keyFile: SigningKeyFile, log: Logger): Promise<ServerKeys> {
+  const { file } = keyFile;
+  const opts = { log };
   let current: SigningKey;
-  if (text !== undefined) {
-    const key = parseSigningKeyFile(text);
-    if (!key) throw new StartupError(`the signing key file ${file} holds no key of the form "ed25519 <version> <unpadded base64 seed>"`);
+  if (keyFile.key) {
+    const key = keyFile.key;
     const outcome = await store.importSigningKey({ keyId: key.keyId, seed: encodeBase64(key.seed) });
     if (outcome === 'conflict') throw new StartupError(`the signing key file ${file} holds ${key.keyId}, which the database knows with another seed: restore the right file`);
     if (outcome === 'imported') opts.log.warn({ keyId: key.keyId, file }, 'signing key imported from its file; earlier keys are now old_verify_keys');

@@ -183,6 +183,14 @@ test('remote keys: /keys/query and /keys/claim fan out to the users\' servers; a
   const c2 = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/keys/claim', alice.accessToken, { one_time_keys: { [bob.userId]: { [bob.deviceId]: 'signed_curve25519' } } });
   assert.deepEqual(c2.body.one_time_keys, {}, 'a one-time key is claimed once');
 
+  // query/directory: B's own alias (the auto-join room), refused for another server's alias.
+  const dir = await signedFed(fb, `127.0.0.1:${fc}`, parseSigningKeyFile(fs.readFileSync(path.join(tmp, 'c-new.key'), 'utf8'))!, `localhost:${fb}`, 'GET', `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(`#global:localhost:${fb}`)}`);
+  assert.equal(dir.status, 200, JSON.stringify(dir.body));
+  assert.match(dir.body.room_id, /^!/);
+  assert.deepEqual(dir.body.servers, [`localhost:${fb}`]);
+  const elsewhere = await signedFed(fb, `127.0.0.1:${fc}`, parseSigningKeyFile(fs.readFileSync(path.join(tmp, 'c-new.key'), 'utf8'))!, `localhost:${fb}`, 'GET', `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(`#global:localhost:${fa}`)}`);
+  assert.equal(elsewhere.status, 404);
+
   const devices = await signedFed(fb, `127.0.0.1:${fc}`, parseSigningKeyFile(fs.readFileSync(path.join(tmp, 'c-new.key'), 'utf8'))!, `localhost:${fb}`, 'GET', `/_matrix/federation/v1/user/devices/${encodeURIComponent(bob.userId)}`);
   assert.equal(devices.status, 200, JSON.stringify(devices.body));
   assert.deepEqual(devices.body.devices.map((d: any) => d.device_id), [bob.deviceId]);
