@@ -90,7 +90,9 @@ export class FederationSender implements BackgroundJob {
     this.running = false;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    await Promise.allSettled([...this.active.values()]);
+    // A transaction in flight finishes (or fails once the client's sockets close) on its own; a
+    // shutdown waits a little for it, not for a slow peer's full timeout.
+    await Promise.race([Promise.allSettled([...this.active.values()]), new Promise((r) => setTimeout(r, 2_000).unref())]);
   }
 
   private schedule(destination: string, at: number): void {

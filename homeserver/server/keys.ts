@@ -54,8 +54,9 @@ export function readSigningKeyFile(opts: { dataDir: string; configuredPath: stri
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!opts.configuredPath && code === 'ENOENT') return { file, key: undefined };
-    throw new StartupError(`SIGNING_KEY_PATH ${file} cannot be read (${code ?? (err as Error).message}): it must name a readable signing key file ("ed25519 <version> <seed>", as Synapse writes it); the server will not make a new key in its place`);
+    // No file in DATA_DIR yet (or no DATA_DIR: its own check says why, next).
+    if (!opts.configuredPath && (code === 'ENOENT' || code === 'ENOTDIR')) return { file, key: undefined };
+    throw new StartupError(`${opts.configuredPath ? 'SIGNING_KEY_PATH' : 'the signing key file'} ${file} cannot be read (${code ?? (err as Error).message}): it must name a readable signing key file ("ed25519 <version> <seed>", as Synapse writes it); the server will not make a new key in its place`);
   }
   const key = parseSigningKeyFile(text);
   if (!key) throw new StartupError(`the signing key file ${file} holds no key of the form "ed25519 <version> <unpadded base64 seed>"`);
