@@ -12,7 +12,10 @@ export function isFederationPath(url: string | undefined): boolean {
   return FEDERATION_PATHS.some((p) => path.startsWith(p) || path === p.replace(/\/$/, ''));
 }
 
-export async function listenForFederation(opts: { port: number; bindAddress: string; cert: string; key: string }, handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<https.Server> {
+export async function listenForFederation(
+  opts: { port: number; bindAddress: string; cert: string; key: string; serverOptions?: Record<string, unknown>; configure?: (server: https.Server) => void },
+  handle: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<https.Server> {
   let cert: Buffer;
   let key: Buffer;
   try { cert = fs.readFileSync(opts.cert); } catch (err) {
@@ -23,7 +26,7 @@ export async function listenForFederation(opts: { port: number; bindAddress: str
   }
   let server: https.Server;
   try {
-    server = https.createServer({ cert, key }, (req, res) => {
+    server = https.createServer({ ...opts.serverOptions, cert, key }, (req, res) => {
       if (isFederationPath(req.url)) { handle(req, res); return; }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' }));
@@ -31,6 +34,8 @@ export async function listenForFederation(opts: { port: number; bindAddress: str
   } catch (err) {
     throw new StartupError(`TLS_CERT / TLS_KEY are not a usable certificate and key: ${(err as Error).message}`);
   }
+  // The same timeouts and connection caps as PORT (slow or hoarding peers).
+  opts.configure?.(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(new StartupError(err.code === 'EADDRINUSE'

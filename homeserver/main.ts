@@ -459,7 +459,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   // issue 11: FEDERATION_PORT with TLS_CERT / TLS_KEY: this process terminates TLS for federation itself.
   const fedServer = config.federation.port
-    ? await listenForFederation({ port: config.federation.port, bindAddress: config.bindAddress, cert: config.federation.tlsCert!, key: config.federation.tlsKey! }, handle)
+    ? await listenForFederation({
+      port: config.federation.port, bindAddress: config.bindAddress, cert: config.federation.tlsCert!, key: config.federation.tlsKey!,
+      serverOptions: ConnectionLimits.serverOptions(), configure: (srv) => connectionLimits.attach(srv as unknown as Server),
+    }, handle)
     : undefined;
   if (fedServer) undo.push(() => new Promise<void>((resolve) => { fedServer.close(() => resolve()); fedServer.closeAllConnections(); }));
   log.info({ port: config.port, federationPort: config.federation.port || undefined, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
