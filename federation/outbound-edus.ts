@@ -40,6 +40,12 @@ export class OutboundEdus {
     this.queue([roomId], { edu_type: 'm.receipt', content: { [roomId]: { 'm.read': { [userId]: { event_ids: [eventId], data } } } } });
   }
 
+  /** New master / self-signing keys of a local user: m.signing_key_update to the servers sharing a room. */
+  signingKeyUpdate(userId: string, content: Record<string, unknown>): void {
+    if (!this.isLocal(userId)) return;
+    this.queue(this.reader.joinedRoomIds(userId), { edu_type: 'm.signing_key_update', content });
+  }
+
   /** Receivers without the previous update fetch the whole list (user/devices): prev_id is left empty. */
   deviceChange(change: { userId: string; deviceId: string; deleted: boolean; streamId: number }): void {
     if (!this.isLocal(change.userId)) return;

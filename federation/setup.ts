@@ -9,6 +9,7 @@ import type { InvalidationBus } from '../homeserver/coordination/invalidation.ts
 import type { ServerKeys } from '../homeserver/server/keys.ts';
 import type { KeyService } from '../homeserver/e2ee/keys.ts';
 import type { ToDeviceService } from '../homeserver/e2ee/to-device.ts';
+import type { CrossSigningService } from '../homeserver/e2ee/cross-signing.ts';
 import type { TypingService } from '../homeserver/ephemeral/typing.ts';
 import type { PresenceService } from '../homeserver/ephemeral/presence-service.ts';
 import type { ReceiptService } from '../homeserver/receipts/service.ts';
@@ -40,6 +41,7 @@ export interface FederationDeps {
   serverKeys: ServerKeys;
   keys: KeyService;
   toDevice: ToDeviceService;
+  crossSigning: CrossSigningService;
   typing: TypingService;
   receipts: ReceiptService;
   presence: PresenceService;
@@ -99,6 +101,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.typing.onTyping = (roomId, userId, typing, timeoutMs) => outboundEdus.typing(roomId, userId, typing, timeoutMs);
   d.receipts.onReadReceipt = (userId, roomId, eventId, threadId) => outboundEdus.readReceipt(userId, roomId, eventId, threadId);
   d.keys.onLocalDeviceChange = (change) => outboundEdus.deviceChange(change);
+  d.crossSigning.onPublicKeysChanged = (userId, update) => outboundEdus.signingKeyUpdate(userId, update);
 
   let intake: RemotePduIntake = new PdusNotYetAccepted(async (roomId) => {
     const room = await d.reader.roomMeta(roomId);

@@ -419,7 +419,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
   // ---- issue 11 (fed11): federation: keys, signed requests, inbound API, outbound queues.
   const federation = createFederation(routes, {
-    config, db, log: log.child({ component: 'federation' }), serverKeys, keys, toDevice, typing, receipts, presence,
+    config, db, log: log.child({ component: 'federation' }), serverKeys, keys, crossSigning, toDevice, typing, receipts, presence,
     profiles: profileService, rooms, reader, directory, media, jobs, bus, version: SERVER_VERSION,
   });
   undo.push(() => federation.close());
