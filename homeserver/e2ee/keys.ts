@@ -36,6 +36,9 @@ export interface RemoteKeys {
 /** How long keys/query and keys/claim wait for other servers unless the client says (spec default 10 s). */
 const REMOTE_TIMEOUT_MS = 10_000;
 
+/** The client's `timeout`, bounded: at least a second (0 would fail every server), at most a minute. */
+const remoteTimeout = (ms: number) => Math.min(Math.max(ms, 1_000), 60_000);
+
 /** A failed server, as Synapse reports it in `failures`. */
 function remoteFailure(err: unknown): Record<string, unknown> {
   const e = err as { status?: number; message?: string };
@@ -186,7 +189,7 @@ export class KeyService {
   async query(me: Requester, wanted: Record<string, string[]>, timeoutMs = REMOTE_TIMEOUT_MS): Promise<Json> {
     const remoteWanted: Record<string, string[]> = {};
     for (const [u, d] of Object.entries(wanted)) if (!this.isLocal(u)) remoteWanted[u] = d;
-    const [out, remote] = await Promise.all([this.queryLocal(me.userId, wanted), this.queryRemote(remoteWanted, timeoutMs)]);
+    const [out, remote] = await Promise.all([this.queryLocal(me.userId, wanted), this.queryRemote(remoteWanted, remoteTimeout(timeoutMs))]);
     const failures = out.failures as Json;
     Object.assign(failures, remote.failures);
     for (const field of ['device_keys', 'master_keys', 'self_signing_keys'] as const) Object.assign(out[field] as Json, remote[field]);
@@ -301,7 +304,7 @@ export class KeyService {
     const [out] = await Promise.all([this.claimLocal(wanted), Promise.all([...byServer(remoteWanted)].map(async ([server, users]) => {
       if (!this.remote) { failures[server] = NO_FEDERATION; return; }
       try {
-        const res = await this.remote.claim(server, users, timeoutMs);
+        const res = await this.remote.claim(server, users, remoteTimeout(timeoutMs));
         const got = isObject(res.one_time_keys) ? res.one_time_keys : {};
         for (const u of Object.keys(users)) if (isObject(got[u])) remoteKeys[u] = got[u];
       } catch (err) {
