@@ -27,6 +27,9 @@ export class FederationRequestError extends Error {
   }
 }
 
+/** Redirects of /.well-known/matrix/server followed at most. */
+const MAX_WELL_KNOWN_REDIRECTS = 5;
+
 /** Answers larger than this are cut off (JSON APIs; media has its own cap). */
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
@@ -103,13 +106,24 @@ export class FederationClient {
 
   /** GET https://<host>/.well-known/matrix/server (unsigned, port 443, the same address policy). */
   private async fetchWellKnown(host: string): Promise<{ server: string | undefined; cacheMs: number }> {
-    const target: ResolvedServer = { host, port: 443, hostHeader: host, tlsName: net.isIP(host) ? undefined : host };
-    let res: RawResponse;
-    try {
-      res = await this.send(target, 'GET', '/.well-known/matrix/server', { host, 'user-agent': 'super-server (Matrix homeserver)' }, undefined, 10_000, 64 * 1024);
-    } catch {
-      return { server: undefined, cacheMs: 3600_000 };
+    let url = new URL(`https://${host}/.well-known/matrix/server`);
+    let res: RawResponse | undefined;
+    // Redirects are followed (a few, https only), as the spec asks; every hop passes the address policy.
+    for (let hop = 0; hop <= MAX_WELL_KNOWN_REDIRECTS; hop++) {
+      const h = url.hostname.replace(/^\[(.*)\]$/, '$1');
+      const target: ResolvedServer = { host: h, port: Number(url.port || 443), hostHeader: url.host, tlsName: net.isIP(h) ? undefined : h };
+      try {
+        res = await this.send(target, 'GET', url.pathname + url.search, { host: url.host, 'user-agent': 'super-server (Matrix homeserver)' }, undefined, 10_000, 64 * 1024);
+      } catch {
+        return { server: undefined, cacheMs: 3600_000 };
+      }
+      const location = res.headers.location;
+      if (![301, 302, 303, 307, 308].includes(res.status) || typeof location !== 'string') break;
+      try { url = new URL(location, url); } catch { return { server: undefined, cacheMs: 3600_000 }; }
+      if (url.protocol !== 'https:') return { server: undefined, cacheMs: 3600_000 };
+      res = undefined;
     }
+    if (!res) return { server: undefined, cacheMs: 3600_000 };
     if (res.status !== 200) return { server: undefined, cacheMs: 3600_000 };
     try {
       const server = (JSON.parse(res.body.toString('utf8')) as { 'm.server'?: unknown })['m.server'];
