@@ -40,6 +40,14 @@ export class OutboundEdus {
     this.queue([roomId], { edu_type: 'm.receipt', content: { [roomId]: { 'm.read': { [userId]: { event_ids: [eventId], data } } } } });
   }
 
+  /** A local user's presence changed: m.presence to the servers of their rooms. */
+  presence(userId: string, presence: string, roomIds: string[], statusMsg: string | null | undefined): void {
+    if (!this.isLocal(userId) || !roomIds.length) return;
+    const item: Record<string, unknown> = { user_id: userId, presence, last_active_ago: 0, currently_active: presence === 'online' };
+    if (typeof statusMsg === 'string') item.status_msg = statusMsg;
+    this.queue(roomIds, { edu_type: 'm.presence', content: { push: [item] } });
+  }
+
   /** New master / self-signing keys of a local user: m.signing_key_update to the servers sharing a room. */
   signingKeyUpdate(userId: string, content: Record<string, unknown>): void {
     if (!this.isLocal(userId)) return;

@@ -101,6 +101,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.typing.onTyping = (roomId, userId, typing, timeoutMs) => outboundEdus.typing(roomId, userId, typing, timeoutMs);
   d.receipts.onReadReceipt = (userId, roomId, eventId, threadId) => outboundEdus.readReceipt(userId, roomId, eventId, threadId);
   d.keys.onLocalDeviceChange = (change) => outboundEdus.deviceChange(change);
+  d.presence.onChange = (userId, presence, roomIds, statusMsg) => outboundEdus.presence(userId, presence, roomIds, statusMsg);
   d.crossSigning.onPublicKeysChanged = (userId, update) => outboundEdus.signingKeyUpdate(userId, update);
 
   let intake: RemotePduIntake = new PdusNotYetAccepted(async (roomId) => {
