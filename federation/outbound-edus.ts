@@ -4,6 +4,10 @@
 import type { Logger } from 'pino';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { FederationSender } from './sender.ts';
+import { LruCache } from '../homeserver/cache/lru.ts';
+
+const ROOMS_CACHED = 10_000;
+const ROOM_SERVERS_TTL_MS = 10_000;
 
 export class OutboundEdus {
   constructor(private reader: RoomReader, private sender: FederationSender, private serverName: string, private log: Logger) {}
@@ -12,13 +16,38 @@ export class OutboundEdus {
     return userId.endsWith(`:${this.serverName}`);
   }
 
+  /**
+   * Each room's other servers, for a few seconds: typing, receipts and presence in a big room must
+   * not read its member list every time. Dropped at once when a member event of the room is
+   * persisted here; another worker's change is seen within the TTL.
+   */
+  private rooms = new LruCache<string, { servers: string[]; until: number }>(ROOMS_CACHED);
+
+  /** A member event of the room was persisted: its servers are read again next time. */
+  roomMembershipChanged(roomId: string): void {
+    this.rooms.delete(roomId);
+  }
+
   /** The servers, other than ours, with a member joined to any of these rooms. */
   async destinations(roomIds: string[]): Promise<string[]> {
     if (!roomIds.length) return [];
-    const members = await this.reader.roomMembersOf(roomIds);
+    const now = Date.now();
     const servers = new Set<string>();
-    for (const users of members.values()) for (const u of users) servers.add(u.slice(u.indexOf(':') + 1));
-    servers.delete(this.serverName);
+    const missing: string[] = [];
+    for (const r of roomIds) {
+      const hit = this.rooms.get(r);
+      if (hit && hit.until > now) for (const s of hit.servers) servers.add(s);
+      else missing.push(r);
+    }
+    if (missing.length) {
+      const members = await this.reader.roomMembersOf(missing);
+      for (const r of missing) {
+        const of = new Set((members.get(r) ?? []).map((u) => u.slice(u.indexOf(':') + 1)));
+        of.delete(this.serverName);
+        this.rooms.set(r, { servers: [...of], until: now + ROOM_SERVERS_TTL_MS });
+        for (const s of of) servers.add(s);
+      }
+    }
     return [...servers];
   }
 

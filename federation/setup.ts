@@ -51,6 +51,8 @@ export interface FederationDeps {
   directory: DirectoryService;
   media: MediaService;
   jobs: BackgroundJobs;
+  /** Calls back when a member event of a room is persisted (the room engine's onPersisted). */
+  onRoomMembership(fn: (roomId: string) => void): void;
   bus: InvalidationBus;
   version: string;
   /** Tests of discovery inject their resolver. */
@@ -101,6 +103,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.typing.onTyping = (roomId, userId, typing, timeoutMs) => outboundEdus.typing(roomId, userId, typing, timeoutMs);
   d.receipts.onReadReceipt = (userId, roomId, eventId, threadId) => outboundEdus.readReceipt(userId, roomId, eventId, threadId);
   d.keys.onLocalDeviceChange = (change) => outboundEdus.deviceChange(change);
+  d.onRoomMembership((roomId) => outboundEdus.roomMembershipChanged(roomId));
   d.presence.onChange = (userId, presence, roomIds, statusMsg) => outboundEdus.presence(userId, presence, roomIds, statusMsg);
   d.crossSigning.onPublicKeysChanged = (userId, update) => outboundEdus.signingKeyUpdate(userId, update);
 
