@@ -104,6 +104,14 @@ export class FederationClient {
     }
   }
 
+  /** An unsigned GET of an https URL (a media redirect), under the same address policy. */
+  async getUrl(url: URL, timeoutMs: number, maxBytes: number): Promise<RawResponse> {
+    if (url.protocol !== 'https:') throw new FederationRequestError(`only https URLs are fetched, not ${url.protocol}`);
+    const h = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const target: ResolvedServer = { host: h, port: Number(url.port || 443), hostHeader: url.host, tlsName: net.isIP(h) ? undefined : h };
+    return this.send(target, 'GET', url.pathname + url.search, { host: url.host, 'user-agent': 'super-server (Matrix homeserver)' }, undefined, timeoutMs, maxBytes);
+  }
+
   /** GET https://<host>/.well-known/matrix/server (unsigned, port 443, the same address policy). */
   private async fetchWellKnown(host: string): Promise<{ server: string | undefined; cacheMs: number }> {
     let url = new URL(`https://${host}/.well-known/matrix/server`);

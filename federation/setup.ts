@@ -19,6 +19,7 @@ import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { DirectoryService } from '../homeserver/directory/service.ts';
 import type { MediaService } from '../homeserver/media/service.ts';
 import { federationMediaRoutes } from './media-routes.ts';
+import { RemoteMediaFetcher } from './remote-media.ts';
 import { getRoomVersion } from '../homeserver/protocol/room-versions.ts';
 import { FederationClient } from './client.ts';
 import type { DiscoveryIo } from './discovery.ts';
@@ -99,6 +100,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.toDevice.remote = (sender_, type, messageId, byServer) => remote.toDevice(sender_, type, messageId, byServer);
   d.profiles.remote = { isRemote: (u) => !u.endsWith(`:${config.serverName}`), get: (u) => remote.profile(u) };
   d.directory.remote = (server, q) => remote.publicRooms(server, q);
+  d.media.remote = new RemoteMediaFetcher(client, config.maxUploadBytes);
   const outboundEdus = new OutboundEdus(d.reader, sender, config.serverName, log.child({ component: 'federation-edus' }));
   d.typing.onTyping = (roomId, userId, typing, timeoutMs) => outboundEdus.typing(roomId, userId, typing, timeoutMs);
   d.receipts.onReadReceipt = (userId, roomId, eventId, threadId) => outboundEdus.readReceipt(userId, roomId, eventId, threadId);

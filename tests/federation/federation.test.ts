@@ -276,7 +276,7 @@ test('/send: EDUs applied once per origin and txnId, one bad EDU never fails the
   assert.equal((await signedFed(fb, cName, cKey, bName, 'PUT', '/_matrix/federation/v1/send/txn-3', { pdus: [], edus: Array(101).fill({ edu_type: 'm.typing', content: {} }) })).status, 400);
 });
 
-test('federation media: our media served as multipart/mixed to signed requests only', async () => {
+test('federation media: our media served as multipart/mixed to signed requests only; remote media downloaded through it', async () => {
   const cName = `127.0.0.1:${fc}`;
   const cKey = parseSigningKeyFile(fs.readFileSync(path.join(tmp, 'c-new.key'), 'utf8'))!;
   const res = await fetch(`${B.baseUrl}/_matrix/media/v3/upload?filename=a.txt`, { method: 'POST', headers: { authorization: `Bearer ${bob.accessToken}`, 'content-type': 'text/plain' }, body: 'federated bytes' });
@@ -301,6 +301,14 @@ test('federation media: our media served as multipart/mixed to signed requests o
   assert.match(parts[2]!, /Content-Type: text\/plain[\s\S]*\r\n\r\nfederated bytes\r\n$/);
   const missing = await signedFed(fb, cName, cKey, `localhost:${fb}`, 'GET', '/_matrix/federation/v1/media/download/nosuchmedia?timeout_ms=0');
   assert.equal(missing.status, 404);
+  // Our users download other servers' media through their server.
+  const viaA = await fetch(`${A.baseUrl}/_matrix/client/v1/media/download/${encodeURIComponent(`localhost:${fb}`)}/${mediaId}`, { headers: { authorization: `Bearer ${alice.accessToken}` } });
+  assert.equal(viaA.status, 200);
+  assert.equal(await viaA.text(), 'federated bytes');
+  assert.match(String(viaA.headers.get('content-type')), /^text\/plain/);
+  assert.match(String(viaA.headers.get('content-disposition')), /a\.txt/);
+  const gone = await fetch(`${A.baseUrl}/_matrix/client/v1/media/download/${encodeURIComponent(`localhost:${fb}`)}/nosuchmedia?timeout_ms=0`, { headers: { authorization: `Bearer ${alice.accessToken}` } });
+  assert.equal(gone.status, 404);
 });
 
 test('notary: keys of a server served co-signed; fetched through the notary when the server is down; outbound queue backs off, then catches up', async () => {

@@ -148,3 +148,22 @@ test('the domain lists decide whom we talk to (never ourselves)', async () => {
   await assert.rejects(open.request('localhost:1', 'GET', '/_matrix/federation/v1/version'), /FEDERATION_IP_RANGE_ALLOW/);
   open.close(); closed.close();
 });
+
+test('multipart/mixed answers of federation media are parsed (headers, empty header block, binary body)', async () => {
+  const { parseMultipart } = await import('../../federation/remote-media.ts');
+  const bin = Buffer.from([0, 13, 10, 45, 45, 255]);
+  const body = Buffer.concat([
+    Buffer.from('preamble\r\n--b0undary\r\nContent-Type: application/json\r\n\r\n{}\r\n--b0undary\r\nContent-Type: image/png\r\nContent-Disposition: inline; filename="x.png"\r\n\r\n'),
+    bin,
+    Buffer.from('\r\n--b0undary--\r\nepilogue'),
+  ]);
+  const parts = parseMultipart(body, 'b0undary');
+  assert.equal(parts.length, 2);
+  assert.deepEqual(parts[0]!.headers, { 'content-type': 'application/json' });
+  assert.equal(parts[0]!.body.toString(), '{}');
+  assert.equal(parts[1]!.headers['content-disposition'], 'inline; filename="x.png"');
+  assert.deepEqual(parts[1]!.body, bin);
+  const noHeaders = parseMultipart(Buffer.from('--b\r\n\r\n{}\r\n--b\r\nLocation: https://cdn.example/x\r\n\r\n\r\n--b--\r\n'), 'b');
+  assert.deepEqual(noHeaders[0]!.headers, {});
+  assert.equal(noHeaders[1]!.headers.location, 'https://cdn.example/x');
+});
