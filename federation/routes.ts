@@ -45,6 +45,9 @@ const sendSchema = z.object({
   edus: z.array(z.unknown()).optional(),
 }).passthrough();
 
+/** Servers one notary query may ask about. */
+const MAX_NOTARY_SERVERS = 100;
+
 export interface FederationRouteDeps {
   serverName: string;
   version: string;
@@ -79,6 +82,8 @@ export function federationRoutes(r: Routes, d: FederationRouteDeps): void {
   });
   r.raw('post', '/_matrix/key/v2/query', async (ctx) => {
     const b = body(ctx, keyQuerySchema);
+    // Unauthenticated, and it may make us fetch: a bounded number of servers per request.
+    if (Object.keys(b.server_keys).length > MAX_NOTARY_SERVERS) throw new MatrixError(400, 'M_LIMIT_EXCEEDED', `At most ${MAX_NOTARY_SERVERS} servers per key query`);
     for (const s of Object.keys(b.server_keys)) if (!isValidServerName(s)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid server name ${s}`);
     return d.keyRing.query(b.server_keys);
   });
