@@ -334,16 +334,26 @@ test('notary: keys of a server served co-signed; fetched through the notary when
       failures = r.rows[0]?.failures ?? 0;
     }
     assert.ok(failures >= 2, `A retried with back-off (failures: ${failures})`);
+    // 120 more while B is down: caught up as transactions of at most 100 EDUs.
+    for (let i = 0; i < 120; i += 20) {
+      await Promise.all(Array.from({ length: 20 }, (_, j) => rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/sendToDevice/m.bulk/b${i + j}`, alice.accessToken, { messages: { [bob.userId]: { [bob.deviceId]: { n: i + j } } } })));
+    }
     const queued = await db.query('SELECT count(*)::int AS n FROM federation_outbound_queue WHERE destination = $1', [bName]);
-    assert.equal(queued.rows[0].n, 1, 'the EDU waits in the durable queue');
+    assert.equal(queued.rows[0].n, 121, 'the EDUs wait in the durable queue');
 
     // C cannot reach B for its keys; it asks its notary (A), which vouches for them.
     const viaNotary = await signedFed(fc, bName, bKey, `127.0.0.1:${fc}`, 'GET', `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(carol.userId)}`);
     assert.equal(viaNotary.status, 200, JSON.stringify(viaNotary.body));
 
     await B.restart();
-    const got = await toDeviceEvents(B, bob, undefined, 10_000, (ev) => ev.some((e) => e.type === 'm.test' && e.content.queued));
+    const got = await toDeviceEvents(B, bob, undefined, 15_000, (ev) => ev.filter((e) => e.type === 'm.bulk').length === 120 && ev.some((e) => e.content.queued));
     assert.ok(got.events.some((e) => e.sender === alice.userId && e.content.queued), 'the queued message arrived after B came back');
+    assert.deepEqual(got.events.filter((e) => e.type === 'm.bulk').map((e) => e.content.n).sort((x: number, y: number) => x - y), Array.from({ length: 120 }, (_, i) => i), 'all of them, once');
+    const bDb = await connectDatabase(B);
+    try {
+      const txns = await bDb.query('SELECT count(*)::int AS n FROM federation_inbound_txns WHERE origin = $1', [`localhost:${fa}`]);
+      assert.ok(txns.rows[0].n >= 3, `121 EDUs came in at least two transactions (${txns.rows[0].n} from A in all)`);
+    } finally { await bDb.end(); }
     // A deletes what was delivered once B's answer is in (a moment after B delivered it).
     let left = 1;
     let failuresAfter = -1;
