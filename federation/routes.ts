@@ -13,7 +13,7 @@
 // Every /_matrix/federation request is authenticated (X-Matrix) before anything else is done.
 import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
-import type { Routes, Method } from '../homeserver/http/app.ts';
+import type { Method, RouteOptions, Routes } from '../homeserver/http/app.ts';
 import { body } from '../homeserver/http/body.ts';
 import { MatrixError, notFound } from '../homeserver/http/errors.ts';
 import { single } from '../homeserver/http/params.ts';
@@ -45,6 +45,9 @@ const sendSchema = z.object({
   edus: z.array(z.unknown()).optional(),
 }).passthrough();
 
+/** A transaction of 50 PDUs (64 KiB each at most) and 100 EDUs fits (Synapse sends up to that). */
+const MAX_TRANSACTION_BYTES = 8 * 1024 * 1024;
+
 /** Servers one notary query may ask about. */
 const MAX_NOTARY_SERVERS = 100;
 
@@ -62,8 +65,8 @@ export interface FederationRouteDeps {
 
 export function federationRoutes(r: Routes, d: FederationRouteDeps): void {
   /** An authenticated federation endpoint: the handler runs only for a verified origin. */
-  const fed = (method: Method, path: string, handler: (ctx: RouterContext, origin: string) => Promise<unknown> | unknown) =>
-    r.raw(method, `/_matrix/federation${path}`, async (ctx) => handler(ctx, await d.auth.authenticate(ctx)));
+  const fed = (method: Method, path: string, handler: (ctx: RouterContext, origin: string) => Promise<unknown> | unknown, opts: RouteOptions = {}) =>
+    r.raw(method, `/_matrix/federation${path}`, async (ctx) => handler(ctx, await d.auth.authenticate(ctx)), opts);
   const localUser = (raw: string | undefined): string => {
     if (!raw || !isValidUserId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid user ID ${raw}`);
     if (serverNameOf(raw) !== d.serverName) throw new MatrixError(400, 'M_INVALID_PARAM', `${raw} is not a user of this server`);
@@ -136,5 +139,5 @@ export function federationRoutes(r: Routes, d: FederationRouteDeps): void {
   fed('put', '/v1/send/:txnId', async (ctx, origin) => {
     const b = body(ctx, sendSchema);
     return d.transactions.receive(origin, ctx.params.txnId!, b);
-  });
+  }, { maxBodyBytes: MAX_TRANSACTION_BYTES });
 }

@@ -271,6 +271,9 @@ test('/send: EDUs applied once per origin and txnId, one bad EDU never fails the
     const rows = await db.query('SELECT user_id FROM e2ee_device_list_changes WHERE user_id = $1', [`@carol:${cName}`]);
     assert.equal(rows.rows.length, 1, 'the device list update of a remote user is recorded');
   } finally { await db.end(); }
+  // A transaction larger than MAX_REQUEST_BYTES (1 MiB) is accepted on /send.
+  const big = { origin: cName, pdus: [], edus: [{ edu_type: 'm.direct_to_device', content: { sender: `@carol:${cName}`, type: 'm.big', message_id: 'big1', messages: { [bob.userId]: { [bob.deviceId]: { pad: 'x'.repeat(1_500_000) } } } } }] };
+  assert.equal((await signedFed(fb, cName, cKey, bName, 'PUT', '/_matrix/federation/v1/send/txn-big', big)).status, 200);
   // A bad body is refused before anything is applied.
   assert.equal((await signedFed(fb, cName, cKey, bName, 'PUT', '/_matrix/federation/v1/send/txn-2', { pdus: 'no' })).status, 400);
   assert.equal((await signedFed(fb, cName, cKey, bName, 'PUT', '/_matrix/federation/v1/send/txn-3', { pdus: [], edus: Array(101).fill({ edu_type: 'm.typing', content: {} }) })).status, 400);
