@@ -68,7 +68,7 @@ export interface Federation {
   close(): void;
 }
 
-/** How often a request from a server may end its back-off (one UPDATE per origin at most this often). */
+/** How often a request from a server may end its back-off (one write per origin at most this often). */
 const HEARD_FROM_EVERY_MS = 5_000;
 
 /** Inbound transaction ids are kept a day (senders retry within that). */
