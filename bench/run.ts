@@ -15,6 +15,8 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   media: () => import('./media.ts'), // issue 8: media repository
   flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
+  'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
+  dag: () => import('./dag.ts'), // issue 10: persisting remote events, forks, state resolution
 };
 
 const names = process.argv.slice(2);

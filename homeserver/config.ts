@@ -7,6 +7,7 @@ import { DEFAULT_PREVIEW_DENYLIST, parseCidr } from './media/ip-ranges.ts'; // i
 // issue 7 (limits7): rate limits, trusted proxies, overload.
 import { LIMITERS, LIMITER_NAMES, type Rules } from './limits/rules.ts';
 import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './http/client-address.ts';
+import { DEFAULT_ADMIN_ALLOW } from './http/admin-allow.ts'; // issue 12 (deploy12)
 
 /** Every option: a default, an env name, a row in the README's table. */
 export interface Config {
@@ -90,6 +91,11 @@ export interface Config {
   maxLongPollsPerAddress: number;
   /** WebSocket sync sockets per client address (per user: wsMaxSocketsPerUser). */
   wsMaxSocketsPerAddress: number;
+  // issue 12 (deploy12): the web UIs served by the homeserver; who may reach the admin API and UI.
+  serveAdminUi: boolean;
+  serveChatUi: boolean;
+  /** CIDR ranges whose clients may use /_synapse/admin, /_super/admin and /admin/ (else 403). */
+  adminAllow: string[];
   // issue 11 (fed11): federation
   federation: FederationSettings;
 }
@@ -173,6 +179,15 @@ function cidrList(fallback: string[]) {
   );
 }
 
+/** CIDR ranges separated by commas or spaces (the Caddyfile reads the same variable, space-separated). */
+function addressRanges(fallback: string[]) {
+  const accepts = 'CIDR ranges separated by commas or spaces, e.g. 127.0.0.1/8,::1,10.0.0.0/8 (empty: nobody)';
+  return z.preprocess(
+    (v) => (v === undefined ? fallback : typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v),
+    z.array(z.string().refine((s) => parseCidr(s) !== undefined, { error: accepts }), { error: accepts }),
+  );
+}
+
 const optionalText = z.preprocess((v) => (unset(v) ? undefined : v), z.string().optional());
 
 /** The one schema every variable goes through; each message says what the variable accepts. */
@@ -237,6 +252,10 @@ const schema = z.object({
   MAX_LONG_POLLS_PER_USER: integer(1, 100_000, 20, 'a whole number from 1 to 100000'),
   MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
+  // issue 12 (deploy12)
+  SERVE_ADMIN_UI: oneOf(['on', 'off'], 'on or off'),
+  SERVE_CHAT_UI: oneOf(['on', 'off'], 'on or off'),
+  ADMIN_ALLOW: addressRanges(DEFAULT_ADMIN_ALLOW),
   // issue 11 (fed11): federation
   SIGNING_KEY_PATH: optionalText,
   FEDERATION_KEY_VALIDITY_MS: integer(60_000, 30 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 60000 to 2592000000'),
@@ -254,6 +273,9 @@ const schema = z.object({
   FEDERATION_RETRY_MIN_MS: integer(100, 86_400_000, 10_000, 'a whole number of milliseconds from 100 to 86400000'),
   FEDERATION_RETRY_MAX_MS: integer(1_000, 7 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 1000 to 604800000'),
 });
+
+/** Every variable the server reads (the schema's, and CONFIG_FILE): deploy/env.example and the README list them all. */
+export const CONFIG_VARIABLES = [...Object.keys(schema.shape), 'CONFIG_FILE'];
 
 /** A comma-separated list of server names (issue 11: federation). */
 function serverNameList() {
@@ -373,6 +395,9 @@ export function loadConfig(processEnv: Env = process.env): Config {
     maxLongPollsPerUser: v.MAX_LONG_POLLS_PER_USER,
     maxLongPollsPerAddress: v.MAX_LONG_POLLS_PER_ADDRESS,
     wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
+    serveAdminUi: v.SERVE_ADMIN_UI !== 'off',
+    serveChatUi: v.SERVE_CHAT_UI !== 'off',
+    adminAllow: v.ADMIN_ALLOW,
     federation: federationSettings(v),
   };
 }

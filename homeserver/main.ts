@@ -32,6 +32,7 @@ import { threepidRoutes } from './accounts/threepid-routes.ts';
 import { ConnectionLimits } from './http/connection-limits.ts';
 import { RoomStore } from './rooms/store.ts';
 import { RoomEngine } from './rooms/engine.ts';
+import { Outbox } from './rooms/outbox.ts';
 import { RoomService } from './rooms/service.ts';
 import { AliasStore } from './rooms/alias-store.ts';
 import { RoomReader } from './rooms/reader.ts';
@@ -103,6 +104,10 @@ import { BackupStore } from './e2ee/backup-store.ts';
 import { BackupService } from './e2ee/backup.ts';
 import { e2eeRoutes } from './e2ee/routes.ts';
 import { backupRoutes } from './e2ee/backup-routes.ts';
+// issue 12 (deploy12): the web UIs; the admin API and UI only from ADMIN_ALLOW.
+import { AddressRanges, adminAllow } from './http/admin-allow.ts';
+import { webUiMounts } from './webui/mounts.ts';
+import { staticUi } from './webui/static-ui.ts';
 // issue 11 (fed11): federation (the top-level federation/ folder; homeserver/ never imports it but here)
 import { createFederation } from '../federation/setup.ts';
 import { listenForFederation } from '../federation/listener.ts';
@@ -113,6 +118,9 @@ export interface Homeserver {
   server: Server;
   /** Background jobs run on one worker (coordination/jobs.ts). */
   jobs: BackgroundJobs;
+  /** issue 10: the room engine (persistAuthorised for federation) and the outbox its sender reads. */
+  engine: RoomEngine;
+  outbox: Outbox;
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
@@ -235,6 +243,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   bus.on('room', (roomId) => roomStore.forgetRoom(roomId), () => roomStore.forgetRoom());
   if (hub) roomStore.roomChanged = (roomId) => bus.emit('room', roomId);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
+  const outbox = new Outbox(db, tracker, log.child({ component: 'outbox' })); // issue 10
   const aliases = new AliasStore(db);
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
@@ -258,7 +267,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
   const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -442,7 +451,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     exempt: (address) => config.trustedProxies.has(address),
     clientAddress: (req) => clientAddress(req, config.trustedProxies),
   });
-  const app = createApp(routes, log, [connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
+  // issue 12 (deploy12): admin paths refused outside ADMIN_ALLOW; the UIs where no API path is.
+  const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
+  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi,
+    connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
@@ -488,7 +500,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 4. Pools, then PostgreSQL, then DATA_DIR.
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
-  return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
+  return { config, db, server, jobs, engine, outbox, stop: () => (stopping ??= drain()) };
 }
 
 /** The events position of a sync token (undefined: not one). */

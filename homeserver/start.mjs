@@ -50,6 +50,16 @@ async function bundle() {
   // esbuild's service process (~128 MB) would otherwise live as long as the server.
   await stopEsbuild();
 }
+// The web UIs (admin-ui/dist, chat-ui/dist) are rebuilt when missing or older than their sources
+// (issue 12). A failure is a warning, not a stop: the APIs serve without them. Cluster workers
+// (NODE_UNIQUE_ID) skip it: their primary did it before forking them.
+if (!process.env.NODE_UNIQUE_ID) try {
+  const { buildApps } = await import('./webui/build-ui.mjs');
+  await buildApps();
+} catch (err) {
+  const reason = String(err?.message ?? err).split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 2).join(' ');
+  process.stderr.write(`super-server: the web UIs were not built (${reason}); the APIs serve without them: run \`npm run build\` to see why\n`);
+}
 // `--build-only`: make the bundle and stop (benchmarks time the start, not the build).
 // The server runs in this process (npm's signals reach it directly; main() drains on SIGTERM/SIGINT).
 // With WORKERS=N or `--workers N` (N > 1), main() makes this process the cluster primary

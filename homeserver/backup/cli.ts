@@ -3,6 +3,7 @@
 // the embedded PostgreSQL in DATA_DIR — used where it runs (a running server keeps serving during
 // a backup), started for the occasion and stopped again when the server is down.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../config.ts';
@@ -11,6 +12,8 @@ import { connect, type Db } from '../storage/db.ts';
 import { dataDirHolder, lockDataDir } from '../storage/data-dir.ts';
 import { alive, readPidFile, startEmbeddedPostgres } from '../storage/embedded.ts';
 import { backupDatabase, isEmptyDatabase, restoreDatabase } from './dump.ts';
+// issue 12 (deploy12): the backup is one tar of the database dump, DATA_DIR/media and the signing key file.
+import { isArchive, openArchive, restoreFiles, signingKeyFile, writeArchive } from './archive.ts';
 
 const DATABASE = 'homeserver';
 const log = pino({ level: process.env.LOG_LEVEL === 'debug' ? 'debug' : 'warn' });
@@ -39,25 +42,49 @@ async function withDb<T>(db: Db, fn: (db: Db) => Promise<T>): Promise<T> {
   try { return await fn(db); } finally { await db.destroy(); }
 }
 
-async function backup(config: Config, file: string): Promise<string> {
+async function backupDatabaseTo(config: Config, file: string): Promise<string> {
   if (config.databaseUrl) {
     const r = await withDb(connect(config.databaseUrl, { poolMax: 1, log }), (db) => backupDatabase(db, file));
-    return `backed up ${r.rows} rows in ${r.tables} tables from DATABASE_URL to ${file}`;
+    return `backed up ${r.rows} rows in ${r.tables} tables from DATABASE_URL`;
   }
   const target = await embeddedConnection(config, false);
   try {
     const r = await withDb(connect(target.connection, { poolMax: 1, log }), (db) => backupDatabase(db, file));
-    return `backed up ${r.rows} rows in ${r.tables} tables from ${config.dataDir}/pg to ${file}`;
+    return `backed up ${r.rows} rows in ${r.tables} tables from ${config.dataDir}/pg`;
   } finally { await target.release(); }
 }
 
+/** The database first (one snapshot), then the media files and the signing key file, into one archive. */
+async function backup(config: Config, file: string): Promise<string> {
+  const dump = `${file}.database-${process.pid}.gz`;
+  try {
+    const said = await backupDatabaseTo(config, dump);
+    const manifest = await writeArchive(file, dump, config.dataDir, signingKeyFile(config.dataDir));
+    const extra = [`${manifest.mediaFiles} media files`, ...(manifest.signingKeyPath ? [`the signing key file ${manifest.signingKeyPath}`] : [])];
+    return `${said}, ${extra.join(', ')} to ${file}`;
+  } finally { fs.rmSync(dump, { force: true }); }
+}
+
+/** An archive (database, media, signing key) or, from older versions, a bare database dump. */
 async function restore(config: Config, file: string): Promise<string> {
   if (!fs.existsSync(file)) throw new StartupError(`${file} does not exist`);
+  if (!isArchive(file)) return restoreDatabaseFrom(config, file, file);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'super-server-restore-'));
+  try {
+    // The whole archive is read (and must end with its manifest) before anything is restored.
+    const archive = await openArchive(file, work);
+    const said = await restoreDatabaseFrom(config, archive.databaseFile, file);
+    const files = await restoreFiles(file, archive.manifest, archive.keyFile, config.dataDir, signingKeyFile(config.dataDir));
+    return files.length ? `${said}; ${files.join(' and ')} into ${config.dataDir}` : said;
+  } finally { fs.rmSync(work, { recursive: true, force: true }); }
+}
+
+async function restoreDatabaseFrom(config: Config, file: string, named: string): Promise<string> {
   if (config.databaseUrl) {
     return withDb(connect(config.databaseUrl, { poolMax: 1, log }), async (db) => {
       if (!(await isEmptyDatabase(db))) throw new StartupError('DATABASE_URL names a database that is not empty: restore into a new, empty database (createdb), then point DATABASE_URL at it');
       const r = await restoreDatabase(db, file, log);
-      return `restored ${r.rows} rows in ${r.tables} tables from ${file} into DATABASE_URL`;
+      return `restored ${r.rows} rows in ${r.tables} tables from ${named} into DATABASE_URL`;
     });
   }
   const target = await embeddedConnection(config, true);
@@ -78,7 +105,7 @@ async function restore(config: Config, file: string): Promise<string> {
         throw err;
       }
     });
-    return `restored ${r.rows} rows in ${r.tables} tables from ${file} into ${config.dataDir}/pg`;
+    return `restored ${r.rows} rows in ${r.tables} tables from ${named} into ${config.dataDir}/pg`;
   } finally { await target.release(); }
 }
 
@@ -88,7 +115,7 @@ async function run(): Promise<void> {
   let message: string;
   if (command === 'backup') {
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
-    message = await backup(config, path.resolve(arg ?? `super-server-${stamp}.backup.gz`));
+    message = await backup(config, path.resolve(arg ?? `super-server-${stamp}.backup.tar`));
   } else if (command === 'restore') {
     if (!arg) throw new StartupError('usage: npm run restore -- <backup file>');
     message = await restore(config, path.resolve(arg));

@@ -2,6 +2,12 @@ import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 
+/** A device's one-time-key counts per algorithm and its unused fallback-key algorithms. */
+export interface DeviceKeyCounts {
+  counts: Record<string, number>;
+  unusedFallback: string[];
+}
+
 export interface OneTimeKey {
   algorithm: string;
   keyId: string;
@@ -159,20 +165,35 @@ export class KeyStore {
   }
 
   /** Unclaimed one-time keys per algorithm and the algorithms of unused fallback keys, in one statement (/sync). */
-  async keyCounts(userId: string, deviceId: string): Promise<{ counts: Record<string, number>; unusedFallback: string[] }> {
+  /**
+   * The one-time-key counts and unused fallback-key algorithms of several devices in one
+   * statement (every sync woken by one send asks in the same turn of the event loop).
+   * Keyed by `userId \0 deviceId`; a device with no keys is absent.
+   */
+  async keyCountsMany(devices: Array<{ userId: string; deviceId: string }>): Promise<Map<string, DeviceKeyCounts>> {
+    const out = new Map<string, DeviceKeyCounts>();
+    if (!devices.length) return out;
     const r = await this.db.raw(
-      `SELECT 'otk' AS kind, algorithm, count(*)::int AS n FROM e2ee_one_time_keys WHERE user_id = ? AND device_id = ? GROUP BY algorithm
-       UNION ALL
-       SELECT 'fallback', algorithm, 0 FROM e2ee_fallback_keys WHERE user_id = ? AND device_id = ? AND NOT used`,
-      [userId, deviceId, userId, deviceId],
+      `SELECT q.user_id, q.device_id, k.kind, k.algorithm, k.n
+       FROM unnest(?::text[], ?::text[]) AS q(user_id, device_id)
+       CROSS JOIN LATERAL (
+         SELECT 'otk' AS kind, o.algorithm, count(*)::int AS n FROM e2ee_one_time_keys o
+         WHERE o.user_id = q.user_id AND o.device_id = q.device_id GROUP BY o.algorithm
+         UNION ALL
+         SELECT 'fallback', f.algorithm, 0 FROM e2ee_fallback_keys f
+         WHERE f.user_id = q.user_id AND f.device_id = q.device_id AND NOT f.used
+       ) AS k`,
+      [devices.map((d) => d.userId), devices.map((d) => d.deviceId)],
     );
-    const counts: Record<string, number> = {};
-    const unusedFallback: string[] = [];
-    for (const row of r.rows as Array<{ kind: string; algorithm: string; n: number }>) {
-      if (row.kind === 'otk') counts[row.algorithm] = row.n;
-      else unusedFallback.push(row.algorithm);
+    for (const row of r.rows as Array<{ user_id: string; device_id: string; kind: string; algorithm: string; n: number }>) {
+      const key = `${row.user_id}\0${row.device_id}`;
+      let entry = out.get(key);
+      if (!entry) out.set(key, (entry = { counts: {}, unusedFallback: [] }));
+      if (row.kind === 'otk') entry.counts[row.algorithm] = row.n;
+      else entry.unusedFallback.push(row.algorithm);
     }
-    return { counts, unusedFallback: unusedFallback.sort() };
+    for (const entry of out.values()) entry.unusedFallback.sort();
+    return out;
   }
 
   /**

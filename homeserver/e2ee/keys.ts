@@ -8,7 +8,7 @@ import type { Notifier } from '../realtime/notifier.ts';
 import type { RoomReader } from '../rooms/reader.ts';
 import type { StreamTracker } from '../storage/stream.ts';
 import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts';
-import type { ClaimRequest, DeviceListChange, KeyStore, OneTimeKey, SignatureRow } from './keys-store.ts';
+import type { ClaimRequest, DeviceKeyCounts, DeviceListChange, KeyStore, OneTimeKey, SignatureRow } from './keys-store.ts';
 
 export type Json = Record<string, unknown>;
 type Signatures = Record<string, Record<string, string>>;
@@ -336,8 +336,39 @@ export class KeyService {
   // ---- counts for /sync ---------------------------------------------------------------------
 
   async counts(me: Requester): Promise<{ device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] }> {
-    const { counts, unusedFallback } = await this.store.keyCounts(me.userId, me.deviceId);
+    const { counts, unusedFallback } = (await this.batchedCounts(me.userId, me.deviceId)) ?? { counts: {}, unusedFallback: [] };
     return { device_one_time_keys_count: withSignedCurveCount(counts), device_unused_fallback_key_types: unusedFallback };
+  }
+
+  /** Count requests of this turn of the event loop, read together. */
+  private countBatch: Map<string, { userId: string; deviceId: string; waiters: Array<{ resolve: (c: DeviceKeyCounts | undefined) => void; reject: (err: unknown) => void }> }> | undefined;
+
+  /**
+   * One send wakes every member's /sync in the same turn of the event loop, and each wants its
+   * device's key counts: they are read together, one statement for all instead of one each.
+   */
+  private batchedCounts(userId: string, deviceId: string): Promise<DeviceKeyCounts | undefined> {
+    return new Promise((resolve, reject) => {
+      if (!this.countBatch) {
+        this.countBatch = new Map();
+        setImmediate(() => void this.readCountBatch());
+      }
+      const key = `${userId}\0${deviceId}`;
+      let entry = this.countBatch.get(key);
+      if (!entry) this.countBatch.set(key, (entry = { userId, deviceId, waiters: [] }));
+      entry.waiters.push({ resolve, reject });
+    });
+  }
+
+  private async readCountBatch(): Promise<void> {
+    const batch = this.countBatch ?? new Map();
+    this.countBatch = undefined;
+    try {
+      const counts = await this.store.keyCountsMany([...batch.values()]);
+      for (const [key, entry] of batch) for (const w of entry.waiters) w.resolve(counts.get(key));
+    } catch (err) {
+      for (const entry of batch.values()) for (const w of entry.waiters) w.reject(err);
+    }
   }
 
   // ---- device lists -------------------------------------------------------------------------

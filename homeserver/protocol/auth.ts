@@ -1,10 +1,11 @@
-// Event authorisation rules for room versions 1-11 (rooms/fragments/v1-auth-rules.md,
-// v3-auth-rules.md, v8-auth-rules.md, rooms/v6,v7,v10,v11.md) and the auth events selection
-// algorithm (server-server-api.md "Auth events selection"). Rule numbers below follow v10/v11.
+// Event authorisation rules for room versions 1-12 (rooms/fragments/v1-auth-rules.md,
+// v3-auth-rules.md, v8-auth-rules.md, rooms/v6,v7,v10,v11,v12.md) and the auth events selection
+// algorithm (server-server-api.md "Auth events selection"). Rule numbers below follow v10/v11;
+// v12 inserts a rule 2 (the room ID is the create event's ID), shifting the later ones by one.
 import type { RoomVersion } from './room-versions.ts';
-import { getRoomVersion } from './room-versions.ts';
+import { getProtocolRoomVersion } from './room-versions.ts';
 import { serverNameOf, isValidUserId } from './identifiers.ts';
-import { actionLevel, requiredLevelForEvent, toPowerLevel, userLevel, type PowerLevelsContent } from './power-levels.ts';
+import { actionLevel, requiredLevelForEvent, roomCreators, toPowerLevel, userLevel, type PowerLevelsContent } from './power-levels.ts';
 import { verifyJsonSignature } from './signing.ts';
 
 export type PDU = {
@@ -68,12 +69,9 @@ export function authEventSelection(
   version: RoomVersion,
 ): Array<[string, string]> {
   if (event.type === 'm.room.create') return [];
-  // Every version we support (1-11) selects the create event.
-  const out: Array<[string, string]> = [
-    ['m.room.create', ''],
-    ['m.room.power_levels', ''],
-    ['m.room.member', event.sender],
-  ];
+  // v1-v11 select the create event; from v12 the room ID implies it and it must not be selected.
+  const out: Array<[string, string]> = version.roomIdIsCreateEventHash ? [] : [['m.room.create', '']];
+  out.push(['m.room.power_levels', ''], ['m.room.member', event.sender]);
   if (event.type === 'm.room.member' && typeof event.state_key === 'string') {
     const content = isObject(event.content) ? event.content : {};
     const membership = content.membership;
@@ -110,12 +108,26 @@ export function checkAuthEventList(event: PDU, authEvents: PDU[], version: RoomV
     if (!selectable.has(k)) deny(`auth event (${ae.type}, ${JSON.stringify(ae.state_key)}) is not one the selection algorithm picks`);
     if (ae.room_id !== event.room_id) deny(`auth event ${ae.event_id ?? ae.type} is from room ${ae.room_id}, not ${event.room_id}`);
   }
-  if (!seen.has(stateKey('m.room.create', ''))) deny('auth events contain no m.room.create event');
+  if (!version.roomIdIsCreateEventHash && !seen.has(stateKey('m.room.create', ''))) deny('auth events contain no m.room.create event');
+}
+
+/** v12+: the room ID of a room whose create event has this event ID (`$hash` → `!hash`). */
+export function roomIdFromCreateEventId(createEventId: string): string {
+  if (!createEventId.startsWith('$')) throw new Error(`not an event ID: ${createEventId}`);
+  return `!${createEventId.slice(1)}`;
+}
+
+/** v12+: the event ID of the create event of a room (`!hash` → `$hash`). */
+export function createEventIdFromRoomId(roomId: string): string {
+  if (!roomId.startsWith('!')) throw new Error(`not a room ID: ${roomId}`);
+  return `$${roomId.slice(1)}`;
 }
 
 /**
  * Throws AuthError unless `event` is allowed against `authState` (the state before the event, or
- * the state formed by its auth_events). Signature checks, including rule 4.2 (the event must be
+ * the state formed by its auth_events). From v12 the create event is not among an event's
+ * auth_events: the caller puts the room's accepted create event (the one createEventIdFromRoomId
+ * names) into `authState` all the same. Signature checks, including rule 4.2 (the event must be
  * signed by the server of join_authorised_via_users_server), happen elsewhere; rule 2's checks on
  * the auth_events list itself are in checkAuthEventList.
  */
@@ -125,18 +137,39 @@ export function checkEventAuth(event: PDU, authState: StateMap, version: RoomVer
   // Rule 1: m.room.create.
   if (event.type === 'm.room.create') {
     if ((event.prev_events?.length ?? 0) > 0) deny('m.room.create must not have prev_events');
-    if (serverNameOf(event.room_id) !== serverNameOf(event.sender)) deny('m.room.create sender is not on the room ID\'s server');
-    if (content.room_version !== undefined && (typeof content.room_version !== 'string' || !getRoomVersion(content.room_version))) {
+    if (version.roomIdIsCreateEventHash) {
+      // v12 rule 1.2: the create event has no room_id (it is derived from the event's ID). A
+      // stored copy may carry that derived ID, which the event's own hash can never produce.
+      const own = typeof event.event_id === 'string' && event.event_id.startsWith('$') ? roomIdFromCreateEventId(event.event_id) : undefined;
+      if (event.room_id !== undefined && event.room_id !== own) deny('m.room.create must not have a room_id');
+    } else if (serverNameOf(event.room_id) !== serverNameOf(event.sender)) {
+      deny('m.room.create sender is not on the room ID\'s server');
+    }
+    if (content.room_version !== undefined && (typeof content.room_version !== 'string' || !getProtocolRoomVersion(content.room_version))) {
       deny(`unknown room version ${JSON.stringify(content.room_version)}`);
+    }
+    if (version.creatorsHaveInfinitePower && Object.hasOwn(content, 'additional_creators')) {
+      const extra = content.additional_creators;
+      if (!Array.isArray(extra) || !extra.every((u) => typeof u === 'string' && isValidUserId(u))) {
+        deny('m.room.create additional_creators must be an array of valid user IDs'); // v12 rule 1.4
+      }
     }
     if (!version.implicitRoomCreator && !Object.hasOwn(content, 'creator')) deny('m.room.create has no creator');
     return;
   }
 
-  // Every auth event consulted must belong to this room (rule 2.5).
+  // Every auth event consulted must belong to this room (rule 2.5). From v12 the create event has
+  // no room_id: the room ID must be the create event's ID instead (v12 rule 2).
   const get = (type: string, sk: string): PDU | undefined => {
     const ev = authState.get(stateKey(type, sk));
-    if (ev && ev.room_id !== event.room_id) deny(`auth event (${type}, ${JSON.stringify(sk)}) is from another room`);
+    if (!ev) return undefined;
+    if (version.roomIdIsCreateEventHash && type === 'm.room.create') {
+      if (typeof ev.event_id !== 'string' || !ev.event_id.startsWith('$') || roomIdFromCreateEventId(ev.event_id) !== event.room_id) {
+        deny(`room ID ${event.room_id} is not derived from the create event ${ev.event_id ?? '(no id)'}`);
+      }
+    } else if (ev.room_id !== event.room_id) {
+      deny(`auth event (${type}, ${JSON.stringify(sk)}) is from another room`);
+    }
     return ev;
   };
   const create = get('m.room.create', '') ?? deny('no m.room.create event in the auth state'); // rule 2.4
@@ -186,7 +219,7 @@ export function checkEventAuth(event: PDU, authState: StateMap, version: RoomVer
 
   // Rule 9.
   if (event.type === 'm.room.power_levels') {
-    checkPowerLevels(event, content, pl, senderLevel, version);
+    checkPowerLevels(event, content, pl, senderLevel, version, create);
     return;
   }
 
@@ -345,6 +378,7 @@ function checkPowerLevels(
   current: PowerLevelsContent | undefined,
   senderLevel: number,
   version: RoomVersion,
+  create: PDU,
 ): void {
   // Shape checks (9.1-9.3). The version decides whether strings (v1-v9) or floats (v1-v5) pass.
   const valid = (v: unknown): boolean => toPowerLevel(v, version) !== undefined;
@@ -364,6 +398,13 @@ function checkPowerLevels(
     for (const [user, level] of Object.entries(users)) {
       if (!isValidUserId(user)) deny(`power levels: ${JSON.stringify(user)} is not a valid user ID`);
       if (!valid(level)) deny(`power levels: level for ${user} is not a valid power level`);
+    }
+  }
+
+  // v12 rule 10.4: the creators' power is fixed and may not be listed.
+  if (version.creatorsHaveInfinitePower && isObject(content.users)) {
+    for (const creator of roomCreators(create, version)) {
+      if (Object.hasOwn(content.users, creator)) deny(`power levels: room creator ${creator} may not be listed in users`);
     }
   }
 

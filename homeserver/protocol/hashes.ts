@@ -1,6 +1,6 @@
 // Content hashes, reference hashes and event IDs (server-server-api.md "Signing Events";
 // rooms v3/v4 "Event IDs").
-import { createHash } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { canonicalJsonBytes } from './canonical-json.ts';
 import { decodeBase64, encodeBase64, encodeBase64Url } from './base64.ts';
 import { redactEvent } from './redaction.ts';
@@ -57,4 +57,21 @@ export function computeEventId(event: Record<string, unknown>, version: RoomVers
     default:
       throw new Error(`room version ${version.id} uses server-assigned event IDs; none can be computed`);
   }
+}
+
+/** v12+: the room ID a create event gives its room: its event ID with the `!` sigil. The create
+ *  event carries no room_id (the ID is derived from the event). */
+export function computeRoomId(createEvent: Record<string, unknown>, version: RoomVersion): string {
+  if (!version.roomIdIsCreateEventHash) throw new Error(`room version ${version.id} does not derive room IDs from the create event`);
+  if (createEvent.type !== 'm.room.create') throw new Error('only an m.room.create event derives a room ID');
+  if (Object.hasOwn(createEvent, 'room_id')) throw new Error('a v12 m.room.create event has no room_id');
+  return `!${computeEventId(createEvent, version).slice(1)}`;
+}
+
+/** v1/v2: a server-assigned event ID, `$` + 18 random alphanumerics + `:` + the server name. */
+export function generateV1EventId(serverName: string): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+  let local = '';
+  for (let i = 0; i < 18; i++) local += alphabet[randomInt(alphabet.length)];
+  return `$${local}:${serverName}`;
 }

@@ -36,9 +36,15 @@ export function isValidUserId(s: string): boolean {
   return parseUserId(s) !== null;
 }
 
-/** Room IDs of room versions 1-11 always carry a domain: `!opaque:domain`. */
+/** Room IDs of room versions 1-11 carry a domain: `!opaque:domain`; from v12 a room ID is the
+ *  create event's ID (URL-safe unpadded base64 of a sha256 hash) with the `!` sigil. */
 export function isValidRoomId(s: string): boolean {
-  return parseSigilled(s, '!', false) !== null;
+  return parseSigilled(s, '!', false) !== null || isHashRoomId(s);
+}
+
+/** v12+: `!` and 43 characters of URL-safe unpadded base64 (a sha256 reference hash). */
+export function isHashRoomId(s: string): boolean {
+  return /^![A-Za-z0-9_-]{43}$/.test(s);
 }
 
 export function isValidRoomAlias(s: string): boolean {

@@ -8,3 +8,5 @@ export * from './signing.ts';
 export * from './power-levels.ts';
 export * from './auth.ts';
 export * from './identifiers.ts';
+export * from './state-res-v2.ts';
+export * from './state-res-v1.ts';

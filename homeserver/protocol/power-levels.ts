@@ -40,8 +40,25 @@ function mapEntry(map: unknown, key: string): unknown {
   return (map as Record<string, unknown>)[key];
 }
 
+/** v12+: the power level of a room creator, higher than any integer a power levels event holds. */
+export const CREATOR_POWER_LEVEL = Number.POSITIVE_INFINITY;
+
 /**
- * The user's power level. With no power levels event the room creator has 100 and everyone else
+ * The room's creators: from v12 the create event's `sender` plus the valid user IDs in
+ * `content.additional_creators`; before, the one creator (`sender` from v11, `content.creator`
+ * before that).
+ */
+export function roomCreators(createEvent: { sender: string; content: Record<string, unknown> }, version: RoomVersion): string[] {
+  if (!version.implicitRoomCreator) return typeof createEvent.content.creator === 'string' ? [createEvent.content.creator] : [];
+  const out = [createEvent.sender];
+  const extra = version.creatorsHaveInfinitePower ? createEvent.content.additional_creators : undefined;
+  if (Array.isArray(extra)) for (const u of extra) if (typeof u === 'string' && !out.includes(u)) out.push(u);
+  return out;
+}
+
+/**
+ * The user's power level. From v12 the room's creators have CREATOR_POWER_LEVEL (Infinity: callers
+ * that put a level in JSON must handle it). With no power levels event the room creator has 100 and everyone else
  * 0. The creator is `content.creator` before v11 and the create event's `sender` from v11; pass
  * `version` to get this exactly (without it, `content.creator` is used when present).
  */
@@ -51,6 +68,7 @@ export function userLevel(
   createEvent?: { sender: string; content: Record<string, unknown> },
   version?: RoomVersion,
 ): number {
+  if (version?.creatorsHaveInfinitePower && createEvent && roomCreators(createEvent, version).includes(userId)) return CREATOR_POWER_LEVEL;
   if (pl) {
     return toPowerLevel(mapEntry(pl.users, userId)) ?? toPowerLevel(pl.users_default) ?? 0;
   }
@@ -76,12 +94,12 @@ export function actionLevel(pl: PowerLevelsContent | undefined, action: 'ban' | 
 }
 
 /** Synapse's power levels for a new room. `invite` is 50 like Synapse's base default; callers
- *  apply presets (Synapse's private_chat preset overrides it to 0). `version` is accepted for
- *  future versions (v12 must not list creators in `users`); v1-v11 all get the same content. */
+ *  apply presets (Synapse's private_chat preset overrides it to 0). v1-v11 all get the same
+ *  content; v12 does not list the creator in `users`. */
 export function defaultPowerLevels(creator: string, version: RoomVersion): PowerLevelsContent {
-  void version;
   return {
-    users: { [creator]: 100 },
+    // v12: creators have infinite power and must not be listed (auth rule 10.4).
+    users: version.creatorsHaveInfinitePower ? {} : { [creator]: 100 },
     users_default: 0,
     events: {
       'm.room.name': 50,

@@ -1,12 +1,16 @@
-// Room versions 1..11 (spec content/rooms/v1.md .. v11.md). Each flag names one behaviour that
+// Room versions 1..12 (spec content/rooms/v1.md .. v12.md). Each flag names one behaviour that
 // changed between versions, so algorithms branch on the behaviour rather than on version numbers.
+// ROOM_VERSIONS (1-11) are the versions the server offers; version 12 is implemented by the pure
+// protocol layer (ids, auth rules, power, redaction, state resolution) and reached through
+// getProtocolRoomVersion until the room engine can mint create-event-derived room IDs.
 
 export interface RoomVersion {
   id: string;
   /** v1: server-assigned `$opaque:domain`; v3: reference hash, standard base64; v4: URL-safe base64. */
   eventIdFormat: 'v1' | 'v3' | 'v4';
-  /** v1 uses the original state resolution algorithm, v2+ the "v2" algorithm. */
-  stateResolution: 'v1' | 'v2';
+  /** v1 uses the original state resolution algorithm, v2-v11 the "v2" algorithm, v12 its
+   *  revision ("v2.1": iterative auth checks start from an empty map; conflicted state subgraph). */
+  stateResolution: 'v1' | 'v2' | 'v2.1';
   /** v5+: a signing key's valid_until_ts must cover the event's origin_server_ts. */
   enforceKeyValidity: boolean;
   /** v1-v5: m.room.aliases has its own auth rule and keeps `aliases` on redaction. */
@@ -33,13 +37,19 @@ export interface RoomVersion {
   updatedRedactionRules: boolean;
   /** v11+: m.room.redaction carries `redacts` in `content` instead of at top level. */
   redactsInContent: boolean;
+  /** v12+: the room ID is the create event's ID with the `!` sigil; the create event has no
+   *  `room_id` and is never listed in `auth_events` (it is implied by the room ID). */
+  roomIdIsCreateEventHash: boolean;
+  /** v12+: the creators (create `sender` plus `content.additional_creators`) have infinite power
+   *  and may not appear in m.room.power_levels `users`. */
+  creatorsHaveInfinitePower: boolean;
 }
 
 function make(id: string, n: number): RoomVersion {
   return {
     id,
     eventIdFormat: n <= 2 ? 'v1' : n === 3 ? 'v3' : 'v4',
-    stateResolution: n === 1 ? 'v1' : 'v2',
+    stateResolution: n === 1 ? 'v1' : n >= 12 ? 'v2.1' : 'v2',
     enforceKeyValidity: n >= 5,
     specialCaseAliasesAuth: n <= 5,
     redactionAuthRule: n <= 2,
@@ -53,6 +63,8 @@ function make(id: string, n: number): RoomVersion {
     implicitRoomCreator: n >= 11,
     updatedRedactionRules: n >= 11,
     redactsInContent: n >= 11,
+    roomIdIsCreateEventHash: n >= 12,
+    creatorsHaveInfinitePower: n >= 12,
   };
 }
 
@@ -65,9 +77,20 @@ export const ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = Object.freez
   ),
 );
 
+/** Room version 12: implemented by the protocol layer, not yet offered by the server. */
+export const ROOM_VERSION_12: RoomVersion = Object.freeze(make('12', 12));
+
+/** Every version the protocol layer implements (1-12). */
+export const PROTOCOL_ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = Object.freeze({ ...ROOM_VERSIONS, '12': ROOM_VERSION_12 });
+
 export const DEFAULT_ROOM_VERSION = '10';
 
 export function getRoomVersion(id: string): RoomVersion | undefined {
   // hasOwn: ids like "constructor" must not resolve through the prototype chain.
   return Object.hasOwn(ROOM_VERSIONS, id) ? ROOM_VERSIONS[id] : undefined;
+}
+
+/** Like getRoomVersion, but also knows the versions only the protocol layer implements (12). */
+export function getProtocolRoomVersion(id: string): RoomVersion | undefined {
+  return Object.hasOwn(PROTOCOL_ROOM_VERSIONS, id) ? PROTOCOL_ROOM_VERSIONS[id] : undefined;
 }

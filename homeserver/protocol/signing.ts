@@ -106,7 +106,8 @@ export function verifyEventSignature(
 }
 
 /**
- * Hashes, signs and names a new event (room versions 3+) in one pass: the bytes signed — the
+ * Hashes, signs and names a new event in one pass (v1/v2: the event already carries the ID its
+ * server gave it, which is returned): the bytes signed — the
  * redacted event without signatures and unsigned — are exactly the bytes of the reference hash,
  * so they are made once. Same result as addContentHash, signEvent and computeEventId in turn.
  */
@@ -116,7 +117,13 @@ export function finalizeEvent<T extends Record<string, unknown>>(
   key: SigningKey,
   version: RoomVersion,
 ): { event: T & { hashes: { sha256: string }; signatures: Record<string, Record<string, string>> }; eventId: string } {
-  if (version.eventIdFormat === 'v1') throw new Error(`room version ${version.id} uses server-assigned event IDs`);
+  if (version.eventIdFormat === 'v1') {
+    // v1/v2: the origin server names the event (generateV1EventId) before hashing and signing;
+    // the ID is part of the hashed and signed event.
+    if (typeof event.event_id !== 'string') throw new Error(`room version ${version.id} events need their server-assigned event_id before signing`);
+    const signed = signEvent(event, serverName, key, version);
+    return { event: signed as T & { hashes: { sha256: string }; signatures: Record<string, Record<string, string>> }, eventId: event.event_id };
+  }
   const hashed = addContentHash(event);
   const bytes = signedBytes(redactEvent(hashed, version));
   const sig = encodeBase64(key.sign(bytes));

@@ -1,24 +1,32 @@
 // npm run backup / npm run restore (finding 16): a round trip on the backend under test — write
 // data, back up (while the server runs), wipe, restore, and the server serves the data again.
+// issue 12: the backup is one archive of the database, the media files (DATA_DIR/media) and the
+// signing key file when the server keeps one on disk; all three come back, and the signing key
+// (in the database today) is the same.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { repoRoot, startServer } from '../helpers/server.ts';
 import { api, registerUser } from '../helpers/client.ts';
+import { connectDatabase } from '../helpers/database.ts';
+import { downloadPath, mediaRequest, uploadMedia } from '../helpers/media.ts';
+import type { TestServer } from '../helpers/server.ts';
 
 const C = '/_matrix/client/v3';
 const embedded = process.env.TEST_BACKEND === 'embedded';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-backup-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function npmRun(script: 'backup' | 'restore', file: string, env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+/** `npm run backup|restore -- FILE`, or (`viaScript`) deploy/backup.sh|restore.sh FILE, which operators run. */
+function npmRun(script: 'backup' | 'restore', file: string, env: Record<string, string>, viaScript = false): Promise<{ code: number | null; out: string; err: string }> {
   const inherited = { ...process.env };
   for (const k of ['DATABASE_URL', 'NODE_TEST_CONTEXT']) delete inherited[k];
-  const child = spawn('npm', ['run', '-s', script, '--', file], { cwd: repoRoot, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, args] = viaScript ? ['bash', [`deploy/${script}.sh`, file]] : ['npm', ['run', '-s', script, '--', file]];
+  const child = spawn(command, args, { cwd: repoRoot, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
@@ -32,10 +40,16 @@ async function adminQuery(sql: string): Promise<void> {
   try { await c.query(sql); } finally { await c.end(); }
 }
 
+async function storedSigningKey(server: TestServer): Promise<{ key_id: string; seed: string } | undefined> {
+  const db = await connectDatabase(server);
+  try { return (await db.query('SELECT key_id, seed FROM server_signing_keys ORDER BY created_ts DESC LIMIT 1')).rows[0]; } finally { await db.end(); }
+}
+
 test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an external'} PostgreSQL`, async () => {
   const server = await startServer({ env: { KEEP_DB: '1' } });
-  const dbEnv: Record<string, string> = embedded ? { DATA_DIR: server.dataDir } : { DATABASE_URL: server.env.DATABASE_URL! };
+  const dbEnv: Record<string, string> = embedded ? { DATA_DIR: server.dataDir } : { DATABASE_URL: server.env.DATABASE_URL!, DATA_DIR: server.dataDir };
   const restoredDb = `hs_restored_${process.pid}_${Date.now()}`;
+  const freshDataDir = path.join(tmp, 'new-machine');
   try {
     const alice = await registerUser(server.baseUrl, `alice${Date.now()}`, 'correct horse battery');
     const roomId = (await api(server.baseUrl, 'POST', `${C}/createRoom`, { token: alice.accessToken, body: { name: 'kept' } })).body.room_id as string;
@@ -45,12 +59,22 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
       })).status, 200);
     }
 
+    // A media file, and the signing key: in the database (server_signing_keys) and, as a server that
+    // keeps it on disk would, a key file in DATA_DIR.
+    const picture = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 31) & 0xff));
+    const media = await uploadMedia(server.baseUrl, alice.accessToken, picture, 'image/png', 'kept.png');
+    const signingKey = await storedSigningKey(server);
+    assert.ok(signingKey, 'the server made its signing key');
+    const keyFileBytes = Buffer.from(`ed25519 a_test ${Date.now()}\n`);
+    fs.writeFileSync(path.join(server.dataDir, 'signing.key'), keyFileBytes, { mode: 0o600 });
+
     // While the server runs: one consistent snapshot.
-    const file = path.join(tmp, 'round-trip.backup.gz');
-    const backup = await npmRun('backup', file, dbEnv);
+    const file = path.join(tmp, 'round-trip.backup.tar');
+    const backup = await npmRun('backup', file, dbEnv, true);
     assert.equal(backup.code, 0, backup.err);
-    assert.match(backup.out, /^backed up \d+ rows in \d+ tables/);
-    assert.ok(fs.statSync(file).size > 1000, 'a real file, not 0 bytes');
+    assert.match(backup.out, /^backed up \d+ rows in \d+ tables from .*, [1-9]\d* media files, the signing key file .*signing\.key to /);
+    assert.ok(fs.statSync(file).size > picture.length, 'a real file, with the media in it');
+    assert.equal(fs.statSync(file).mode & 0o077, 0, 'readable by its owner only: it holds the signing key');
 
     // A message after the backup is not in it.
     assert.equal((await api(server.baseUrl, 'PUT', `${C}/rooms/${encodeURIComponent(roomId)}/send/m.room.message/after`, {
@@ -65,7 +89,7 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
       assert.match(refused.err.trim(), /^super-server: the homeserver \(pid \d+\) is running on DATA_DIR .*: stop it before restoring$/);
       await server.kill();
       await server.stop(); // KEEP_DB: the data dir stays
-      fs.rmSync(path.join(server.dataDir, 'pg'), { recursive: true, force: true });
+      for (const gone of ['pg', 'media', 'signing.key']) fs.rmSync(path.join(server.dataDir, gone), { recursive: true, force: true });
       restoreEnv = dbEnv;
     } else {
       // External: into a new, empty database; a database that is not empty is refused.
@@ -76,24 +100,46 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
       await adminQuery(`CREATE DATABASE "${restoredDb}"`);
       const u = new URL(server.env.DATABASE_URL!);
       u.pathname = `/${restoredDb}`;
-      restoreEnv = { DATABASE_URL: u.toString() };
+      // A new machine: an empty database and an empty DATA_DIR.
+      fs.mkdirSync(freshDataDir);
+      restoreEnv = { DATABASE_URL: u.toString(), DATA_DIR: freshDataDir };
     }
 
     // A truncated file restores nothing.
-    const truncated = path.join(tmp, 'truncated.backup.gz');
+    const truncated = path.join(tmp, 'truncated.backup.tar');
     fs.writeFileSync(truncated, fs.readFileSync(file).subarray(0, Math.floor(fs.statSync(file).size / 2)));
     const bad = await npmRun('restore', truncated, restoreEnv);
     assert.equal(bad.code, 1);
     assert.equal(bad.err.trim().split('\n').length, 1, bad.err);
 
-    const restore = await npmRun('restore', file, restoreEnv);
+    if (!embedded) {
+      // A bare database dump, as earlier versions wrote, still restores (into another empty database).
+      const oldFormat = path.join(tmp, 'database.backup.gz');
+      assert.equal(spawnSync('tar', ['-xf', file, '-C', tmp, 'database.backup.gz']).status, 0);
+      const u = new URL(server.env.DATABASE_URL!);
+      u.pathname = `/${restoredDb}_old`;
+      await adminQuery(`CREATE DATABASE "${restoredDb}_old"`);
+      const old = await npmRun('restore', oldFormat, { DATABASE_URL: u.toString(), DATA_DIR: path.join(tmp, 'old-format') });
+      await adminQuery(`DROP DATABASE IF EXISTS "${restoredDb}_old" WITH (FORCE)`);
+      assert.equal(old.code, 0, old.err);
+      assert.match(old.out, /^restored \d+ rows in \d+ tables from .*database\.backup\.gz into DATABASE_URL\n$/);
+    }
+
+    const restore = await npmRun('restore', file, restoreEnv, true);
     assert.equal(restore.code, 0, restore.err);
-    assert.match(restore.out, /^restored \d+ rows in \d+ tables/);
+    assert.match(restore.out, /^restored \d+ rows in \d+ tables.*; [1-9]\d* media files and the signing key file .*signing\.key into /);
+    const dataDir = embedded ? server.dataDir : freshDataDir;
+    assert.deepEqual(fs.readFileSync(path.join(dataDir, 'signing.key')), keyFileBytes, 'the key file is back, byte for byte');
 
     const again = embedded
       ? await startServer({ embedded: true, env: { DATA_DIR: server.dataDir, PORT: String(server.port) } })
       : await startServer({ embedded: false, env: restoreEnv });
     try {
+      // (`again` runs on DATA_DIR=server.dataDir when embedded; its own dataDir field names the helper's unused one.)
+      assert.deepEqual(await storedSigningKey(embedded ? { ...again, dataDir: server.dataDir } : again), signingKey, 'the same signing key');
+      const download = await mediaRequest(again.baseUrl, 'GET', downloadPath(media.serverName, media.mediaId), { token: alice.accessToken });
+      assert.equal(download.status, 200);
+      assert.ok(download.bytes.equals(picture), 'the media file is back');
       const login = await api(again.baseUrl, 'POST', `${C}/login`, {
         body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: alice.userId }, password: 'correct horse battery' },
       });
