@@ -34,6 +34,8 @@ import { PdusNotYetAccepted, type RemotePduIntake } from './remote-pdus.ts';
 import { RequestAuthenticator } from './request-auth.ts';
 import { federationRoutes } from './routes.ts';
 import { OutboundEdus } from './outbound-edus.ts';
+import { roomEventsToFederation } from './room-events.ts';
+import type { Outbox } from '../homeserver/rooms/outbox.ts';
 
 export interface FederationDeps {
   config: Config;
@@ -52,6 +54,8 @@ export interface FederationDeps {
   directory: DirectoryService;
   media: MediaService;
   jobs: BackgroundJobs;
+  /** The room engine's outbox: our users' events go from it to the other servers of their rooms. */
+  outbox: Outbox;
   /** Calls back when a member event of a room is persisted (the room engine's onPersisted). */
   onRoomMembership(fn: (roomId: string) => void): void;
   bus: InvalidationBus;
@@ -86,6 +90,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   sender.kickElsewhere = (destination) => d.bus.emitElsewhere('federation-kick', destination);
   d.bus.on('federation-kick', (destination) => sender.kickHere(destination), () => {});
   d.jobs.register('federation sender', sender);
+  d.jobs.register('federation room events', roomEventsToFederation(d.outbox, sender, d.reader, config.serverName, log.child({ component: 'federation-outbox' })));
   let pruneTimer: NodeJS.Timeout | undefined;
   d.jobs.register('federation inbound transactions', {
     start: () => {

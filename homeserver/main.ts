@@ -429,7 +429,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // ---- issue 11 (fed11): federation: keys, signed requests, inbound API, outbound queues.
   const federation = createFederation(routes, {
     config, db, log: log.child({ component: 'federation' }), serverKeys, keys, crossSigning, toDevice, typing, receipts, presence,
-    profiles: profileService, rooms, reader, directory, media, jobs, bus, version: SERVER_VERSION,
+    profiles: profileService, rooms, reader, directory, media, jobs, outbox, bus, version: SERVER_VERSION,
     onRoomMembership: (fn) => engine.onPersisted((events, roomId) => { if (events.some((e) => e.pdu.type === 'm.room.member')) fn(roomId); }),
   });
   undo.push(() => federation.close());

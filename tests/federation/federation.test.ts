@@ -212,6 +212,26 @@ test('to-device across servers, and remote public rooms', async () => {
   assert.ok(Array.isArray(rooms.body.chunk));
 });
 
+test("our users' events go from the room engine's outbox to the other servers concerned (a ban of a remote user reaches its server)", async () => {
+  const room = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { preset: 'private_chat' });
+  assert.equal(room.status, 200, JSON.stringify(room.body));
+  const ban = await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/ban`, alice.accessToken, { user_id: bob.userId, reason: 'test' });
+  assert.equal(ban.status, 200, JSON.stringify(ban.body));
+  const last = await rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/messages?dir=b&limit=1`, alice.accessToken);
+  const eventId = last.body.chunk[0].event_id as string;
+  assert.equal(last.body.chunk[0].content.membership, 'ban');
+  const db = await connectDatabase(B);
+  try {
+    let answer: any;
+    for (const end = Date.now() + 10_000; Date.now() < end && !answer; await new Promise((r) => setTimeout(r, 200))) {
+      const rows = await db.query('SELECT response_json FROM federation_inbound_txns WHERE origin = $1', [`localhost:${fa}`]);
+      answer = rows.rows.map((r) => JSON.parse(r.response_json)).find((a) => a.pdus?.[eventId]);
+    }
+    assert.ok(answer, 'B received the ban event in a transaction from A, under the same event ID');
+    assert.ok(answer.pdus[eventId].error, 'and answered it (PDUs are not accepted yet)');
+  } finally { await db.end(); }
+});
+
 test('signed requests: unsigned, wrong signature, wrong destination, unknown key, expired key are 401 and change nothing', async () => {
   const cName = `127.0.0.1:${fc}`;
   const bName = `localhost:${fb}`;
