@@ -30,6 +30,23 @@ export class OutboundQueueStore {
     return r.rows.map((row: { id: number; kind: 'pdu' | 'edu'; body_json: string }) => ({ id: Number(row.id), kind: row.kind, body: JSON.parse(row.body_json) }));
   }
 
+  /**
+   * Ephemeral EDUs that went stale while the destination was away (typing after a minute, presence
+   * and receipts after an hour) are dropped rather than delivered late; to-device messages, device
+   * lists and PDUs are kept.
+   */
+  async dropStale(destination: string, now: number): Promise<number> {
+    const r = await this.db.raw(
+      `DELETE FROM federation_outbound_queue
+       WHERE destination = ? AND kind = 'edu' AND (
+         (body_json::jsonb->>'edu_type' = 'm.typing' AND created_ts < ?) OR
+         (body_json::jsonb->>'edu_type' IN ('m.presence', 'm.receipt') AND created_ts < ?))
+       RETURNING 1`,
+      [destination, now - 60_000, now - 3600_000],
+    );
+    return r.rows.length;
+  }
+
   /** Sent: the items go and the destination's back-off is reset, in one transaction. */
   async sent(destination: string, ids: number[]): Promise<void> {
     await this.db.transaction(async (trx) => {

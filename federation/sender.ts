@@ -110,6 +110,11 @@ export class FederationSender implements BackgroundJob {
       if (!this.running) return;
       const state = await this.store.state(destination);
       if (state.retryAt > Date.now()) { this.schedule(destination, state.retryAt); return; }
+      // Coming back from a failure: what is no longer worth sending goes first.
+      if (state.failures > 0) {
+        const dropped = await this.store.dropStale(destination, Date.now());
+        if (dropped) this.log.info({ destination, dropped }, 'stale typing / presence / receipt EDUs dropped');
+      }
       const items = await this.store.next(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
       if (!items.length) return;
       // The same batch keeps the same id across retries, so the receiver applies it once.
