@@ -11,8 +11,15 @@ import { formatSigningKeyFile, parseSigningKeyFile } from '../../homeserver/serv
 // content/appendices.md "Signing Key": seed, server name "domain", key id "ed25519:1".
 const KEY = signingKeyFromSeed('ed25519:1', 'YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1');
 
-test('the spec vector key signs {} as the appendix says', () => {
+test('the spec vector key signs JSON as the appendix says', () => {
   assert.deepEqual(signJson({}, 'domain', KEY), { signatures: { domain: { 'ed25519:1': 'K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ' } } });
+  assert.deepEqual(signJson({ one: 1, two: 'Two' }, 'domain', KEY), { one: 1, two: 'Two', signatures: { domain: { 'ed25519:1': 'KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw' } } });
+});
+
+test("an X-Matrix signature is the appendix's JSON signature of {method, uri, origin, destination, content}", () => {
+  const req = { method: 'POST', uri: '/_matrix/federation/v1/user/keys/query', origin: 'domain', destination: 'dest', content: { one: 1, two: 'Two' } };
+  const expected = signJson({ method: 'POST', uri: req.uri, origin: 'domain', destination: 'dest', content: { one: 1, two: 'Two' } }, 'domain', KEY) as { signatures: { domain: Record<string, string> } };
+  assert.equal(parseXMatrix(signRequest(req, KEY))!.sig, expected.signatures.domain['ed25519:1']);
 });
 
 test('an X-Matrix header signs method, uri, origin, destination and content, and verifies only for exactly that request', () => {
