@@ -53,7 +53,7 @@ import { profileRoutes } from './profiles/routes.ts';
 import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
-import { loadOrCreateSigningKey } from './server/keys.ts';
+import { loadSigningKeys, readSigningKeyFile } from './server/keys.ts';
 import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { notificationRoutes, pushRoutes } from './push/routes.ts';
@@ -108,6 +108,9 @@ import { backupRoutes } from './e2ee/backup-routes.ts';
 import { AddressRanges, adminAllow } from './http/admin-allow.ts';
 import { webUiMounts } from './webui/mounts.ts';
 import { staticUi } from './webui/static-ui.ts';
+// issue 11 (fed11): federation (the top-level federation/ folder; homeserver/ never imports it but here)
+import { createFederation } from '../federation/setup.ts';
+import { listenForFederation } from '../federation/listener.ts';
 
 export interface Homeserver {
   config: Config;
@@ -121,6 +124,9 @@ export interface Homeserver {
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
+
+/** The version /_matrix/federation/v1/version reports (package.json's). */
+const SERVER_VERSION = '0.1.0';
 
 /** In-flight requests get this long to be answered on shutdown (systemd's TimeoutStopSec is 20 s). */
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -163,6 +169,8 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
 }
 
 async function assemble(config: Config, log: Logger, started: number, undo: Array<() => Promise<void> | void>): Promise<Homeserver> {
+  // issue 11: an unreadable signing key file stops the start before anything else is started.
+  const keyFile = readSigningKeyFile({ dataDir: config.dataDir, configuredPath: config.federation.signingKeyPath });
   let embedded: EmbeddedPostgres | undefined;
   let connection: string | object;
   let describeDb: string;
@@ -217,7 +225,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const notifier: Notifier = redisNotifier ?? localNotifier;
   const jobs = new BackgroundJobs(hub ? connection : undefined, log.child({ component: 'jobs' }));
   const serverStore = new ServerStore(db);
-  const signingKey = await loadOrCreateSigningKey(serverStore);
+  // issue 11: the key file (SIGNING_KEY_PATH or DATA_DIR/signing.key) is the source of truth.
+  const serverKeys = await loadSigningKeys(serverStore, keyFile, log.child({ component: 'keys' }));
+  const signingKey = serverKeys.current;
 
   const accounts = new AccountService(new AccountStore(db), config, log,
     new ThreepidService(new ThreepidStore(db), config, smtpMailer(config.smtp), log.child({ component: 'threepids' }))); // issue 7
@@ -332,7 +342,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // A profile change on any worker kicks the propagation where it runs (the job runner).
   bus.on('profiles-kick', () => propagator.kick(), () => {});
   const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
-  profileRoutes(routes, new ProfileService(profiles, kicker, reader));
+  const profileService = new ProfileService(profiles, kicker, reader);
+  profileRoutes(routes, profileService);
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   const filters = new FilterService(syncStore);
@@ -406,14 +417,22 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const current = () => tracker.current();
   searchRoutes(routes, new SearchService(reader, current));
   relationRoutes(routes, new RelationsService(reader, current));
-  directoryRoutes(routes, new DirectoryService(reader, rooms, config.serverName));
+  const directory = new DirectoryService(reader, rooms, config.serverName);
+  directoryRoutes(routes, directory);
   upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' }), shared));
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
   // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
-  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
+  const media = await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
+  // ---- issue 11 (fed11): federation: keys, signed requests, inbound API, outbound queues.
+  const federation = createFederation(routes, {
+    config, db, log: log.child({ component: 'federation' }), serverKeys, keys, crossSigning, toDevice, typing, receipts, presence,
+    profiles: profileService, rooms, reader, directory, media, jobs, outbox, bus, version: SERVER_VERSION,
+    onRoomMembership: (fn) => engine.onPersisted((events, roomId) => { if (events.some((e) => e.pdu.type === 'm.room.member')) fn(roomId); }),
+  });
+  undo.push(() => federation.close());
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -451,7 +470,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     });
     server.listen(config.port, config.bindAddress, () => resolve());
   });
-  log.info({ port: config.port, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
+  // issue 11: FEDERATION_PORT with TLS_CERT / TLS_KEY: this process terminates TLS for federation itself.
+  const fedServer = config.federation.port
+    ? await listenForFederation({
+      port: config.federation.port, bindAddress: config.bindAddress, cert: config.federation.tlsCert!, key: config.federation.tlsKey!,
+      serverOptions: ConnectionLimits.serverOptions(), configure: (srv) => connectionLimits.attach(srv as unknown as Server),
+    }, handle)
+    : undefined;
+  if (fedServer) undo.push(() => new Promise<void>((resolve) => { fedServer.close(() => resolve()); fedServer.closeAllConnections(); }));
+  log.info({ port: config.port, federationPort: config.federation.port || undefined, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
 
   let stopping: Promise<void> | undefined;
   const drain = async () => {

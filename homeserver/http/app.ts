@@ -19,6 +19,8 @@ export interface RouteOptions {
   auth?: boolean | 'optional';
   /** Do not read the body as JSON (media uploads). */
   rawBody?: boolean;
+  /** issue 11: a larger JSON body than MAX_REQUEST_BYTES (federation transactions of 50 PDUs and 100 EDUs). */
+  maxBodyBytes?: number;
 }
 
 /**
@@ -56,7 +58,7 @@ export class Routes {
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes, this.bodyTimeoutMs));
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, Math.max(opts.maxBodyBytes ?? 0, this.maxBodyBytes), this.bodyTimeoutMs));
       }
       const result = await handler(ctx as RouterContext);
       if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};
