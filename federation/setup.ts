@@ -20,7 +20,6 @@ import type { DirectoryService } from '../homeserver/directory/service.ts';
 import type { MediaService } from '../homeserver/media/service.ts';
 import { federationMediaRoutes } from './media-routes.ts';
 import { RemoteMediaFetcher } from './remote-media.ts';
-import { getRoomVersion } from '../homeserver/protocol/room-versions.ts';
 import { FederationClient } from './client.ts';
 import type { DiscoveryIo } from './discovery.ts';
 import { ServerKeyStore } from './key-store.ts';
@@ -30,7 +29,9 @@ import { FederationSender } from './sender.ts';
 import { RemoteQueries } from './remote.ts';
 import { EduHandler } from './edus.ts';
 import { InboundTransactions } from './transactions.ts';
-import { PdusNotYetAccepted, type RemotePduIntake } from './remote-pdus.ts';
+import type { RemotePduIntake } from './remote-pdus.ts';
+import { RoomFederation } from './room-federation.ts';
+import { roomFederationRoutes } from './room-routes.ts';
 import { RequestAuthenticator } from './request-auth.ts';
 import { federationRoutes } from './routes.ts';
 import { OutboundEdus } from './outbound-edus.ts';
@@ -114,10 +115,11 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.presence.onChange = (userId, presence, roomIds, statusMsg) => outboundEdus.presence(userId, presence, roomIds, statusMsg);
   d.crossSigning.onPublicKeysChanged = (userId, update) => outboundEdus.signingKeyUpdate(userId, update);
 
-  let intake: RemotePduIntake = new PdusNotYetAccepted(async (roomId) => {
-    const room = await d.reader.roomMeta(roomId);
-    return room ? getRoomVersion(room.room_version) : undefined;
-  });
+  // Rooms over federation: received PDUs checked and persisted through the room engine; our users
+  // joining, inviting and leaving in rooms of other servers.
+  const roomFederation = new RoomFederation(client, keyRing, d.rooms.engine, d.reader, config.serverName, d.serverKeys, log.child({ component: 'federation-rooms' }));
+  d.rooms.remote = roomFederation;
+  let intake: RemotePduIntake = roomFederation;
   const pduIntake: RemotePduIntake = { receiveRemotePdus: (origin, pdus) => intake.receiveRemotePdus(origin, pdus) };
   const edus = new EduHandler({ toDevice: d.toDevice, keys: d.keys, typing: d.typing, receipts: d.receipts, presence: d.presence }, log.child({ component: 'federation-edus' }));
   const transactions = new InboundTransactions(queue, edus, pduIntake, log.child({ component: 'federation-inbound' }));
@@ -131,6 +133,7 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
     sender.destinationUp(origin).catch((err) => log.warn({ err, origin }, 'destination state not updated'));
   });
   federationMediaRoutes(routes, auth, d.media, config.serverName);
+  roomFederationRoutes(routes, { serverName: config.serverName, auth, rooms: roomFederation, engine: d.rooms.engine, reader: d.reader, serverKeys: d.serverKeys });
   federationRoutes(routes, { serverName: config.serverName, version: d.version, keyRing, auth, transactions, keys: d.keys, profiles: d.profiles, rooms: d.rooms, directory: d.directory });
   return {
     client, sender,

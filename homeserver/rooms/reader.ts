@@ -173,6 +173,15 @@ export class RoomReader {
     return this.store.roomMeta(roomId);
   }
 
+  /** The room's forward extremities and depth (federation: make_join / make_leave templates). */
+  head(roomId: string): Promise<{ extremities: string[]; depth: number } | undefined> {
+    return this.store.head(roomId);
+  }
+
+  eventsById(ids: string[]): Promise<EventRow[]> {
+    return this.store.eventsById(ids);
+  }
+
   /** The user's latest membership of a room. */
   membership(userId: string, roomNid: number): Promise<Membership | undefined> {
     return this.store.membership(userId, roomNid);

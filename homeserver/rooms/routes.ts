@@ -75,7 +75,9 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
     const b = body(ctx, reasonSchema, false);
     const target = ctx.params.roomIdOrAlias ?? ctx.params.roomId!;
     await roomLimits.joined(ctx, target); // issue 7 (limits7)
-    return { room_id: await rooms.join(requester(ctx).userId, target, b.reason) };
+    // issue 11: the servers to join a remote room through (`via`, formerly `server_name`).
+    const via = [ctx.query.via, ctx.query.server_name].flat().filter((v): v is string => typeof v === 'string' && v.length > 0 && v.length <= 255);
+    return { room_id: await rooms.join(requester(ctx).userId, target, b.reason, {}, via) };
   };
   r.client('post', '/join/:roomIdOrAlias', joinHandler, { auth: true });
   r.client('post', '/rooms/:roomId/join', joinHandler, { auth: true });

@@ -6,7 +6,7 @@ import type { Requester } from '../http/context.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { defaultPowerLevels, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
-import { AuthError, checkRedaction, stateKey } from '../protocol/auth.ts';
+import { AuthError, checkRedaction, stateKey, type PDU } from '../protocol/auth.ts';
 import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
 import type { AliasStore } from './alias-store.ts';
@@ -38,7 +38,22 @@ const PRESETS = {
 } as const;
 
 /** Room operations a client asks for: creation, membership, sending, state. Reads live elsewhere. */
+/** Rooms of other servers (issue 11: federation sets it; the room engine never imports federation). */
+export interface RemoteRooms {
+  /** A remote alias's room and the servers to ask. */
+  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
+  /** Joins a room this server is not in, through one of `servers`: make_join, send_join, persist. */
+  join(userId: string, roomId: string, servers: string[], content: Record<string, unknown>): Promise<void>;
+  /** Tells a remote invitee's server of an invite persisted here (/invite v2). */
+  invited(roomId: string, invite: PDU): Promise<void>;
+  /** Leaves (or rejects an invite to) a room this server has no state of: make_leave, send_leave. */
+  leave(userId: string, roomId: string, content: Record<string, unknown>): Promise<void>;
+}
+
 export class RoomService {
+  /** Set by federation: rooms of other servers. */
+  remote?: RemoteRooms;
+
   /** Called after a user forgets a room (caches of memberships listen). */
   /** Published when a user forgets a room (their /sync memberships change). */
   readonly forgotten = new Topic<string>('room forgotten');
@@ -157,14 +172,37 @@ export class RoomService {
     return this.engine.send(roomId, { type: 'm.room.member', sender, content, stateKey: target });
   }
 
-  async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}): Promise<string> {
-    const roomId = await this.resolveRoom(idOrAlias);
+  async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}, via: string[] = []): Promise<string> {
+    let roomId: string;
+    const servers = [...via];
+    if (this.remote && idOrAlias.startsWith('#') && isValidRoomAlias(idOrAlias) && !idOrAlias.endsWith(`:${this.serverName}`)) {
+      const r = await this.remote.resolveAlias(idOrAlias);
+      roomId = r.roomId;
+      servers.push(...r.servers);
+    } else roomId = await this.resolveRoom(idOrAlias);
     const room = await this.store.roomMeta(roomId);
-    if (!room) throw notFound(`Unknown room ${roomId}`);
-    const current = await this.store.membership(userId, room.room_nid);
     const profile = (await this.profileOf(userId)) ?? {};
     const content: Record<string, unknown> = { ...extra, ...profileContent(profile) };
     if (reason !== undefined) content.reason = reason;
+    // A room this server is not in (unknown, or known only by an invite): joined through another server.
+    if (this.remote && (!room || !(await this.store.hasJoinedMember(room.room_nid, this.serverName)))) {
+      const current = room && (await this.store.membership(userId, room.room_nid));
+      if (current?.membership === 'join') return roomId;
+      if (room && current?.membership === 'invite') {
+        const invite = (await this.store.eventsByNid([current.event_nid]))[0];
+        if (invite) servers.push(invite.sender.slice(invite.sender.indexOf(':') + 1));
+      }
+      if (!roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
+      const others = [...new Set(servers)].filter((s) => s !== this.serverName);
+      // With no other server to ask, a room of ours is joined here as before.
+      if (others.length || !room) {
+        if (!others.length) throw notFound(`Unknown room ${roomId}`);
+        await this.remote.join(userId, roomId, others, { membership: 'join', ...content });
+        return roomId;
+      }
+    }
+    if (!room) throw notFound(`Unknown room ${roomId}`);
+    const current = await this.store.membership(userId, room.room_nid);
     // An invite's is_direct carries over, so the client keeps treating the room as a DM.
     if (current?.membership === 'join') {
       // Joining again is a no-op in Synapse unless the profile changed; keep the event stream quiet.
@@ -182,7 +220,8 @@ export class RoomService {
     if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
     const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
     if (reason !== undefined) extra.reason = reason;
-    await this.membershipEvent(sender, roomId, target, 'invite', extra);
+    const e = await this.membershipEvent(sender, roomId, target, 'invite', extra);
+    if (this.remote && !target.endsWith(`:${this.serverName}`)) await this.remote.invited(roomId, e.pdu);
   }
 
   async leave(userId: string, roomId: string, reason?: string): Promise<void> {
@@ -191,6 +230,11 @@ export class RoomService {
     });
     const m = await this.store.membership(userId, room.room_nid);
     if (!m || m.membership === 'leave') throw forbidden(`User ${userId} is not in room ${roomId}`);
+    // An invite (or knock) to a room this server is not in: left through the room's servers.
+    if (this.remote && m.membership !== 'join' && !(await this.store.hasJoinedMember(room.room_nid, this.serverName))) {
+      await this.remote.leave(userId, roomId, reason !== undefined ? { membership: 'leave', reason } : { membership: 'leave' });
+      return;
+    }
     await this.membershipEvent(userId, roomId, userId, 'leave', reason !== undefined ? { reason } : {});
   }
 

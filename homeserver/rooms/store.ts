@@ -101,6 +101,13 @@ export class RoomStore {
     return r.rows[0] as RoomRow | undefined;
   }
 
+  /** The room's forward extremities and depth (issue 11: federation builds join/leave templates on them). */
+  async head(roomId: string): Promise<{ extremities: string[]; depth: number } | undefined> {
+    const r = await this.db.raw('SELECT extremities, depth FROM rooms WHERE room_id = ?', [roomId]);
+    const x = r.rows[0];
+    return x ? { extremities: x.extremities ?? [], depth: Number(x.depth) } : undefined;
+  }
+
   /** Version and nid never change: cached. */
   async roomMeta(roomId: string): Promise<RoomRow | undefined> {
     const hit = this.roomCache.get(roomId);
@@ -226,6 +233,12 @@ export class RoomStore {
   async joinedMembers(roomNid: number): Promise<string[]> {
     const r = await this.db.raw("SELECT user_id FROM room_memberships WHERE room_nid = ? AND membership = 'join'", [roomNid]);
     return r.rows.map((x: { user_id: string }) => x.user_id);
+  }
+
+  /** Whether a user of this server is joined to the room (else its state here may be missing or stale). */
+  async hasJoinedMember(roomNid: number, serverName: string): Promise<boolean> {
+    const r = await this.db.raw("SELECT 1 FROM room_memberships WHERE room_nid = ? AND membership = 'join' AND right(user_id, ?) = ? LIMIT 1", [roomNid, serverName.length + 1, `:${serverName}`]);
+    return r.rows.length > 0;
   }
 
   /** Rooms where the user's latest membership is one of these (forgotten ones too unless told otherwise). */

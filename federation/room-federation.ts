@@ -1,0 +1,266 @@
+// The room half of federation (issue 11): received PDUs checked (signatures of the servers
+// concerned, content hash) and handed to the room engine's persistAuthorised, with missing auth
+// events (/event_auth) and prev events (/get_missing_events) fetched first; and what our users do
+// in rooms of other servers: join (make_join → sign → send_join → persist state, auth chain, then
+// the join), invite a remote user (/invite v2), leave a room known only by an invite (make_leave /
+// send_leave). The room engine never imports this: it is plugged in with RoomService.remote and
+// Federation.setPduIntake.
+import type { Logger } from 'pino';
+import { MatrixError } from '../homeserver/http/errors.ts';
+import type { PDU } from '../homeserver/protocol/auth.ts';
+import { checkContentHash } from '../homeserver/protocol/hashes.ts';
+import { isValidRoomAlias, isValidUserId, serverNameOf } from '../homeserver/protocol/identifiers.ts';
+import { redactEvent } from '../homeserver/protocol/redaction.ts';
+import { ROOM_VERSIONS, getRoomVersion, type RoomVersion } from '../homeserver/protocol/room-versions.ts';
+import { finalizeEvent, verifyEventSignature } from '../homeserver/protocol/signing.ts';
+import { generateV1EventId } from '../homeserver/protocol/hashes.ts';
+import type { RoomEngine } from '../homeserver/rooms/engine.ts';
+import type { AuthorisedResult } from '../homeserver/rooms/dag.ts';
+import type { RoomReader } from '../homeserver/rooms/reader.ts';
+import type { RemoteRooms } from '../homeserver/rooms/service.ts';
+import type { ServerKeys } from '../homeserver/server/keys.ts';
+import { pduOf } from '../homeserver/rooms/store.ts';
+import type { FederationClient } from './client.ts';
+import type { KeyRing } from './key-ring.ts';
+import { remoteEventId, type PduResults, type RemotePduIntake } from './remote-pdus.ts';
+import { serverAllowedByAcl } from './server-acl.ts';
+
+type Json = Record<string, unknown>;
+
+/** Room versions we can join (sent as `ver` to make_join). */
+const SUPPORTED_VERSIONS = Object.keys(ROOM_VERSIONS);
+/** get_missing_events asks for at most this many events at a time (as Synapse). */
+const MISSING_EVENTS_LIMIT = 10;
+
+export type CheckedPdu = { pdu: PDU; eventId: string; redacted: boolean };
+
+/** A PDU as sent over federation: no event_id from room version 3 on, no local unsigned data. */
+export function federationPdu(pdu: PDU, version: RoomVersion): Json {
+  const out: Json = { ...pdu };
+  if (version.eventIdFormat !== 'v1') delete out.event_id;
+  delete out.unsigned;
+  return out;
+}
+
+export class RoomFederation implements RemotePduIntake, RemoteRooms {
+  constructor(
+    private client: FederationClient,
+    private keyRing: KeyRing,
+    private engine: RoomEngine,
+    private reader: RoomReader,
+    private serverName: string,
+    private serverKeys: ServerKeys,
+    private log: Logger,
+  ) {}
+
+  async versionOf(roomId: string): Promise<RoomVersion | undefined> {
+    const room = await this.reader.roomMeta(roomId);
+    return room ? getRoomVersion(room.room_version) : undefined;
+  }
+
+  /**
+   * Signatures (the sender's server; for event ids of the v1 format, the server that named it too)
+   * and content hash of a received PDU: a bad signature answers why; a bad hash gives the event
+   * redacted (as the spec says: it is stored, its content is not trusted).
+   */
+  async checkPdu(raw: unknown, version: RoomVersion): Promise<CheckedPdu | { error: string; eventId?: string }> {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { error: 'A PDU must be an object' };
+    const p = raw as Json;
+    const eventId = remoteEventId(p, version);
+    if (!eventId) return { error: 'The event ID cannot be computed' };
+    if (typeof p.room_id !== 'string' || typeof p.type !== 'string' || typeof p.sender !== 'string' || !isValidUserId(p.sender)) return { error: 'Invalid PDU', eventId };
+    if (typeof p.content !== 'object' || p.content === null || typeof p.origin_server_ts !== 'number') return { error: 'Invalid PDU', eventId };
+    const servers = new Set([serverNameOf(p.sender)]);
+    if (version.eventIdFormat === 'v1' && eventId.includes(':')) servers.add(eventId.slice(eventId.indexOf(':') + 1));
+    const sigs = (typeof p.signatures === 'object' && p.signatures !== null ? p.signatures : {}) as Record<string, Record<string, string> | undefined>;
+    for (const server of servers) {
+      let ok = false;
+      for (const keyId of Object.keys(sigs[server] ?? {})) {
+        if (!keyId.startsWith('ed25519:')) continue;
+        const key = await this.keyRing.publicKey(server, keyId, server === this.serverName ? Date.now() : p.origin_server_ts).catch(() => undefined);
+        if (typeof key === 'string' && key !== 'expired' && verifyEventSignature(p, server, keyId, key, version)) { ok = true; break; }
+      }
+      if (!ok) return { error: `Event is not signed by ${server}`, eventId };
+    }
+    let pdu = p;
+    let redacted = false;
+    if (!checkContentHash(p)) {
+      pdu = redactEvent(p, version);
+      redacted = true;
+    }
+    return { pdu: { ...pdu, event_id: eventId } as unknown as PDU, eventId, redacted };
+  }
+
+  /** The checked PDUs of a list (bad ones dropped, logged). */
+  private async checkAll(raws: unknown[], version: RoomVersion, roomId: string): Promise<PDU[]> {
+    const out = new Map<string, PDU>();
+    for (const raw of raws) {
+      const c = await this.checkPdu(raw, version);
+      if ('error' in c) { this.log.info({ roomId, eventId: c.eventId, reason: c.error }, 'fetched PDU dropped'); continue; }
+      if (c.pdu.room_id !== roomId) continue;
+      out.set(c.eventId, c.pdu);
+    }
+    return [...out.values()].sort((a, b) => Number(a.depth ?? 0) - Number(b.depth ?? 0));
+  }
+
+  /** /send: each PDU alone (one bad PDU never fails the others), in the order given. */
+  async receiveRemotePdus(origin: string, pdus: unknown[]): Promise<PduResults> {
+    const out: PduResults = {};
+    for (const raw of pdus) {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) continue;
+      const roomId = (raw as Json).room_id;
+      const version = typeof roomId === 'string' ? await this.versionOf(roomId).catch(() => undefined) : undefined;
+      if (typeof roomId !== 'string' || !version) {
+        const id = remoteEventId(raw as Json, version);
+        if (id) out[id] = { error: `Unknown room ${String(roomId)}` };
+        continue;
+      }
+      const checked = await this.checkPdu(raw, version);
+      if ('error' in checked) {
+        if (checked.eventId) out[checked.eventId] = { error: checked.error };
+        continue;
+      }
+      try {
+        if (!(await this.allowedInRoom(roomId, origin))) { out[checked.eventId] = { error: `Server ${origin} is denied by the room's server ACL` }; continue; }
+        const r = await this.ingest(origin, roomId, version, checked.pdu);
+        out[checked.eventId] = r.outcome === 'rejected' || r.outcome === 'missing_auth_events' ? { error: `${r.outcome}${r.reason ? `: ${r.reason}` : ''}` } : {};
+      } catch (err) {
+        this.log.warn({ err, eventId: checked.eventId, origin }, 'received PDU not persisted');
+        out[checked.eventId] = { error: (err as Error).message };
+      }
+    }
+    return out;
+  }
+
+  /** m.room.server_acl of the room's current state allows the server. */
+  async allowedInRoom(roomId: string, server: string): Promise<boolean> {
+    const room = await this.reader.roomMeta(roomId);
+    if (!room) return true;
+    const acl = (await this.reader.currentStateFor(room.room_nid, [['m.room.server_acl', '']]))[0];
+    return !acl || serverAllowedByAcl(JSON.parse(acl.json).content, server);
+  }
+
+  /** Persists one checked PDU, fetching its missing auth events, then its missing prev events, from `origin`. */
+  async ingest(origin: string, roomId: string, version: RoomVersion, pdu: PDU): Promise<AuthorisedResult> {
+    let r = await this.persistOne(roomId, pdu);
+    if (r.outcome === 'missing_auth_events') {
+      const chain = await this.client.request(origin, 'GET', `/_matrix/federation/v1/event_auth/${encodeURIComponent(roomId)}/${encodeURIComponent(pdu.event_id!)}`)
+        .catch((err) => { this.log.info({ err, origin }, 'event_auth failed'); return { auth_chain: [] }; });
+      const events = await this.checkAll(Array.isArray(chain.auth_chain) ? chain.auth_chain : [], version, roomId);
+      if (events.length) await this.engine.persistAuthorised(roomId, events, { outlier: true });
+      r = await this.persistOne(roomId, pdu);
+    }
+    if (r.outcome === 'outlier' && r.missing?.length) {
+      // A gap: the events between what we have and this one, 10 at a time; what stays missing is a backfill point.
+      const head = await this.reader.head(roomId);
+      const res = await this.client.request(origin, 'POST', `/_matrix/federation/v1/get_missing_events/${encodeURIComponent(roomId)}`, {
+        earliest_events: head?.extremities ?? [], latest_events: [pdu.event_id], limit: MISSING_EVENTS_LIMIT, min_depth: 0,
+      }).catch((err) => { this.log.info({ err, origin }, 'get_missing_events failed'); return { events: [] }; });
+      const events = await this.checkAll(Array.isArray(res.events) ? res.events : [], version, roomId);
+      if (events.length) {
+        const more = await this.engine.persistAuthorised(roomId, events);
+        const filled = more.find((x) => x.eventId === pdu.event_id);
+        if (filled) r = filled;
+      }
+    }
+    return r;
+  }
+
+  private async persistOne(roomId: string, pdu: PDU): Promise<AuthorisedResult> {
+    const results = await this.engine.persistAuthorised(roomId, [pdu]);
+    return results.find((x) => x.eventId === pdu.event_id) ?? results[0]!;
+  }
+
+  // ---- outbound, for our users ---------------------------------------------------------------
+
+  async resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }> {
+    if (!isValidRoomAlias(alias)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room alias ${alias}`);
+    const res = await this.client.request(serverNameOf(alias), 'GET', `/_matrix/federation/v1/query/directory?room_alias=${encodeURIComponent(alias)}`)
+      .catch((err) => { throw new MatrixError(404, 'M_NOT_FOUND', `Room alias ${alias} not found: ${(err as Error).message}`); });
+    if (typeof res.room_id !== 'string') throw new MatrixError(404, 'M_NOT_FOUND', `Room alias ${alias} not found`);
+    const servers = Array.isArray(res.servers) ? res.servers.filter((s): s is string => typeof s === 'string') : [];
+    return { roomId: res.room_id, servers: [serverNameOf(alias), ...servers] };
+  }
+
+  /** make_{join,leave} then send_{join,leave} (v2) through the first server that answers. */
+  private async handshake(kind: 'join' | 'leave', userId: string, roomId: string, servers: string[], content: Json): Promise<{ server: string; event: PDU; version: RoomVersion; answer: Json }> {
+    let last: unknown;
+    for (const server of servers) {
+      try {
+        const q = kind === 'join' ? `?${SUPPORTED_VERSIONS.map((v) => `ver=${encodeURIComponent(v)}`).join('&')}` : '';
+        const made = await this.client.request(server, 'GET', `/_matrix/federation/v1/make_${kind}/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}${q}`);
+        const version = getRoomVersion(typeof made.room_version === 'string' ? made.room_version : '1');
+        if (!version) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Unsupported room version ${String(made.room_version)}`);
+        const t = made.event as Json | undefined;
+        if (!t || t.room_id !== roomId || t.sender !== userId || t.state_key !== userId || t.type !== 'm.room.member') throw new Error(`make_${kind}: a bad template`);
+        const draft: Json = {
+          type: 'm.room.member', room_id: roomId, sender: userId, state_key: userId,
+          content: { ...(t.content as Json | undefined), ...content, membership: kind },
+          depth: t.depth, prev_events: t.prev_events, auth_events: t.auth_events,
+          origin_server_ts: Date.now(),
+        };
+        if (version.eventIdFormat === 'v1') draft.event_id = generateV1EventId(this.serverName);
+        const { event, eventId } = finalizeEvent(draft, this.serverName, this.serverKeys.current, version);
+        const answer = await this.client.request(server, 'PUT', `/_matrix/federation/v2/send_${kind}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, event);
+        return { server, event: { ...event, event_id: eventId } as unknown as PDU, version, answer };
+      } catch (err) {
+        last = err;
+        this.log.info({ err, server, roomId }, `remote ${kind} through this server failed`);
+      }
+    }
+    if (last instanceof MatrixError) throw last;
+    throw new MatrixError(404, 'M_NOT_FOUND', `No server could ${kind} ${roomId}: ${(last as Error | undefined)?.message ?? 'no server to ask'}`);
+  }
+
+  async join(userId: string, roomId: string, servers: string[], content: Json): Promise<void> {
+    const { event, version, answer } = await this.handshake('join', userId, roomId, servers, content);
+    const state = await this.checkAll(Array.isArray(answer.state) ? answer.state : [], version, roomId);
+    const chain = await this.checkAll(Array.isArray(answer.auth_chain) ? answer.auth_chain : [], version, roomId);
+    const byId = new Map<string, PDU>();
+    for (const e of [...chain, ...state]) byId.set(e.event_id!, e);
+    const all = [...byId.values()].sort((a, b) => Number(a.depth ?? 0) - Number(b.depth ?? 0));
+    if (!all.some((e) => e.type === 'm.room.create')) throw new MatrixError(502, 'M_UNKNOWN', 'send_join answered no create event');
+    await this.engine.persistAuthorised(roomId, all, { outlier: true });
+    const results = await this.engine.persistAuthorised(roomId, [event], { stateBefore: new Map([[event.event_id!, state.map((e) => e.event_id!)]]) });
+    const r = results.find((x) => x.eventId === event.event_id);
+    if (r?.outcome !== 'accepted' && r?.outcome !== 'duplicate') throw new MatrixError(403, 'M_FORBIDDEN', `The join was ${r?.outcome ?? 'not stored'}${r?.reason ? `: ${r.reason}` : ''}`);
+  }
+
+  async leave(userId: string, roomId: string, content: Json): Promise<void> {
+    const room = await this.reader.roomMeta(roomId);
+    const servers: string[] = [];
+    if (room) {
+      const m = await this.reader.membership(userId, room.room_nid);
+      const ev = m && (await this.reader.eventsByNid([m.event_nid]))[0];
+      if (ev) servers.push(serverNameOf(ev.sender));
+    }
+    servers.push(serverNameOf(roomId));
+    const { event, version } = await this.handshake('leave', userId, roomId, [...new Set(servers)].filter((s) => s !== this.serverName), content);
+    await this.engine.persistAuthorised(roomId, [event], { outOfBand: true, roomVersion: version.id });
+  }
+
+  /** /invite v2 to the invitee's server, with the room's stripped state. */
+  async invited(roomId: string, invite: PDU): Promise<void> {
+    const room = await this.reader.roomMeta(roomId);
+    const version = room && getRoomVersion(room.room_version);
+    if (!room || !version || typeof invite.state_key !== 'string') return;
+    const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.member', invite.sender]];
+    const stripped = (await this.reader.currentStateFor(room.room_nid, pairs)).map((r) => {
+      const e = JSON.parse(r.json) as PDU;
+      return { type: e.type, state_key: e.state_key, sender: e.sender, content: e.content };
+    });
+    try {
+      await this.client.request(serverNameOf(invite.state_key), 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(invite.event_id!)}`, {
+        room_version: version.id, event: federationPdu(invite, version), invite_room_state: stripped,
+      });
+    } catch (err) {
+      this.log.warn({ err, roomId, invitee: invite.state_key }, 'remote invite not delivered');
+      throw new MatrixError(502, 'M_UNKNOWN', `The invitee's server did not take the invite: ${(err as Error).message}`);
+    }
+  }
+
+  /** A stored event as a PDU. */
+  static pdu(row: { json: string; event_id: string }): PDU {
+    return pduOf(row);
+  }
+}
