@@ -46,6 +46,8 @@ export interface RoomRouteDeps {
   engine: RoomEngine;
   reader: RoomReader;
   serverKeys: ServerKeys;
+  /** Queues a PDU for some servers (a join or leave received here goes on to the room's other servers). */
+  forward(pdu: Record<string, unknown>, destinations: string[]): Promise<void>;
 }
 
 export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
@@ -137,6 +139,13 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     const results = await d.engine.persistAuthorised(room.room_id, [pdu]);
     const res = results.find((x) => x.eventId === checked.eventId);
     if (res?.outcome !== 'accepted' && res?.outcome !== 'duplicate') throw forbidden(`The ${membership} was ${res?.outcome ?? 'not stored'}${res?.reason ? `: ${res.reason}` : ''}`);
+    // The resident server tells the room's other servers of the new member (or the leave).
+    if (res.outcome === 'accepted') {
+      const servers = new Set(((await d.reader.roomMembersOf([room.room_id])).get(room.room_id) ?? []).map(serverNameOf));
+      servers.delete(d.serverName);
+      servers.delete(origin);
+      if (servers.size) await d.forward(federationPdu(pdu, version), [...servers]);
+    }
     if (membership === 'leave') return {};
     const { state } = await stateAt(room.room_id, checked.eventId);
     const chain = await authChain([...state, pdu]);

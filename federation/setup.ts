@@ -133,7 +133,8 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
     sender.destinationUp(origin).catch((err) => log.warn({ err, origin }, 'destination state not updated'));
   });
   federationMediaRoutes(routes, auth, d.media, config.serverName);
-  roomFederationRoutes(routes, { serverName: config.serverName, auth, rooms: roomFederation, engine: d.rooms.engine, reader: d.reader, serverKeys: d.serverKeys });
+  roomFederationRoutes(routes, { serverName: config.serverName, auth, rooms: roomFederation, engine: d.rooms.engine, reader: d.reader, serverKeys: d.serverKeys,
+    forward: (pdu, destinations) => sender.queueRoomEventsForDestinations([pdu], destinations) });
   federationRoutes(routes, { serverName: config.serverName, version: d.version, keyRing, auth, transactions, keys: d.keys, profiles: d.profiles, rooms: d.rooms, directory: d.directory });
   return {
     client, sender,

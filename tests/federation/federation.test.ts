@@ -5,13 +5,12 @@
 // idempotence, back-off then catch-up, private-range refusal, discovery by explicit port and IP.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { freePort, makeCertificates } from '../helpers/federation-servers.ts';
 import { connectDatabase } from '../helpers/database.ts';
 import { rawApi, registerUser, type Credentials } from '../helpers/client.ts';
 import { generateSigningKey, signJson, signingKeyFromSeed, verifyJsonSignature, type SigningKey } from '../../homeserver/protocol/signing.ts';
@@ -25,25 +24,6 @@ let fa: number; let fb: number; let fc: number;
 let alice: Credentials; let bob: Credentials; let carol: Credentials;
 /** C's first signing key (replaced at start: an old key from then on). */
 let cOldKey: SigningKey;
-
-/** A local CA and one certificate for localhost and 127.0.0.1, made with openssl. */
-function makeCertificates(): { cert: string; key: string } {
-  const run = (args: string[]) => execFileSync('openssl', args, { cwd: tmp, stdio: 'pipe' });
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=federation test CA', '-days', '2',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost']);
-  fs.writeFileSync(path.join(tmp, 'ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
-  run(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf']);
-  return { cert: path.join(tmp, 'server.crt'), key: path.join(tmp, 'server.key') };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address() as net.AddressInfo; srv.close(() => resolve(port)); });
-  });
-}
 
 /** One HTTPS request to a federation port (trusting the test CA). */
 function fed(port: number, method: string, urlPath: string, opts: { authorization?: string; body?: unknown } = {}): Promise<{ status: number; body: any }> {
@@ -89,7 +69,7 @@ async function syncToken(server: TestServer, who: Credentials): Promise<string> 
 }
 
 before(async () => {
-  const { cert, key } = makeCertificates();
+  const { cert, key } = makeCertificates(tmp);
   ca = fs.readFileSync(path.join(tmp, 'ca.crt'), 'utf8');
   [fa, fb, fc] = [await freePort(), await freePort(), await freePort()];
   const common = {

@@ -1,0 +1,205 @@
+// Issue 11 (rooms over federation): three of our homeservers on loopback over real TLS (a CA
+// made by the test). A remote invite, joins by invite and by alias, chat in both directions,
+// a leave; forged PDUs (bad signature, wrong origin, sender not allowed, bad hash) refused or
+// redacted; the inbound room endpoints refusing servers that are not in the room.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import https from 'node:https';
+import { startServer, type TestServer } from '../helpers/server.ts';
+import { freePort, makeCertificates } from '../helpers/federation-servers.ts';
+import { rawApi, registerUser, type Credentials } from '../helpers/client.ts';
+import { parseSigningKeyFile } from '../../homeserver/server/keys.ts';
+import { finalizeEvent, generateSigningKey, type SigningKey } from '../../homeserver/protocol/signing.ts';
+import { getRoomVersion } from '../../homeserver/protocol/room-versions.ts';
+import { signRequest } from '../../homeserver/protocol/x-matrix.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fed-rooms-'));
+let ca: string;
+let A: TestServer; let B: TestServer; let C: TestServer;
+let fa: number; let fb: number; let fc: number;
+let nameA: string; let nameB: string; let nameC: string;
+let alice: Credentials; let bob: Credentials; let carol: Credentials;
+let roomId: string;
+
+function fed(port: number, method: string, urlPath: string, authorization: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port, method, path: urlPath, ca, servername: 'localhost', headers: { authorization, ...(payload ? { 'content-type': 'application/json' } : {}) } }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => { try { resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined }); } catch (e) { reject(e); } });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+/** A federation request signed as `origin` with its key. */
+function signedFed(port: number, origin: string, key: SigningKey, destination: string, method: string, urlPath: string, body?: unknown) {
+  return fed(port, method, urlPath, signRequest({ method, uri: urlPath, origin, destination, ...(body !== undefined ? { content: body } : {}) }, key), body);
+}
+
+/** Polls until `check` holds (or fails after `ms`). */
+async function eventually<T>(what: string, fn: () => Promise<T>, check: (v: T) => boolean, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  let last: T;
+  do {
+    last = await fn();
+    if (check(last)) return last;
+    await new Promise((r) => setTimeout(r, 150));
+  } while (Date.now() < end);
+  assert.fail(`${what}: ${JSON.stringify(last!).slice(0, 800)}`);
+}
+
+const messages = (s: TestServer, who: Credentials, room: string) =>
+  rawApi(s.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/messages?dir=b&limit=50`, who.accessToken);
+const bodies = (r: { body: any }) => (r.body?.chunk ?? []).filter((e: any) => e.type === 'm.room.message').map((e: any) => e.content.body);
+
+before(async () => {
+  const { cert, key } = makeCertificates(tmp);
+  ca = fs.readFileSync(path.join(tmp, 'ca.crt'), 'utf8');
+  [fa, fb, fc] = [await freePort(), await freePort(), await freePort()];
+  [nameA, nameB, nameC] = [`localhost:${fa}`, `localhost:${fb}`, `127.0.0.1:${fc}`];
+  const common = {
+    FEDERATION_CA_FILE: path.join(tmp, 'ca.crt'), TLS_CERT: cert, TLS_KEY: key, REGISTRATION: 'open',
+    FEDERATION_RETRY_MIN_MS: '300', FEDERATION_RETRY_MAX_MS: '1500', FEDERATION_REQUEST_TIMEOUT_MS: '5000', FEDERATION_IP_RANGE_ALLOW: '127.0.0.0/8,::1/128',
+  };
+  [A, B, C] = await Promise.all([
+    startServer({ env: { ...common, SERVER_NAME: nameA, FEDERATION_PORT: String(fa) } }),
+    startServer({ env: { ...common, SERVER_NAME: nameB, FEDERATION_PORT: String(fb) } }),
+    startServer({ env: { ...common, SERVER_NAME: nameC, FEDERATION_PORT: String(fc) } }),
+  ]);
+  [alice, bob, carol] = await Promise.all([registerUser(A.baseUrl), registerUser(B.baseUrl), registerUser(C.baseUrl)]);
+});
+
+after(async () => {
+  await Promise.all([A, B, C].filter(Boolean).map((s) => s.stop()));
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('invite a remote user, join by invite and by alias, chat across three servers, leave', async () => {
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { preset: 'public_chat', room_alias_name: 'fedroom', name: 'Federated' });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  roomId = created.body.room_id;
+  await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t0`, alice.accessToken, { msgtype: 'm.text', body: 'before anyone' });
+
+  // Invite of bob (B): delivered with /invite v2, shown in B's /sync with the room's stripped state.
+  const inv = await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/invite`, alice.accessToken, { user_id: bob.userId });
+  assert.equal(inv.status, 200, JSON.stringify(inv.body));
+  const sync = await eventually('bob sees the invite', () => rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', bob.accessToken), (r) => !!r.body.rooms?.invite?.[roomId]);
+  assert.ok(sync.body.rooms.invite[roomId].invite_state.events.length >= 1);
+
+  // Bob joins through the inviter's server: B gets the state and auth chain, then the join.
+  const join = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, bob.accessToken, {});
+  assert.equal(join.status, 200, JSON.stringify(join.body));
+  const stateB = await rawApi(B.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.name/`, bob.accessToken);
+  assert.equal(stateB.body.name, 'Federated');
+
+  // Carol (C) joins by the alias (query/directory on A).
+  const joinC = await rawApi(C.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(`#fedroom:${nameA}`)}`, carol.accessToken, {});
+  assert.equal(joinC.status, 200, JSON.stringify(joinC.body));
+  assert.equal(joinC.body.room_id, roomId);
+
+  // A's members: all three, seen from A; B learns of carol's join from A (the resident server forwards it).
+  await eventually('A sees three members', () => rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`, alice.accessToken),
+    (r) => Object.keys(r.body.joined ?? {}).length === 3);
+  await eventually('B sees carol joined', () => rawApi(B.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`, bob.accessToken),
+    (r) => Object.keys(r.body.joined ?? {}).length === 3);
+
+  // Chat: each server's message reaches the two others.
+  const send = (s: TestServer, who: Credentials, txn: string, body: string) =>
+    rawApi(s.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${txn}`, who.accessToken, { msgtype: 'm.text', body });
+  assert.equal((await send(A, alice, 't1', 'hello from A')).status, 200);
+  assert.equal((await send(B, bob, 't2', 'hello from B')).status, 200);
+  assert.equal((await send(C, carol, 't3', 'hello from C')).status, 200);
+  const all = ['hello from A', 'hello from B', 'hello from C'];
+  for (const [s, who] of [[A, alice], [B, bob], [C, carol]] as const) {
+    await eventually(`${who.userId} sees every message`, () => messages(s, who, roomId), (r) => all.every((m) => bodies(r).includes(m)));
+  }
+
+  // Bob leaves: the others see it.
+  assert.equal((await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/leave`, bob.accessToken, {})).status, 200);
+  await eventually('A sees bob leave', () => rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`, alice.accessToken),
+    (r) => !(bob.userId in (r.body.joined ?? {})));
+  await eventually('C sees bob leave', () => rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`, carol.accessToken),
+    (r) => r.status === 200 && !(bob.userId in (r.body.joined ?? {})));
+});
+
+test('a remote invite rejected: make_leave / send_leave through the inviting server', async () => {
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { preset: 'private_chat', invite: [bob.userId] });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  const dm = created.body.room_id;
+  await eventually('bob sees the invite', () => rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', bob.accessToken), (r) => !!r.body.rooms?.invite?.[dm]);
+  const left = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/leave`, bob.accessToken, {});
+  assert.equal(left.status, 200, JSON.stringify(left.body));
+  await eventually('A sees the invite rejected', () => rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(dm)}/members`, alice.accessToken),
+    (r) => r.body.chunk?.some((e: any) => e.state_key === bob.userId && e.content.membership === 'leave'));
+});
+
+test('forged PDUs: bad signature, wrong origin, sender not allowed are refused one by one; a bad hash is stored redacted', async () => {
+  const keyA = parseSigningKeyFile(fs.readFileSync(path.join(A.dataDir, 'signing.key'), 'utf8'))!;
+  const version = getRoomVersion('10')!;
+  // The room as B knows it: the latest event to build on, and the auth events.
+  const state = await rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, carol.accessToken);
+  assert.equal(state.status, 200, JSON.stringify(state.body));
+  const id = (type: string, key = '') => state.body.find((e: any) => e.type === type && e.state_key === key).event_id;
+  const last = await messages(C, carol, roomId);
+  const prev = last.body.chunk[0].event_id;
+  const make = (sender: string, content: Record<string, unknown>, signer: string, key: SigningKey) => {
+    const ev = {
+      type: 'm.room.message', room_id: roomId, sender, content, depth: 1000, origin_server_ts: Date.now(),
+      prev_events: [prev], auth_events: [id('m.room.create'), id('m.room.power_levels'), id('m.room.member', sender) ?? id('m.room.member', alice.userId)].filter(Boolean),
+    };
+    return finalizeEvent(ev, signer, key, version);
+  };
+  const stranger = `@stranger:${nameA}`;
+  const goodSig = make(alice.userId, { msgtype: 'm.text', body: 'signed right' }, nameA, keyA);
+  const badSig = make(alice.userId, { msgtype: 'm.text', body: 'forged' }, nameA, generateSigningKey(keyA.keyId.slice('ed25519:'.length)));
+  const wrongOrigin = make(carol.userId, { msgtype: 'm.text', body: 'not from C' }, nameA, keyA);
+  const notAllowed = make(stranger, { msgtype: 'm.text', body: 'not a member' }, nameA, keyA);
+  const badHash = make(alice.userId, { msgtype: 'm.text', body: 'original' }, nameA, keyA);
+  const tampered = { ...badHash.event, content: { msgtype: 'm.text', body: 'tampered' } };
+  const r = await signedFed(fc, nameA, keyA, nameC, 'PUT', `/_matrix/federation/v1/send/forged-${Date.now()}`, {
+    origin: nameA, origin_server_ts: Date.now(), pdus: [badSig.event, wrongOrigin.event, notAllowed.event, tampered, goodSig.event],
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.match(r.body.pdus[badSig.eventId].error, /not signed/);
+  assert.match(r.body.pdus[wrongOrigin.eventId].error, /not signed/);
+  assert.match(r.body.pdus[notAllowed.eventId].error, /rejected/);
+  assert.deepEqual(r.body.pdus[goodSig.eventId], {});
+  const seen = await eventually('C shows the good event', () => messages(C, carol, roomId), (x) => bodies(x).includes('signed right'));
+  assert.ok(!bodies(seen).includes('forged') && !bodies(seen).includes('not from C') && !bodies(seen).includes('not a member') && !bodies(seen).includes('tampered'));
+  const redacted = seen.body.chunk.find((e: any) => e.event_id === badHash.eventId);
+  assert.ok(redacted, 'the event with a bad hash is stored');
+  assert.deepEqual(redacted.content, {}, 'its content is not trusted');
+});
+
+test('room endpoints: a server not in the room reads nothing; bad requests are clear errors', async () => {
+  const keyB = parseSigningKeyFile(fs.readFileSync(path.join(B.dataDir, 'signing.key'), 'utf8'))!;
+  // B left the public room: the state is not B's to read any more.
+  const st = await signedFed(fa, nameB, keyB, nameA, 'GET', `/_matrix/federation/v1/state_ids/${encodeURIComponent(roomId)}?event_id=x`);
+  assert.equal(st.status, 403, JSON.stringify(st.body));
+  const unknown = await signedFed(fa, nameB, keyB, nameA, 'GET', `/_matrix/federation/v1/make_join/${encodeURIComponent(`!nope:${nameA}`)}/${encodeURIComponent(bob.userId)}?ver=10`);
+  assert.equal(unknown.status, 404);
+  const other = await signedFed(fa, nameB, keyB, nameA, 'GET', `/_matrix/federation/v1/make_join/${encodeURIComponent(roomId)}/${encodeURIComponent(carol.userId)}?ver=10`);
+  assert.equal(other.status, 403, 'a server makes joins for its own users only');
+  const badVer = await signedFed(fa, nameB, keyB, nameA, 'GET', `/_matrix/federation/v1/make_join/${encodeURIComponent(roomId)}/${encodeURIComponent(bob.userId)}?ver=1`);
+  assert.equal(badVer.status, 400);
+  assert.equal(badVer.body.errcode, 'M_INCOMPATIBLE_ROOM_VERSION');
+  const ok = await signedFed(fa, nameB, keyB, nameA, 'GET', `/_matrix/federation/v1/make_join/${encodeURIComponent(roomId)}/${encodeURIComponent(bob.userId)}?ver=10`);
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  assert.equal(ok.body.room_version, '10');
+  assert.equal(ok.body.event.state_key, bob.userId);
+  // C (in the room) reads the state and backfills.
+  const keyC = parseSigningKeyFile(fs.readFileSync(path.join(C.dataDir, 'signing.key'), 'utf8'))!;
+  const msgs = await messages(A, alice, roomId);
+  const latest = msgs.body.chunk[0].event_id;
+  const ids = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/state_ids/${encodeURIComponent(roomId)}?event_id=${encodeURIComponent(latest)}`);
+  assert.equal(ids.status, 200, JSON.stringify(ids.body));
+  assert.ok(ids.body.pdu_ids.length >= 5 && ids.body.auth_chain_ids.length >= 3);
+  const bf = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?v=${encodeURIComponent(latest)}&limit=100`);
+  assert.equal(bf.status, 200);
+  assert.ok(bf.body.pdus.some((p: any) => p.type === 'm.room.create'), 'backfill reaches the start of the room');
+});
