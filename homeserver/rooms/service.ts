@@ -137,7 +137,15 @@ export class RoomService {
       if (req.is_direct) content.is_direct = true;
       drafts.push({ type: 'm.room.member', sender: creator, content, stateKey: u });
     }
-    await this.engine.createRoom(roomId, version, creator, drafts, alias);
+    const persisted = await this.engine.createRoom(roomId, version, creator, drafts, alias);
+    // Remote invitees hear of their invites from their servers (issue 11: /invite v2).
+    if (this.remote) {
+      for (const e of persisted) {
+        if (e.pdu.type === 'm.room.member' && e.pdu.content?.membership === 'invite' && typeof e.pdu.state_key === 'string' && !e.pdu.state_key.endsWith(`:${this.serverName}`)) {
+          await this.remote.invited(roomId, e.pdu).catch((err) => this.log.warn({ err, roomId, invitee: e.pdu.state_key }, 'remote invite not delivered'));
+        }
+      }
+    }
     if (visibility === 'public') await this.store.setPublished(roomId, true);
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }

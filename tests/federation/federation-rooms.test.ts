@@ -144,7 +144,7 @@ test('forged PDUs: bad signature, wrong origin, sender not allowed are refused o
   // The room as B knows it: the latest event to build on, and the auth events.
   const state = await rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, carol.accessToken);
   assert.equal(state.status, 200, JSON.stringify(state.body));
-  const id = (type: string, key = '') => state.body.find((e: any) => e.type === type && e.state_key === key).event_id;
+  const id = (type: string, key = '') => state.body.find((e: any) => e.type === type && e.state_key === key)?.event_id;
   const last = await messages(C, carol, roomId);
   const prev = last.body.chunk[0].event_id;
   const make = (sender: string, content: Record<string, unknown>, signer: string, key: SigningKey) => {
