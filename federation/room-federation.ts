@@ -15,7 +15,7 @@ import { ROOM_VERSIONS, getRoomVersion, type RoomVersion } from '../homeserver/p
 import { finalizeEvent, verifyEventSignature } from '../homeserver/protocol/signing.ts';
 import { generateV1EventId } from '../homeserver/protocol/hashes.ts';
 import type { RoomEngine } from '../homeserver/rooms/engine.ts';
-import type { AuthorisedResult } from '../homeserver/rooms/dag.ts';
+import { eventIdsOf, type AuthorisedResult } from '../homeserver/rooms/dag.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { RemoteRooms } from '../homeserver/rooms/service.ts';
 import type { ServerKeys } from '../homeserver/server/keys.ts';
@@ -31,6 +31,9 @@ type Json = Record<string, unknown>;
 const SUPPORTED_VERSIONS = Object.keys(ROOM_VERSIONS);
 /** get_missing_events asks for at most this many events at a time (as Synapse). */
 const MISSING_EVENTS_LIMIT = 10;
+/** Events asked per /backfill request, and states fetched for one batch's oldest events at most. */
+const BACKFILL_LIMIT = 100;
+const MAX_STATE_FETCHES = 3;
 
 export type CheckedPdu = { pdu: PDU; eventId: string; redacted: boolean };
 
@@ -163,7 +166,76 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
         if (filled) r = filled;
       }
     }
+    if (r.outcome === 'outlier' && r.missing?.length) {
+      // Still a gap: the state before the event, from the server that sent it, lets it in now.
+      const state = await this.stateBefore(origin, roomId, pdu.event_id!, version);
+      if (state) {
+        const again = await this.engine.persistAuthorised(roomId, [pdu], { stateBefore: new Map([[pdu.event_id!, state]]) });
+        r = again.find((x) => x.eventId === pdu.event_id) ?? r;
+      }
+    }
     return r;
+  }
+
+  /**
+   * The state before an event, from `server` (/state: the events and their auth chain, checked and
+   * stored as outliers): the ids, or undefined when the server did not answer.
+   */
+  async stateBefore(server: string, roomId: string, eventId: string, version: RoomVersion): Promise<string[] | undefined> {
+    try {
+      const res = await this.client.request(server, 'GET', `/_matrix/federation/v1/state/${encodeURIComponent(roomId)}?event_id=${encodeURIComponent(eventId)}`);
+      const state = await this.checkAll(Array.isArray(res.pdus) ? res.pdus : [], version, roomId);
+      const chain = await this.checkAll(Array.isArray(res.auth_chain) ? res.auth_chain : [], version, roomId);
+      const byId = new Map<string, PDU>();
+      for (const e of [...chain, ...state]) byId.set(e.event_id!, e);
+      await this.engine.persistAuthorised(roomId, [...byId.values()].sort((a, b) => Number(a.depth ?? 0) - Number(b.depth ?? 0)), { outlier: true });
+      return state.map((e) => e.event_id!);
+    } catch (err) {
+      this.log.info({ err, server, roomId, eventId }, 'state of an event not fetched');
+      return undefined;
+    }
+  }
+
+  /**
+   * History before the room's backfill points (the prev events it misses), asked of the room's
+   * other servers (/backfill, 100 events at most) and stored as backfilled events. The oldest
+   * events of a batch, whose prev events are still unknown, get their state from the server.
+   * Answers whether anything was stored.
+   */
+  async backfill(roomId: string): Promise<boolean> {
+    const room = await this.reader.roomMeta(roomId);
+    const version = room && getRoomVersion(room.room_version);
+    if (!room || !version) return false;
+    const points = await this.engine.backfillPoints(roomId);
+    if (!points.length) return false;
+    const missing = [...new Set(points.map((p) => p.missing_event_id))].slice(0, 5);
+    const members = (await this.reader.roomMembersOf([roomId])).get(roomId) ?? [];
+    const servers = [...new Set([serverNameOf(roomId), ...members.map(serverNameOf)])].filter((s) => s !== this.serverName);
+    for (const server of servers) {
+      let events: PDU[];
+      try {
+        const res = await this.client.request(server, 'GET', `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?${missing.map((m) => `v=${encodeURIComponent(m)}`).join('&')}&limit=${BACKFILL_LIMIT}`);
+        events = await this.checkAll(Array.isArray(res.pdus) ? res.pdus : [], version, roomId);
+      } catch (err) {
+        this.log.info({ err, server, roomId }, 'backfill from this server failed');
+        continue;
+      }
+      if (!events.length) continue;
+      const inBatch = new Set(events.map((e) => e.event_id!));
+      const prevs = [...new Set(events.flatMap((e) => eventIdsOf(e.prev_events)))].filter((id) => !inBatch.has(id));
+      const stored = new Map((await this.reader.eventsById(prevs)).map((row) => [row.event_id, row.state_after > 0]));
+      const stateBefore = new Map<string, string[]>();
+      for (const e of events) {
+        if (stateBefore.size >= MAX_STATE_FETCHES) break;
+        const open = eventIdsOf(e.prev_events).filter((id) => !inBatch.has(id) && !stored.get(id));
+        if (!open.length) continue;
+        const state = await this.stateBefore(server, roomId, e.event_id!, version);
+        if (state) stateBefore.set(e.event_id!, state);
+      }
+      const results = await this.engine.persistAuthorised(roomId, events, { backfill: true, stateBefore });
+      return results.some((x) => x.outcome === 'accepted' || x.outcome === 'soft_failed');
+    }
+    return false;
   }
 
   private async persistOne(roomId: string, pdu: PDU): Promise<AuthorisedResult> {

@@ -176,7 +176,12 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
     const to = ctx.query.to === undefined ? undefined : parsePaginationToken(ctx.query.to, 'to');
     const filter = parseFilterParam(ctx.query.filter);
     const limit = parseLimit(ctx.query.limit, filter.limit ?? 10);
-    return reader.messages(requester(ctx), roomId(ctx.params.roomId), { from, to, dir, limit, filter, current: tracker.current() });
+    const page = await reader.messages(requester(ctx), roomId(ctx.params.roomId), { from, to, dir, limit, filter, current: tracker.current() });
+    // issue 11: paging back past what this server has: history from the room's other servers, then the page again.
+    if (dir === 'b' && page.end === undefined && limit > 0 && rooms.remote && (await rooms.remote.backfill(roomId(ctx.params.roomId)))) {
+      return reader.messages(requester(ctx), roomId(ctx.params.roomId), { from, to, dir, limit, filter, current: tracker.current() });
+    }
+    return page;
   }, { auth: true });
 
   r.client('get', '/rooms/:roomId/context/:eventId', async (ctx) => {

@@ -48,6 +48,8 @@ export interface RemoteRooms {
   invited(roomId: string, invite: PDU): Promise<void>;
   /** Leaves (or rejects an invite to) a room this server has no state of: make_leave, send_leave. */
   leave(userId: string, roomId: string, content: Record<string, unknown>): Promise<void>;
+  /** Fetches history before the room's backfill points from its other servers: whether any came. */
+  backfill(roomId: string): Promise<boolean>;
 }
 
 export class RoomService {
