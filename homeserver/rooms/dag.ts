@@ -365,8 +365,10 @@ class Run {
         if (k.keyNid !== null && typeof k.pdu.state_key === 'string') map.set(stateKey(k.pdu.type, k.pdu.state_key), { eventId: id, nid: k.nid, typeNid: k.typeNid, keyNid: k.keyNid });
       }
       before = { group: await this.newGroup(map, null), map };
-      // Its prev events we do not have: where to backfill from (the event itself has its state).
-      for (const m of prevIds.filter((id) => !this.known.has(id))) this.gapsAdded.push({ missing: m, waiting: nid });
+      // Its prev events we do not have (or have only as outliers, without their place in the
+      // history): where to backfill from (the event itself has its state).
+      await this.load(prevIds);
+      for (const m of prevIds.filter((id) => { const k = this.known.get(id); return !k || k.outlier; })) this.gapsAdded.push({ missing: m, waiting: nid });
     } else {
       const gaps = prevIds.filter((id) => { const k = this.known.get(id); return !k || k.outlier; });
       if (gaps.length) {

@@ -203,3 +203,87 @@ test('room endpoints: a server not in the room reads nothing; bad requests are c
   assert.equal(bf.status, 200);
   assert.ok(bf.body.pdus.some((p: any) => p.type === 'm.room.create'), 'backfill reaches the start of the room');
 });
+
+test('a join to a room with history, then /messages pages back to its start (backfill)', async () => {
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { preset: 'public_chat', name: 'History' });
+  const hist = created.body.room_id;
+  const total = 200;
+  for (let i = 0; i < total; i += 20) {
+    await Promise.all(Array.from({ length: 20 }, (_, j) =>
+      rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(hist)}/send/m.room.message/h${i + j}`, alice.accessToken, { msgtype: 'm.text', body: `history ${i + j}` })));
+  }
+  // Joined by ID through `via` (B has never heard of the room).
+  const join = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(hist)}?via=${encodeURIComponent(nameA)}`, bob.accessToken, {});
+  assert.equal(join.status, 200, JSON.stringify(join.body));
+  const seen = new Set<string>();
+  let sawCreate = false;
+  let from: string | undefined;
+  for (let page = 0; page < 20; page++) {
+    const r = await rawApi(B.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(hist)}/messages?dir=b&limit=100${from ? `&from=${encodeURIComponent(from)}` : ''}`, bob.accessToken);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    for (const e of r.body.chunk) {
+      if (e.type === 'm.room.message') seen.add(e.content.body);
+      if (e.type === 'm.room.create') sawCreate = true;
+    }
+    if (!r.body.end) break;
+    from = r.body.end;
+  }
+  assert.equal(seen.size, total, `every message of the history (saw ${seen.size})`);
+  assert.ok(sawCreate, 'paging reaches the create event');
+});
+
+test('a server down for a while catches up with nothing lost', async () => {
+  await C.kill();
+  for (let i = 0; i < 5; i++) {
+    const r = await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/down${i}`, alice.accessToken, { msgtype: 'm.text', body: `while C was down ${i}` });
+    assert.equal(r.status, 200);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  await C.restart();
+  const want = Array.from({ length: 5 }, (_, i) => `while C was down ${i}`);
+  await eventually('C has every message sent while it was down', () => messages(C, carol, roomId), (r) => want.every((m) => bodies(r).includes(m)), 30_000);
+});
+
+test('a fork with conflicting power-level changes resolves to the same state on all three servers', async () => {
+  // Bob is back in the room; carol gets power 100 from alice.
+  assert.equal((await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}?via=${encodeURIComponent(nameA)}`, bob.accessToken, {})).status, 200);
+  const plNow = await rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels/`, alice.accessToken);
+  const pl = { ...plNow.body, users: { ...plNow.body.users, [carol.userId]: 100 } };
+  assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels/`, alice.accessToken, pl)).status, 200);
+  await eventually('C sees carol at 100', () => rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels/`, carol.accessToken),
+    (r) => r.body.users?.[carol.userId] === 100);
+  await eventually('B sees carol at 100', () => rawApi(B.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.power_levels/`, bob.accessToken),
+    (r) => r.body.users?.[carol.userId] === 100);
+
+  const keyA = parseSigningKeyFile(fs.readFileSync(path.join(A.dataDir, 'signing.key'), 'utf8'))!;
+  const keyC = parseSigningKeyFile(fs.readFileSync(path.join(C.dataDir, 'signing.key'), 'utf8'))!;
+  const version = getRoomVersion('10')!;
+  const state = await rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, carol.accessToken);
+  const id = (type: string, key = '') => state.body.find((e: any) => e.type === type && e.state_key === key)?.event_id;
+  // Both branch off the power-level event that made carol an admin.
+  const prev = id('m.room.power_levels');
+  const ts = Date.now();
+  const fork = (sender: string, signer: string, key: SigningKey, bobLevel: number, at: number) => finalizeEvent({
+    type: 'm.room.power_levels', state_key: '', room_id: roomId, sender, depth: 5000, origin_server_ts: at,
+    content: { ...pl, users: { ...pl.users, [bob.userId]: bobLevel } },
+    prev_events: [prev], auth_events: [id('m.room.create'), id('m.room.power_levels'), id('m.room.member', sender)],
+  }, signer, key, version);
+  const byAlice = fork(alice.userId, nameA, keyA, 50, ts);
+  const byCarol = fork(carol.userId, nameC, keyC, 0, ts + 1);
+  // Each server gets both branches, in different orders.
+  const deliver = async (port: number, dest: string, pdus: unknown[]) => {
+    const [origin, key] = dest === nameC ? [nameA, keyA] : [nameC, keyC];
+    const r = await signedFed(port, origin, key, dest, 'PUT', `/_matrix/federation/v1/send/fork-${dest}-${Date.now()}`, { origin, origin_server_ts: Date.now(), pdus });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    for (const v of Object.values(r.body.pdus)) assert.deepEqual(v, {}, JSON.stringify(r.body));
+  };
+  await deliver(fa, nameA, [byAlice.event, byCarol.event]);
+  await deliver(fb, nameB, [byCarol.event, byAlice.event]);
+  await deliver(fc, nameC, [byCarol.event, byAlice.event]);
+  const plId = async (s: TestServer, who: Credentials) => (await rawApi(s.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, who.accessToken)).body
+    .find((e: any) => e.type === 'm.room.power_levels').event_id;
+  const [pa, pb, pc] = [await plId(A, alice), await plId(B, bob), await plId(C, carol)];
+  assert.ok([byAlice.eventId, byCarol.eventId].includes(pa), 'one branch wins');
+  assert.equal(pb, pa);
+  assert.equal(pc, pa);
+});
