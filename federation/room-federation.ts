@@ -20,7 +20,7 @@ import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { RemoteRooms } from '../homeserver/rooms/service.ts';
 import type { ServerKeys } from '../homeserver/server/keys.ts';
 import { pduOf } from '../homeserver/rooms/store.ts';
-import type { FederationClient } from './client.ts';
+import { FederationRequestError, type FederationClient } from './client.ts';
 import type { KeyRing } from './key-ring.ts';
 import { remoteEventId, type PduResults, type RemotePduIntake } from './remote-pdus.ts';
 import { serverAllowedByAcl } from './server-acl.ts';
@@ -281,6 +281,11 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
       }
     }
     if (last instanceof MatrixError) throw last;
+    // The room's server refused (banned, not invited, …): the user is told as it said.
+    if (last instanceof FederationRequestError && last.status !== undefined && last.status >= 400 && last.status < 500 && last.errcode) {
+      const b = last.body as { error?: unknown };
+      throw new MatrixError(last.status, last.errcode, typeof b.error === 'string' ? b.error : last.message);
+    }
     throw new MatrixError(404, 'M_NOT_FOUND', `No server could ${kind} ${roomId}: ${(last as Error | undefined)?.message ?? 'no server to ask'}`);
   }
 

@@ -287,3 +287,30 @@ test('a fork with conflicting power-level changes resolves to the same state on 
   assert.equal(pb, pa);
   assert.equal(pc, pa);
 });
+
+test('typing and read receipts flow to the other servers of a room; a ban of a remote user reaches everyone (the banned server included)', async () => {
+  const since = (await rawApi(C.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', carol.accessToken)).body.next_batch;
+  assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/typing/${encodeURIComponent(alice.userId)}`, alice.accessToken, { typing: true, timeout: 20_000 })).status, 200);
+  const latest = (await messages(A, alice, roomId)).body.chunk.find((e: any) => e.sender === alice.userId).event_id;
+  assert.equal((await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/receipt/m.read/${encodeURIComponent(latest)}`, alice.accessToken, {})).status, 200);
+  let token = since;
+  const ephemeral: any[] = [];
+  await eventually('carol sees alice typing and her receipt', async () => {
+    const r = await rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/sync?timeout=500&since=${encodeURIComponent(token)}`, carol.accessToken);
+    token = r.body.next_batch;
+    ephemeral.push(...(r.body.rooms?.join?.[roomId]?.ephemeral?.events ?? []));
+    return ephemeral;
+  }, (evs) => evs.some((e) => e.type === 'm.typing' && e.content.user_ids.includes(alice.userId))
+    && evs.some((e) => e.type === 'm.receipt' && e.content[latest]?.['m.read']?.[alice.userId]));
+
+  // Alice bans bob (carol, at power 100, she may not): B hears of it as the target's server, so does C.
+  assert.equal((await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/ban`, alice.accessToken, { user_id: carol.userId })).status, 403);
+  const bobSince = (await rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', bob.accessToken)).body.next_batch;
+  assert.equal((await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/ban`, alice.accessToken, { user_id: bob.userId, reason: 'test' })).status, 200);
+  await eventually('C sees bob banned', () => rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(bob.userId)}`, carol.accessToken),
+    (r) => r.body.membership === 'ban');
+  await eventually('bob sees he is banned', () => rawApi(B.baseUrl, 'GET', `/_matrix/client/v3/sync?timeout=0&since=${encodeURIComponent(bobSince)}`, bob.accessToken),
+    (r) => !!r.body.rooms?.leave?.[roomId]);
+  const again = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}?via=${encodeURIComponent(nameA)}`, bob.accessToken, {});
+  assert.equal(again.status, 403, JSON.stringify(again.body));
+});
