@@ -24,7 +24,8 @@ import { signEvent } from '../homeserver/protocol/signing.ts';
 import { eventIdsOf } from '../homeserver/rooms/dag.ts';
 import type { RoomEngine } from '../homeserver/rooms/engine.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
-import { pduOf, type RoomRow } from '../homeserver/rooms/store.ts';
+import { pduOf, type EventRow, type RoomRow } from '../homeserver/rooms/store.ts';
+import { redactEvent } from '../homeserver/protocol/redaction.ts';
 import type { ServerKeys } from '../homeserver/server/keys.ts';
 import type { RequestAuthenticator } from './request-auth.ts';
 import { federationPdu, type RoomFederation } from './room-federation.ts';
@@ -210,7 +211,7 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     if (!row) throw notFound('Unknown event');
     const { version } = await roomFor(row.room_id, origin);
     await requireParticipant(row.room_id, origin);
-    return { origin: d.serverName, origin_server_ts: Date.now(), pdus: [federationPdu(pduOf(row), version)] };
+    return { origin: d.serverName, origin_server_ts: Date.now(), pdus: await forServer(origin, [row], version) };
   });
   fed('get', '/v1/event_auth/:roomId/:eventId', async (ctx, origin) => {
     const { room, version } = await roomFor(ctx.params.roomId, origin);
@@ -221,28 +222,57 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
   });
 
   /** Walks prev events from `from` (newest first by depth), stopping at `stop`, at most `limit`. */
-  const walkBack = async (from: string[], stop: Set<string>, limit: number, minDepth: number, includeFrom: boolean): Promise<PDU[]> => {
-    const out = new Map<string, PDU>();
+  const walkBack = async (from: string[], stop: Set<string>, limit: number, minDepth: number, includeFrom: boolean): Promise<EventRow[]> => {
+    const out = new Map<string, EventRow>();
     const seen = new Set<string>([...stop]);
-    let frontier = await eventsById(from);
-    if (includeFrom) for (const e of frontier) if (out.size < limit) out.set(e.event_id!, e);
-    for (const e of frontier) seen.add(e.event_id!);
+    const depthOf = (e: EventRow) => Number(e.depth);
+    let frontier = from.length ? await d.reader.eventsById(from) : [];
+    if (includeFrom) for (const e of frontier) if (out.size < limit) out.set(e.event_id, e);
+    for (const e of frontier) seen.add(e.event_id);
     while (frontier.length && out.size < limit) {
-      const ids = [...new Set(frontier.flatMap((e) => eventIdsOf(e.prev_events)))].filter((id) => !seen.has(id));
+      const ids = [...new Set(frontier.flatMap((e) => eventIdsOf(pduOf(e).prev_events)))].filter((id) => !seen.has(id));
       for (const id of ids) seen.add(id);
-      const found = (await eventsById(ids)).filter((e) => Number(e.depth ?? 0) >= minDepth).sort((a, b) => Number(b.depth ?? 0) - Number(a.depth ?? 0));
-      for (const e of found) if (out.size < limit) out.set(e.event_id!, e);
+      const found = (ids.length ? await d.reader.eventsById(ids) : []).filter((e) => depthOf(e) >= minDepth).sort((a, b) => depthOf(b) - depthOf(a));
+      for (const e of found) if (out.size < limit) out.set(e.event_id, e);
       frontier = found;
     }
     return [...out.values()];
+  };
+
+  /**
+   * What a server may read of some events (Synapse's filter_events_for_server): by the history
+   * visibility in the state before each event, `joined` (`invited`) history only while one of its
+   * users was joined (or invited) then; other events go redacted (the DAG stays whole).
+   */
+  const forServer = async (origin: string, rows: EventRow[], version: RoomVersion): Promise<Record<string, unknown>[]> => {
+    const byGroup = new Map<number, { visibility: string; memberships: Set<string> }>();
+    const out: Record<string, unknown>[] = [];
+    for (const row of rows) {
+      let seen = byGroup.get(row.state_before);
+      if (!seen) {
+        const state = row.state_before > 0 ? await d.reader.stateOfGroup(row.state_before) : [];
+        const hv = state.find((e) => e.type === 'm.room.history_visibility');
+        const visibility = hv ? String((JSON.parse(hv.json) as PDU).content?.history_visibility ?? 'shared') : 'shared';
+        const memberships = new Set(state.filter((e) => e.type === 'm.room.member' && e.state_key !== null && serverNameOf(e.state_key) === origin).map((e) => e.membership ?? ''));
+        seen = { visibility, memberships };
+        byGroup.set(row.state_before, seen);
+      }
+      const visible = seen.visibility === 'joined' ? seen.memberships.has('join')
+        : seen.visibility === 'invited' ? seen.memberships.has('join') || seen.memberships.has('invite')
+        : true;
+      const pdu = federationPdu(pduOf(row), version);
+      out.push(visible ? pdu : redactEvent(pdu, version));
+    }
+    return out;
   };
 
   fed('post', '/v1/get_missing_events/:roomId', async (ctx, origin) => {
     const { room, version } = await roomFor(ctx.params.roomId, origin);
     await requireParticipant(room.room_id, origin);
     const b = body(ctx, missingSchema);
-    const events = await walkBack(b.latest_events, new Set(b.earliest_events), Math.min(b.limit ?? 10, MAX_MISSING), b.min_depth ?? 0, false);
-    return { events: events.filter((e) => e.room_id === room.room_id).sort((a, c) => Number(a.depth ?? 0) - Number(c.depth ?? 0)).map((e) => federationPdu(e, version)) };
+    const rows = await walkBack(b.latest_events, new Set(b.earliest_events), Math.min(b.limit ?? 10, MAX_MISSING), b.min_depth ?? 0, false);
+    const ordered = rows.filter((e) => e.room_id === room.room_id).sort((a, c) => Number(a.depth) - Number(c.depth));
+    return { events: await forServer(origin, ordered, version) };
   });
 
   fed('get', '/v1/backfill/:roomId', async (ctx, origin) => {
@@ -252,7 +282,7 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     if (!from.length) throw new MatrixError(400, 'M_MISSING_PARAM', 'v is required');
     const rawLimit = single(ctx, 'limit') ?? '10';
     if (!/^\d+$/.test(rawLimit)) throw new MatrixError(400, 'M_INVALID_PARAM', 'limit must be a whole number');
-    const events = await walkBack(from, new Set(), Math.min(Math.max(Number(rawLimit), 1), MAX_BACKFILL), 0, true);
-    return { origin: d.serverName, origin_server_ts: Date.now(), pdus: events.filter((e) => e.room_id === room.room_id).map((e) => federationPdu(e, version)) };
+    const rows = await walkBack(from, new Set(), Math.min(Math.max(Number(rawLimit), 1), MAX_BACKFILL), 0, true);
+    return { origin: d.serverName, origin_server_ts: Date.now(), pdus: await forServer(origin, rows.filter((e) => e.room_id === room.room_id), version) };
   });
 }

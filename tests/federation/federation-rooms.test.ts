@@ -314,3 +314,23 @@ test('typing and read receipts flow to the other servers of a room; a ban of a r
   const again = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}?via=${encodeURIComponent(nameA)}`, bob.accessToken, {});
   assert.equal(again.status, 403, JSON.stringify(again.body));
 });
+
+test("history visibility: a server reads a `joined` room's events from before its users joined only redacted", async () => {
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, {
+    preset: 'public_chat', initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'joined' } }],
+  });
+  const room = created.body.room_id;
+  const send = (txn: string, text: string) => rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.room.message/${txn}`, alice.accessToken, { msgtype: 'm.text', body: text });
+  const before = await send('v1', 'secret before');
+  assert.equal((await rawApi(C.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(room)}?via=${encodeURIComponent(nameA)}`, carol.accessToken, {})).status, 200);
+  const afterJoin = await send('v2', 'after the join');
+  const keyC = parseSigningKeyFile(fs.readFileSync(path.join(C.dataDir, 'signing.key'), 'utf8'))!;
+  const bf = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/backfill/${encodeURIComponent(room)}?v=${encodeURIComponent(afterJoin.body.event_id)}&limit=50`);
+  assert.equal(bf.status, 200, JSON.stringify(bf.body));
+  const byBody = (text: string) => bf.body.pdus.find((p: any) => p.content?.body === text);
+  assert.ok(byBody('after the join'), 'seen in full after the join');
+  assert.equal(byBody('secret before'), undefined, 'never in full before it');
+  assert.ok(bf.body.pdus.some((p: any) => p.type === 'm.room.message' && Object.keys(p.content).length === 0), 'the earlier message is there, redacted');
+  const ev = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/event/${encodeURIComponent(before.body.event_id)}`);
+  assert.deepEqual(ev.body.pdus[0].content, {});
+});
