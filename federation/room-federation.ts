@@ -255,11 +255,11 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
   }
 
   /** make_{join,leave} then send_{join,leave} (v2) through the first server that answers. */
-  private async handshake(kind: 'join' | 'leave', userId: string, roomId: string, servers: string[], content: Json): Promise<{ server: string; event: PDU; version: RoomVersion; answer: Json }> {
+  private async handshake(kind: 'join' | 'leave' | 'knock', userId: string, roomId: string, servers: string[], content: Json): Promise<{ server: string; event: PDU; version: RoomVersion; answer: Json }> {
     let last: unknown;
     for (const server of servers) {
       try {
-        const q = kind === 'join' ? `?${SUPPORTED_VERSIONS.map((v) => `ver=${encodeURIComponent(v)}`).join('&')}` : '';
+        const q = kind !== 'leave' ? `?${SUPPORTED_VERSIONS.map((v) => `ver=${encodeURIComponent(v)}`).join('&')}` : '';
         const made = await this.client.request(server, 'GET', `/_matrix/federation/v1/make_${kind}/${encodeURIComponent(roomId)}/${encodeURIComponent(userId)}${q}`);
         const version = getRoomVersion(typeof made.room_version === 'string' ? made.room_version : '1');
         if (!version) throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', `Unsupported room version ${String(made.room_version)}`);
@@ -273,7 +273,7 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
         };
         if (version.eventIdFormat === 'v1') draft.event_id = generateV1EventId(this.serverName);
         const { event, eventId } = finalizeEvent(draft, this.serverName, this.serverKeys.current, version);
-        const answer = await this.client.request(server, 'PUT', `/_matrix/federation/v2/send_${kind}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, event);
+        const answer = await this.client.request(server, 'PUT', `/_matrix/federation/${kind === 'knock' ? 'v1' : 'v2'}/send_${kind}/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, event);
         return { server, event: { ...event, event_id: eventId } as unknown as PDU, version, answer };
       } catch (err) {
         last = err;
@@ -314,6 +314,13 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     servers.push(serverNameOf(roomId));
     const { event, version } = await this.handshake('leave', userId, roomId, [...new Set(servers)].filter((s) => s !== this.serverName), content);
     await this.engine.persistAuthorised(roomId, [event], { outOfBand: true, roomVersion: version.id });
+  }
+
+  /** make_knock / send_knock through the room's servers; the knock kept out of band (shown by /sync). */
+  async knock(userId: string, roomId: string, servers: string[], content: Json): Promise<void> {
+    const { event, version, answer } = await this.handshake('knock', userId, roomId, servers, content);
+    const stripped = Array.isArray(answer.knock_room_state) ? answer.knock_room_state : [];
+    await this.engine.persistAuthorised(roomId, [{ ...event, unsigned: { knock_room_state: stripped } } as PDU], { outOfBand: true, roomVersion: version.id });
   }
 
   /** /invite v2 to the invitee's server, with the room's stripped state. */

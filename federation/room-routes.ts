@@ -3,6 +3,8 @@
 // PUT  /_matrix/federation/v2/send_join/{roomId}/{eventId}    a signed join: persisted, state + auth chain answered
 // GET  /_matrix/federation/v1/make_leave/{roomId}/{userId}    a leave template
 // PUT  /_matrix/federation/v2/send_leave/{roomId}/{eventId}   a signed leave: persisted
+// GET  /_matrix/federation/v1/make_knock/{roomId}/{userId}    a knock template (?ver=…)
+// PUT  /_matrix/federation/v1/send_knock/{roomId}/{eventId}   a signed knock: persisted, stripped state answered
 // PUT  /_matrix/federation/v2/invite/{roomId}/{eventId}       an invite of our user: co-signed, stored out of band
 // GET  /_matrix/federation/v1/state/{roomId}, state_ids       the state at an event (+ auth chain)
 // GET  /_matrix/federation/v1/event/{eventId}                 one event
@@ -92,11 +94,21 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     return { state: (await d.reader.stateOfGroup(row.state_before)).map(pduOf), at: pduOf(row) };
   };
 
-  const makeTemplate = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave') => {
+  /** The room's stripped state for a knock or an invite (name, join rules, …). */
+  const strippedState = async (room: RoomRow, sender: string) => {
+    const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.topic', ''], ['m.room.member', sender]];
+    return (await d.reader.currentStateFor(room.room_nid, pairs)).map((r) => {
+      const e = JSON.parse(r.json) as PDU;
+      return { type: e.type, state_key: e.state_key, sender: e.sender, content: e.content };
+    });
+  };
+
+  const makeTemplate = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave' | 'knock') => {
     const { room, version } = await roomFor(ctx.params.roomId, origin);
     const userId = ctx.params.userId!;
     if (!isValidUserId(userId) || serverNameOf(userId) !== origin) throw forbidden(`${userId} is not a user of ${origin}`);
-    if (membership === 'join') {
+    if (membership === 'knock' && !version.knockJoinRule) throw new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', `Room version ${room.room_version} does not support knocking`, { room_version: room.room_version });
+    if (membership !== 'leave') {
       const vers = [ctx.query.ver].flat().filter((v): v is string => typeof v === 'string');
       if (!vers.includes(room.room_version) && !(vers.length === 0 && room.room_version === '1')) {
         throw new MatrixError(400, 'M_INCOMPATIBLE_ROOM_VERSION', `The room's version ${room.room_version} is not one the server supports`, { room_version: room.room_version });
@@ -126,7 +138,7 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     return { event, room_version: room.room_version };
   };
 
-  const sendMembership = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave') => {
+  const sendMembership = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave' | 'knock') => {
     const { room, version } = await roomFor(ctx.params.roomId, origin);
     const raw = body(ctx, z.record(z.string(), z.unknown()));
     const checked = await d.rooms.checkPdu(raw, version);
@@ -148,6 +160,7 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
       if (servers.size) await d.forward(federationPdu(pdu, version), [...servers]);
     }
     if (membership === 'leave') return {};
+    if (membership === 'knock') return { knock_room_state: await strippedState(room, pdu.sender) };
     const { state } = await stateAt(room.room_id, checked.eventId);
     const chain = await authChain([...state, pdu]);
     const members = (await d.reader.roomMembersOf([room.room_id])).get(room.room_id) ?? [];
@@ -165,6 +178,8 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
   fed('get', '/v1/make_leave/:roomId/:userId', (ctx, origin) => makeTemplate(ctx, origin, 'leave'));
   fed('put', '/v2/send_join/:roomId/:eventId', (ctx, origin) => sendMembership(ctx, origin, 'join'));
   fed('put', '/v2/send_leave/:roomId/:eventId', (ctx, origin) => sendMembership(ctx, origin, 'leave'));
+  fed('get', '/v1/make_knock/:roomId/:userId', (ctx, origin) => makeTemplate(ctx, origin, 'knock'));
+  fed('put', '/v1/send_knock/:roomId/:eventId', (ctx, origin) => sendMembership(ctx, origin, 'knock'));
 
   fed('put', '/v2/invite/:roomId/:eventId', async (ctx, origin) => {
     const b = body(ctx, inviteSchema);

@@ -84,7 +84,8 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('post', '/knock/:roomIdOrAlias', async (ctx) => {
     const b = body(ctx, reasonSchema, false);
-    return { room_id: await rooms.knock(requester(ctx).userId, ctx.params.roomIdOrAlias!, b.reason) };
+    const via = [ctx.query.via, ctx.query.server_name].flat().filter((v): v is string => typeof v === 'string' && v.length > 0 && v.length <= 255);
+    return { room_id: await rooms.knock(requester(ctx).userId, ctx.params.roomIdOrAlias!, b.reason, via) };
   }, { auth: true });
 
   r.client('post', '/rooms/:roomId/invite', async (ctx) => {

@@ -48,6 +48,8 @@ export interface RemoteRooms {
   invited(roomId: string, invite: PDU): Promise<void>;
   /** Leaves (or rejects an invite to) a room this server has no state of: make_leave, send_leave. */
   leave(userId: string, roomId: string, content: Record<string, unknown>): Promise<void>;
+  /** Knocks on a room this server is not in, through one of `servers`: make_knock, send_knock. */
+  knock(userId: string, roomId: string, servers: string[], content: Record<string, unknown>): Promise<void>;
   /** Fetches history before the room's backfill points from its other servers: whether any came. */
   backfill(roomId: string): Promise<boolean>;
 }
@@ -267,8 +269,26 @@ export class RoomService {
     await this.membershipEvent(sender, roomId, target, 'leave', reason !== undefined ? { reason } : {});
   }
 
-  async knock(userId: string, idOrAlias: string, reason?: string): Promise<string> {
-    const roomId = await this.resolveRoom(idOrAlias);
+  async knock(userId: string, idOrAlias: string, reason?: string, via: string[] = []): Promise<string> {
+    let roomId: string;
+    const servers = [...via];
+    if (this.remote && idOrAlias.startsWith('#') && isValidRoomAlias(idOrAlias) && !idOrAlias.endsWith(`:${this.serverName}`)) {
+      const r = await this.remote.resolveAlias(idOrAlias);
+      roomId = r.roomId;
+      servers.push(...r.servers);
+    } else roomId = await this.resolveRoom(idOrAlias);
+    // A room this server is not in: knocked on through its servers (issue 11).
+    const known = await this.store.roomMeta(roomId);
+    if (this.remote && (!known || !(await this.store.hasJoinedMember(known.room_nid, this.serverName)))) {
+      if (!roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
+      const others = [...new Set(servers)].filter((s) => s !== this.serverName);
+      if (others.length) {
+        const content: Record<string, unknown> = { membership: 'knock', ...profileContent((await this.profileOf(userId)) ?? {}) };
+        if (reason !== undefined) content.reason = reason;
+        await this.remote.knock(userId, roomId, others, content);
+        return roomId;
+      }
+    }
     const { version } = await this.room(roomId);
     if (!version.knockJoinRule) throw forbidden(`Room version ${version.id} does not support knocking`);
     const extra: Record<string, unknown> = profileContent((await this.profileOf(userId)) ?? {});

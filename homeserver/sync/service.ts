@@ -338,6 +338,11 @@ export class SyncService {
     });
     for (const o of own) {
       const pdu = JSON.parse(o.json);
+      // issue 11: an invite or knock of a room this server is not in carries the room's stripped state from its server.
+      const remote = pdu.unsigned?.invite_room_state ?? pdu.unsigned?.knock_room_state;
+      if (!rows.length && Array.isArray(remote)) {
+        for (const e of remote) if (e && typeof e === 'object' && typeof e.type === 'string' && !(e.type === o.type && e.state_key === o.state_key)) stripped.push({ type: e.type, state_key: e.state_key, content: e.content, sender: e.sender });
+      }
       stripped.push({ type: o.type, state_key: o.state_key!, content: pdu.content, sender: o.sender, event_id: o.event_id, origin_server_ts: Number(o.origin_server_ts) } as never);
     }
     return stripped;

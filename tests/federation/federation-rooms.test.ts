@@ -89,7 +89,9 @@ test('invite a remote user, join by invite and by alias, chat across three serve
   const inv = await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/invite`, alice.accessToken, { user_id: bob.userId });
   assert.equal(inv.status, 200, JSON.stringify(inv.body));
   const sync = await eventually('bob sees the invite', () => rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', bob.accessToken), (r) => !!r.body.rooms?.invite?.[roomId]);
-  assert.ok(sync.body.rooms.invite[roomId].invite_state.events.length >= 1);
+  const inviteState = sync.body.rooms.invite[roomId].invite_state.events;
+  assert.equal(inviteState.find((e: any) => e.type === 'm.room.name')?.content.name, 'Federated', "the room's stripped state comes with the invite");
+  assert.equal(inviteState.find((e: any) => e.type === 'm.room.member' && e.state_key === bob.userId)?.content.membership, 'invite');
 
   // Bob joins through the inviter's server: B gets the state and auth chain, then the join.
   const join = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, bob.accessToken, {});
@@ -333,4 +335,26 @@ test("history visibility: a server reads a `joined` room's events from before it
   assert.ok(bf.body.pdus.some((p: any) => p.type === 'm.room.message' && Object.keys(p.content).length === 0), 'the earlier message is there, redacted');
   const ev = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/event/${encodeURIComponent(before.body.event_id)}`);
   assert.deepEqual(ev.body.pdus[0].content, {});
+});
+
+test('knock on a remote room, then let in', async () => {
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, {
+    preset: 'private_chat', name: 'Knock here', initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock' } }],
+  });
+  const room = created.body.room_id;
+  const dave = await registerUser(B.baseUrl);
+  const knocked = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/knock/${encodeURIComponent(room)}?via=${encodeURIComponent(nameA)}`, dave.accessToken, { reason: 'let me in' });
+  assert.equal(knocked.status, 200, JSON.stringify(knocked.body));
+  const sync = await rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', dave.accessToken);
+  assert.equal(sync.body.rooms?.knock?.[room]?.knock_state.events.find((e: any) => e.type === 'm.room.name')?.content.name, 'Knock here');
+  await eventually('A sees the knock', () => rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/state/m.room.member/${encodeURIComponent(dave.userId)}`, alice.accessToken),
+    (r) => r.body.membership === 'knock');
+  assert.equal((await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(room)}/invite`, alice.accessToken, { user_id: dave.userId })).status, 200);
+  await eventually('dave is invited', () => rawApi(B.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', dave.accessToken), (r) => !!r.body.rooms?.invite?.[room]);
+  const join = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(room)}`, dave.accessToken, {});
+  assert.equal(join.status, 200, JSON.stringify(join.body));
+  // Knocking on a room of a version without knocks is refused by the room's server.
+  const old = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { room_version: '6', preset: 'public_chat' });
+  const refused = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/knock/${encodeURIComponent(old.body.room_id)}?via=${encodeURIComponent(nameA)}`, dave.accessToken, {});
+  assert.equal(refused.status, 400, JSON.stringify(refused.body));
 });
