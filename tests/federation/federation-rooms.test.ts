@@ -10,7 +10,8 @@ import path from 'node:path';
 import https from 'node:https';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { freePort, makeCertificates } from '../helpers/federation-servers.ts';
-import { rawApi, registerUser, type Credentials } from '../helpers/client.ts';
+import { makeClient, rawApi, registerUser, stopClients, type Credentials } from '../helpers/client.ts';
+import type { MatrixClient } from 'matrix-js-sdk';
 import { parseSigningKeyFile } from '../../homeserver/server/keys.ts';
 import { finalizeEvent, generateSigningKey, type SigningKey } from '../../homeserver/protocol/signing.ts';
 import { getRoomVersion } from '../../homeserver/protocol/room-versions.ts';
@@ -75,6 +76,7 @@ before(async () => {
 });
 
 after(async () => {
+  stopClients();
   await Promise.all([A, B, C].filter(Boolean).map((s) => s.stop()));
   fs.rmSync(tmp, { recursive: true, force: true });
 });
@@ -357,4 +359,30 @@ test('knock on a remote room, then let in', async () => {
   const old = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { room_version: '6', preset: 'public_chat' });
   const refused = await rawApi(B.baseUrl, 'POST', `/_matrix/client/v3/knock/${encodeURIComponent(old.body.room_id)}?via=${encodeURIComponent(nameA)}`, dave.accessToken, {});
   assert.equal(refused.status, 400, JSON.stringify(refused.body));
+});
+
+test('an encrypted DM between matrix-js-sdk Rust-crypto clients on two servers decrypts both ways', async () => {
+  const [erin, frank] = await Promise.all([registerUser(A.baseUrl), registerUser(C.baseUrl)]);
+  const [ce, cf] = [await makeClient(A.baseUrl, erin, { crypto: true }), await makeClient(C.baseUrl, frank, { crypto: true })];
+  const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', erin.accessToken, {
+    preset: 'trusted_private_chat', is_direct: true, invite: [frank.userId],
+    initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+  });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  const dm = created.body.room_id;
+  await eventually('frank is invited', async () => cf.getRoom(dm)?.getMyMembership(), (m) => m === 'invite', 20_000);
+  const joined = await rawApi(C.baseUrl, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(dm)}`, frank.accessToken, {});
+  assert.equal(joined.status, 200, JSON.stringify(joined.body));
+  const bothJoined = (c: MatrixClient) => async () => c.getRoom(dm)?.getJoinedMemberCount();
+  await eventually('erin sees frank joined', bothJoined(ce), (n) => n === 2, 20_000);
+  await eventually('frank sees himself joined', bothJoined(cf), (n) => n === 2, 20_000);
+  const decrypted = (c: MatrixClient, text: string) => async () =>
+    (c.getRoom(dm)?.getLiveTimeline().getEvents() ?? []).some((e) => e.getType() === 'm.room.message' && e.isEncrypted() && e.getContent().body === text);
+  await ce.sendTextMessage(dm, 'secret across servers');
+  await eventually('frank decrypts', decrypted(cf, 'secret across servers'), (x) => x, 30_000);
+  await cf.sendTextMessage(dm, 'secret reply');
+  await eventually('erin decrypts', decrypted(ce, 'secret reply'), (x) => x, 30_000);
+  const stored = await messages(C, frank, dm);
+  assert.ok(stored.body.chunk.some((e: any) => e.type === 'm.room.encrypted'), 'the servers hold ciphertext');
+  assert.ok(!JSON.stringify(stored.body).includes('secret across servers'));
 });
