@@ -106,13 +106,18 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     return [...out.values()].sort((a, b) => Number(a.depth ?? 0) - Number(b.depth ?? 0));
   }
 
-  /** /send: each PDU alone (one bad PDU never fails the others), in the order given. */
+  /**
+   * /send: each PDU answered alone (one bad PDU never fails the others). The checked PDUs of a
+   * room are persisted together, in the order given (one transaction); those that miss auth or
+   * prev events then go one by one through the fetching path.
+   */
   async receiveRemotePdus(origin: string, pdus: unknown[]): Promise<PduResults> {
     const out: PduResults = {};
+    const byRoom = new Map<string, { version: RoomVersion; pdus: PDU[] }>();
     for (const raw of pdus) {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) continue;
       const roomId = (raw as Json).room_id;
-      const version = typeof roomId === 'string' ? await this.versionOf(roomId).catch(() => undefined) : undefined;
+      const version = typeof roomId === 'string' ? (byRoom.get(roomId)?.version ?? await this.versionOf(roomId).catch(() => undefined)) : undefined;
       if (typeof roomId !== 'string' || !version) {
         const id = remoteEventId(raw as Json, version);
         if (id) out[id] = { error: `Unknown room ${String(roomId)}` };
@@ -123,13 +128,31 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
         if (checked.eventId) out[checked.eventId] = { error: checked.error };
         continue;
       }
+      let group = byRoom.get(roomId);
+      if (!group) byRoom.set(roomId, (group = { version, pdus: [] }));
+      group.pdus.push(checked.pdu);
+    }
+    for (const [roomId, group] of byRoom) {
+      if (!(await this.allowedInRoom(roomId, origin).catch(() => false))) {
+        for (const p of group.pdus) out[p.event_id!] = { error: `Server ${origin} is denied by the room's server ACL` };
+        continue;
+      }
+      let first: Map<string, AuthorisedResult> | undefined;
       try {
-        if (!(await this.allowedInRoom(roomId, origin))) { out[checked.eventId] = { error: `Server ${origin} is denied by the room's server ACL` }; continue; }
-        const r = await this.ingest(origin, roomId, version, checked.pdu);
-        out[checked.eventId] = r.outcome === 'rejected' || r.outcome === 'missing_auth_events' ? { error: `${r.outcome}${r.reason ? `: ${r.reason}` : ''}` } : {};
+        first = new Map((await this.engine.persistAuthorised(roomId, group.pdus)).map((r) => [r.eventId, r]));
       } catch (err) {
-        this.log.warn({ err, eventId: checked.eventId, origin }, 'received PDU not persisted');
-        out[checked.eventId] = { error: (err as Error).message };
+        this.log.info({ err, roomId, origin }, 'PDUs of a transaction not persisted together: one by one');
+      }
+      for (const pdu of group.pdus) {
+        const id = pdu.event_id!;
+        try {
+          let r = first?.get(id);
+          if (!r || r.outcome === 'missing_auth_events' || (r.outcome === 'outlier' && r.missing?.length)) r = await this.ingest(origin, roomId, group.version, pdu);
+          out[id] = r.outcome === 'rejected' || r.outcome === 'missing_auth_events' ? { error: `${r.outcome}${r.reason ? `: ${r.reason}` : ''}` } : {};
+        } catch (err) {
+          this.log.warn({ err, eventId: id, origin }, 'received PDU not persisted');
+          out[id] = { error: (err as Error).message };
+        }
       }
     }
     return out;
