@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Client, createDatabase, enc, fmt, freePort, latencyLine, now, onCleanup, pool, register, sleep, startHomeserver, stats, summary } from './lib.ts';
 import { makeCertificates } from '../tests/helpers/federation-servers.ts';
 
-const BURST = 1000;
+const BURST = Number(process.env.BENCH_FED_BURST ?? 1000);
 const RATE = 50;
 const DURATION_MS = 10_000;
 const JOIN_EVENTS = 1000;

@@ -18,8 +18,12 @@ const FETCH_TIMEOUT_MS = 10_000;
 
 export type KeyCriteria = Record<string, Record<string, { minimum_valid_until_ts?: number }>>;
 
+/** Stored keys kept in memory this long (each received PDU needs its server's key: no query per PDU). */
+const MEMORY_MS = 60_000;
+
 export class KeyRing {
   private fetching = new Map<string, Promise<void>>();
+  private memory = new Map<string, { key: StoredServerKey | undefined; at: number }>();
   private lastFetch = new Map<string, number>();
 
   constructor(
@@ -56,9 +60,18 @@ export class KeyRing {
       return old ? (old.expiredTs > atTs ? old.publicKey : 'expired') : undefined;
     }
     const usable = (k: StoredServerKey | undefined) => k && (k.expiredTs === null ? k.validUntilTs >= atTs : k.expiredTs > atTs);
-    let k = await this.store.get(server, keyId);
-    if (usable(k)) return k!.publicKey;
+    const cacheKey = `${server}\n${keyId}`;
+    const hit = this.memory.get(cacheKey);
+    let k = hit && Date.now() - hit.at < MEMORY_MS ? hit.key : await this.store.get(server, keyId);
+    if (usable(k)) {
+      if (!hit || hit.key !== k) {
+        if (this.memory.size >= 10_000) this.memory.clear();
+        this.memory.set(cacheKey, { key: k, at: Date.now() });
+      }
+      return k!.publicKey;
+    }
     if (k?.expiredTs !== null && k?.expiredTs !== undefined) return 'expired';
+    this.memory.delete(cacheKey);
     await this.refresh(server, atTs);
     k = await this.store.get(server, keyId);
     if (usable(k)) return k!.publicKey;
