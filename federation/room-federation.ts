@@ -91,7 +91,9 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
       pdu = redactEvent(p, version);
       redacted = true;
     }
-    return { pdu: { ...pdu, event_id: eventId } as unknown as PDU, eventId, redacted };
+    // What the sending server put in `unsigned` is not covered by its signature: not kept.
+    const { unsigned: _unsigned, ...signed } = pdu;
+    return { pdu: { ...signed, event_id: eventId } as unknown as PDU, eventId, redacted };
   }
 
   /** The checked PDUs of a list (bad ones dropped, logged). */
