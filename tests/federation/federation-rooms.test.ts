@@ -386,3 +386,16 @@ test('an encrypted DM between matrix-js-sdk Rust-crypto clients on two servers d
   assert.ok(stored.body.chunk.some((e: any) => e.type === 'm.room.encrypted'), 'the servers hold ciphertext');
   assert.ok(!JSON.stringify(stored.body).includes('secret across servers'));
 });
+
+test('m.room.server_acl: a denied server\'s events and requests are refused for the room', async () => {
+  const acl = await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.server_acl/`, alice.accessToken, { allow: ['*'], allow_ip_literals: false });
+  assert.equal(acl.status, 200, JSON.stringify(acl.body));
+  await eventually('C has the ACL', () => rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.server_acl/`, carol.accessToken), (r) => r.status === 200);
+  // C (an IP literal) is denied: what carol sends on C never shows on A.
+  assert.equal((await rawApi(C.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/acl1`, carol.accessToken, { msgtype: 'm.text', body: 'from a denied server' })).status, 200);
+  const keyC = parseSigningKeyFile(fs.readFileSync(path.join(C.dataDir, 'signing.key'), 'utf8'))!;
+  const st = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/state_ids/${encodeURIComponent(roomId)}?event_id=x`);
+  assert.equal(st.status, 403, JSON.stringify(st.body));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(!bodies(await messages(A, alice, roomId)).includes('from a denied server'));
+});
