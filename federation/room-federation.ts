@@ -233,7 +233,11 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     if (!room || !version) return false;
     const points = await this.engine.backfillPoints(roomId);
     if (!points.length) return false;
-    const missing = [...new Set(points.map((p) => p.missing_event_id))].slice(0, 5);
+    // Points whose missing event has arrived since (with its state) are not asked for again.
+    const all = [...new Set(points.map((p) => p.missing_event_id))];
+    const placed = new Set((await this.reader.eventsById(all)).filter((row) => row.state_after > 0).map((row) => row.event_id));
+    const missing = all.filter((id) => !placed.has(id)).slice(0, 5);
+    if (!missing.length) return false;
     const members = (await this.reader.roomMembersOf([roomId])).get(roomId) ?? [];
     const servers = [...new Set([serverNameOf(roomId), ...members.map(serverNameOf)])].filter((s) => s !== this.serverName);
     for (const server of servers) {

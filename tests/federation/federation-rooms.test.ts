@@ -10,6 +10,7 @@ import path from 'node:path';
 import https from 'node:https';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { freePort, makeCertificates } from '../helpers/federation-servers.ts';
+import { connectDatabase } from '../helpers/database.ts';
 import { makeClient, rawApi, registerUser, stopClients, type Credentials } from '../helpers/client.ts';
 import type { MatrixClient } from 'matrix-js-sdk';
 import { parseSigningKeyFile } from '../../homeserver/server/keys.ts';
@@ -232,7 +233,8 @@ test('a join to a room with history, then /messages pages back to its start (bac
     if (!r.body.end) break;
     from = r.body.end;
   }
-  assert.equal(seen.size, total, `every message of the history (saw ${seen.size})`);
+  const why = () => B.logs().split('\n').filter((l) => /backfill|state of an event|PDU/.test(l)).slice(-10).join('\n');
+  assert.equal(seen.size, total, `every message of the history (saw ${seen.size}); B's log:\n${why()}`);
   assert.ok(sawCreate, 'paging reaches the create event');
 });
 
@@ -385,6 +387,25 @@ test('an encrypted DM between matrix-js-sdk Rust-crypto clients on two servers d
   const stored = await messages(C, frank, dm);
   assert.ok(stored.body.chunk.some((e: any) => e.type === 'm.room.encrypted'), 'the servers hold ciphertext');
   assert.ok(!JSON.stringify(stored.body).includes('secret across servers'));
+});
+
+test('events a server never got are fetched with get_missing_events when a later one cites them', async () => {
+  await C.kill();
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/gap${i}`, alice.accessToken, { msgtype: 'm.text', body: `gap ${i}` })).status, 200);
+  }
+  // Lost on the way: A's queue for C forgets them.
+  const db = await connectDatabase(A);
+  try {
+    await eventually('the events are queued for C', async () => (await db.query('SELECT count(*)::int AS n FROM federation_outbound_queue WHERE destination = $1', [nameC])).rows[0].n, (n) => n >= 3);
+    await db.query('DELETE FROM federation_outbound_queue WHERE destination = $1', [nameC]);
+  } finally {
+    await db.end();
+  }
+  await C.restart();
+  assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/gap3`, alice.accessToken, { msgtype: 'm.text', body: 'gap 3' })).status, 200);
+  const want = ['gap 0', 'gap 1', 'gap 2', 'gap 3'];
+  await eventually('C has the later event and the ones it missed', () => messages(C, carol, roomId), (r) => want.every((m) => bodies(r).includes(m)), 30_000);
 });
 
 test('m.room.server_acl: a denied server\'s events and requests are refused for the room', async () => {
