@@ -358,10 +358,8 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     const version = room && getRoomVersion(room.room_version);
     if (!room || !version || typeof invite.state_key !== 'string') return;
     const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.member', invite.sender]];
-    const stripped = (await this.reader.currentStateFor(room.room_nid, pairs)).map((r) => {
-      const e = JSON.parse(r.json) as PDU;
-      return { type: e.type, state_key: e.state_key, sender: e.sender, content: e.content };
-    });
+    // Spec v1.16+: the events in full, formatted for the room version (the invitee's clients see them stripped).
+    const stripped = (await this.reader.currentStateFor(room.room_nid, pairs)).map((r) => federationPdu(pduOf(r), version));
     try {
       await this.client.request(serverNameOf(invite.state_key), 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(invite.event_id!)}`, {
         room_version: version.id, event: federationPdu(invite, version), invite_room_state: stripped,
@@ -372,8 +370,4 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     }
   }
 
-  /** A stored event as a PDU. */
-  static pdu(row: { json: string; event_id: string }): PDU {
-    return pduOf(row);
-  }
 }

@@ -97,10 +97,9 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
   /** The room's stripped state for a knock or an invite (name, join rules, …). */
   const strippedState = async (room: RoomRow, sender: string) => {
     const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.topic', ''], ['m.room.member', sender]];
-    return (await d.reader.currentStateFor(room.room_nid, pairs)).map((r) => {
-      const e = JSON.parse(r.json) as PDU;
-      return { type: e.type, state_key: e.state_key, sender: e.sender, content: e.content };
-    });
+    // Spec v1.16+: the events in full, formatted for the room version (clients see them stripped).
+    const version = getRoomVersion(room.room_version)!;
+    return (await d.reader.currentStateFor(room.room_nid, pairs)).map((r) => federationPdu(pduOf(r), version));
   };
 
   const makeTemplate = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave' | 'knock') => {
@@ -188,12 +187,13 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     const roomId = ctx.params.roomId!;
     if (!isValidRoomId(roomId)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${roomId}`);
     const checked = await d.rooms.checkPdu(b.event, version);
-    if ('error' in checked) throw new MatrixError(400, 'M_BAD_JSON', checked.error);
+    // Spec: each of these is M_INVALID_PARAM (nothing of another server's is signed unchecked).
+    if ('error' in checked) throw new MatrixError(400, 'M_INVALID_PARAM', checked.error);
     const pdu = checked.pdu;
     if (checked.eventId !== ctx.params.eventId || pdu.room_id !== roomId) throw new MatrixError(400, 'M_INVALID_PARAM', 'The event ID or room ID does not match the event');
-    if (pdu.type !== 'm.room.member' || pdu.content?.membership !== 'invite' || typeof pdu.state_key !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'Not an invite');
+    if (pdu.type !== 'm.room.member' || pdu.content?.membership !== 'invite' || typeof pdu.state_key !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Not an invite');
     if (!isValidUserId(pdu.state_key) || serverNameOf(pdu.state_key) !== d.serverName) throw new MatrixError(400, 'M_INVALID_PARAM', `${pdu.state_key} is not a user of this server`);
-    if (serverNameOf(pdu.sender) !== origin) throw forbidden(`${pdu.sender} is not a user of ${origin}`);
+    if (serverNameOf(pdu.sender) !== origin) throw new MatrixError(400, 'M_INVALID_PARAM', `${pdu.sender} is not a user of ${origin}`);
     if (!(await d.rooms.allowedInRoom(roomId, origin))) throw forbidden(`Server ${origin} is denied by the room's server ACL`);
     // Co-signed as the invitee's server (the hash and so the event ID stay the same).
     const { event_id: _id, ...unsignedByUs } = pdu as PDU & Record<string, unknown>;

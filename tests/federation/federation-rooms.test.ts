@@ -207,6 +207,31 @@ test('room endpoints: a server not in the room reads nothing; bad requests are c
   const bf = await signedFed(fa, nameC, keyC, nameA, 'GET', `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?v=${encodeURIComponent(latest)}&limit=100`);
   assert.equal(bf.status, 200);
   assert.ok(bf.body.pdus.some((p: any) => p.type === 'm.room.create'), 'backfill reaches the start of the room');
+
+  // /invite v2: only an invite of a user of the receiving server, by a user of the origin, signed, is co-signed.
+  const keyA = parseSigningKeyFile(fs.readFileSync(path.join(A.dataDir, 'signing.key'), 'utf8'))!;
+  const version = getRoomVersion('10')!;
+  const member = (sender: string, target: string, membership: string, key = keyA) => finalizeEvent({
+    type: 'm.room.member', room_id: roomId, sender, state_key: target, content: { membership }, depth: 10, origin_server_ts: Date.now(), prev_events: [latest], auth_events: [],
+  }, nameA, key, version);
+  const invite = (e: { event: Record<string, unknown>; eventId: string }) =>
+    signedFed(fb, nameA, keyA, nameB, 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(e.eventId)}`, { room_version: '10', event: e.event, invite_room_state: [] });
+  for (const [what, e] of [
+    ['not an invite', member(alice.userId, bob.userId, 'join')],
+    ['a user of another server invited', member(alice.userId, carol.userId, 'invite')],
+    ['a sender of another server', member(carol.userId, bob.userId, 'invite')],
+    ['a bad signature', member(alice.userId, bob.userId, 'invite', generateSigningKey(keyA.keyId.slice('ed25519:'.length)))],
+  ] as const) {
+    const r = await invite(e);
+    assert.equal(r.status, 400, `${what}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.errcode, 'M_INVALID_PARAM', what);
+  }
+  const good = member(alice.userId, bob.userId, 'invite');
+  const r = await invite(good);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.ok(r.body.event.signatures[nameB] && r.body.event.signatures[nameA], 'co-signed by the invitee\'s server');
+  const wrongId = await signedFed(fb, nameA, keyA, nameB, 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/%24other`, { room_version: '10', event: good.event });
+  assert.equal(wrongId.status, 400);
 });
 
 test('a join to a room with history, then /messages pages back to its start (backfill)', async () => {
