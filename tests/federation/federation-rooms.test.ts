@@ -319,7 +319,7 @@ test('a fork with conflicting power-level changes resolves to the same state on 
   assert.equal(pc, pa);
 });
 
-test('typing and read receipts flow to the other servers of a room; a ban of a remote user reaches everyone (the banned server included)', async () => {
+test('typing, read receipts and presence flow to the other servers of a room; a ban of a remote user reaches everyone (the banned server included)', async () => {
   const since = (await rawApi(C.baseUrl, 'GET', '/_matrix/client/v3/sync?timeout=0', carol.accessToken)).body.next_batch;
   assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/typing/${encodeURIComponent(alice.userId)}`, alice.accessToken, { typing: true, timeout: 20_000 })).status, 200);
   const latest = (await messages(A, alice, roomId)).body.chunk.find((e: any) => e.sender === alice.userId).event_id;
@@ -333,6 +333,14 @@ test('typing and read receipts flow to the other servers of a room; a ban of a r
     return ephemeral;
   }, (evs) => evs.some((e) => e.type === 'm.typing' && e.content.user_ids.includes(alice.userId))
     && evs.some((e) => e.type === 'm.receipt' && e.content[latest]?.['m.read']?.[alice.userId]));
+
+  // Presence: alice's status reaches carol, who shares a room with her.
+  assert.equal((await rawApi(A.baseUrl, 'PUT', `/_matrix/client/v3/presence/${encodeURIComponent(alice.userId)}/status`, alice.accessToken, { presence: 'online', status_msg: 'federated' })).status, 200);
+  await eventually("carol sees alice's presence", async () => {
+    const r = await rawApi(C.baseUrl, 'GET', `/_matrix/client/v3/sync?timeout=500&since=${encodeURIComponent(token)}`, carol.accessToken);
+    token = r.body.next_batch;
+    return r.body.presence?.events ?? [];
+  }, (evs) => evs.some((e: any) => e.sender === alice.userId && e.content.status_msg === 'federated'));
 
   // Alice bans bob (carol, at power 100, she may not): B hears of it as the target's server, so does C.
   assert.equal((await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/ban`, alice.accessToken, { user_id: carol.userId })).status, 403);
