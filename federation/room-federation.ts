@@ -31,6 +31,8 @@ type Json = Record<string, unknown>;
 const SUPPORTED_VERSIONS = Object.keys(ROOM_VERSIONS);
 /** get_missing_events asks for at most this many events at a time (as Synapse). */
 const MISSING_EVENTS_LIMIT = 10;
+/** Rounds of get_missing_events for one gap before the state is asked for instead. */
+const MISSING_EVENTS_ROUNDS = 5;
 /** Events asked per /backfill request, and states fetched for one batch's oldest events at most. */
 const BACKFILL_LIMIT = 100;
 const MAX_STATE_FETCHES = 3;
@@ -178,18 +180,21 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
       if (events.length) await this.engine.persistAuthorised(roomId, events, { outlier: true });
       r = await this.persistOne(roomId, pdu);
     }
-    if (r.outcome === 'outlier' && r.missing?.length) {
-      // A gap: the events between what we have and this one, 10 at a time; what stays missing is a backfill point.
+    // A gap: the events between what we have and this one, 10 at a time (a few rounds, each
+    // going on from the oldest event fetched); what stays missing is filled with /state below.
+    let latest = [pdu.event_id!];
+    for (let round = 0; round < MISSING_EVENTS_ROUNDS && r.outcome === 'outlier' && r.missing?.length; round++) {
       const head = await this.reader.head(roomId);
       const res = await this.client.request(origin, 'POST', `/_matrix/federation/v1/get_missing_events/${encodeURIComponent(roomId)}`, {
-        earliest_events: head?.extremities ?? [], latest_events: [pdu.event_id], limit: MISSING_EVENTS_LIMIT, min_depth: 0,
+        earliest_events: head?.extremities ?? [], latest_events: latest, limit: MISSING_EVENTS_LIMIT, min_depth: 0,
       }).catch((err) => { this.log.info({ err, origin }, 'get_missing_events failed'); return { events: [] }; });
       const events = await this.checkAll(Array.isArray(res.events) ? res.events : [], version, roomId);
-      if (events.length) {
-        const more = await this.engine.persistAuthorised(roomId, events);
-        const filled = more.find((x) => x.eventId === pdu.event_id);
-        if (filled) r = filled;
-      }
+      if (!events.length) break;
+      await this.engine.persistAuthorised(roomId, events);
+      // Filled (here or through the events now placed before it): stored with its state.
+      r = await this.persistOne(roomId, pdu);
+      if (r.outcome === 'duplicate') break;
+      latest = [events[0]!.event_id!];
     }
     if (r.outcome === 'outlier' && r.missing?.length) {
       // Still a gap: the state before the event, from the server that sent it, lets it in now.
