@@ -7,7 +7,7 @@
 // Federation.setPduIntake.
 import type { Logger } from 'pino';
 import { MatrixError } from '../homeserver/http/errors.ts';
-import type { PDU } from '../homeserver/protocol/auth.ts';
+import { AuthError, authEventSelection, checkEventAuth, stateKey, type PDU } from '../homeserver/protocol/auth.ts';
 import { checkContentHash } from '../homeserver/protocol/hashes.ts';
 import { isValidRoomAlias, isValidUserId, serverNameOf } from '../homeserver/protocol/identifiers.ts';
 import { redactEvent } from '../homeserver/protocol/redaction.ts';
@@ -357,14 +357,69 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     await this.engine.persistAuthorised(roomId, [{ ...event, unsigned: { knock_room_state: stripped } } as PDU], { outOfBand: true, roomVersion: version.id });
   }
 
+  /**
+   * Invites a remote user as the spec says: the invite built and signed here, sent to the
+   * invitee's server (/invite v2) — which may refuse it, and then nothing is stored — and the
+   * event it co-signed persisted (then sent to the room's other servers by the outbox).
+   */
+  async invite(sender: string, roomId: string, target: string, content: Json): Promise<void> {
+    const room = await this.reader.roomMeta(roomId);
+    const version = room && getRoomVersion(room.room_version);
+    const head = await this.reader.head(roomId);
+    if (!room || !version || !head) throw new MatrixError(404, 'M_NOT_FOUND', `Unknown room ${roomId}`);
+    const draft: Json = {
+      type: 'm.room.member', room_id: roomId, sender, state_key: target, content: { ...content, membership: 'invite' },
+      origin_server_ts: Date.now(), depth: head.depth + 1, prev_events: head.extremities.slice(0, 20),
+    };
+    const authRows = await this.reader.currentStateFor(room.room_nid, authEventSelection(draft as unknown as PDU, version));
+    const authEvents = authRows.map(pduOf);
+    draft.auth_events = authEvents.map((e) => e.event_id);
+    if (version.eventIdFormat === 'v1') {
+      draft.event_id = generateV1EventId(this.serverName);
+      const refs = new Map((await this.reader.eventsById([...(draft.auth_events as string[]), ...head.extremities.slice(0, 20)])).map((row) => [row.event_id, pduOf(row).hashes ?? {}]));
+      draft.auth_events = (draft.auth_events as string[]).map((id) => [id, refs.get(id) ?? {}]);
+      draft.prev_events = head.extremities.slice(0, 20).map((id) => [id, refs.get(id) ?? {}]);
+    }
+    try {
+      checkEventAuth({ ...(draft as unknown as PDU), event_id: '$invite' }, new Map(authEvents.map((e) => [stateKey(e.type, e.state_key ?? ''), e])), version);
+    } catch (err) {
+      if (err instanceof AuthError) throw new MatrixError(403, 'M_FORBIDDEN', err.message);
+      throw err;
+    }
+    const { event, eventId } = finalizeEvent(draft, this.serverName, this.serverKeys.current, version);
+    const stripped = await this.strippedState(room.room_nid, version, sender);
+    let answer: Json;
+    try {
+      answer = await this.client.request(serverNameOf(target), 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(eventId)}`, {
+        room_version: version.id, event: federationPdu({ ...event, event_id: eventId } as unknown as PDU, version), invite_room_state: stripped,
+      });
+    } catch (err) {
+      if (err instanceof FederationRequestError && err.status !== undefined && err.status >= 400 && err.status < 500) {
+        throw new MatrixError(403, 'M_FORBIDDEN', `The invitee's server refused the invite: ${(err as Error).message}`);
+      }
+      throw new MatrixError(502, 'M_UNKNOWN', `The invitee's server did not answer: ${(err as Error).message}`);
+    }
+    // Its co-signed copy, if it is the same event; else ours.
+    const back = await this.checkPdu(answer.event, version);
+    const pdu = !('error' in back) && back.eventId === eventId && !back.redacted ? back.pdu : ({ ...event, event_id: eventId } as unknown as PDU);
+    const results = await this.engine.persistAuthorised(roomId, [pdu]);
+    const r = results.find((x) => x.eventId === eventId);
+    if (r?.outcome === 'rejected') throw new MatrixError(403, 'M_FORBIDDEN', r.reason ?? 'The invite is not allowed');
+  }
+
+  /** The room's stripped state for an invite or a knock (name, join rules, encryption, …). */
+  async strippedState(roomNid: number, version: RoomVersion, sender: string): Promise<Json[]> {
+    const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.topic', ''], ['m.room.member', sender]];
+    // Spec v1.16+: the events in full, formatted for the room version (the invitee's clients see them stripped).
+    return (await this.reader.currentStateFor(roomNid, pairs)).map((r) => federationPdu(pduOf(r), version));
+  }
+
   /** /invite v2 to the invitee's server, with the room's stripped state. */
   async invited(roomId: string, invite: PDU): Promise<void> {
     const room = await this.reader.roomMeta(roomId);
     const version = room && getRoomVersion(room.room_version);
     if (!room || !version || typeof invite.state_key !== 'string') return;
-    const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.member', invite.sender]];
-    // Spec v1.16+: the events in full, formatted for the room version (the invitee's clients see them stripped).
-    const stripped = (await this.reader.currentStateFor(room.room_nid, pairs)).map((r) => federationPdu(pduOf(r), version));
+    const stripped = await this.strippedState(room.room_nid, version, invite.sender);
     try {
       await this.client.request(serverNameOf(invite.state_key), 'PUT', `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(invite.event_id!)}`, {
         room_version: version.id, event: federationPdu(invite, version), invite_room_state: stripped,

@@ -94,14 +94,6 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
     return { state: (await d.reader.stateOfGroup(row.state_before)).map(pduOf), at: pduOf(row) };
   };
 
-  /** The room's stripped state for a knock or an invite (name, join rules, …). */
-  const strippedState = async (room: RoomRow, sender: string) => {
-    const pairs: Array<[string, string]> = [['m.room.create', ''], ['m.room.join_rules', ''], ['m.room.name', ''], ['m.room.avatar', ''], ['m.room.canonical_alias', ''], ['m.room.encryption', ''], ['m.room.topic', ''], ['m.room.member', sender]];
-    // Spec v1.16+: the events in full, formatted for the room version (clients see them stripped).
-    const version = getRoomVersion(room.room_version)!;
-    return (await d.reader.currentStateFor(room.room_nid, pairs)).map((r) => federationPdu(pduOf(r), version));
-  };
-
   const makeTemplate = async (ctx: RouterContext, origin: string, membership: 'join' | 'leave' | 'knock') => {
     const { room, version } = await roomFor(ctx.params.roomId, origin);
     const userId = ctx.params.userId!;
@@ -159,7 +151,7 @@ export function roomFederationRoutes(r: Routes, d: RoomRouteDeps): void {
       if (servers.size) await d.forward(federationPdu(pdu, version), [...servers]);
     }
     if (membership === 'leave') return {};
-    if (membership === 'knock') return { knock_room_state: await strippedState(room, pdu.sender) };
+    if (membership === 'knock') return { knock_room_state: await d.rooms.strippedState(room.room_nid, version, pdu.sender) };
     const { state } = await stateAt(room.room_id, checked.eventId);
     const chain = await authChain([...state, pdu]);
     const members = (await d.reader.roomMembersOf([room.room_id])).get(room.room_id) ?? [];

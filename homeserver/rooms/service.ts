@@ -44,6 +44,8 @@ export interface RemoteRooms {
   resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
   /** Joins a room this server is not in, through one of `servers`: make_join, send_join, persist. */
   join(userId: string, roomId: string, servers: string[], content: Record<string, unknown>): Promise<void>;
+  /** Invites a remote user: the invite signed here, sent to their server (/invite v2), then persisted. */
+  invite(sender: string, roomId: string, target: string, content: Record<string, unknown>): Promise<void>;
   /** Tells a remote invitee's server of an invite persisted here (/invite v2). */
   invited(roomId: string, invite: PDU): Promise<void>;
   /** Leaves (or rejects an invite to) a room this server has no state of: make_leave, send_leave. */
@@ -232,8 +234,12 @@ export class RoomService {
     if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
     const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
     if (reason !== undefined) extra.reason = reason;
-    const e = await this.membershipEvent(sender, roomId, target, 'invite', extra);
-    if (this.remote && !target.endsWith(`:${this.serverName}`)) await this.remote.invited(roomId, e.pdu);
+    // A remote invitee's server is asked first (it may refuse): issue 11.
+    if (this.remote && !target.endsWith(`:${this.serverName}`)) {
+      await this.remote.invite(sender, roomId, target, extra);
+      return;
+    }
+    await this.membershipEvent(sender, roomId, target, 'invite', extra);
   }
 
   async leave(userId: string, roomId: string, reason?: string): Promise<void> {

@@ -132,7 +132,13 @@ test('invite a remote user, join by invite and by alias, chat across three serve
     (r) => r.status === 200 && !(bob.userId in (r.body.joined ?? {})));
 });
 
-test('a remote invite rejected: make_leave / send_leave through the inviting server', async () => {
+test('a remote invite rejected: make_leave / send_leave through the inviting server; an invite its server cannot take is not stored', async () => {
+  const unreachable = `@nobody:127.0.0.1:${await freePort()}`;
+  const refused = await rawApi(A.baseUrl, 'POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/invite`, alice.accessToken, { user_id: unreachable });
+  assert.equal(refused.status, 502, JSON.stringify(refused.body));
+  const member = await rawApi(A.baseUrl, 'GET', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(unreachable)}`, alice.accessToken);
+  assert.equal(member.status, 404, 'nothing persisted');
+
   const created = await rawApi(A.baseUrl, 'POST', '/_matrix/client/v3/createRoom', alice.accessToken, { preset: 'private_chat', invite: [bob.userId] });
   assert.equal(created.status, 200, JSON.stringify(created.body));
   const dm = created.body.room_id;
