@@ -19,7 +19,6 @@ import { eventIdsOf, type AuthorisedResult } from '../homeserver/rooms/dag.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { RemoteRooms } from '../homeserver/rooms/service.ts';
 import type { ServerKeys } from '../homeserver/server/keys.ts';
-import { pduOf } from '../homeserver/rooms/store.ts';
 import { FederationRequestError, type FederationClient } from './client.ts';
 import type { KeyRing } from './key-ring.ts';
 import { remoteEventId, type PduResults, type RemotePduIntake } from './remote-pdus.ts';
@@ -38,6 +37,11 @@ const BACKFILL_LIMIT = 100;
 const MAX_STATE_FETCHES = 3;
 
 export type CheckedPdu = { pdu: PDU; eventId: string; redacted: boolean };
+
+/** A stored event (its JSON and id) as a PDU. */
+export function pduOf(row: { json: string; event_id: string }): PDU {
+  return { ...(JSON.parse(row.json) as PDU), event_id: row.event_id };
+}
 
 /** A PDU as sent over federation: no event_id from room version 3 on, no local unsigned data. */
 export function federationPdu(pdu: PDU, version: RoomVersion): Json {

@@ -26,11 +26,11 @@ import { signEvent } from '../homeserver/protocol/signing.ts';
 import { eventIdsOf } from '../homeserver/rooms/dag.ts';
 import type { RoomEngine } from '../homeserver/rooms/engine.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
-import { pduOf, type EventRow, type RoomRow } from '../homeserver/rooms/store.ts';
+import type { EventRow, RoomRow } from '../homeserver/rooms/reader.ts';
 import { redactEvent } from '../homeserver/protocol/redaction.ts';
 import type { ServerKeys } from '../homeserver/server/keys.ts';
 import type { RequestAuthenticator } from './request-auth.ts';
-import { federationPdu, type RoomFederation } from './room-federation.ts';
+import { federationPdu, pduOf, type RoomFederation } from './room-federation.ts';
 
 const MAX_BACKFILL = 100;
 const MAX_MISSING = 50;
