@@ -90,6 +90,8 @@ export interface Config {
   maxLongPollsPerAddress: number;
   /** WebSocket sync sockets per client address (per user: wsMaxSocketsPerUser). */
   wsMaxSocketsPerAddress: number;
+  /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
+  registrationApproval: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -208,6 +210,8 @@ const schema = z.object({
   MAX_LONG_POLLS_PER_USER: integer(1, 100_000, 20, 'a whole number from 1 to 100000'),
   MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
+  // issue 9 (roles9): new accounts wait until a moderator approves them
+  REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -319,6 +323,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     maxLongPollsPerUser: v.MAX_LONG_POLLS_PER_USER,
     maxLongPollsPerAddress: v.MAX_LONG_POLLS_PER_ADDRESS,
     wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
+    registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
   };
 }
 
