@@ -500,10 +500,33 @@ export class AccountService {
     this.forgetCachedTokens(userId);
   }
 
-  async deactivate(userId: string): Promise<void> {
+  /**
+   * issue 9: a session as `userId` for an admin (users.impersonate): a new device named after the
+   * admin, its token expiring at `validUntilMs` (null: never).
+   */
+  async impersonate(userId: string, by: string, validUntilMs: number | null): Promise<string> {
+    const access = newToken('syt');
+    const deviceId = randomId(10);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.upsertDevice(trx, userId, deviceId, `Admin login by ${by}`, null);
+      await this.store.insertAccessToken(trx, hashToken(access), userId, deviceId, validUntilMs, null);
+    });
+    return access;
+  }
+
+  // issue 9: registration tokens (admin API, CLI).
+  registrationTokens(valid?: boolean) { return this.store.registrationTokens(valid); }
+  async registrationTokenRow(token: string) { return this.store.registrationToken(token); }
+  insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }) { return this.store.insertRegistrationToken(t); }
+  updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }) { return this.store.updateRegistrationToken(token, change); }
+  deleteRegistrationToken(token: string) { return this.store.deleteRegistrationToken(token); }
+
+  /** `erase` (issue 9, Synapse's deactivate with erase): the profile is emptied and the account marked erased. */
+  async deactivate(userId: string, erase = false): Promise<void> {
     await this.deactivating.publish(userId);
     await this.store.db.transaction(async (trx) => {
       await this.store.setDeactivated(trx, userId);
+      if (erase) await this.store.eraseProfile(trx, userId);
       await this.store.deleteDevices(trx, userId, 'all');
     });
     this.forgetCachedTokens(userId);

@@ -32,6 +32,8 @@ export interface TokenRow {
   approved: boolean;
 }
 
+export interface RegistrationTokenRow { token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null }
+
 export interface DeviceRow {
   device_id: string;
   display_name: string | null;
@@ -260,6 +262,46 @@ export class AccountStore {
   async registrationToken(token: string): Promise<{ token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null } | undefined> {
     const r = await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
     return r.rows[0];
+  }
+
+  // issue 9 (roles9): registration tokens managed by admins (Synapse's /_synapse/admin/v1/registration_tokens).
+  async registrationTokens(valid?: boolean): Promise<RegistrationTokenRow[]> {
+    const now = Date.now();
+    const validSql = '(uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_time IS NULL OR expiry_time > ?)';
+    const r = valid === undefined
+      ? await this.db.raw('SELECT * FROM registration_tokens ORDER BY token')
+      : await this.db.raw(`SELECT * FROM registration_tokens WHERE ${valid ? '' : 'NOT '}(${validSql}) ORDER BY token`, [now]);
+    return r.rows;
+  }
+
+  async insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }): Promise<boolean> {
+    const r = await this.db.raw(
+      'INSERT INTO registration_tokens (token, uses_allowed, expiry_time) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING token',
+      [t.token, t.usesAllowed, t.expiryTime],
+    );
+    return r.rows.length > 0;
+  }
+
+  async updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }): Promise<RegistrationTokenRow | undefined> {
+    const sets: string[] = [];
+    const params: Bindings = [];
+    if (change.usesAllowed !== undefined) { sets.push('uses_allowed = ?'); params.push(change.usesAllowed); }
+    if (change.expiryTime !== undefined) { sets.push('expiry_time = ?'); params.push(change.expiryTime); }
+    const r = sets.length
+      ? await this.db.raw(`UPDATE registration_tokens SET ${sets.join(', ')} WHERE token = ? RETURNING *`, [...params, token])
+      : await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
+    return r.rows[0];
+  }
+
+  async deleteRegistrationToken(token: string): Promise<boolean> {
+    const r = await this.db.raw('DELETE FROM registration_tokens WHERE token = ?', [token]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** issue 9: an erased account's profile is emptied (Synapse's deactivate with erase). */
+  async eraseProfile(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = ?', [userId]);
+    await trx.raw('UPDATE users SET erased = TRUE WHERE user_id = ?', [userId]);
   }
 
   async useRegistrationToken(trx: Knex, token: string): Promise<boolean> {
