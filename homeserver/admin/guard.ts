@@ -90,7 +90,7 @@ export async function requirePermission(ctx: Context, permission: Permission): P
   if (!requester) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   const ip = ctx.ip || null;
   const role = await accessOf(ctx).roles.roleOf(requester.userId);
-  if (!role || !role.permissions.includes(permission)) {
+  if (!role?.permissions.includes(permission)) {
     return deny(ctx, requester.userId, ip, null, { missing: permission, role: role?.role ?? null },
       `You need the permission ${permission} (your server role is ${role?.role ?? 'user'})`);
   }
