@@ -69,24 +69,42 @@ export class AdminUserStore {
   async list(f: UserFilter): Promise<{ users: AdminUserRow[]; total: number }> {
     const where: string[] = [];
     const params: Bindings = [];
-    if (f.userId) { where.push('u.user_id ILIKE ?'); params.push(like(f.userId)); }
+    // A search reads the matching ids from the trigram indexes first (user_id, display name), so
+    // that it never walks every account; the rest filters and orders those few.
+    let matches = '';
+    const searchParams: Bindings = [];
+    const searches: string[] = [];
+    if (f.userId) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
     if (f.name) {
-      where.push('(u.user_id ILIKE ? OR u.user_id IN (SELECT user_id FROM profiles WHERE displayname ILIKE ?))');
-      params.push(like(f.name), like(f.name));
+      searches.push('(SELECT user_id FROM users WHERE user_id ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
+      searchParams.push(like(f.name), like(f.name));
     }
+    if (searches.length) matches = `WITH m AS (${searches.join(' INTERSECT ')}) `;
     if (!f.guests) where.push('NOT u.is_guest');
     if (!f.deactivated) where.push('NOT u.deactivated');
     if (!f.locked) where.push('NOT u.locked');
     if (f.admins !== undefined) where.push(f.admins ? 'u.is_admin' : 'NOT u.is_admin');
     if (f.awaitingApproval) where.push('NOT u.approved');
     const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const from = matches ? 'm JOIN users u ON u.user_id = m.user_id' : 'users u';
     const dir = f.dir === 'b' ? 'DESC' : 'ASC';
-    const order = ORDER_SQL[f.orderBy];
-    const tie = order === 'u.user_id' ? '' : `, u.user_id ${dir}`;
     const nulls = dir === 'ASC' ? 'NULLS FIRST' : 'NULLS LAST';
+    // The page's ids first, from users alone (and only the join the order needs); then the page's
+    // rows with their profile, last use and role: a deep page does not build the skipped rows.
+    const inner = ORDER_SQL[f.orderBy];
+    const innerJoin = inner.startsWith('p.') ? 'LEFT JOIN profiles p ON p.user_id = u.user_id'
+      : f.orderBy === 'last_seen_ts' ? 'LEFT JOIN (SELECT user_id, max(last_seen_ts) AS last_seen_ts FROM devices GROUP BY user_id) ls ON ls.user_id = u.user_id' : '';
+    const innerOrder = f.orderBy === 'last_seen_ts' ? 'ls.last_seen_ts' : inner;
+    const outerOrder = f.orderBy === 'last_seen_ts' ? 'last_seen_ts' : inner;
+    const orderBy = (expr: string) => (expr === 'u.user_id' ? `u.user_id ${dir}` : `${expr} ${dir} ${nulls}, u.user_id ${dir}`);
     const [rows, count] = await Promise.all([
-      this.db.raw(`SELECT ${COLUMNS} FROM ${FROM} ${clause} ORDER BY ${order} ${dir} ${order === 'u.user_id' ? '' : nulls}${tie} LIMIT ? OFFSET ?`, [...params, f.limit, f.from]),
-      this.db.raw(`SELECT count(*)::int AS n FROM users u ${clause}`, params),
+      this.db.raw(
+        `${matches}SELECT ${COLUMNS} FROM (SELECT u.user_id FROM ${from} ${innerJoin} ${clause} ORDER BY ${orderBy(innerOrder)} LIMIT ? OFFSET ?) page
+         JOIN users u ON u.user_id = page.user_id LEFT JOIN profiles p ON p.user_id = u.user_id LEFT JOIN admin_role_assignments a ON a.user_id = u.user_id
+         ORDER BY ${orderBy(outerOrder)}`,
+        [...searchParams, ...params, f.limit, f.from],
+      ),
+      this.db.raw(`${matches}SELECT count(*)::int AS n FROM ${from} ${clause}`, [...searchParams, ...params]),
     ]);
     return { users: rows.rows as AdminUserRow[], total: count.rows[0].n };
   }
