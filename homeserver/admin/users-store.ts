@@ -66,7 +66,8 @@ function like(s: string): string {
 export class AdminUserStore {
   constructor(private db: Db) {}
 
-  async list(f: UserFilter): Promise<{ users: AdminUserRow[]; total: number }> {
+  /** A page (and, when `withTotal`, how many match in all). */
+  async list(f: UserFilter, withTotal = true): Promise<{ users: AdminUserRow[]; total?: number }> {
     const where: string[] = [];
     const params: Bindings = [];
     // A search reads the matching ids from the trigram indexes first (user_id, display name), so
@@ -104,9 +105,9 @@ export class AdminUserStore {
          ORDER BY ${orderBy(outerOrder)}`,
         [...searchParams, ...params, f.limit, f.from],
       ),
-      this.db.raw(`${matches}SELECT count(*)::int AS n FROM ${from} ${clause}`, [...searchParams, ...params]),
+      withTotal ? this.db.raw(`${matches}SELECT count(*)::int AS n FROM ${from} ${clause}`, [...searchParams, ...params]) : undefined,
     ]);
-    return { users: rows.rows as AdminUserRow[], total: count.rows[0].n };
+    return { users: rows.rows as AdminUserRow[], ...(count ? { total: count.rows[0].n as number } : {}) };
   }
 
   async user(userId: string): Promise<AdminUserRow | undefined> {

@@ -1,6 +1,7 @@
 // The users admin (issue 9): what Synapse's users admin API and ours do to accounts, on top of
 // accounts/ (which owns and enforces the account states) and roles.ts (the admin flag is a role).
 import type { AccountService } from '../accounts/service.ts';
+import { LruCache } from '../cache/lru.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import { isValidLocalpart } from '../protocol/identifiers.ts';
 import type { RoleService } from './roles.ts';
@@ -37,6 +38,10 @@ export function userJson(u: AdminUserRow): Record<string, unknown> {
   };
 }
 
+/** See UserAdmin.list. */
+const LARGE_TOTAL = 10_000;
+const TOTAL_REUSE_MS = 10_000;
+
 export class UserAdmin {
   constructor(
     readonly accounts: AccountService,
@@ -55,7 +60,22 @@ export class UserAdmin {
     return id;
   }
 
-  list(f: UserFilter) { return this.store.list(f); }
+  /**
+   * A page of the user list and the total. Counting a large list costs more than reading its page
+   * (100,000 accounts: tens of ms), and a dashboard pages through one list: a total of at least
+   * LARGE_TOTAL is reused for TOTAL_REUSE_MS by the pages of the same list (smaller ones are exact).
+   */
+  async list(f: UserFilter): Promise<{ users: AdminUserRow[]; total: number }> {
+    const key = JSON.stringify({ ...f, from: 0, limit: 0 });
+    const known = this.totals.get(key);
+    const fresh = known && Date.now() - known.at < TOTAL_REUSE_MS ? known.total : undefined;
+    const r = await this.store.list(f, fresh === undefined);
+    const total = r.total ?? fresh!;
+    if (r.total !== undefined && r.total >= LARGE_TOTAL) this.totals.set(key, { total: r.total, at: Date.now() });
+    return { users: r.users, total: Math.max(total, f.from + r.users.length) };
+  }
+
+  private totals = new LruCache<string, { total: number; at: number }>(256);
 
   async user(userId: string): Promise<AdminUserRow> {
     const u = await this.store.user(userId);

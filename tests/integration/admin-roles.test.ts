@@ -154,6 +154,9 @@ describe('roles and rank rules', () => {
     assert.equal(byOwner.status, 200);
     assert.deepEqual(byOwner.body, { user_id: second.userId, from: 'owner', to: 'admin' });
     await oneNewEntry(since, { action: 'role.assign', target: second.userId, outcome: 'ok', details: { role: 'admin' } });
+    // The server's own account is out of reach, even for an owner.
+    assert.equal((await rawApi(base, 'POST', `${A}/v1/deactivate/${enc('@_server:localhost')}`, owner, {})).status, 403);
+    assert.equal((await rawApi(base, 'PUT', `${S}/users/${enc('@_server:localhost')}/role`, owner, { role: 'user' })).status, 403);
   });
 
   test('admins define roles below their rank with permissions they hold; a held role cannot be deleted', async () => {
