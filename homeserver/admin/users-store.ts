@@ -23,9 +23,9 @@ export type UserOrder = 'name' | 'is_guest' | 'admin' | 'user_type' | 'deactivat
 export const USER_ORDERS: readonly UserOrder[] = ['name', 'is_guest', 'admin', 'user_type', 'deactivated', 'shadow_banned', 'displayname', 'avatar_url', 'creation_ts', 'last_seen_ts', 'locked'];
 
 export interface UserFilter {
-  /** user_id contains */
+  /** user_id contains (ignored with `name`, as Synapse) */
   userId?: string;
-  /** user_id or displayname contains */
+  /** localpart or displayname contains */
   name?: string;
   guests: boolean;
   deactivated: boolean;
@@ -74,12 +74,12 @@ export class AdminUserStore {
     let matches = '';
     const searchParams: Bindings = [];
     const searches: string[] = [];
-    if (f.userId) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
+    if (f.userId && !f.name) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
     if (f.name) {
-      searches.push('(SELECT user_id FROM users WHERE user_id ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
+      searches.push('(SELECT user_id FROM users WHERE localpart ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
       searchParams.push(like(f.name), like(f.name));
     }
-    if (searches.length) matches = `WITH m AS (${searches.join(' INTERSECT ')}) `;
+    if (searches.length) matches = `WITH m AS (${searches[0]}) `;
     if (!f.guests) where.push('NOT u.is_guest');
     if (!f.deactivated) where.push('NOT u.deactivated');
     if (!f.locked) where.push('NOT u.locked');
