@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
   'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
   dag: () => import('./dag.ts'), // issue 10: persisting remote events, forks, state resolution
+  'admin-users': () => import('./admin-users.ts'), // issue 9 (roles9): admin user list and search
 };
 
 const names = process.argv.slice(2);

@@ -97,6 +97,8 @@ export interface Config {
   /** CIDR ranges whose clients may use /_synapse/admin, /_super/admin and /admin/ (else 403). */
   adminAllow: string[];
   // issue 11 (fed11): federation
+  /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
+  registrationApproval: boolean;
   federation: FederationSettings;
 }
 
@@ -272,6 +274,8 @@ const schema = z.object({
   FEDERATION_REQUEST_TIMEOUT_MS: integer(1_000, 600_000, 30_000, 'a whole number of milliseconds from 1000 to 600000'),
   FEDERATION_RETRY_MIN_MS: integer(100, 86_400_000, 10_000, 'a whole number of milliseconds from 100 to 86400000'),
   FEDERATION_RETRY_MAX_MS: integer(1_000, 7 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 1000 to 604800000'),
+  // issue 9 (roles9): new accounts wait until a moderator approves them
+  REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
 });
 
 /** Every variable the server reads (the schema's, and CONFIG_FILE): deploy/env.example and the README list them all. */
@@ -398,6 +402,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     serveAdminUi: v.SERVE_ADMIN_UI !== 'off',
     serveChatUi: v.SERVE_CHAT_UI !== 'off',
     adminAllow: v.ADMIN_ALLOW,
+    registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
     federation: federationSettings(v),
   };
 }

@@ -12,6 +12,7 @@ import * as m010 from './migrations/010_ratelimit_overrides.ts'; // issue 7: rat
 import * as m011 from './migrations/011_abuse_limits.ts'; // issue 7: abuse limits
 import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
+import * as m014 from './migrations/014_admin_roles.ts'; // issue 9: roles, audit log, account states (roles9)
 import * as m016 from './migrations/016_room_dag.ts'; // issue 10: the room engine as a DAG
 import * as m017 from './migrations/017_federation.ts'; // issue 11: federation (fed11)
 
@@ -33,6 +34,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '011_abuse_limits', up: m011.up }, // issue 7: abuse limits
   { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
   { name: '013_media', up: m013.up }, // issue 8: media repository
+  { name: '014_admin_roles', up: m014.up }, // issue 9: roles, audit log, account states (roles9)
   { name: '016_room_dag', up: m016.up }, // issue 10: the room engine as a DAG
   { name: '017_federation', up: m017.up }, // issue 11: federation (fed11)
 ];
