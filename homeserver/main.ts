@@ -103,6 +103,12 @@ import { BackupStore } from './e2ee/backup-store.ts';
 import { BackupService } from './e2ee/backup.ts';
 import { e2eeRoutes } from './e2ee/routes.ts';
 import { backupRoutes } from './e2ee/backup-routes.ts';
+// issue 9 (roles9): server roles and permissions, the audit log, the admin API.
+import { adminContext } from './admin/guard.ts';
+import { AuditLog } from './admin/audit.ts';
+import { AuditStore } from './admin/audit-store.ts';
+import { RoleService } from './admin/roles.ts';
+import { RoleStore } from './admin/roles-store.ts';
 
 export interface Homeserver {
   config: Config;
@@ -405,6 +411,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
+  // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
+  const adminAccess = { roles: new RoleService(new RoleStore(db)), audit: new AuditLog(new AuditStore(db)) };
+  // ---- end issue 9 (roles9)
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -423,7 +432,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     exempt: (address) => config.trustedProxies.has(address),
     clientAddress: (req) => clientAddress(req, config.trustedProxies),
   });
-  const app = createApp(routes, log, [connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
+  const app = createApp(routes, log, [adminContext(adminAccess), connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);

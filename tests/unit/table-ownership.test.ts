@@ -62,7 +62,7 @@ test('the room store and visibility caches are bounded LRU caches', () => {
 });
 
 /** Capabilities with store files of their own (store.ts, *-store.ts), built only by the composition root (main.ts). */
-const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee'];
+const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee', 'admin'];
 const COMPOSITION_ROOT = 'main.ts';
 
 function allTsFiles(dir: string): string[] {
