@@ -90,6 +90,19 @@ export interface Config {
   maxLongPollsPerAddress: number;
   /** WebSocket sync sockets per client address (per user: wsMaxSocketsPerUser). */
   wsMaxSocketsPerAddress: number;
+  /** issue 9 (mod9): moderation — server notices, invite-spam controls, policy lists. */
+  moderation: ModerationConfig;
+}
+
+export interface ModerationConfig {
+  noticesLocalpart: string;
+  noticesRoomName: string;
+  inviteMinAccountAgeHours: number;
+  inviteRequireSharedRoom: boolean;
+  inviteSpamAction: 'refuse' | 'drop';
+  inviteMaxPerDay: number;
+  /** Room ids or aliases of the policy lists the server applies. */
+  policyRooms: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -208,6 +221,14 @@ const schema = z.object({
   MAX_LONG_POLLS_PER_USER: integer(1, 100_000, 20, 'a whole number from 1 to 100000'),
   MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
+  // issue 9 (mod9): moderation
+  SERVER_NOTICES_LOCALPART: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[a-z0-9._=\/+-]{1,64}$/, { error: 'a localpart (lower-case letters, digits, ._=/+-)' }).optional()),
+  SERVER_NOTICES_ROOM_NAME: z.preprocess((v) => (unset(v) ? undefined : v), z.string().max(255).optional()),
+  INVITE_MIN_ACCOUNT_AGE_HOURS: integer(0, 100_000, 0, 'a whole number of hours (0: no minimum)'),
+  INVITE_REQUIRE_SHARED_ROOM: oneOf(['on', 'off'], "'on' or 'off'"),
+  INVITE_SPAM_ACTION: oneOf(['refuse', 'drop'], "'refuse' or 'drop'"),
+  INVITE_MAX_PER_DAY: integer(0, 1_000_000, 200, 'a whole number of invites (0: no limit)'),
+  POLICY_ROOMS: z.preprocess((v) => (unset(v) ? undefined : v), z.string().refine((s) => s.split(',').map((x) => x.trim()).filter(Boolean).every((x) => /^[!#][^:\s]+:\S+$/.test(x)), { error: 'a comma-separated list of room ids or aliases, e.g. #policies:example.org' }).optional()),
 });
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
@@ -318,6 +339,15 @@ export function loadConfig(processEnv: Env = process.env): Config {
     maxConnections: v.MAX_CONNECTIONS,
     maxLongPollsPerUser: v.MAX_LONG_POLLS_PER_USER,
     maxLongPollsPerAddress: v.MAX_LONG_POLLS_PER_ADDRESS,
+    moderation: { // issue 9 (mod9)
+      noticesLocalpart: v.SERVER_NOTICES_LOCALPART ?? '_notices',
+      noticesRoomName: v.SERVER_NOTICES_ROOM_NAME ?? 'Server Notices',
+      inviteMinAccountAgeHours: v.INVITE_MIN_ACCOUNT_AGE_HOURS,
+      inviteRequireSharedRoom: v.INVITE_REQUIRE_SHARED_ROOM === 'on',
+      inviteSpamAction: (v.INVITE_SPAM_ACTION as 'refuse' | 'drop' | undefined) ?? 'refuse',
+      inviteMaxPerDay: v.INVITE_MAX_PER_DAY,
+      policyRooms: (v.POLICY_ROOMS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+    },
     wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
   };
 }

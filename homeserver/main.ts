@@ -109,6 +109,7 @@ import { AuditLog } from './admin/audit.ts';
 import { AuditStore } from './admin/audit-store.ts';
 import { RoleService } from './admin/roles.ts';
 import { RoleStore } from './admin/roles-store.ts';
+import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
 
 export interface Homeserver {
   config: Config;
@@ -408,12 +409,20 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
   // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
-  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
+  const media = await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
   // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
   const adminAccess = { roles: new RoleService(new RoleStore(db)), audit: new AuditLog(new AuditStore(db)) };
   // ---- end issue 9 (roles9)
+  // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
+  const moderation = await setupModeration({
+    routes, db, config, bus, rooms, reader, media, roles: adminAccess.roles, accounts,
+    setTag: (u, roomId, tag, content) => accountData.setTag(u, roomId, tag, content),
+    userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
+  });
+  undo.push(() => moderation.drain());
+  // ---- end issue 9 (mod9)
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -433,7 +442,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     clientAddress: (req) => clientAddress(req, config.trustedProxies),
   });
   const app = createApp(routes, log, [adminContext(adminAccess), connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
-    { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
+    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
   server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });

@@ -51,6 +51,7 @@ export interface ReportQuery {
   eventSenderUserId?: string;
   /** true: only resolved; false: only open; undefined: both. */
   resolved?: boolean;
+  kind?: 'event' | 'room' | 'user';
 }
 
 export class ModerationStore {
@@ -110,6 +111,7 @@ export class ModerationStore {
     if (q.roomId !== undefined) { conds.push('strpos(room_id, ?) > 0'); params.push(q.roomId); }
     if (q.userId !== undefined) { conds.push('strpos(reporter, ?) > 0'); params.push(q.userId); }
     if (q.eventSenderUserId !== undefined) { conds.push('target_user = ?'); params.push(q.eventSenderUserId); }
+    if (q.kind !== undefined) { conds.push('kind = ?'); params.push(q.kind); }
     if (q.resolved !== undefined) conds.push(q.resolved ? 'resolved_ts IS NOT NULL' : 'resolved_ts IS NULL');
     const dir = q.dir === 'f' ? 'ASC' : 'DESC';
     const r = await this.db.raw(

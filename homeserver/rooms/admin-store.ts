@@ -156,6 +156,28 @@ export class RoomAdminStore {
     return r.rows;
   }
 
+  /** The local media ids (mxc://serverName/…) the room's events name. */
+  async mediaIdsIn(roomId: string, serverName: string): Promise<string[]> {
+    const r = await this.db.raw(
+      `SELECT e.json FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+       WHERE r.room_id = ? AND strpos(e.json, 'mxc://') > 0`, [roomId]);
+    const ids = new Set<string>();
+    const prefix = `mxc://${serverName}/`;
+    for (const row of r.rows as Array<{ json: string }>) {
+      for (const m of row.json.matchAll(/mxc:\/\/[^"\s/]+\/[A-Za-z0-9_-]+/g)) if (m[0].startsWith(prefix)) ids.add(m[0].slice(prefix.length));
+    }
+    return [...ids];
+  }
+
+  /** The rooms taking the most space (Synapse's statistics/database/rooms), estimated from the stored events. */
+  async largestRooms(limit: number): Promise<Array<{ room_id: string; estimated_size: number }>> {
+    const r = await this.db.raw(
+      `SELECT r.room_id, s.size::bigint AS estimated_size FROM (
+         SELECT room_nid, sum(pg_column_size(e.*)) AS size FROM events e GROUP BY room_nid ORDER BY size DESC LIMIT ?) s
+       JOIN rooms r ON r.room_nid = s.room_nid ORDER BY s.size DESC`, [limit]);
+    return (r.rows as Array<{ room_id: string; estimated_size: number }>).map((x) => ({ room_id: x.room_id, estimated_size: Number(x.estimated_size) }));
+  }
+
   /**
    * Deletes every row of the room in the engine's tables in one transaction: events, their search
    * index and transaction ids, state snapshots, current state, memberships, aliases, the room.

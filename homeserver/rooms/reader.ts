@@ -94,6 +94,16 @@ export class RoomReader {
     return this.admin.recentEventsOf(userId, roomIds, limit);
   }
 
+  /** The local media ids a room's events name (quarantine of a room's media). */
+  mediaIdsIn(roomId: string, serverName: string): Promise<string[]> {
+    return this.admin.mediaIdsIn(roomId, serverName);
+  }
+
+  /** The rooms whose events take the most space. */
+  largestRooms(limit: number): Promise<Array<{ room_id: string; estimated_size: number }>> {
+    return this.admin.largestRooms(limit);
+  }
+
   /** Rows a room still has in the engine's tables (0 after its purge). */
   rowsOf(roomId: string): Promise<number> {
     return this.admin.rowsOf(roomId);
