@@ -222,7 +222,7 @@ const schema = z.object({
   MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   // issue 9 (mod9): moderation
-  SERVER_NOTICES_LOCALPART: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[a-z0-9._=\/+-]{1,64}$/, { error: 'a localpart (lower-case letters, digits, ._=/+-)' }).optional()),
+  SERVER_NOTICES_LOCALPART: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[a-z0-9._=/+-]{1,64}$/, { error: 'a localpart (lower-case letters, digits, ._=/+-)' }).optional()),
   SERVER_NOTICES_ROOM_NAME: z.preprocess((v) => (unset(v) ? undefined : v), z.string().max(255).optional()),
   INVITE_MIN_ACCOUNT_AGE_HOURS: integer(0, 100_000, 0, 'a whole number of hours (0: no minimum)'),
   INVITE_REQUIRE_SHARED_ROOM: oneOf(['on', 'off'], "'on' or 'off'"),

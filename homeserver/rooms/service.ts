@@ -172,7 +172,10 @@ export class RoomService {
   async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}): Promise<string> {
     const roomId = await this.resolveRoom(idOrAlias);
     const room = await this.store.roomMeta(roomId);
-    if (!room) throw notFound(`Unknown room ${roomId}`);
+    if (!room) {
+      await this.gate('join', userId, roomId, userId); // issue 9 (mod9): a purged, blocked room answers "blocked"
+      throw notFound(`Unknown room ${roomId}`);
+    }
     const current = await this.store.membership(userId, room.room_nid);
     const profile = (await this.profileOf(userId)) ?? {};
     const content: Record<string, unknown> = { ...extra, ...profileContent(profile) };
