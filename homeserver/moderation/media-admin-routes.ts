@@ -18,9 +18,10 @@ import { requirePermission } from '../admin/guard.ts';
 import { audited } from '../admin/audit.ts';
 import { isValidUserId } from '../protocol/identifiers.ts';
 import type { MediaService } from '../media/service.ts';
-import type { MediaRow } from '../media/store.ts';
 import type { RoomReader } from '../rooms/reader.ts';
 import { dirParam, integerParam, roomIdParam } from './rooms-admin-routes.ts';
+
+type MediaRow = NonNullable<Awaited<ReturnType<MediaService['adminGet']>>>;
 
 const USAGE_ORDERS = ['user_id', 'displayname', 'media_length', 'media_count'] as const;
 
