@@ -90,44 +90,56 @@ const ORDER_COLUMN: Record<RoomOrder, keyof AdminRoomRow> = {
 export class RoomAdminStore {
   constructor(private db: Db) {}
 
+  /** The columns room_list_stats keeps (the others are read from rooms itself). */
+  private static STATS: Array<keyof AdminRoomRow> = ['name', 'canonical_alias', 'joined_members', 'joined_local_members', 'encryption',
+    'federatable', 'join_rules', 'guest_access', 'history_visibility', 'state_events', 'room_type'];
+
   /**
-   * One page of every room of the server, ordered (ties by room id) and cut in PostgreSQL, and how
-   * many rooms match. Only the ordering (and search) columns are computed for every room; the
-   * page's rooms get their other columns afterwards.
+   * Brings room_list_stats up to date: the rows of rooms whose state snapshot moved since they were
+   * read (new rooms, state changes, memberships) are read again, in one statement.
    */
-  async list(q: AdminRoomQuery): Promise<{ rooms: AdminRoomRow[]; total: number }> {
-    const cols = columns(`:${q.serverName}`);
-    const key = cols[ORDER_COLUMN[q.orderBy]];
-    const params: Bindings = [...key.params];
-    let where = 'TRUE';
-    let searched = '';
-    if (q.term) {
-      searched = `, ${cols.name.sql} AS s_name, ${cols.canonical_alias.sql} AS s_alias`;
-      where = '(strpos(lower(k.room_id), ?) > 0 OR strpos(lower(k.s_name), ?) > 0 OR strpos(lower(k.s_alias), ?) > 0)';
-    }
-    const term = q.term?.toLowerCase();
-    const dir = q.dir === 'b' ? 'DESC' : 'ASC';
-    const nulls = q.dir === 'b' ? 'NULLS LAST' : 'NULLS LAST';
-    const r = await this.db.raw(
-      `WITH k AS (SELECT r.room_nid, r.room_id, ${key.sql} AS k${searched} FROM rooms r)
-       SELECT k.room_nid, k.room_id, count(*) OVER ()::int AS total FROM k WHERE ${where}
-       ORDER BY k.k ${dir} ${nulls}, k.room_id COLLATE "C" ${dir} OFFSET ? LIMIT ?`,
-      [...params, ...(term ? [term, term, term] : []), q.from, q.limit],
-    );
-    const rows = r.rows as Array<{ room_nid: number; room_id: string; total: number }>;
-    let total = rows[0]?.total ?? 0;
-    if (!rows.length && q.from > 0) total = await this.count(q.term ? term : undefined, q.serverName);
-    const details = await this.details(rows.map((x) => x.room_id), q.serverName);
-    return { rooms: rows.map((x) => details.get(x.room_id)!).filter(Boolean), total };
+  async refreshStats(serverName: string): Promise<number> {
+    const cols = columns(`:${serverName}`);
+    const names = RoomAdminStore.STATS;
+    // The statement's estimated cost (a subquery per column per room) makes PostgreSQL JIT-compile
+    // it, which costs seconds, while the refresh usually touches a few rooms: no JIT here.
+    const r = await this.db.transaction(async (trx) => {
+      await trx.raw('SET LOCAL jit = off');
+      return trx.raw(
+      `INSERT INTO room_list_stats (room_nid, state_group, ${names.join(', ')})
+       SELECT r.room_nid, r.state_group, ${names.map((n) => cols[n].sql).join(', ')}
+       FROM rooms r LEFT JOIN room_list_stats s ON s.room_nid = r.room_nid
+       WHERE s.room_nid IS NULL OR s.state_group IS DISTINCT FROM r.state_group
+       ON CONFLICT (room_nid) DO UPDATE SET state_group = EXCLUDED.state_group, ${names.map((n) => `${n} = EXCLUDED.${n}`).join(', ')}`,
+      names.flatMap((n) => cols[n].params));
+    });
+    return (r as unknown as { rowCount: number }).rowCount;
   }
 
-  private async count(term: string | undefined, serverName: string): Promise<number> {
-    if (!term) return Number((await this.db.raw('SELECT count(*)::int AS n FROM rooms')).rows[0].n);
-    const cols = columns(`:${serverName}`);
+  /**
+   * One page of every room of the server, ordered (ties by room id) and cut in PostgreSQL, and how
+   * many rooms match, from room_list_stats (refreshed first); the page's rooms get their columns.
+   */
+  async list(q: AdminRoomQuery): Promise<{ rooms: AdminRoomRow[]; total: number }> {
+    await this.refreshStats(q.serverName);
+    const own: Partial<Record<RoomOrder, string>> = { version: 'r.room_version', creator: 'r.creator', public: 'r.published' };
+    const key = own[q.orderBy] ?? `s.${ORDER_COLUMN[q.orderBy]}`;
+    const term = q.term?.toLowerCase();
+    const where = term ? '(strpos(lower(r.room_id), ?) > 0 OR strpos(lower(s.name), ?) > 0 OR strpos(lower(s.canonical_alias), ?) > 0)' : 'TRUE';
+    const dir = q.dir === 'b' ? 'DESC' : 'ASC';
     const r = await this.db.raw(
-      `SELECT count(*)::int AS n FROM rooms r WHERE strpos(lower(r.room_id), ?) > 0 OR strpos(lower(${cols.name.sql}), ?) > 0 OR strpos(lower(${cols.canonical_alias.sql}), ?) > 0`,
-      [term, term, term]);
-    return Number(r.rows[0].n);
+      `SELECT r.room_id, r.room_version AS version, r.creator, r.published AS public, NULL AS topic, NULL AS avatar,
+         ${RoomAdminStore.STATS.map((n) => `s.${n}`).join(', ')}, count(*) OVER ()::int AS total
+       FROM room_list_stats s JOIN rooms r ON r.room_nid = s.room_nid
+       WHERE ${where} ORDER BY ${key} ${dir} NULLS LAST, r.room_id COLLATE "C" ${dir} OFFSET ? LIMIT ?`,
+      [...(term ? [term, term, term] : []), q.from, q.limit]);
+    const rows = r.rows as Array<AdminRoomRow & { total: number }>;
+    let total = rows[0]?.total ?? 0;
+    if (!rows.length && q.from > 0) {
+      total = Number((await this.db.raw(`SELECT count(*)::int AS n FROM room_list_stats s JOIN rooms r ON r.room_nid = s.room_nid WHERE ${where}`,
+        term ? [term, term, term] : [])).rows[0].n);
+    }
+    return { rooms: rows.map(({ total: _t, ...row }) => row), total };
   }
 
   /** Every column of some rooms, by room id (unknown ones left out). */
@@ -200,6 +212,7 @@ export class RoomAdminStore {
       await run('state_groups', 'DELETE FROM state_groups WHERE room_nid = ?', [nid]);
       await run('events', 'DELETE FROM events WHERE room_nid = ?', [nid]);
       await run('room_aliases', 'DELETE FROM room_aliases WHERE room_id = ?', [roomId]);
+      await run('room_list_stats', 'DELETE FROM room_list_stats WHERE room_nid = ?', [nid]);
       await run('rooms', 'DELETE FROM rooms WHERE room_nid = ?', [nid]);
       return { counts, members };
     });

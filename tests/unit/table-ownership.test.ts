@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '../../homeserver');
-const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search'];
+const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search', 'room_list_stats'];
 /** Capabilities that read rooms only through the room engine's read interface. */
 const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral', 'limits', 'e2ee', 'moderation'];
 

@@ -80,6 +80,24 @@ export async function up(knex: Knex): Promise<void> {
     ALTER TABLE media ADD COLUMN quarantined_by TEXT;
     ALTER TABLE media ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
     CREATE INDEX media_created ON media (created_ts);
+    -- The admin room list's columns of each room (the room engine's table, homeserver/rooms/
+    -- admin-store.ts): refreshed when the room's current state snapshot moved since, so listing
+    -- 10,000 rooms sorts one narrow table instead of reading every room's state.
+    CREATE TABLE room_list_stats (
+      room_nid              INTEGER PRIMARY KEY,
+      state_group           BIGINT,            -- the snapshot these values were read at
+      name                  TEXT,
+      canonical_alias       TEXT,
+      joined_members        INTEGER NOT NULL,
+      joined_local_members  INTEGER NOT NULL,
+      encryption            TEXT,
+      federatable           BOOLEAN NOT NULL,
+      join_rules            TEXT,
+      guest_access          TEXT,
+      history_visibility    TEXT,
+      state_events          INTEGER NOT NULL,
+      room_type             TEXT
+    );
     -- A purge finds the snapshots of its room (the room engine's table; issue 9 purges rooms).
     CREATE INDEX state_groups_room ON state_groups (room_nid);
   `);
