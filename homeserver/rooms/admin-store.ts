@@ -113,7 +113,11 @@ export class RoomAdminStore {
        ON CONFLICT (room_nid) DO UPDATE SET state_group = EXCLUDED.state_group, ${names.map((n) => `${n} = EXCLUDED.${n}`).join(', ')}`,
       names.flatMap((n) => cols[n].params));
     });
-    return (r as unknown as { rowCount: number }).rowCount;
+    const n = (r as unknown as { rowCount: number }).rowCount;
+    // Many rows at once (the first listing of a big server): the planner learns the table's size,
+    // or it keeps sorting pages instead of reading them from the indexes until autovacuum comes.
+    if (n > 500) await this.db.raw('ANALYZE room_list_stats');
+    return n;
   }
 
   /**
