@@ -90,6 +90,8 @@ export interface Config {
   maxLongPollsPerAddress: number;
   /** WebSocket sync sockets per client address (per user: wsMaxSocketsPerUser). */
   wsMaxSocketsPerAddress: number;
+  /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
+  registrationApproval: boolean;
   /** issue 9 (mod9): moderation — server notices, invite-spam controls, policy lists. */
   moderation: ModerationConfig;
 }
@@ -221,6 +223,8 @@ const schema = z.object({
   MAX_LONG_POLLS_PER_USER: integer(1, 100_000, 20, 'a whole number from 1 to 100000'),
   MAX_LONG_POLLS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
   WS_MAX_SOCKETS_PER_ADDRESS: integer(1, 1_000_000, 200, 'a whole number from 1 to 1000000'),
+  // issue 9 (roles9): new accounts wait until a moderator approves them
+  REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
   // issue 9 (mod9): moderation
   SERVER_NOTICES_LOCALPART: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[a-z0-9._=/+-]{1,64}$/, { error: 'a localpart (lower-case letters, digits, ._=/+-)' }).optional()),
   SERVER_NOTICES_ROOM_NAME: z.preprocess((v) => (unset(v) ? undefined : v), z.string().max(255).optional()),
@@ -349,6 +353,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
       policyRooms: (v.POLICY_ROOMS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     },
     wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
+    registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
   };
 }
 

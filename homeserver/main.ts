@@ -109,6 +109,12 @@ import { AuditLog } from './admin/audit.ts';
 import { AuditStore } from './admin/audit-store.ts';
 import { RoleService } from './admin/roles.ts';
 import { RoleStore } from './admin/roles-store.ts';
+import { AdminUserStore } from './admin/users-store.ts';
+import { UserAdmin } from './admin/users.ts';
+import { synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { superAdminRoutes } from './admin/routes.ts';
+import { ServerRoomModerators } from './admin/server-rooms.ts';
+import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
 import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
 
 export interface Homeserver {
@@ -330,7 +336,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // A profile change on any worker kicks the propagation where it runs (the job runner).
   bus.on('profiles-kick', () => propagator.kick(), () => {});
   const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
-  profileRoutes(routes, new ProfileService(profiles, kicker, reader));
+  const profileService = new ProfileService(profiles, kicker, reader); // issue 9: the admin API sets profiles too
+  profileRoutes(routes, profileService);
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   const filters = new FilterService(syncStore);
@@ -413,7 +420,30 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
   // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
-  const adminAccess = { roles: new RoleService(new RoleStore(db)), audit: new AuditLog(new AuditStore(db)) };
+  const roles = new RoleService(new RoleStore(db));
+  const adminAccess = { roles, audit: new AuditLog(new AuditStore(db)) };
+  const systemUserId = accounts.userId(SYSTEM_LOCALPART);
+  // The rooms the server owns (its auto-join rooms): server moderators get their moderator level there.
+  const serverRooms = new ServerRoomModerators(roles, {
+    systemUserId,
+    roomIds: async () => (await Promise.all(config.autoJoinRooms.map((a) => rooms.aliases.resolve(a)))).filter((x): x is string => !!x),
+    powerLevels: async (me, roomId) => (await reader.stateEvent(me, roomId, 'm.room.power_levels', '')).content as Record<string, unknown>,
+    setPowerLevels: async (me, roomId, content) => { await rooms.setState(me, roomId, 'm.room.power_levels', '', content); },
+  }, log.child({ component: 'admin' }));
+  await serverRooms.sync();
+  const userAdmin = new UserAdmin(accounts, roles, new AdminUserStore(db), {
+    setProfile: (u, field, value) => profileService.change(u, field, value),
+    joinedRoomIds: (u) => reader.joinedRoomIds(u),
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+  }, config.serverName);
+  synapseAdminRoutes(routes, userAdmin);
+  superAdminRoutes(routes, {
+    users: userAdmin,
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+    // main()'s shutdown path (SIGTERM): stop accepting, drain, flush, exit; with workers, the primary drains them all.
+    requestShutdown: () => process.kill(isClusterWorker() ? process.ppid : process.pid, 'SIGTERM'),
+    onlineWithinMs: 5 * 60_000,
+  });
   // ---- end issue 9 (roles9)
   // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
   const moderation = await setupModeration({

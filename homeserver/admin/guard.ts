@@ -26,6 +26,7 @@ import { MatrixError } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';
 import type { AuditLog } from './audit.ts';
 import type { Permission } from './permissions.ts';
+import { SYSTEM_LOCALPART } from '../rooms/bootstrap.ts';
 
 export type { Permission } from './permissions.ts';
 export { PERMISSIONS, isPermission } from './permissions.ts';
@@ -90,7 +91,7 @@ export async function requirePermission(ctx: Context, permission: Permission): P
   if (!requester) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
   const ip = ctx.ip || null;
   const role = await accessOf(ctx).roles.roleOf(requester.userId);
-  if (!role || !role.permissions.includes(permission)) {
+  if (!role?.permissions.includes(permission)) {
     return deny(ctx, requester.userId, ip, null, { missing: permission, role: role?.role ?? null },
       `You need the permission ${permission} (your server role is ${role?.role ?? 'user'})`);
   }
@@ -102,6 +103,9 @@ export async function requirePermission(ctx: Context, permission: Permission): P
  * M_FORBIDDEN otherwise. An unknown user passes (the route answers its 404).
  */
 export async function requireOutrank(ctx: Context, admin: AdminActor, targetUserId: string): Promise<void> {
+  if (targetUserId.startsWith(`@${SYSTEM_LOCALPART}:`)) {
+    await deny(ctx, admin.userId, admin.ip, targetUserId, {}, "The server's own account (owner of its rooms) is not managed through the admin API");
+  }
   if (targetUserId === admin.userId) return;
   const target = await accessOf(ctx).roles.roleOf(targetUserId);
   if (!target) return;
