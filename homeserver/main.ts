@@ -259,9 +259,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
-  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  const receiptStore = new ReceiptStore(db, tracker); // issue 9 (mod9): a purge deletes a room's receipts
+  const receipts = new ReceiptService(receiptStore, reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const pushStore = new PushStore(db); // issue 9 (mod9): … and its push actions
+  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -452,6 +454,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
   });
   undo.push(() => moderation.drain());
+  rooms.purged.subscribe(async ({ roomId }) => { await receiptStore.deleteRoom(roomId); await pushStore.deleteRoom(roomId); });
   // ---- end issue 9 (mod9)
 
   const inFlight = new InFlight();
