@@ -478,7 +478,14 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
-  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  server.on('upgrade', (req, socket, head) => {
+    // issue 9 (mod9): a banned address gets no WebSocket either (upgrades do not pass through koa).
+    if (moderation.ipBans.banned(clientAddress(req, config.trustedProxies))) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"errcode":"M_FORBIDDEN","error":"Your address is banned from this server"}');
+      return;
+    }
+    if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle);
+  });
   connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
