@@ -146,6 +146,9 @@ describe('block', () => {
     assert.match(join.body.error, /blocked/);
     const viaState = await send('PUT', `${C}/rooms/${enc(room)}/state/m.room.member/${enc(bob.userId)}`, bob, { membership: 'join' });
     assert.equal(viaState.status, 403);
+    const invite = await send('POST', `${C}/rooms/${enc(room)}/invite`, alice, { user_id: bob.userId });
+    assert.equal(invite.status, 403);
+    assert.match(invite.body.error, /blocked/);
     const entries = await auditEntries(db, 'room.block', room);
     assert.equal(entries.length, 1);
     assert.equal(entries[0]!.actor, admin.userId);
