@@ -30,13 +30,21 @@ export class IpBans {
 
   constructor(private store: ModerationStore, private log: Logger) {}
 
-  async reload(): Promise<void> {
-    try {
-      this.rows = await this.store.bans();
-      this.rebuild(Date.now());
-    } catch (err) {
-      this.log.error({ err }, 'IP bans not reloaded');
-    }
+  /** A reload under way: requests wait for it, so a ban heard from another worker applies at once. */
+  private loading: Promise<void> | undefined;
+
+  reload(): Promise<void> {
+    const p = (async () => {
+      try {
+        this.rows = await this.store.bans();
+        this.rebuild(Date.now());
+      } catch (err) {
+        this.log.error({ err }, 'IP bans not reloaded');
+      }
+    })();
+    this.loading = p;
+    void p.finally(() => { if (this.loading === p) this.loading = undefined; });
+    return p;
   }
 
   private rebuild(now: number): void {
@@ -66,6 +74,7 @@ export class IpBans {
   /** The early middleware: a banned client gets 403 before routing, authentication or a body read. */
   middleware(): Middleware {
     return async (ctx, next) => {
+      if (this.loading) await this.loading;
       if (this.banned(ctx.ip)) {
         ctx.set('Connection', 'close');
         throw new MatrixError(403, 'M_FORBIDDEN', 'Your address is banned from this server');
