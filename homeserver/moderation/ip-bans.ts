@@ -32,11 +32,16 @@ export class IpBans {
 
   /** A reload under way: requests wait for it, so a ban heard from another worker applies at once. */
   private loading: Promise<void> | undefined;
+  private reloads = 0;
 
   reload(): Promise<void> {
+    const seq = ++this.reloads;
     const p = (async () => {
       try {
-        this.rows = await this.store.bans();
+        const rows = await this.store.bans();
+        // Reloads may finish out of order: only the latest started one is applied.
+        if (seq !== this.reloads) return;
+        this.rows = rows;
         this.rebuild(Date.now());
       } catch (err) {
         this.log.error({ err }, 'IP bans not reloaded');
