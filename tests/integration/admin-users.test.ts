@@ -249,6 +249,10 @@ describe('enforcement', () => {
     const seen = await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/messages?dir=b&limit=50`, other.token);
     assert.ok(!JSON.stringify(seen.body).includes('invisible'));
     assert.ok(!seen.body.chunk.some((e: any) => e.type === 'm.room.member' && e.state_key === mod.userId), 'the invite was dropped');
+    const made = await rawApi(base, 'POST', `${C}/createRoom`, victim.token, { invite: [other.userId] });
+    assert.equal(made.status, 200);
+    const invites = (await rawApi(base, 'GET', `${C}/sync?timeout=0`, other.token)).body.rooms?.invite ?? {};
+    assert.ok(!(made.body.room_id in invites), 'createRoom invites were dropped');
     assert.equal((await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/event/${enc(sent.body.event_id)}`, other.token)).status, 404);
     assert.equal((await rawApi(base, 'GET', `${A}/v2/users/${enc(victim.userId)}`, mod.token)).body.shadow_banned, true);
     assert.equal((await rawApi(base, 'DELETE', `${A}/v1/users/${enc(victim.userId)}/shadow_ban`, mod.token)).status, 200);
