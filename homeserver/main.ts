@@ -123,6 +123,7 @@ import { synapseAdminRoutes } from './admin/synapse-routes.ts';
 import { superAdminRoutes } from './admin/routes.ts';
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
+import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
 
 export interface Homeserver {
   config: Config;
@@ -277,9 +278,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
-  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  const receiptStore = new ReceiptStore(db, tracker); // issue 9 (mod9): a purge deletes a room's receipts
+  const receipts = new ReceiptService(receiptStore, reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const pushStore = new PushStore(db); // issue 9 (mod9): … and its push actions
+  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -471,6 +474,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     onlineWithinMs: 5 * 60_000,
   });
   // ---- end issue 9 (roles9)
+  // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
+  const moderation = await setupModeration({
+    routes, db, config, bus, rooms, reader, media, roles: adminAccess.roles, accounts,
+    setTag: (u, roomId, tag, content) => accountData.setTag(u, roomId, tag, content),
+    userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
+  });
+  undo.push(() => moderation.drain());
+  rooms.purged.subscribe(async ({ roomId }) => { await receiptStore.deleteRoom(roomId); await pushStore.deleteRoom(roomId); });
+  // ---- end issue 9 (mod9)
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -493,10 +505,17 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
   const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
-    { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
+    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
-  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  server.on('upgrade', (req, socket, head) => {
+    // issue 9 (mod9): a banned address gets no WebSocket either (upgrades do not pass through koa).
+    if (moderation.ipBans.banned(clientAddress(req, config.trustedProxies))) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"errcode":"M_FORBIDDEN","error":"Your address is banned from this server"}');
+      return;
+    }
+    if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle);
+  });
   connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
