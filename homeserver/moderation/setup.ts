@@ -15,6 +15,7 @@ import { RoomAdmin } from './rooms-admin.ts';
 import { roomAdminRoutes } from './rooms-admin-routes.ts';
 import { Reports } from './reports.ts';
 import { reportRoutes } from './report-routes.ts';
+import { describeModerationOperations } from './openapi.ts';
 import { ServerNotices } from './notices.ts';
 import { noticeRoutes } from './notice-routes.ts';
 import { mediaAdminRoutes } from './media-admin-routes.ts';
@@ -64,6 +65,7 @@ export async function setupModeration(d: ModerationDeps): Promise<Moderation> {
   bus.on('ip-bans', () => void ipBans.reload(), () => void ipBans.reload());
   ipBans.changed = () => bus.emitElsewhere('ip-bans', '');
   ipBanRoutes(routes, ipBans);
+  describeModerationOperations();
 
   // Rooms admin; a purged room leaves every member's cached memberships (/sync) on every worker.
   const roomAdmin = new RoomAdmin(rooms, reader, store, serverName, d.currentPosition, log.child({ component: 'rooms-admin' }));

@@ -270,7 +270,8 @@ describe('roles and rank rules', () => {
     assert.equal(doc.status, 200);
     assert.equal(doc.body.openapi, '3.1.0');
     for (const path of ['/roles', '/roles/{name}', '/roles/assignments', '/users/{userId}/role', '/audit', '/online_users', '/registration/queue',
-      '/commands/ping', '/commands/verify_user', '/commands/set_user', '/commands/kill_server', '/commands/create_user', '/commands/change_permission_level', '/commands/show_online_users']) {
+      '/commands/ping', '/commands/verify_user', '/commands/set_user', '/commands/kill_server', '/commands/create_user', '/commands/change_permission_level', '/commands/show_online_users',
+      '/bans', '/bans/{id}', '/reports', '/reports/{reportId}', '/reports/{reportId}/resolved', '/commands/message_user']) {
       assert.ok(doc.body.paths[path], `${path} described`);
       for (const op of Object.values(doc.body.paths[path]) as any[]) assert.ok('x-permission' in op && op.responses['403'], path);
     }
