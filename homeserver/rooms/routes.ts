@@ -14,6 +14,7 @@
 // GET|PUT|DELETE /directory/room/{alias}                 resolve, create, delete an alias
 // GET    /rooms/{roomId}/aliases                         a room's local aliases
 // GET|PUT /directory/list/room/{roomId}                  published in the room directory or not
+import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, jsonBody } from '../http/body.ts';
@@ -64,6 +65,12 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   const roomId = (raw: string | undefined): string => {
     if (!raw || !isValidRoomId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${raw}`);
     return raw;
+  };
+  /** A suspended user may redact only their own events (spec v1.19, account suspension). */
+  const refuseSuspendedRedaction = async (ctx: RouterContext, eventId: string | undefined): Promise<void> => {
+    const me = requester(ctx);
+    const target = eventId ? await reader.event(me, roomId(ctx.params.roomId), eventId).catch(() => undefined) : undefined;
+    if (target?.sender !== me.userId) refuseIfSuspended(me);
   };
 
   r.client('post', '/createRoom', async (ctx) => {
@@ -130,8 +137,9 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/send/:eventType/:txnId', async (ctx) => {
     const content = jsonBody(ctx);
-    // issue 9 (roles9): suspended users may still redact (their own events); shadow-banned sends are not persisted.
+    // issue 9 (roles9): suspended users may still redact their own events; shadow-banned sends are not persisted.
     if (ctx.params.eventType !== 'm.room.redaction') refuseIfSuspended(requester(ctx));
+    else if (requester(ctx).suspended) await refuseSuspendedRedaction(ctx, typeof content.redacts === 'string' ? content.redacts : undefined);
     await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
     if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `send\x00${ctx.params.txnId}`) };
     const id = await rooms.send(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, content, ctx.params.txnId!);
@@ -158,6 +166,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/redact/:eventId/:txnId', async (ctx) => {
     const b = body(ctx, reasonSchema, false);
+    if (requester(ctx).suspended) await refuseSuspendedRedaction(ctx, ctx.params.eventId); // issue 9: only their own events
     await roomLimits.redacting(ctx, roomId(ctx.params.roomId), ctx.params.eventId!); // issue 7 (limits7)
     if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `redact\x00${ctx.params.txnId}`) }; // issue 9
     const id = await rooms.redact(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, b.reason, ctx.params.txnId!);

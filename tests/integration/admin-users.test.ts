@@ -205,6 +205,7 @@ describe('enforcement', () => {
   });
 
   test('suspended: reads work; sending, joining, inviting, profile changes answer 403 M_USER_SUSPENDED', async () => {
+    const ownEvent = (await rawApi(base, 'PUT', `${C}/rooms/${enc(room)}/send/m.room.message/s0`, victim.token, { msgtype: 'm.text', body: 'mine' })).body.event_id;
     assert.equal((await rawApi(base, 'PUT', `/_matrix/client/v1/admin/suspend/${enc(victim.userId)}`, mod.token, { suspended: true })).status, 200);
     assert.deepEqual((await rawApi(base, 'GET', `/_matrix/client/v1/admin/suspend/${enc(victim.userId)}`, mod.token)).body, { suspended: true });
     const refused = [
@@ -215,6 +216,13 @@ describe('enforcement', () => {
       await rawApi(base, 'PUT', `${C}/profile/${enc(victim.userId)}/displayname`, victim.token, { displayname: 'x' }),
     ];
     for (const r of refused) assert.deepEqual([r.status, r.body.errcode], [403, 'M_USER_SUSPENDED']);
+    // Redactions: their own events only.
+    const others = (await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/messages?dir=b&limit=20`, victim.token)).body.chunk.find((e: any) => e.sender === other.userId);
+    const theirs = await rawApi(base, 'PUT', `${C}/rooms/${enc(room)}/redact/${enc(others.event_id)}/r1`, victim.token, {});
+    assert.deepEqual([theirs.status, theirs.body.errcode], [403, 'M_USER_SUSPENDED'], "another's event");
+    const viaSend = await rawApi(base, 'PUT', `${C}/rooms/${enc(room)}/send/m.room.redaction/r2`, victim.token, { redacts: others.event_id });
+    assert.deepEqual([viaSend.status, viaSend.body.errcode], [403, 'M_USER_SUSPENDED'], "another's event, through /send");
+    assert.equal((await rawApi(base, 'PUT', `${C}/rooms/${enc(room)}/redact/${enc(ownEvent)}/r3`, victim.token, {})).status, 200, 'their own event');
     assert.equal((await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/messages?dir=b`, victim.token)).status, 200);
     assert.equal((await rawApi(base, 'GET', `${C}/sync?timeout=0`, victim.token)).status, 200);
     assert.equal((await rawApi(base, 'PUT', `/_matrix/client/v1/admin/suspend/${enc(victim.userId)}`, mod.token, { suspended: false })).status, 200);
@@ -252,6 +260,9 @@ describe('enforcement', () => {
     assert.notEqual((await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/state/m.room.topic/`, other.token)).body.topic, 'nope');
     const invite = await rawApi(base, 'POST', `${C}/rooms/${enc(room)}/invite`, victim.token, { user_id: mod.userId });
     assert.equal(invite.status, 200);
+    assert.equal((await rawApi(base, 'PUT', `${C}/rooms/${enc(room)}/typing/${enc(victim.userId)}`, victim.token, { typing: true, timeout: 30_000 })).status, 200);
+    const typing = (await rawApi(base, 'GET', `${C}/sync?timeout=0`, other.token)).body.rooms?.join?.[room]?.ephemeral?.events ?? [];
+    assert.ok(!typing.some((e: any) => e.type === 'm.typing' && e.content.user_ids.includes(victim.userId)), 'their typing is dropped');
     const seen = await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/messages?dir=b&limit=50`, other.token);
     assert.ok(!JSON.stringify(seen.body).includes('invisible'));
     assert.ok(!seen.body.chunk.some((e: any) => e.type === 'm.room.member' && e.state_key === mod.userId), 'the invite was dropped');
