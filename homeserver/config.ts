@@ -96,6 +96,8 @@ export interface Config {
   serveChatUi: boolean;
   /** CIDR ranges whose clients may use /_synapse/admin, /_super/admin and /admin/ (else 403). */
   adminAllow: string[];
+  /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
+  registrationApproval: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -227,6 +229,8 @@ const schema = z.object({
   SERVE_ADMIN_UI: oneOf(['on', 'off'], 'on or off'),
   SERVE_CHAT_UI: oneOf(['on', 'off'], 'on or off'),
   ADMIN_ALLOW: addressRanges(DEFAULT_ADMIN_ALLOW),
+  // issue 9 (roles9): new accounts wait until a moderator approves them
+  REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
 });
 
 /** Every variable the server reads (the schema's, and CONFIG_FILE): deploy/env.example and the README list them all. */
@@ -344,6 +348,7 @@ export function loadConfig(processEnv: Env = process.env): Config {
     serveAdminUi: v.SERVE_ADMIN_UI !== 'off',
     serveChatUi: v.SERVE_CHAT_UI !== 'off',
     adminAllow: v.ADMIN_ALLOW,
+    registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
   };
 }
 

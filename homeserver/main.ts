@@ -107,6 +107,18 @@ import { backupRoutes } from './e2ee/backup-routes.ts';
 import { AddressRanges, adminAllow } from './http/admin-allow.ts';
 import { webUiMounts } from './webui/mounts.ts';
 import { staticUi } from './webui/static-ui.ts';
+// issue 9 (roles9): server roles and permissions, the audit log, the admin API.
+import { adminContext } from './admin/guard.ts';
+import { AuditLog } from './admin/audit.ts';
+import { AuditStore } from './admin/audit-store.ts';
+import { RoleService } from './admin/roles.ts';
+import { RoleStore } from './admin/roles-store.ts';
+import { AdminUserStore } from './admin/users-store.ts';
+import { UserAdmin } from './admin/users.ts';
+import { synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { superAdminRoutes } from './admin/routes.ts';
+import { ServerRoomModerators } from './admin/server-rooms.ts';
+import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
 
 export interface Homeserver {
   config: Config;
@@ -327,7 +339,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // A profile change on any worker kicks the propagation where it runs (the job runner).
   bus.on('profiles-kick', () => propagator.kick(), () => {});
   const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
-  profileRoutes(routes, new ProfileService(profiles, kicker, reader));
+  const profileService = new ProfileService(profiles, kicker, reader); // issue 9: the admin API sets profiles too
+  profileRoutes(routes, profileService);
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
   const filters = new FilterService(syncStore);
@@ -409,6 +422,32 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
+  // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
+  const roles = new RoleService(new RoleStore(db));
+  const adminAccess = { roles, audit: new AuditLog(new AuditStore(db)) };
+  const systemUserId = accounts.userId(SYSTEM_LOCALPART);
+  // The rooms the server owns (its auto-join rooms): server moderators get their moderator level there.
+  const serverRooms = new ServerRoomModerators(roles, {
+    systemUserId,
+    roomIds: async () => (await Promise.all(config.autoJoinRooms.map((a) => rooms.aliases.resolve(a)))).filter((x): x is string => !!x),
+    powerLevels: async (me, roomId) => (await reader.stateEvent(me, roomId, 'm.room.power_levels', '')).content as Record<string, unknown>,
+    setPowerLevels: async (me, roomId, content) => { await rooms.setState(me, roomId, 'm.room.power_levels', '', content); },
+  }, log.child({ component: 'admin' }));
+  await serverRooms.sync();
+  const userAdmin = new UserAdmin(accounts, roles, new AdminUserStore(db), {
+    setProfile: (u, field, value) => profileService.change(u, field, value),
+    joinedRoomIds: (u) => reader.joinedRoomIds(u),
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+  }, config.serverName);
+  synapseAdminRoutes(routes, userAdmin);
+  superAdminRoutes(routes, {
+    users: userAdmin,
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+    // main()'s shutdown path (SIGTERM): stop accepting, drain, flush, exit; with workers, the primary drains them all.
+    requestShutdown: () => process.kill(isClusterWorker() ? process.ppid : process.pid, 'SIGTERM'),
+    onlineWithinMs: 5 * 60_000,
+  });
+  // ---- end issue 9 (roles9)
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -429,7 +468,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   // issue 12 (deploy12): admin paths refused outside ADMIN_ALLOW; the UIs where no API path is.
   const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
-  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi,
+  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
   const handle = app.callback();

@@ -13,6 +13,7 @@ import type { ThreepidService, ValidatedEmail } from './threepids.ts';
 import type { BackgroundJob } from '../coordination/jobs.ts';
 import { HashGate } from './hash-gate.ts';
 import { TOKEN_CACHE_MS, hashToken, newToken, randomId, randomString } from './tokens.ts';
+import { refuseLockedOrWaiting, type LockableRequester } from './enforcement.ts';
 
 export interface Session {
   user_id: string;
@@ -183,6 +184,8 @@ export class AccountService {
     /** A validated address (REGISTRATION=email): bound in the same transaction, or the registration fails. */
     email?: ValidatedEmail;
     ip?: string | null;
+    /** issue 9 (REGISTRATION_APPROVAL=on): the account waits for a moderator; no session is made. */
+    awaitingApproval?: boolean;
   }): Promise<{ user_id: string; home_server: string } & Partial<Session>> {
     const userId = this.userId(opts.localpart);
     const passwordHash = opts.password === null ? null : await this.hashPassword(opts.password);
@@ -197,11 +200,12 @@ export class AccountService {
         passwordHash,
         isAdmin: opts.isAdmin ?? false,
         isGuest: opts.isGuest,
+        approved: !opts.awaitingApproval,
         displayname: opts.displayname ?? opts.localpart,
       });
       if (!created) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
       if (opts.email) await this.email.bind(trx, userId, opts.email);
-      if (!opts.inhibitLogin) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
+      if (!opts.inhibitLogin && !opts.awaitingApproval) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
     });
     await this.completeRegistration(userId);
     return session ?? { user_id: userId, home_server: this.config.serverName };
@@ -261,6 +265,7 @@ export class AccountService {
     const ok = await this.hashGate.run(() => argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false));
     if (!user || !user.password_hash || !ok) throw forbidden('Invalid username or password');
     if (user.deactivated) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+    refuseLockedOrWaiting({ locked: user.locked, awaitingApproval: !user.approved }, false); // issue 9
     const isNewDevice = !deviceId || !(await this.store.device(user.user_id, deviceId));
     if (isNewDevice && this.config.devicePolicy === 'refuse' && (await this.store.deviceCount(user.user_id)) >= this.config.maxDevicesPerUser) {
       throw new MatrixError(403, 'M_FORBIDDEN', `Too many sessions: this account already has ${this.config.maxDevicesPerUser} devices. Log out of one (or delete it) and try again.`);
@@ -306,7 +311,7 @@ export class AccountService {
   }
 
   /** Access token → requester; 401 M_UNKNOWN_TOKEN (soft_logout when expired). */
-  async authenticate(token: string, ip: string | null): Promise<Requester> {
+  async authenticate(token: string, ip: string | null, allowLocked = false): Promise<Requester> {
     const now = Date.now();
     const hit = this.tokenCache.get(token);
     let requester: Requester;
@@ -321,9 +326,15 @@ export class AccountService {
         throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid access token passed.', { soft_logout: false });
       }
       requester = { userId: row.user_id, deviceId: row.device_id, isGuest: row.is_guest, isAdmin: row.is_admin, tokenId: Number(row.id) };
+      // issue 9: the states server admins set (accounts/enforcement.ts).
+      if (row.suspended) requester.suspended = true;
+      if (row.shadow_banned) requester.shadowBanned = true;
+      if (row.locked) (requester as LockableRequester).locked = true;
+      if (!row.approved) (requester as LockableRequester).awaitingApproval = true;
       expiresTs = row.expires_ts === null ? null : Number(row.expires_ts);
       this.tokenCache.set(token, { requester, expiresTs, cachedAt: now });
     }
+    refuseLockedOrWaiting(requester as LockableRequester, allowLocked);
     if (expiresTs !== null && expiresTs <= now) {
       throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
     }
@@ -458,10 +469,64 @@ export class AccountService {
     };
   }
 
-  async deactivate(userId: string): Promise<void> {
+  /**
+   * issue 9: sets the states server admins control (suspended, locked, shadow-banned, approved,
+   * erased); cached tokens of the user are dropped on every worker, so the change applies at once.
+   * false: no such user.
+   */
+  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>): Promise<boolean> {
+    const ok = await this.store.setAccountState(userId, state);
+    this.forgetCachedTokens(userId);
+    return ok;
+  }
+
+  /** issue 9: the account row (admin API). */
+  account(userId: string) {
+    return this.store.user(userId);
+  }
+
+  /** issue 9: an admin sets a password (reset; `logoutDevices`: every session ends). */
+  async setPasswordAsAdmin(userId: string, newPassword: string, logoutDevices: boolean): Promise<void> {
+    await this.changePassword(userId, newPassword, logoutDevices, undefined);
+  }
+
+  /** issue 9: an admin undoes a deactivation (Synapse's `deactivated: false`, which needs a password). */
+  async reactivate(userId: string, password: string | null): Promise<void> {
+    const h = password === null ? null : await this.hashPassword(password);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.reactivate(trx, userId);
+      if (h !== null) await this.store.setPasswordHash(trx, userId, h);
+    });
+    this.forgetCachedTokens(userId);
+  }
+
+  /**
+   * issue 9: a session as `userId` for an admin (users.impersonate): a new device named after the
+   * admin, its token expiring at `validUntilMs` (null: never).
+   */
+  async impersonate(userId: string, by: string, validUntilMs: number | null): Promise<string> {
+    const access = newToken('syt');
+    const deviceId = randomId(10);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.upsertDevice(trx, userId, deviceId, `Admin login by ${by}`, null);
+      await this.store.insertAccessToken(trx, hashToken(access), userId, deviceId, validUntilMs, null);
+    });
+    return access;
+  }
+
+  // issue 9: registration tokens (admin API, CLI).
+  registrationTokens(valid?: boolean) { return this.store.registrationTokens(valid); }
+  async registrationTokenRow(token: string) { return this.store.registrationToken(token); }
+  insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }) { return this.store.insertRegistrationToken(t); }
+  updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }) { return this.store.updateRegistrationToken(token, change); }
+  deleteRegistrationToken(token: string) { return this.store.deleteRegistrationToken(token); }
+
+  /** `erase` (issue 9, Synapse's deactivate with erase): the profile is emptied and the account marked erased. */
+  async deactivate(userId: string, erase = false): Promise<void> {
     await this.deactivating.publish(userId);
     await this.store.db.transaction(async (trx) => {
       await this.store.setDeactivated(trx, userId);
+      if (erase) await this.store.eraseProfile(trx, userId);
       await this.store.deleteDevices(trx, userId, 'all');
     });
     this.forgetCachedTokens(userId);

@@ -11,6 +11,11 @@ export interface UserRow {
   is_guest: boolean;
   deactivated: boolean;
   created_ts: number;
+  // issue 9 (migration 014): states set by server admins
+  suspended: boolean;
+  locked: boolean;
+  shadow_banned: boolean;
+  approved: boolean;
 }
 
 export interface TokenRow {
@@ -21,7 +26,13 @@ export interface TokenRow {
   is_admin: boolean;
   is_guest: boolean;
   deactivated: boolean;
+  suspended: boolean;
+  locked: boolean;
+  shadow_banned: boolean;
+  approved: boolean;
 }
+
+export interface RegistrationTokenRow { token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null }
 
 export interface DeviceRow {
   device_id: string;
@@ -50,11 +61,11 @@ export class AccountStore {
     return r.rows[0];
   }
 
-  async insertUser(trx: Knex, u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; isGuest?: boolean; displayname: string }): Promise<boolean> {
+  async insertUser(trx: Knex, u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; isGuest?: boolean; displayname: string; approved?: boolean }): Promise<boolean> {
     const r = await trx.raw(
-      `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, created_ts) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, created_ts, approved) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT DO NOTHING RETURNING user_id`,
-      [u.userId, u.localpart, u.passwordHash, u.isAdmin, u.isGuest ?? false, Date.now()],
+      [u.userId, u.localpart, u.passwordHash, u.isAdmin, u.isGuest ?? false, Date.now(), u.approved ?? true],
     );
     if (!r.rows.length) return false;
     await trx.raw('INSERT INTO profiles (user_id, displayname) VALUES (?, ?)', [u.userId, u.displayname]);
@@ -85,6 +96,19 @@ export class AccountStore {
     await trx.raw('UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = ?', [userId]);
     // A deactivated account gives its addresses back (as Synapse): they may register again.
     await trx.raw('DELETE FROM user_threepids WHERE user_id = ?', [userId]);
+  }
+
+  /** issue 9: the states server admins set (suspended, locked, shadow-banned, approved); false: unknown user. */
+  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>): Promise<boolean> {
+    const cols = Object.entries(state).filter(([, v]) => v !== undefined);
+    if (!cols.length) return !!(await this.user(userId));
+    const r = await this.db.raw(`UPDATE users SET ${cols.map(([k]) => `${k} = ?`).join(', ')} WHERE user_id = ?`, [...cols.map(([, v]) => v as boolean), userId]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** issue 9: undoes a deactivation (Synapse's `deactivated: false`); the password is set by the caller. */
+  async reactivate(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE users SET deactivated = FALSE, erased = FALSE WHERE user_id = ?', [userId]);
   }
 
   async upsertDevice(trx: Knex, userId: string, deviceId: string, displayName: string | null, ip: string | null): Promise<void> {
@@ -168,7 +192,7 @@ export class AccountStore {
 
   async accessToken(hash: Buffer): Promise<TokenRow | undefined> {
     const r = await this.db.raw(
-      `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated
+      `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated, u.suspended, u.locked, u.shadow_banned, u.approved
        FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
       [hash],
     );
@@ -238,6 +262,46 @@ export class AccountStore {
   async registrationToken(token: string): Promise<{ token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null } | undefined> {
     const r = await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
     return r.rows[0];
+  }
+
+  // issue 9 (roles9): registration tokens managed by admins (Synapse's /_synapse/admin/v1/registration_tokens).
+  async registrationTokens(valid?: boolean): Promise<RegistrationTokenRow[]> {
+    const now = Date.now();
+    const validSql = '(uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_time IS NULL OR expiry_time > ?)';
+    const r = valid === undefined
+      ? await this.db.raw('SELECT * FROM registration_tokens ORDER BY token')
+      : await this.db.raw(`SELECT * FROM registration_tokens WHERE ${valid ? '' : 'NOT '}(${validSql}) ORDER BY token`, [now]);
+    return r.rows;
+  }
+
+  async insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }): Promise<boolean> {
+    const r = await this.db.raw(
+      'INSERT INTO registration_tokens (token, uses_allowed, expiry_time) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING token',
+      [t.token, t.usesAllowed, t.expiryTime],
+    );
+    return r.rows.length > 0;
+  }
+
+  async updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }): Promise<RegistrationTokenRow | undefined> {
+    const sets: string[] = [];
+    const params: Bindings = [];
+    if (change.usesAllowed !== undefined) { sets.push('uses_allowed = ?'); params.push(change.usesAllowed); }
+    if (change.expiryTime !== undefined) { sets.push('expiry_time = ?'); params.push(change.expiryTime); }
+    const r = sets.length
+      ? await this.db.raw(`UPDATE registration_tokens SET ${sets.join(', ')} WHERE token = ? RETURNING *`, [...params, token])
+      : await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
+    return r.rows[0];
+  }
+
+  async deleteRegistrationToken(token: string): Promise<boolean> {
+    const r = await this.db.raw('DELETE FROM registration_tokens WHERE token = ?', [token]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** issue 9: an erased account's profile is emptied (Synapse's deactivate with erase). */
+  async eraseProfile(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = ?', [userId]);
+    await trx.raw('UPDATE users SET erased = TRUE WHERE user_id = ?', [userId]);
   }
 
   async useRegistrationToken(trx: Knex, token: string): Promise<boolean> {

@@ -19,6 +19,8 @@ export interface RouteOptions {
   auth?: boolean | 'optional';
   /** Do not read the body as JSON (media uploads). */
   rawBody?: boolean;
+  /** issue 9: a locked account may call it (/logout, /logout/all); others answer M_USER_LOCKED. */
+  allowLocked?: boolean;
 }
 
 /**
@@ -52,7 +54,7 @@ export class Routes {
       // server buffering (or waiting for) a body it will never use.
       if (opts.auth) {
         const token = accessToken(ctx);
-        if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null);
+        if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null, opts.allowLocked);
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {

@@ -29,6 +29,7 @@ import { requiredLevelForEvent, userLevel, type PowerLevelsContent } from '../pr
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { EventRow } from './store.ts';
 import { RoomLimits } from '../limits/room-limits.ts'; // issue 7 (limits7)
+import { refuseIfSuspended, shadowEventId } from '../accounts/enforcement.ts'; // issue 9 (roles9)
 
 /**
  * Bounds of createRoom's lists. The spec sets none; every entry is an event persisted inside the
@@ -66,12 +67,14 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   };
 
   r.client('post', '/createRoom', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, createRoomSchema);
     await roomLimits.created(ctx, b.invite ?? []); // issue 7 (limits7)
     return rooms.createRoom(requester(ctx).userId, b);
   }, { auth: true });
 
   const joinHandler = async (ctx: Parameters<Parameters<Routes['client']>[2]>[0]) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, reasonSchema, false);
     const target = ctx.params.roomIdOrAlias ?? ctx.params.roomId!;
     await roomLimits.joined(ctx, target); // issue 7 (limits7)
@@ -81,12 +84,15 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   r.client('post', '/rooms/:roomId/join', joinHandler, { auth: true });
 
   r.client('post', '/knock/:roomIdOrAlias', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, reasonSchema, false);
     return { room_id: await rooms.knock(requester(ctx).userId, ctx.params.roomIdOrAlias!, b.reason) };
   }, { auth: true });
 
   r.client('post', '/rooms/:roomId/invite', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, targetSchema);
+    if (requester(ctx).shadowBanned) return {}; // issue 9: a shadow-banned user's invite is dropped, silently
     await roomLimits.invited(ctx, roomId(ctx.params.roomId), [b.user_id]); // issue 7 (limits7)
     await rooms.invite(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
     return {};
@@ -123,14 +129,21 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/send/:eventType/:txnId', async (ctx) => {
     const content = jsonBody(ctx);
+    // issue 9 (roles9): suspended users may still redact (their own events); shadow-banned sends are not persisted.
+    if (ctx.params.eventType !== 'm.room.redaction') refuseIfSuspended(requester(ctx));
     await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `send\x00${ctx.params.txnId}`) };
     const id = await rooms.send(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, content, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });
 
   r.client('put', '/rooms/:roomId/state/:eventType{/:stateKey}', async (ctx) => {
     const content = jsonBody(ctx);
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned && ctx.params.eventType !== 'm.room.member') {
+      return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `state\x00${ctx.params.eventType}\x00${ctx.params.stateKey ?? ''}\x00${JSON.stringify(content)}`) };
+    }
     const id = await rooms.setState(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, ctx.params.stateKey ?? '', content);
     return { event_id: id };
   }, { auth: true });
@@ -145,6 +158,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   r.client('put', '/rooms/:roomId/redact/:eventId/:txnId', async (ctx) => {
     const b = body(ctx, reasonSchema, false);
     await roomLimits.redacting(ctx, roomId(ctx.params.roomId), ctx.params.eventId!); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `redact\x00${ctx.params.txnId}`) }; // issue 9
     const id = await rooms.redact(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, b.reason, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });

@@ -62,8 +62,10 @@ test('the room store and visibility caches are bounded LRU caches', () => {
 });
 
 /** Capabilities with store files of their own (store.ts, *-store.ts), built only by the composition root (main.ts). */
-const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee'];
+const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee', 'admin'];
 const COMPOSITION_ROOT = 'main.ts';
+/** issue 9: the admin CLI (npm run admin) is a composition root of its own, without a server. */
+const CLI_ROOTS = ['admin/cli.ts'];
 
 function allTsFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
@@ -84,7 +86,7 @@ test('SQL of the owned folders lives only in their store files', () => {
 test("no other folder imports an owned folder's store (only the composition root builds it)", () => {
   const offenders: string[] = [];
   for (const f of files) {
-    if (f.path === COMPOSITION_ROOT) continue;
+    if (f.path === COMPOSITION_ROOT || CLI_ROOTS.includes(f.path)) continue;
     for (const o of OWNED) {
       if (f.path.startsWith(`${o}/`)) continue;
       if (new RegExp(`from '[./]*/?${o}/(?:[a-z-]+-)?store\\.ts'`).test(f.text)) offenders.push(`${f.path} → ${o}/store.ts`);

@@ -1,0 +1,138 @@
+import type { Bindings, Db } from '../storage/db.ts';
+
+/** One account as the admin API lists it (Synapse's user list entry, plus our states). */
+export interface AdminUserRow {
+  user_id: string;
+  is_guest: boolean;
+  is_admin: boolean;
+  deactivated: boolean;
+  erased: boolean;
+  shadow_banned: boolean;
+  locked: boolean;
+  suspended: boolean;
+  approved: boolean;
+  created_ts: number;
+  displayname: string | null;
+  avatar_url: string | null;
+  last_seen_ts: number | null;
+  role: string | null;
+}
+
+export type UserOrder = 'name' | 'is_guest' | 'admin' | 'user_type' | 'deactivated' | 'shadow_banned' | 'displayname' | 'avatar_url' | 'creation_ts' | 'last_seen_ts' | 'locked';
+
+export const USER_ORDERS: readonly UserOrder[] = ['name', 'is_guest', 'admin', 'user_type', 'deactivated', 'shadow_banned', 'displayname', 'avatar_url', 'creation_ts', 'last_seen_ts', 'locked'];
+
+export interface UserFilter {
+  /** user_id contains */
+  userId?: string;
+  /** user_id or displayname contains */
+  name?: string;
+  guests: boolean;
+  deactivated: boolean;
+  locked: boolean;
+  admins?: boolean;
+  /** Only accounts waiting for approval. */
+  awaitingApproval?: boolean;
+  orderBy: UserOrder;
+  dir: 'f' | 'b';
+  from: number;
+  limit: number;
+}
+
+const ORDER_SQL: Record<UserOrder, string> = {
+  name: 'u.user_id',
+  is_guest: 'u.is_guest',
+  admin: 'u.is_admin',
+  user_type: 'u.user_id', // no user types here: every account is a plain user
+  deactivated: 'u.deactivated',
+  shadow_banned: 'u.shadow_banned',
+  displayname: 'p.displayname',
+  avatar_url: 'p.avatar_url',
+  creation_ts: 'u.created_ts',
+  last_seen_ts: 'last_seen_ts',
+  locked: 'u.locked',
+};
+
+const LAST_SEEN = '(SELECT max(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)';
+const COLUMNS = `u.user_id, u.is_guest, u.is_admin, u.deactivated, u.erased, u.shadow_banned, u.locked, u.suspended, u.approved, u.created_ts,
+  p.displayname, p.avatar_url, ${LAST_SEEN} AS last_seen_ts, a.role`;
+const FROM = 'users u LEFT JOIN profiles p ON p.user_id = u.user_id LEFT JOIN admin_role_assignments a ON a.user_id = u.user_id';
+
+function like(s: string): string {
+  return `%${s.replace(/[\\%_]/g, '\\$&')}%`;
+}
+
+/** The admin API's reads of accounts (users, profiles, devices are owned by accounts/ and profiles/: read only here). */
+export class AdminUserStore {
+  constructor(private db: Db) {}
+
+  /** A page (and, when `withTotal`, how many match in all). */
+  async list(f: UserFilter, withTotal = true): Promise<{ users: AdminUserRow[]; total?: number }> {
+    const where: string[] = [];
+    const params: Bindings = [];
+    // A search reads the matching ids from the trigram indexes first (user_id, display name), so
+    // that it never walks every account; the rest filters and orders those few.
+    let matches = '';
+    const searchParams: Bindings = [];
+    const searches: string[] = [];
+    if (f.userId) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
+    if (f.name) {
+      searches.push('(SELECT user_id FROM users WHERE user_id ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
+      searchParams.push(like(f.name), like(f.name));
+    }
+    if (searches.length) matches = `WITH m AS (${searches.join(' INTERSECT ')}) `;
+    if (!f.guests) where.push('NOT u.is_guest');
+    if (!f.deactivated) where.push('NOT u.deactivated');
+    if (!f.locked) where.push('NOT u.locked');
+    if (f.admins !== undefined) where.push(f.admins ? 'u.is_admin' : 'NOT u.is_admin');
+    if (f.awaitingApproval) where.push('NOT u.approved');
+    const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const from = matches ? 'm JOIN users u ON u.user_id = m.user_id' : 'users u';
+    const dir = f.dir === 'b' ? 'DESC' : 'ASC';
+    const nulls = dir === 'ASC' ? 'NULLS FIRST' : 'NULLS LAST';
+    // The page's ids first, from users alone (and only the join the order needs); then the page's
+    // rows with their profile, last use and role: a deep page does not build the skipped rows.
+    const inner = ORDER_SQL[f.orderBy];
+    const innerJoin = inner.startsWith('p.') ? 'LEFT JOIN profiles p ON p.user_id = u.user_id'
+      : f.orderBy === 'last_seen_ts' ? 'LEFT JOIN (SELECT user_id, max(last_seen_ts) AS last_seen_ts FROM devices GROUP BY user_id) ls ON ls.user_id = u.user_id' : '';
+    const innerOrder = f.orderBy === 'last_seen_ts' ? 'ls.last_seen_ts' : inner;
+    const outerOrder = f.orderBy === 'last_seen_ts' ? 'last_seen_ts' : inner;
+    const orderBy = (expr: string) => (expr === 'u.user_id' ? `u.user_id ${dir}` : `${expr} ${dir} ${nulls}, u.user_id ${dir}`);
+    const [rows, count] = await Promise.all([
+      this.db.raw(
+        `${matches}SELECT ${COLUMNS} FROM (SELECT u.user_id FROM ${from} ${innerJoin} ${clause} ORDER BY ${orderBy(innerOrder)} LIMIT ? OFFSET ?) page
+         JOIN users u ON u.user_id = page.user_id LEFT JOIN profiles p ON p.user_id = u.user_id LEFT JOIN admin_role_assignments a ON a.user_id = u.user_id
+         ORDER BY ${orderBy(outerOrder)}`,
+        [...searchParams, ...params, f.limit, f.from],
+      ),
+      withTotal ? this.db.raw(`${matches}SELECT count(*)::int AS n FROM ${from} ${clause}`, [...searchParams, ...params]) : undefined,
+    ]);
+    return { users: rows.rows as AdminUserRow[], ...(count ? { total: count.rows[0].n as number } : {}) };
+  }
+
+  async user(userId: string): Promise<AdminUserRow | undefined> {
+    const r = await this.db.raw(`SELECT ${COLUMNS} FROM ${FROM} WHERE u.user_id = ?`, [userId]);
+    return r.rows[0];
+  }
+
+  async threepids(userId: string): Promise<Array<{ medium: string; address: string; added_at: number; validated_at: number }>> {
+    const r = await this.db.raw('SELECT medium, address, added_at, validated_at FROM user_threepids WHERE user_id = ? ORDER BY added_at', [userId]);
+    return r.rows;
+  }
+
+  /** Sessions for whois: every device with its last address and time. */
+  async sessions(userId: string): Promise<Array<{ device_id: string; last_seen_ip: string | null; last_seen_ts: number | null }>> {
+    const r = await this.db.raw('SELECT device_id, last_seen_ip, last_seen_ts FROM devices WHERE user_id = ? ORDER BY last_seen_ts DESC NULLS LAST', [userId]);
+    return r.rows;
+  }
+
+  /** Users seen since `since` (online users): newest first. */
+  async seenSince(since: number, limit: number): Promise<Array<{ user_id: string; last_seen_ts: number; last_seen_ip: string | null; devices: number }>> {
+    const r = await this.db.raw(
+      `SELECT user_id, max(last_seen_ts) AS last_seen_ts, (array_agg(last_seen_ip ORDER BY last_seen_ts DESC))[1] AS last_seen_ip, count(*)::int AS devices
+       FROM devices WHERE last_seen_ts >= ? GROUP BY user_id ORDER BY max(last_seen_ts) DESC LIMIT ?`,
+      [since, limit],
+    );
+    return r.rows;
+  }
+}
