@@ -17,6 +17,8 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
   'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
   'admin-users': () => import('./admin-users.ts'), // issue 9 (roles9): admin user list and search
+  'admin-rooms': () => import('./admin-rooms.ts'), // issue 9 (mod9): the admin room list over 10,000 rooms
+  purge: () => import('./purge.ts'), // issue 9 (mod9): purge of a room with 10,000 events
 };
 
 const names = process.argv.slice(2);

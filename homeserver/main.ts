@@ -119,6 +119,7 @@ import { synapseAdminRoutes } from './admin/synapse-routes.ts';
 import { superAdminRoutes } from './admin/routes.ts';
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
+import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
 
 export interface Homeserver {
   config: Config;
@@ -419,7 +420,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
   // ---- issue 8 (media8): the media repository; bytes under DATA_DIR/media, metadata in PostgreSQL.
-  await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
+  const media = await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
   // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
@@ -448,6 +449,14 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     onlineWithinMs: 5 * 60_000,
   });
   // ---- end issue 9 (roles9)
+  // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
+  const moderation = await setupModeration({
+    routes, db, config, bus, rooms, reader, media, roles: adminAccess.roles, accounts,
+    setTag: (u, roomId, tag, content) => accountData.setTag(u, roomId, tag, content),
+    userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
+  });
+  undo.push(() => moderation.drain());
+  // ---- end issue 9 (mod9)
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -470,7 +479,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
   const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
-    { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
+    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
   server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });

@@ -60,6 +60,15 @@ export class AccountService {
 
   constructor(private store: AccountStore, private config: Config, private log?: Logger, readonly threepids?: ThreepidService) {}
 
+  /** issue 9 (mod9): checks a new user id passes before its account is made (policy lists); each throws to refuse. */
+  readonly registrationChecks: Array<(userId: string) => Promise<void>> = [];
+
+  /** issue 9 (mod9): when an account was made (ms), undefined for an unknown user. */
+  async createdTs(userId: string): Promise<number | undefined> {
+    const row = await this.store.user(userId);
+    return row ? Number(row.created_ts) : undefined;
+  }
+
   get uiaLimits(): { lifetimeMs: number; maxSessions: number } {
     return { lifetimeMs: this.config.uiaSessionLifetimeMs, maxSessions: this.config.uiaMaxSessions };
   }
@@ -188,6 +197,7 @@ export class AccountService {
     awaitingApproval?: boolean;
   }): Promise<{ user_id: string; home_server: string } & Partial<Session>> {
     const userId = this.userId(opts.localpart);
+    for (const check of this.registrationChecks) await check(userId); // issue 9 (mod9)
     const passwordHash = opts.password === null ? null : await this.hashPassword(opts.password);
     let session: Session | undefined;
     await this.store.db.transaction(async (trx) => {

@@ -165,6 +165,8 @@ function requestLog(log: Logger): Middleware {
 export interface EdgeOptions {
   trustedProxies?: TrustedProxies;
   overload?: OverloadGuard;
+  /** issue 9 (mod9): refusals before any other work (IP / CIDR bans), right after the error handler. */
+  early?: Middleware[];
 }
 
 export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [], inFlight?: InFlight, edge: EdgeOptions = {}): Koa {
@@ -179,6 +181,7 @@ export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [],
   });
   app.use(requestLog(log));
   app.use(errors(log));
+  for (const m of edge.early ?? []) app.use(m);
   app.use(cors);
   if (edge.overload) app.use(edge.overload.middleware());
   app.use(async (ctx, next) => {

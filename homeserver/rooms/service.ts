@@ -10,6 +10,14 @@ import { AuthError, checkRedaction, stateKey } from '../protocol/auth.ts';
 import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
 import type { AliasStore } from './alias-store.ts';
+import { RoomAdminStore, type PurgeCounts } from './admin-store.ts'; // issue 9 (mod9)
+
+/**
+ * Issue 9 (mod9): a check a join or an invite passes before its event is built (blocked rooms,
+ * policy lists, invite-spam controls). It throws to refuse; 'drop' answers the inviter as if the
+ * invite were sent, but nothing is sent (an invite silently dropped).
+ */
+export type MembershipGate = (m: { kind: 'join' | 'invite'; sender: string; roomId: string; target: string }) => Promise<'allow' | 'drop'>;
 
 export interface Profile {
   displayname?: string | null;
@@ -42,6 +50,10 @@ export class RoomService {
   /** Called after a user forgets a room (caches of memberships listen). */
   /** Published when a user forgets a room (their /sync memberships change). */
   readonly forgotten = new Topic<string>('room forgotten');
+  /** issue 9 (mod9): the checks joins and invites pass (moderation registers them). */
+  readonly membershipGates: MembershipGate[] = [];
+  /** issue 9 (mod9): published with the users that had a membership of a room just purged. */
+  readonly purged = new Topic<{ roomId: string; members: string[] }>('room purged');
 
   constructor(
     readonly engine: RoomEngine,
@@ -160,7 +172,10 @@ export class RoomService {
   async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}): Promise<string> {
     const roomId = await this.resolveRoom(idOrAlias);
     const room = await this.store.roomMeta(roomId);
-    if (!room) throw notFound(`Unknown room ${roomId}`);
+    if (!room) {
+      await this.gate('join', userId, roomId, userId); // issue 9 (mod9): a purged, blocked room answers "blocked"
+      throw notFound(`Unknown room ${roomId}`);
+    }
     const current = await this.store.membership(userId, room.room_nid);
     const profile = (await this.profileOf(userId)) ?? {};
     const content: Record<string, unknown> = { ...extra, ...profileContent(profile) };
@@ -170,6 +185,7 @@ export class RoomService {
       // Joining again is a no-op in Synapse unless the profile changed; keep the event stream quiet.
       return roomId;
     }
+    await this.gate('join', userId, roomId, userId);
     await this.membershipEvent(userId, roomId, userId, 'join', content);
     return roomId;
   }
@@ -180,6 +196,7 @@ export class RoomService {
     const m = await this.store.membership(target, room.room_nid);
     if (m?.membership === 'join') throw forbidden(`${target} is already in the room.`);
     if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
+    if ((await this.gate('invite', sender, roomId, target)) === 'drop') return;
     const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
     if (reason !== undefined) extra.reason = reason;
     await this.membershipEvent(sender, roomId, target, 'invite', extra);
@@ -280,6 +297,11 @@ export class RoomService {
     const membership = content.membership;
     if (typeof membership !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'membership must be a string');
     await this.room(roomId);
+    // issue 9 (mod9): a join or invite through PUT /state passes the same checks as /join and /invite.
+    if (membership === 'join' && target === me.userId) await this.gate('join', me.userId, roomId, target);
+    if (membership === 'invite' && (await this.gate('invite', me.userId, roomId, target)) === 'drop') {
+      return `$${randomBytes(32).toString('base64url')}`;
+    }
     const ev = await this.engine.send(roomId, { type: 'm.room.member', sender: me.userId, content, stateKey: target });
     return ev.eventId;
   }
@@ -334,6 +356,28 @@ export class RoomService {
   /** Points every local alias of a room at its replacement (a room upgrade). */
   async moveAliases(oldRoomId: string, newRoomId: string): Promise<void> {
     await this.aliases.moveAll(oldRoomId, newRoomId);
+  }
+
+  // ---- issue 9 (mod9) ----------------------------------------------------------------------
+
+  private async gate(kind: 'join' | 'invite', sender: string, roomId: string, target: string): Promise<'allow' | 'drop'> {
+    let outcome: 'allow' | 'drop' = 'allow';
+    for (const g of this.membershipGates) if ((await g({ kind, sender, roomId, target })) === 'drop') outcome = 'drop';
+    return outcome;
+  }
+
+  /**
+   * Removes every row of a room from the engine's tables (one transaction) and drops it from the
+   * caches of every worker; the users that had a membership hear of it (their /sync forgets it).
+   * Undefined: no such room.
+   */
+  async purge(roomId: string): Promise<PurgeCounts | undefined> {
+    const done = await new RoomAdminStore(this.store.db).purge(roomId);
+    this.store.forgetRoom(roomId);
+    this.store.roomChanged?.(roomId);
+    if (!done) return undefined;
+    await this.purged.publish({ roomId, members: done.members });
+    return done.counts;
   }
 
   /** Leaves (or rejects) every room, for deactivation. */

@@ -13,6 +13,7 @@ import * as m011 from './migrations/011_abuse_limits.ts'; // issue 7: abuse limi
 import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
 import * as m014 from './migrations/014_admin_roles.ts'; // issue 9: roles, audit log, account states (roles9)
+import * as m015 from './migrations/015_moderation.ts'; // issue 9: moderation (mod9)
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -33,6 +34,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
   { name: '013_media', up: m013.up }, // issue 8: media repository
   { name: '014_admin_roles', up: m014.up }, // issue 9: roles, audit log, account states (roles9)
+  { name: '015_moderation', up: m015.up }, // issue 9: moderation (mod9)
 ];
 
 export interface ConnectOptions {
