@@ -464,7 +464,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // ---- end issue 9 (mod9)
   // ---- issue 12 (adminui12): the admin dashboard's live figures and server summary.
   const adminStats = new AdminStats({
-    store: new AdminStatsStore(db), redis, redisPrefix: config.redisPrefix, workerId: hub?.workerId ?? String(process.pid),
+    store: new AdminStatsStore(db, systemUserId), redis, redisPrefix: config.redisPrefix, workerId: hub?.workerId ?? String(process.pid),
     rooms: async () => Number((await moderation.roomAdmin.list({ orderBy: 'name', dir: 'f', from: 0, limit: 1 })).total_rooms ?? 0),
     onlineWithinMs: 5 * 60_000,
   });

@@ -3,15 +3,16 @@
 import type { Db } from '../storage/db.ts';
 
 export class AdminStatsStore {
-  constructor(private db: Db) {}
+  /** `hidden`: the server's own account (rooms/bootstrap.ts), not a user the admins count. */
+  constructor(private db: Db, private hidden: string) {}
 
   /** Accounts (not deactivated) and how many were made in each of the last `hours` hours (oldest first). */
   async accounts(now: number, hours: number): Promise<{ total: number; perHour: number[] }> {
     const since = now - hours * 3_600_000;
-    const total = await this.db.raw('SELECT count(*)::int AS n FROM users WHERE NOT deactivated');
+    const total = await this.db.raw('SELECT count(*)::int AS n FROM users WHERE NOT deactivated AND user_id <> ?', [this.hidden]);
     const made = await this.db.raw(
-      'SELECT floor((created_ts - ?) / 3600000)::int AS h, count(*)::int AS n FROM users WHERE created_ts >= ? GROUP BY 1',
-      [since, since],
+      'SELECT floor((created_ts - ?) / 3600000)::int AS h, count(*)::int AS n FROM users WHERE created_ts >= ? AND user_id <> ? GROUP BY 1',
+      [since, since, this.hidden],
     );
     const perHour = new Array<number>(hours).fill(0);
     for (const row of made.rows as Array<{ h: number; n: number }>) if (row.h >= 0 && row.h < hours) perHour[row.h] = row.n;
