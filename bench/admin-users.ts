@@ -14,13 +14,14 @@ const SAMPLES = 200;
 export const SEED_SQL = `
 WITH n AS (SELECT g FROM generate_series(1, $1::int) AS g),
 u AS (
-  INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, deactivated, created_ts)
-  SELECT '@user' || g || ':localhost', 'user' || g, NULL, FALSE, g % 50 = 0, g % 97 = 0, $2::bigint - g * 1000
-  FROM n RETURNING user_id, localpart
+  INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, deactivated, created_ts, last_seen_ts)
+  SELECT '@user' || g || ':localhost', 'user' || g, NULL, FALSE, g % 50 = 0, g % 97 = 0, $2::bigint - g * 1000,
+    $2::bigint - (hashtext('@user' || g || ':localhost') & 2147483647) % 2592000000
+  FROM n RETURNING user_id, localpart, last_seen_ts
 ),
 p AS (INSERT INTO profiles (user_id, displayname) SELECT user_id, initcap(localpart) || ' Example' FROM u RETURNING user_id)
 INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts)
-SELECT user_id, 'DEV', 'seeded', $2::bigint - (hashtext(user_id) & 2147483647) % 2592000000, '10.0.0.1', $2::bigint FROM p`;
+SELECT user_id, 'DEV', 'seeded', last_seen_ts, '10.0.0.1', $2::bigint FROM u`;
 
 export async function main(): Promise<void> {
   console.log(`admin-users: ${USERS.toLocaleString()} accounts seeded by SQL; user list and search through /_synapse/admin/v2/users, ${SAMPLES} requests per kind, one at a time`);

@@ -118,6 +118,7 @@ export class AccountStore {
          display_name = COALESCE(devices.display_name, EXCLUDED.display_name)`,
       [userId, deviceId, displayName, Date.now(), ip, Date.now()],
     );
+    await trx.raw('UPDATE users SET last_seen_ts = ? WHERE user_id = ?', [Date.now(), userId]); // issue 9: the account's last use
   }
 
   async devices(userId: string): Promise<DeviceRow[]> {
@@ -157,6 +158,12 @@ export class AccountStore {
        FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[]) AS s(user_id, device_id, ts, ip)
        WHERE d.user_id = s.user_id AND d.device_id = s.device_id`,
       [rows.map((r) => r.userId), rows.map((r) => r.deviceId), rows.map((r) => r.ts), rows.map((r) => r.ip) as string[]],
+    );
+    // issue 9: the account's last use (the admin user list orders by it), in the same batch.
+    await this.db.raw(
+      `UPDATE users u SET last_seen_ts = s.ts FROM (SELECT user_id, max(ts) AS ts FROM unnest(?::text[], ?::bigint[]) AS x(user_id, ts) GROUP BY user_id) s
+       WHERE u.user_id = s.user_id AND (u.last_seen_ts IS NULL OR u.last_seen_ts < s.ts)`,
+      [rows.map((r) => r.userId), rows.map((r) => r.ts)],
     );
   }
 

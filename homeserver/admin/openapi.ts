@@ -15,7 +15,9 @@ const q = (name: string, schema: Schema, description: string) => ({ name, in: 'q
 const p = (name: string, description: string) => ({ name, in: 'path', required: true, schema: str, description });
 const paging = [q('from', str, 'next_token of the previous page'), q('limit', { ...int, minimum: 0, maximum: 1000, default: 100 }, 'entries per page')];
 
-interface Op { summary: string; permission: string | null; params?: unknown[]; body?: Schema; response: Schema; status?: string }
+/** One operation: its summary, the permission it needs (null: none), parameters, body, answer. */
+export interface AdminOperation { summary: string; permission: string | null; params?: unknown[]; body?: Schema; response: Schema; status?: string }
+type Op = AdminOperation;
 
 const ops: Record<string, Record<string, Op>> = {
   '/openapi.json': { get: { summary: 'This document', permission: null, response: { type: 'object' } } },
@@ -83,6 +85,15 @@ const errors = {
   '403': { description: 'M_FORBIDDEN: the permission is missing, or the target does not rank below you', content: { 'application/json': { schema: ref('Error') } } },
   '404': { description: 'M_NOT_FOUND: no such user or role', content: { 'application/json': { schema: ref('Error') } } },
 };
+
+/**
+ * Other capabilities describe their /_super/admin/v1 endpoints here (e.g. moderation's IP bans and
+ * the message_user command), before the server answers: `describeAdminOperations({ '/commands/message_user': { post: {...} } })`.
+ */
+export function describeAdminOperations(more: Record<string, Record<string, AdminOperation>>, moreSchemas: Record<string, Schema> = {}): void {
+  for (const [path, methods] of Object.entries(more)) ops[path] = { ...ops[path], ...methods };
+  Object.assign(schemas, moreSchemas);
+}
 
 export function adminOpenApi(): Record<string, unknown> {
   const paths: Record<string, unknown> = {};

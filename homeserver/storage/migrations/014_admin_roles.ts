@@ -49,7 +49,11 @@ export async function up(knex: Knex): Promise<void> {
       ADD COLUMN locked          BOOLEAN NOT NULL DEFAULT FALSE,
       ADD COLUMN shadow_banned   BOOLEAN NOT NULL DEFAULT FALSE,
       ADD COLUMN approved        BOOLEAN NOT NULL DEFAULT TRUE,
-      ADD COLUMN erased          BOOLEAN NOT NULL DEFAULT FALSE;
+      ADD COLUMN erased          BOOLEAN NOT NULL DEFAULT FALSE,
+      -- The newest last_seen_ts of the account's devices (written with them, in batches).
+      ADD COLUMN last_seen_ts    BIGINT;
+    UPDATE users u SET last_seen_ts = d.ts FROM (SELECT user_id, max(last_seen_ts) AS ts FROM devices GROUP BY user_id) d WHERE d.user_id = u.user_id;
+    CREATE INDEX users_last_seen ON users (last_seen_ts DESC NULLS LAST, user_id DESC);
     -- The admin user list: newest / oldest first, and the approval queue.
     CREATE INDEX users_created_ts ON users (created_ts, user_id);
     CREATE INDEX users_awaiting_approval ON users (created_ts) WHERE NOT approved;
