@@ -268,9 +268,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
-  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  const receiptStore = new ReceiptStore(db, tracker); // issue 9 (mod9): a purge deletes a room's receipts
+  const receipts = new ReceiptService(receiptStore, reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const pushStore = new PushStore(db); // issue 9 (mod9): … and its push actions
+  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -461,6 +463,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
   });
   undo.push(() => moderation.drain());
+  rooms.purged.subscribe(async ({ roomId }) => { await receiptStore.deleteRoom(roomId); await pushStore.deleteRoom(roomId); });
   // ---- end issue 9 (mod9)
   // ---- issue 12 (adminui12): the admin dashboard's live figures and server summary.
   const adminStats = new AdminStats({
@@ -499,7 +502,14 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
-  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  server.on('upgrade', (req, socket, head) => {
+    // issue 9 (mod9): a banned address gets no WebSocket either (upgrades do not pass through koa).
+    if (moderation.ipBans.banned(clientAddress(req, config.trustedProxies))) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"errcode":"M_FORBIDDEN","error":"Your address is banned from this server"}');
+      return;
+    }
+    if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle);
+  });
   connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

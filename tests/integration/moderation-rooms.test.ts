@@ -176,9 +176,16 @@ describe('delete v2', () => {
 
   test('moves local members to a new room, blocks and purges: no rows left, gone from sync, status complete', async () => {
     const room = rooms[1]!;
-    // bob's sync knows the room before.
+    // bob's sync knows the room before; he has a receipt and a notification there.
     const syncBefore = await get(`${C}/sync`, bob);
     assert.ok(syncBefore.body.rooms.join[room]);
+    const last = (await send('PUT', `${C}/rooms/${enc(room)}/send/m.room.message/t2`, alice, { msgtype: 'm.text', body: 'one more' })).body.event_id;
+    assert.equal((await send('POST', `${C}/rooms/${enc(room)}/receipt/m.read/${enc(last)}`, bob, {})).status, 200);
+    const derived = `SELECT (SELECT count(*) FROM receipts WHERE room_id = $1)::int AS receipts,
+      (SELECT count(*) FROM push_events WHERE room_id = $1)::int AS push_events,
+      (SELECT count(*) FROM event_push_actions WHERE room_id = $1)::int AS push_actions`;
+    await eventually(async () => (await db.query(derived, [room])).rows[0].push_events > 0, 5_000, 'push rows');
+    assert.ok((await db.query(derived, [room])).rows[0].receipts > 0);
     const r = await send('DELETE', `${A}/v2/rooms/${enc(room)}`, admin, { block: true, purge: true, new_room_user_id: admin.userId, room_name: 'Gone', message: 'This room was removed' });
     assert.equal(r.status, 200);
     const deleteId = r.body.delete_id as string;
@@ -200,6 +207,7 @@ describe('delete v2', () => {
               (SELECT count(*) FROM events e WHERE e.json LIKE '%' || $1 || '%')::int AS events,
               (SELECT count(*) FROM room_aliases WHERE room_id = $1)::int AS aliases`, [room]);
     assert.deepEqual(left.rows[0], { rooms: 0, events: 0, aliases: 0 });
+    assert.deepEqual((await db.query(derived, [room])).rows[0], { receipts: 0, push_events: 0, push_actions: 0 });
     // Gone from every member's sync (an initial sync), and the members are in the new room.
     for (const who of [alice, bob]) {
       const s = await get(`${C}/sync`, who);

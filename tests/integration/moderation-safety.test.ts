@@ -10,6 +10,7 @@ import type pg from 'pg';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, registerUser, type Credentials } from '../helpers/client.ts';
 import { connectDatabase } from '../helpers/database.ts';
+import http from 'node:http';
 import { closeAgents, request } from '../helpers/addressed.ts';
 import { downloadPath, mediaRequest, uploadMedia } from '../helpers/media.ts';
 import { auditEntries, eventually, userWithRole } from '../helpers/moderation.ts';
@@ -30,6 +31,20 @@ let room: string;
 const get = (path: string, who: Credentials) => api(base, 'GET', path, { token: who.accessToken });
 const send = (method: string, path: string, who: Credentials, body?: unknown) => api(base, method, path, { token: who.accessToken, body });
 const enc = encodeURIComponent;
+/** The status a WebSocket upgrade of the sync socket gets from `from` (101 when upgraded). */
+function upgradeStatus(from: string, token: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${base}/_matrix/client/unstable/io.superserver/sync?access_token=${token}`, {
+      localAddress: from,
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+    });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode ?? 0); });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** Makes an account look a day old (the invite controls spare it). */
 const age = (u: Credentials) => db.query('UPDATE users SET created_ts = created_ts - 86400000 WHERE user_id = $1', [u.userId]);
 
@@ -192,6 +207,8 @@ describe('IP / CIDR bans', () => {
     assert.equal(ban.body.cidr, '127.0.0.16/28');
     const refused = await request(base, 'GET', '/_matrix/client/versions', { from });
     assert.equal(refused.status, 403);
+    assert.equal(await upgradeStatus(from, alice.accessToken), 403);
+    assert.equal(await upgradeStatus('127.0.0.40', alice.accessToken), 101);
     assert.equal(refused.body.errcode, 'M_FORBIDDEN');
     // Even a login or registration attempt from there (no work done: no account made).
     const reg = await request(base, 'POST', `${C}/register`, { from, body: { username: 'fromban', password: 'x'.repeat(12), auth: { type: 'm.login.dummy' } } });
