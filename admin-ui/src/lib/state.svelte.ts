@@ -11,5 +11,9 @@ let nextToast = 1;
 export function toast(text: string, kind: 'ok' | 'error' = 'ok'): void {
   const id = nextToast++;
   toasts.list.push({ id, text, kind });
-  setTimeout(() => { toasts.list = toasts.list.filter((t) => t.id !== id); }, kind === 'error' ? 8000 : 4000);
+  setTimeout(() => dismiss(id), kind === 'error' ? 8000 : 4000);
+}
+
+export function dismiss(id: number): void {
+  toasts.list = toasts.list.filter((t) => t.id !== id);
 }
