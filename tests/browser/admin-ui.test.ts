@@ -245,6 +245,19 @@ test('roles, rooms and server pages; the configuration summary shows no secret',
   await page.getByRole('link', { name: 'Reported room' }).click();
   await page.getByRole('heading', { name: 'Reported room' }).waitFor();
   await shot('room');
+  // Block, then delete a room with purge, its progress followed to the end.
+  const doomed = await rawApi(base, 'POST', '/_matrix/client/v3/createRoom', ownerToken, { name: 'Doomed room' });
+  await rawApi(base, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(doomed.body.room_id)}/send/m.room.message/d1`, ownerToken, { msgtype: 'm.text', body: 'soon gone' });
+  await page.goto(`${base}/admin/#/rooms/${encodeURIComponent(doomed.body.room_id)}`);
+  await page.getByRole('button', { name: 'Block', exact: true }).click();
+  await confirm();
+  await page.getByRole('button', { name: 'Unblock' }).waitFor();
+  assert.equal((await rawApi(base, 'GET', `/_synapse/admin/v1/rooms/${encodeURIComponent(doomed.body.room_id)}/block`, ownerToken)).body.block, true);
+  await page.getByRole('button', { name: 'Delete room…' }).click();
+  await confirm('delete');
+  await until('the deletion complete', async () => /Status: complete/.test(await textOf('delete-progress')), 30_000);
+  const gone = await rawApi(base, 'GET', `/_synapse/admin/v1/rooms/${encodeURIComponent(doomed.body.room_id)}/messages?dir=b&limit=10`, ownerToken);
+  assert.ok(gone.status === 404 || !gone.body.chunk?.some((e: any) => e.content?.body === 'soon gone'), `purged: ${JSON.stringify(gone.body).slice(0, 200)}`);
   await page.goto(`${base}/admin/#/server`);
   assert.match(await page.getByTestId('server-software').textContent() ?? '', /^super-server \d/);
   const text = await page.locator('main').textContent() ?? '';
