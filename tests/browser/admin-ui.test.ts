@@ -109,9 +109,25 @@ test('a wrong password gets a clear message; the owner logs in and sees every pa
   const alert = page.getByRole('alert');
   await alert.waitFor();
   assert.match(await alert.textContent() ?? '', /Not allowed: .*(password|Invalid)/i);
-  await logIn('boss', OWNER_PASSWORD);
+  // By keyboard alone: the fields in order, Enter submits.
+  await page.getByLabel('User name or Matrix ID').fill('');
+  await page.getByLabel('User name or Matrix ID').focus();
+  await page.keyboard.type('boss');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type(OWNER_PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.getByRole('navigation', { name: 'Pages' }).waitFor();
   const nav = await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents();
   assert.deepEqual(nav, ['Dashboard', 'Users', 'Roles', 'Rooms', 'Reports', 'Bans', 'Registration', 'Audit log', 'Server']);
+  // A phone: the pages are behind the Menu button.
+  await page.setViewportSize(PHONE);
+  assert.equal(await page.getByRole('link', { name: 'Audit log' }).isVisible(), false);
+  await page.getByRole('button', { name: 'Menu' }).click();
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Audit log' }).isVisible(), false, 'the menu closes after a choice');
+  await page.setViewportSize(DESKTOP);
 });
 
 test('the dashboard counts a message a matrix-js-sdk client sends while it is open', async () => {
