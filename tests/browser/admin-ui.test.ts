@@ -307,3 +307,21 @@ test('a moderator is not offered what the role may not do; a 403 names the missi
   assert.match(await error.textContent() ?? '', /Not allowed: .*users\.ban/);
   assert.doesNotMatch(await page.locator('body').textContent() ?? '', /at \w+ \(|Error:/, 'no stack trace');
 });
+
+test('a failed request says what happened and offers a retry; never a stack trace', async () => {
+  // The network drops the request, then a proxy answers 500 with a stack trace: each is a sentence and a Retry.
+  await page.route('**/_super/admin/v1/roles', (route) => route.abort('connectionrefused'));
+  await page.goto(`${base}/admin/#/roles`);
+  const alert = page.getByRole('alert').filter({ hasText: 'Cannot reach the server' });
+  await alert.waitFor();
+  await page.unroute('**/_super/admin/v1/roles');
+  await page.route('**/_super/admin/v1/roles', (route) => route.fulfill({ status: 500, contentType: 'text/plain', body: 'TypeError: boom\n    at handler (/srv/app.js:12:3)' }));
+  await alert.getByRole('button', { name: 'Retry' }).click();
+  const failed = page.getByRole('alert').filter({ hasText: 'The server failed (HTTP 500)' });
+  await failed.waitFor();
+  assert.doesNotMatch(await page.locator('body').textContent() ?? '', /TypeError|app\.js/);
+  await page.unroute('**/_super/admin/v1/roles');
+  await failed.getByRole('button', { name: 'Retry' }).click();
+  await page.getByRole('cell', { name: /moderator/ }).first().waitFor();
+  assert.equal(await page.locator('main').getByRole('alert').count(), 0, 'the error is gone once the retry worked');
+});
