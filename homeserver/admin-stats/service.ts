@@ -10,6 +10,7 @@ import type { AdminStatsStore } from './store.ts';
 export const MINUTES = 30;
 const HEARTBEAT_MS = 5_000;
 const WORKER_STALE_MS = 15_000;
+const SHARE_MS = 1_000;
 
 export type Counter = 'messages' | 'refusals';
 
@@ -143,8 +144,21 @@ export class AdminStats {
     }
   }
 
-  /** Everything the dashboard shows, in one answer. A figure that cannot be read is null, never an error. */
-  async snapshot(): Promise<Record<string, unknown>> {
+  private recent: { at: number; answer: Promise<Record<string, unknown>> } | undefined;
+
+  /**
+   * Everything the dashboard shows, in one answer. A figure that cannot be read is null, never an
+   * error. Answers are shared for a second: many open dashboards cost the database one read.
+   */
+  snapshot(): Promise<Record<string, unknown>> {
+    const now = this.now();
+    if (this.recent && now - this.recent.at < SHARE_MS) return this.recent.answer;
+    const answer = this.read();
+    this.recent = { at: now, answer };
+    return answer;
+  }
+
+  private async read(): Promise<Record<string, unknown>> {
     const now = this.now();
     const minute = Math.floor(now / 60_000);
     const orNull = <T>(p: Promise<T>): Promise<T | null> => p.catch(() => null);

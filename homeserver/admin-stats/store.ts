@@ -19,9 +19,9 @@ export class AdminStatsStore {
     return { total: (total.rows[0] as { n: number }).n, perHour };
   }
 
-  /** Distinct users with a device seen since `since`. */
+  /** Users seen since `since` (users.last_seen_ts: their devices' newest, through its index). */
   async usersSeenSince(since: number): Promise<number> {
-    const r = await this.db.raw('SELECT count(DISTINCT user_id)::int AS n FROM devices WHERE last_seen_ts >= ?', [since]);
+    const r = await this.db.raw('SELECT count(*)::int AS n FROM users WHERE last_seen_ts >= ? AND user_id <> ?', [since, this.hidden]);
     return (r.rows[0] as { n: number }).n;
   }
 
