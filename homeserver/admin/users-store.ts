@@ -23,9 +23,9 @@ export type UserOrder = 'name' | 'is_guest' | 'admin' | 'user_type' | 'deactivat
 export const USER_ORDERS: readonly UserOrder[] = ['name', 'is_guest', 'admin', 'user_type', 'deactivated', 'shadow_banned', 'displayname', 'avatar_url', 'creation_ts', 'last_seen_ts', 'locked'];
 
 export interface UserFilter {
-  /** user_id contains */
+  /** user_id contains (ignored with `name`, as Synapse) */
   userId?: string;
-  /** user_id or displayname contains */
+  /** localpart or displayname contains */
   name?: string;
   guests: boolean;
   deactivated: boolean;
@@ -74,12 +74,12 @@ export class AdminUserStore {
     let matches = '';
     const searchParams: Bindings = [];
     const searches: string[] = [];
-    if (f.userId) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
+    if (f.userId && !f.name) { searches.push('SELECT user_id FROM users WHERE user_id ILIKE ?'); searchParams.push(like(f.userId)); }
     if (f.name) {
-      searches.push('(SELECT user_id FROM users WHERE user_id ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
+      searches.push('(SELECT user_id FROM users WHERE localpart ILIKE ? UNION SELECT user_id FROM profiles WHERE displayname ILIKE ?)');
       searchParams.push(like(f.name), like(f.name));
     }
-    if (searches.length) matches = `WITH m AS (${searches.join(' INTERSECT ')}) `;
+    if (searches.length) matches = `WITH m AS (${searches[0]}) `;
     if (!f.guests) where.push('NOT u.is_guest');
     if (!f.deactivated) where.push('NOT u.deactivated');
     if (!f.locked) where.push('NOT u.locked');
@@ -96,26 +96,34 @@ export class AdminUserStore {
     // NULLS only where a column has them: on NOT NULL columns the indexes serve both directions.
     const nullable = order.startsWith('p.') || order === 'u.last_seen_ts';
     const orderBy = order === 'u.user_id' ? `u.user_id ${dir}` : `${order} ${dir}${nullable ? ` ${nulls}` : ''}, u.user_id ${dir}`;
-    const pageSql = `${matches}SELECT ${COLUMNS} FROM (SELECT u.user_id FROM ${from} ${innerJoin} ${clause} ORDER BY ${orderBy} LIMIT ? OFFSET ?) page
+    // A search counts its matches in the same query (a window over the few matching rows), so the
+    // trigram indexes are read once; a plain list counts apart (in parallel).
+    const pageSql = `${matches}SELECT ${COLUMNS}, page.total FROM (SELECT u.user_id, ${matches ? 'count(*) OVER ()' : 'NULL::int'} AS total
+         FROM ${from} ${innerJoin} ${clause} ORDER BY ${orderBy} LIMIT ? OFFSET ?) page
          JOIN users u ON u.user_id = page.user_id LEFT JOIN profiles p ON p.user_id = u.user_id LEFT JOIN admin_role_assignments a ON a.user_id = u.user_id
          ORDER BY ${orderBy}`;
     const countSql = `${matches}SELECT count(*)::int AS n FROM ${from} ${clause}`;
     const pageParams = [...searchParams, ...params, f.limit, f.from];
     const countParams = [...searchParams, ...params];
-    let rows: { rows: AdminUserRow[] };
-    let count: { rows: Array<{ n: number }> } | undefined;
+    let rows: Array<AdminUserRow & { total: number | null }>;
+    let total: number | undefined;
     if (matches) {
       // The planner misjudges how many rows an ILIKE '%…%' keeps and would read every profile and
       // account (100,000: ~100 ms) instead of the trigram indexes (~5 ms): a search reads through them.
-      [rows, count] = await this.db.transaction(async (trx) => {
+      [rows, total] = await this.db.transaction(async (trx) => {
         await trx.raw('SET LOCAL enable_seqscan = off');
-        const page = await trx.raw(pageSql, pageParams);
-        return [page, withTotal ? await trx.raw(countSql, countParams) : undefined] as const;
+        const page = (await trx.raw(pageSql, pageParams)).rows as Array<AdminUserRow & { total: number | null }>;
+        // A page past the end has no row to carry the count.
+        const n = page.length ? Number(page[0]!.total) : withTotal ? (await trx.raw(countSql, countParams)).rows[0].n as number : undefined;
+        return [page, n] as const;
       });
     } else {
-      [rows, count] = await Promise.all([this.db.raw(pageSql, pageParams), withTotal ? this.db.raw(countSql, countParams) : undefined]);
+      const [page, count] = await Promise.all([this.db.raw(pageSql, pageParams), withTotal ? this.db.raw(countSql, countParams) : undefined]);
+      rows = page.rows;
+      total = count ? (count.rows[0].n as number) : undefined;
     }
-    return { users: rows.rows as AdminUserRow[], ...(count ? { total: count.rows[0].n as number } : {}) };
+    const users = rows.map(({ total: _t, ...u }) => u as AdminUserRow);
+    return { users, ...(total !== undefined ? { total } : {}) };
   }
 
   async user(userId: string): Promise<AdminUserRow | undefined> {

@@ -69,6 +69,7 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   r.client('post', '/createRoom', async (ctx) => {
     refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, createRoomSchema);
+    if (requester(ctx).shadowBanned) b.invite = []; // issue 9: a shadow-banned user's invites are dropped, silently
     await roomLimits.created(ctx, b.invite ?? []); // issue 7 (limits7)
     return rooms.createRoom(requester(ctx).userId, b);
   }, { auth: true });

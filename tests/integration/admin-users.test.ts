@@ -92,8 +92,14 @@ describe('Synapse users admin API', () => {
     assert.equal(byCreation.body.users[0].name, '@list-c:localhost');
     const admins = await rawApi(base, 'GET', `${A}/v2/users?admins=true`, mod.token);
     assert.deepEqual(admins.body.users.map((u: any) => u.name).filter((n: string) => n !== '@_server:localhost'), ['@root:localhost']);
-    const byDisplayname = await rawApi(base, 'GET', `${A}/v2/users?user_id=list-b`, mod.token);
-    assert.deepEqual(byDisplayname.body.users.map((u: any) => u.name), ['@list-b:localhost']);
+    const byUserId = await rawApi(base, 'GET', `${A}/v2/users?user_id=list-b`, mod.token);
+    assert.deepEqual(byUserId.body.users.map((u: any) => u.name), ['@list-b:localhost']);
+    // name: the localpart or the display name (not the server name); user_id is ignored with name (as Synapse).
+    // (only the server's own account, whose display name is the server name)
+    assert.deepEqual((await rawApi(base, 'GET', `${A}/v2/users?name=localhost`, mod.token)).body.users.map((u: any) => u.name), ['@_server:localhost']);
+    assert.equal((await rawApi(base, 'GET', `${A}/v2/users?name=list-&user_id=list-b`, mod.token)).body.total, 3);
+    await rawApi(base, 'PUT', `${A}/v2/users/${enc('@list-c:localhost')}`, owner, { displayname: 'Cecilia Quux' });
+    assert.deepEqual((await rawApi(base, 'GET', `${A}/v2/users?name=ecilia%20qu`, mod.token)).body.users.map((u: any) => u.name), ['@list-c:localhost']);
     for (const q of ['from=-1', 'limit=x', 'order_by=password', 'dir=up', 'guests=maybe']) {
       const r = await rawApi(base, 'GET', `${A}/v2/users?${q}`, mod.token);
       assert.deepEqual([r.status, r.body.errcode], [400, 'M_INVALID_PARAM'], q);
@@ -249,6 +255,10 @@ describe('enforcement', () => {
     const seen = await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/messages?dir=b&limit=50`, other.token);
     assert.ok(!JSON.stringify(seen.body).includes('invisible'));
     assert.ok(!seen.body.chunk.some((e: any) => e.type === 'm.room.member' && e.state_key === mod.userId), 'the invite was dropped');
+    const made = await rawApi(base, 'POST', `${C}/createRoom`, victim.token, { invite: [other.userId] });
+    assert.equal(made.status, 200);
+    const invites = (await rawApi(base, 'GET', `${C}/sync?timeout=0`, other.token)).body.rooms?.invite ?? {};
+    assert.ok(!(made.body.room_id in invites), 'createRoom invites were dropped');
     assert.equal((await rawApi(base, 'GET', `${C}/rooms/${enc(room)}/event/${enc(sent.body.event_id)}`, other.token)).status, 404);
     assert.equal((await rawApi(base, 'GET', `${A}/v2/users/${enc(victim.userId)}`, mod.token)).body.shadow_banned, true);
     assert.equal((await rawApi(base, 'DELETE', `${A}/v1/users/${enc(victim.userId)}/shadow_ban`, mod.token)).status, 200);

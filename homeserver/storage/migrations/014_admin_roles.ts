@@ -57,10 +57,10 @@ export async function up(knex: Knex): Promise<void> {
     -- The admin user list: newest / oldest first, and the approval queue.
     CREATE INDEX users_created_ts ON users (created_ts, user_id);
     CREATE INDEX users_awaiting_approval ON users (created_ts) WHERE NOT approved;
-    -- The admin user search (name / user_id contains …): trigram indexes, so that a search over
-    -- 100,000 accounts does not read them all.
+    -- The admin user search (name: the localpart or display name contains …): trigram indexes, so
+    -- that a search over 100,000 accounts does not read them all.
     CREATE EXTENSION IF NOT EXISTS pg_trgm;
-    CREATE INDEX users_user_id_trgm ON users USING gin (user_id gin_trgm_ops);
+    CREATE INDEX users_localpart_trgm ON users USING gin (localpart gin_trgm_ops);
     CREATE INDEX profiles_displayname_trgm ON profiles USING gin (displayname gin_trgm_ops);
   `);
 }
