@@ -30,13 +30,26 @@ export class IpBans {
 
   constructor(private store: ModerationStore, private log: Logger) {}
 
-  async reload(): Promise<void> {
-    try {
-      this.rows = await this.store.bans();
-      this.rebuild(Date.now());
-    } catch (err) {
-      this.log.error({ err }, 'IP bans not reloaded');
-    }
+  /** A reload under way: requests wait for it, so a ban heard from another worker applies at once. */
+  private loading: Promise<void> | undefined;
+  private reloads = 0;
+
+  reload(): Promise<void> {
+    const seq = ++this.reloads;
+    const p = (async () => {
+      try {
+        const rows = await this.store.bans();
+        // Reloads may finish out of order: only the latest started one is applied.
+        if (seq !== this.reloads) return;
+        this.rows = rows;
+        this.rebuild(Date.now());
+      } catch (err) {
+        this.log.error({ err }, 'IP bans not reloaded');
+      }
+    })();
+    this.loading = p;
+    void p.finally(() => { if (this.loading === p) this.loading = undefined; });
+    return p;
   }
 
   private rebuild(now: number): void {
@@ -66,6 +79,7 @@ export class IpBans {
   /** The early middleware: a banned client gets 403 before routing, authentication or a body read. */
   middleware(): Middleware {
     return async (ctx, next) => {
+      if (this.loading) await this.loading;
       if (this.banned(ctx.ip)) {
         ctx.set('Connection', 'close');
         throw new MatrixError(403, 'M_FORBIDDEN', 'Your address is banned from this server');

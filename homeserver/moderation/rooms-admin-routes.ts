@@ -4,6 +4,7 @@
 // GET    /_synapse/admin/v1/rooms/{roomId}/state           its current state
 // GET    /_synapse/admin/v1/rooms/{roomId}/messages        its timeline (from, to, dir, limit, filter), without visibility rules
 // DELETE /_synapse/admin/v2/rooms/{roomId}                 delete: move local members out (to a new room), block, purge
+// DELETE /_synapse/admin/v1/rooms/{roomId}                 the same, answered when done (Synapse's v1, older synadm)
 // GET    /_synapse/admin/v2/rooms/{roomId}/delete_status   every deletion of the room
 // GET    /_synapse/admin/v2/rooms/delete_status/{deleteId} one deletion
 // PUT|GET /_synapse/admin/v1/rooms/{roomId}/block         block (nobody joins) / is it blocked
@@ -93,7 +94,7 @@ export function roomAdminRoutes(r: Routes, admin: RoomAdmin, serverName: string)
     });
   }, { auth: true });
 
-  r.raw('delete', '/_synapse/admin/v2/rooms/:roomId', async (ctx) => {
+  const deletion = async (ctx: RouterContext) => {
     const actor = await requirePermission(ctx, 'rooms.delete');
     const roomId = roomIdParam(ctx);
     const b = body(ctx, deleteSchema, false);
@@ -101,9 +102,19 @@ export function roomAdminRoutes(r: Routes, admin: RoomAdmin, serverName: string)
       throw new MatrixError(400, 'M_INVALID_PARAM', 'new_room_user_id: must be a local user ID');
     }
     const params = { block: b.block ?? false, purge: b.purge ?? true, new_room_user_id: b.new_room_user_id, room_name: b.room_name, message: b.message };
-    const deleteId = await audited(ctx, actor, 'room.delete', roomId, () => admin.startDelete(roomId, params, actor.userId),
-      { block: params.block, purge: params.purge, new_room_user_id: params.new_room_user_id ?? null });
+    const details = { block: params.block, purge: params.purge, new_room_user_id: params.new_room_user_id ?? null };
+    return { actor, roomId, params, details };
+  };
+
+  r.raw('delete', '/_synapse/admin/v2/rooms/:roomId', async (ctx) => {
+    const { actor, roomId, params, details } = await deletion(ctx);
+    const deleteId = await audited(ctx, actor, 'room.delete', roomId, () => admin.startDelete(roomId, params, actor.userId), details);
     return { delete_id: deleteId };
+  }, { auth: true });
+
+  r.raw('delete', '/_synapse/admin/v1/rooms/:roomId', async (ctx) => {
+    const { actor, roomId, params, details } = await deletion(ctx);
+    return audited(ctx, actor, 'room.delete', roomId, () => admin.deleteNow(roomId, params, actor.userId), details);
   }, { auth: true });
 
   r.raw('get', '/_synapse/admin/v2/rooms/:roomId/delete_status', async (ctx) => {

@@ -121,6 +121,15 @@ export class RoomAdmin {
     return deleteId;
   }
 
+  /** The deletion of the v1 API: runs it and answers when done (Synapse's synchronous DELETE /v1/rooms). */
+  async deleteNow(roomId: string, params: DeleteParams, requester: string): Promise<ShutdownResult> {
+    const deleteId = await this.startDelete(roomId, params, requester);
+    await this.running.get(deleteId);
+    const row = await this.store.deletion(deleteId);
+    if (row?.status !== 'complete') throw new MatrixError(500, 'M_UNKNOWN', `Room deletion failed: ${row?.error ?? 'unknown error'}`);
+    return (status(row).shutdown_room as ShutdownResult);
+  }
+
   /** Waits for the deletions running here (shutdown, tests of this process). */
   async idle(): Promise<void> {
     await Promise.all([...this.running.values()]);

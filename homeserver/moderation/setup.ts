@@ -101,7 +101,7 @@ export async function setupModeration(d: ModerationDeps): Promise<Moderation> {
     d.accounts.registrationChecks.push(async (userId) => policies.checkUser(userId));
   }
 
-  // Joins and invites: blocked rooms, policy lists, invite-spam controls.
+  // Joins, knocks and invites: blocked rooms, policy lists, invite-spam controls.
   const invites = new InviteGuard({
     minAccountAgeHours: m.inviteMinAccountAgeHours, requireSharedRoom: m.inviteRequireSharedRoom, action: m.inviteSpamAction, maxPerDay: m.inviteMaxPerDay,
   }, store, reader, (u) => d.accounts.createdTs(u), async (u) => !!(await d.roles.roleOf(u))?.permissions.includes('rooms.moderate'));
@@ -111,6 +111,8 @@ export async function setupModeration(d: ModerationDeps): Promise<Moderation> {
       if (policies.enabled) { policies.checkRoom(roomId); policies.checkUser(target); }
       return 'allow';
     }
+    // As Synapse: a blocked room takes no new members, invited or knocking either.
+    await roomAdmin.refuseBlocked(roomId);
     if (policies.enabled) { policies.checkRoom(roomId); policies.checkUser(sender); policies.checkUser(target); }
     return invites.check(sender, target);
   });

@@ -110,6 +110,7 @@ export class RoomAdminStore {
        SELECT r.room_nid, r.room_id, r.room_version, r.creator, r.state_group, ${names.map((n) => cols[n].sql).join(', ')}
        FROM rooms r LEFT JOIN room_list_stats s ON s.room_nid = r.room_nid
        WHERE s.room_nid IS NULL OR s.state_group IS DISTINCT FROM r.state_group
+       ORDER BY r.room_nid -- two workers refreshing at once lock rows in the same order
        ON CONFLICT (room_nid) DO UPDATE SET state_group = EXCLUDED.state_group, ${names.map((n) => `${n} = EXCLUDED.${n}`).join(', ')}`,
       names.flatMap((n) => cols[n].params));
     });

@@ -234,6 +234,7 @@ export class RoomService {
     const roomId = await this.resolveRoom(idOrAlias);
     const { version } = await this.room(roomId);
     if (!version.knockJoinRule) throw forbidden(`Room version ${version.id} does not support knocking`);
+    await this.gate('join', userId, roomId, userId); // issue 9 (mod9): blocked rooms, policy lists
     const extra: Record<string, unknown> = profileContent((await this.profileOf(userId)) ?? {});
     if (reason !== undefined) extra.reason = reason;
     await this.membershipEvent(userId, roomId, userId, 'knock', extra);

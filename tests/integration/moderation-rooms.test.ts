@@ -146,6 +146,9 @@ describe('block', () => {
     assert.match(join.body.error, /blocked/);
     const viaState = await send('PUT', `${C}/rooms/${enc(room)}/state/m.room.member/${enc(bob.userId)}`, bob, { membership: 'join' });
     assert.equal(viaState.status, 403);
+    const invite = await send('POST', `${C}/rooms/${enc(room)}/invite`, alice, { user_id: bob.userId });
+    assert.equal(invite.status, 403);
+    assert.match(invite.body.error, /blocked/);
     const entries = await auditEntries(db, 'room.block', room);
     assert.equal(entries.length, 1);
     assert.equal(entries[0]!.actor, admin.userId);
@@ -224,5 +227,19 @@ describe('delete v2', () => {
     assert.equal(entries.length, 1);
     assert.equal((entries[0]!.details as { purge: boolean }).purge, true);
     // The failed attempts before (403 denied by the guard, 400s) wrote no room.delete entry.
+  });
+
+  test('v1 delete answers when done; without purge the room stays, empty of local members', async () => {
+    const room = rooms[0]!;
+    const denied = await send('DELETE', `${A}/v1/rooms/${enc(room)}`, support, { purge: false });
+    assert.equal(denied.status, 403);
+    const r = await send('DELETE', `${A}/v1/rooms/${enc(room)}`, admin, { purge: false });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.kicked_users, [alice.userId]);
+    assert.equal(r.body.new_room_id, null);
+    const d = await get(`${A}/v1/rooms/${enc(room)}`, admin);
+    assert.equal(d.status, 200);
+    assert.equal(d.body.joined_members, 0);
+    assert.equal((await auditEntries(db, 'room.delete', room)).length, 1);
   });
 });
