@@ -43,6 +43,8 @@ before(async () => {
   const db = new pg.Client({ connectionString: server.env.DATABASE_URL });
   await db.connect();
   await db.query(SEED_SQL, [1000, Date.now()]);
+  // Two of them registered under REGISTRATION_APPROVAL=on and wait in the approval queue.
+  await db.query("UPDATE users SET approved = FALSE WHERE user_id IN ('@user8:localhost', '@user9:localhost')");
   await db.end();
   const made = await adminCli(server, ['create-user', 'boss', '--role', 'owner'], `${OWNER_PASSWORD}\n`);
   assert.equal(made.code, 0, made.stderr);
@@ -225,7 +227,7 @@ test('triage a report: the event in context, dismissed', async () => {
   assert.equal(list.body.total, 0);
 });
 
-test('create a registration token', async () => {
+test('create a registration token; approve and reject in the approval queue', async () => {
   await page.goto(`${base}/admin/#/registration`);
   await page.getByTestId('token-value').fill('welcome-2026');
   await page.getByTestId('token-uses').fill('5');
@@ -234,7 +236,17 @@ test('create a registration token', async () => {
   await page.getByRole('cell', { name: 'welcome-2026' }).waitFor();
   const tokens = await rawApi(base, 'GET', '/_synapse/admin/v1/registration_tokens', ownerToken);
   assert.deepEqual(tokens.body.registration_tokens.map((t: any) => [t.token, t.uses_allowed]), [['welcome-2026', 5]]);
+  // The approval queue: approve one, reject the other.
+  const queue = page.getByRole('list').filter({ hasText: '@user8:localhost' });
+  await queue.getByRole('listitem').filter({ hasText: '@user8:localhost' }).getByRole('button', { name: 'Approve' }).click();
+  await page.getByRole('listitem').filter({ hasText: '@user8:localhost' }).waitFor({ state: 'detached' });
   await shot('registration');
+  await page.getByRole('listitem').filter({ hasText: '@user9:localhost' }).getByRole('button', { name: 'Reject' }).click();
+  await confirm();
+  await page.getByText('Nobody is waiting').waitFor();
+  const user8 = await rawApi(base, 'GET', `/_synapse/admin/v2/users/${encodeURIComponent('@user8:localhost')}`, ownerToken);
+  const user9 = await rawApi(base, 'GET', `/_synapse/admin/v2/users/${encodeURIComponent('@user9:localhost')}`, ownerToken);
+  assert.deepEqual([user8.body.approved, user8.body.deactivated, user9.body.deactivated], [true, false, true]);
 });
 
 test('the audit log shows the actions just taken, filtered', async () => {
