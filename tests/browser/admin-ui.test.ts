@@ -65,7 +65,8 @@ after(async () => {
 
 async function shot(name: string): Promise<void> {
   // The action's toasts are dismissed first: the page itself is what the picture is for.
-  for (const close of await page.getByRole('button', { name: 'Close message', exact: true }).all()) await close.click({ timeout: 500 }).catch(() => {});
+  const close = page.getByRole('button', { name: 'Close message', exact: true });
+  for (let i = 0; i < 10 && (await close.count()) > 0; i++) await close.first().click({ timeout: 1000 }).catch(() => {});
   await page.setViewportSize(DESKTOP);
   await page.screenshot({ path: path.join(OUT, `${name}-desktop.png`), fullPage: true });
   await page.setViewportSize(PHONE);
