@@ -16,6 +16,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
   'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
+  dag: () => import('./dag.ts'), // issue 10: persisting remote events, forks, state resolution
   'admin-users': () => import('./admin-users.ts'), // issue 9 (roles9): admin user list and search
   'admin-rooms': () => import('./admin-rooms.ts'), // issue 9 (mod9): the admin room list over 10,000 rooms
   purge: () => import('./purge.ts'), // issue 9 (mod9): purge of a room with 10,000 events

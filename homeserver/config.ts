@@ -96,10 +96,12 @@ export interface Config {
   serveChatUi: boolean;
   /** CIDR ranges whose clients may use /_synapse/admin, /_super/admin and /admin/ (else 403). */
   adminAllow: string[];
+  // issue 11 (fed11): federation
   /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
   registrationApproval: boolean;
   /** issue 9 (mod9): moderation — server notices, invite-spam controls, policy lists. */
   moderation: ModerationConfig;
+  federation: FederationSettings;
 }
 
 export interface ModerationConfig {
@@ -111,6 +113,33 @@ export interface ModerationConfig {
   inviteMaxPerDay: number;
   /** Room ids or aliases of the policy lists the server applies. */
   policyRooms: string[];
+}
+
+/** Federation (issue 11): keys, listening, discovery, outbound policy, retries. */
+export interface FederationSettings {
+  /** SIGNING_KEY_PATH: the signing key file (Synapse's `ed25519 <version> <seed>`); undefined: DATA_DIR/signing.key. */
+  signingKeyPath: string | undefined;
+  /** How long the published keys are valid (valid_until_ts = now + this). */
+  keyValidityMs: number;
+  /** Servers asked for others' keys when a server cannot be reached for its own. */
+  trustedKeyServers: string[];
+  /** 0: federation is served on PORT (behind Caddy); else a TLS listener of its own on this port. */
+  port: number;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** The `m.server` of /.well-known/matrix/server; undefined: derived from PUBLIC_BASEURL (or FEDERATION_PORT). */
+  wellKnown: string | undefined;
+  /** Extra CA certificates (PEM) trusted for outbound federation, besides the system's. */
+  caFile: string | undefined;
+  verifyTls: boolean;
+  /** Non-empty: only these server names are federated with. */
+  domainWhitelist: string[];
+  domainBlocklist: string[];
+  /** Address ranges outbound federation may reach although private (Synapse's ip_range_whitelist). */
+  ipRangeAllow: string[];
+  requestTimeoutMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -242,6 +271,22 @@ const schema = z.object({
   SERVE_ADMIN_UI: oneOf(['on', 'off'], 'on or off'),
   SERVE_CHAT_UI: oneOf(['on', 'off'], 'on or off'),
   ADMIN_ALLOW: addressRanges(DEFAULT_ADMIN_ALLOW),
+  // issue 11 (fed11): federation
+  SIGNING_KEY_PATH: optionalText,
+  FEDERATION_KEY_VALIDITY_MS: integer(60_000, 30 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 60000 to 2592000000'),
+  TRUSTED_KEY_SERVERS: serverNameList(),
+  FEDERATION_PORT: integer(0, 65535, 0, 'a port number from 0 (off: federation on PORT) to 65535'),
+  TLS_CERT: optionalText,
+  TLS_KEY: optionalText,
+  FEDERATION_WELL_KNOWN: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/, { error: 'host[:port] where peers reach federation, e.g. matrix.example.org:443' }).optional()),
+  FEDERATION_CA_FILE: optionalText,
+  FEDERATION_VERIFY_TLS: oneOf(['true', 'false'], 'true, or false (test set-ups only: certificates are not checked)'),
+  FEDERATION_DOMAIN_WHITELIST: serverNameList(),
+  FEDERATION_DOMAIN_BLOCKLIST: serverNameList(),
+  FEDERATION_IP_RANGE_ALLOW: cidrList([]),
+  FEDERATION_REQUEST_TIMEOUT_MS: integer(1_000, 600_000, 30_000, 'a whole number of milliseconds from 1000 to 600000'),
+  FEDERATION_RETRY_MIN_MS: integer(100, 86_400_000, 10_000, 'a whole number of milliseconds from 100 to 86400000'),
+  FEDERATION_RETRY_MAX_MS: integer(1_000, 7 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 1000 to 604800000'),
   // issue 9 (roles9): new accounts wait until a moderator approves them
   REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
   // issue 9 (mod9): moderation
@@ -256,6 +301,15 @@ const schema = z.object({
 
 /** Every variable the server reads (the schema's, and CONFIG_FILE): deploy/env.example and the README list them all. */
 export const CONFIG_VARIABLES = [...Object.keys(schema.shape), 'CONFIG_FILE'];
+
+/** A comma-separated list of server names (issue 11: federation). */
+function serverNameList() {
+  const accepts = 'a comma-separated list of server names, e.g. matrix.org,example.com:8448';
+  return z.preprocess(
+    (v) => (unset(v) ? [] : typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
+    z.array(z.string().regex(/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/, { error: accepts }), { error: accepts }),
+  );
+}
 
 /** A YAML-free config file: `CONFIG_FILE` names a JSON object whose keys are the env names. */
 function fileValues(env: Env): Env {
@@ -379,6 +433,31 @@ export function loadConfig(processEnv: Env = process.env): Config {
     serveChatUi: v.SERVE_CHAT_UI !== 'off',
     adminAllow: v.ADMIN_ALLOW,
     registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
+    federation: federationSettings(v),
+  };
+}
+
+/** issue 11 (fed11): the federation settings, checked together. */
+function federationSettings(v: z.infer<typeof schema>): FederationSettings {
+  if (v.FEDERATION_PORT && (!v.TLS_CERT || !v.TLS_KEY)) {
+    throw new StartupError(`FEDERATION_PORT=${v.FEDERATION_PORT} needs TLS_CERT and TLS_KEY: the server terminates TLS itself on that port (behind Caddy, leave FEDERATION_PORT unset)`);
+  }
+  return {
+    signingKeyPath: v.SIGNING_KEY_PATH ? path.resolve(v.SIGNING_KEY_PATH) : undefined,
+    keyValidityMs: v.FEDERATION_KEY_VALIDITY_MS,
+    trustedKeyServers: v.TRUSTED_KEY_SERVERS,
+    port: v.FEDERATION_PORT,
+    tlsCert: v.TLS_CERT,
+    tlsKey: v.TLS_KEY,
+    wellKnown: v.FEDERATION_WELL_KNOWN,
+    caFile: v.FEDERATION_CA_FILE,
+    verifyTls: v.FEDERATION_VERIFY_TLS !== 'false',
+    domainWhitelist: v.FEDERATION_DOMAIN_WHITELIST.map((s) => s.toLowerCase()),
+    domainBlocklist: v.FEDERATION_DOMAIN_BLOCKLIST.map((s) => s.toLowerCase()),
+    ipRangeAllow: v.FEDERATION_IP_RANGE_ALLOW,
+    requestTimeoutMs: v.FEDERATION_REQUEST_TIMEOUT_MS,
+    retryMinMs: v.FEDERATION_RETRY_MIN_MS,
+    retryMaxMs: Math.max(v.FEDERATION_RETRY_MAX_MS, v.FEDERATION_RETRY_MIN_MS),
   };
 }
 

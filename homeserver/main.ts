@@ -32,6 +32,7 @@ import { threepidRoutes } from './accounts/threepid-routes.ts';
 import { ConnectionLimits } from './http/connection-limits.ts';
 import { RoomStore } from './rooms/store.ts';
 import { RoomEngine } from './rooms/engine.ts';
+import { Outbox } from './rooms/outbox.ts';
 import { RoomService } from './rooms/service.ts';
 import { AliasStore } from './rooms/alias-store.ts';
 import { RoomReader } from './rooms/reader.ts';
@@ -52,7 +53,7 @@ import { profileRoutes } from './profiles/routes.ts';
 import { ProfileService } from './profiles/service.ts';
 import { ProfilePropagator } from './profiles/propagation.ts';
 import { serverRoutes } from './server/routes.ts';
-import { loadOrCreateSigningKey } from './server/keys.ts';
+import { loadSigningKeys, readSigningKeyFile } from './server/keys.ts';
 import { ServerStore } from './server/store.ts';
 import { PushRulesService } from './push/service.ts';
 import { notificationRoutes, pushRoutes } from './push/routes.ts';
@@ -107,6 +108,9 @@ import { backupRoutes } from './e2ee/backup-routes.ts';
 import { AddressRanges, adminAllow } from './http/admin-allow.ts';
 import { webUiMounts } from './webui/mounts.ts';
 import { staticUi } from './webui/static-ui.ts';
+// issue 11 (fed11): federation (the top-level federation/ folder; homeserver/ never imports it but here)
+import { createFederation } from '../federation/setup.ts';
+import { listenForFederation } from '../federation/listener.ts';
 // issue 9 (roles9): server roles and permissions, the audit log, the admin API.
 import { adminContext } from './admin/guard.ts';
 import { AuditLog } from './admin/audit.ts';
@@ -115,7 +119,7 @@ import { RoleService } from './admin/roles.ts';
 import { RoleStore } from './admin/roles-store.ts';
 import { AdminUserStore } from './admin/users-store.ts';
 import { UserAdmin } from './admin/users.ts';
-import { SERVER_VERSION, synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { SERVER_VERSION as ADMIN_SERVER_VERSION, synapseAdminRoutes } from './admin/synapse-routes.ts';
 import { superAdminRoutes } from './admin/routes.ts';
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
@@ -132,9 +136,15 @@ export interface Homeserver {
   server: Server;
   /** Background jobs run on one worker (coordination/jobs.ts). */
   jobs: BackgroundJobs;
+  /** issue 10: the room engine (persistAuthorised for federation) and the outbox its sender reads. */
+  engine: RoomEngine;
+  outbox: Outbox;
   /** Drains: stop accepting, answer in-flight requests, finish queued writes, close pools, stop PostgreSQL. */
   stop(): Promise<void>;
 }
+
+/** The version /_matrix/federation/v1/version reports (package.json's). */
+const SERVER_VERSION = '0.1.0';
 
 /** In-flight requests get this long to be answered on shutdown (systemd's TimeoutStopSec is 20 s). */
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -177,6 +187,8 @@ export async function startHomeserver(config: Config, log: Logger): Promise<Home
 }
 
 async function assemble(config: Config, log: Logger, started: number, undo: Array<() => Promise<void> | void>): Promise<Homeserver> {
+  // issue 11: an unreadable signing key file stops the start before anything else is started.
+  const keyFile = readSigningKeyFile({ dataDir: config.dataDir, configuredPath: config.federation.signingKeyPath });
   let embedded: EmbeddedPostgres | undefined;
   let connection: string | object;
   let describeDb: string;
@@ -231,7 +243,9 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const notifier: Notifier = redisNotifier ?? localNotifier;
   const jobs = new BackgroundJobs(hub ? connection : undefined, log.child({ component: 'jobs' }));
   const serverStore = new ServerStore(db);
-  const signingKey = await loadOrCreateSigningKey(serverStore);
+  // issue 11: the key file (SIGNING_KEY_PATH or DATA_DIR/signing.key) is the source of truth.
+  const serverKeys = await loadSigningKeys(serverStore, keyFile, log.child({ component: 'keys' }));
+  const signingKey = serverKeys.current;
 
   const accounts = new AccountService(new AccountStore(db), config, log,
     new ThreepidService(new ThreepidStore(db), config, smtpMailer(config.smtp), log.child({ component: 'threepids' }))); // issue 7
@@ -247,6 +261,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   bus.on('room', (roomId) => roomStore.forgetRoom(roomId), () => roomStore.forgetRoom());
   if (hub) roomStore.roomChanged = (roomId) => bus.emit('room', roomId);
   const engine = new RoomEngine(roomStore, tracker, notifier, config.serverName, signingKey, log);
+  const outbox = new Outbox(db, tracker, log.child({ component: 'outbox' })); // issue 10
   const aliases = new AliasStore(db);
   const rooms = new RoomService(engine, roomStore, aliases, config.serverName, config.defaultRoomVersion, (u) => profiles.get(u), log);
   const visibility = new Visibility(roomStore);
@@ -272,7 +287,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const receipts = new ReceiptService(receiptStore, reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
   const pushStore = new PushStore(db); // issue 9 (mod9): … and its push actions
-  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -422,7 +437,8 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const current = () => tracker.current();
   searchRoutes(routes, new SearchService(reader, current));
   relationRoutes(routes, new RelationsService(reader, current));
-  directoryRoutes(routes, new DirectoryService(reader, rooms, config.serverName));
+  const directory = new DirectoryService(reader, rooms, config.serverName);
+  directoryRoutes(routes, directory);
   upgradeRoutes(routes, new UpgradeService(rooms, reader, push, accountData, (u) => profiles.get(u), config.serverName, log.child({ component: 'upgrades' }), shared));
   timestampRoutes(routes, new TimestampService(reader));
   thirdPartyRoutes(routes);
@@ -430,6 +446,13 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const media = await createMediaRepository(routes, db, config, bus, jobs, log.child({ component: 'media' }));
 
   healthRoutes(routes, serverStore, config.databaseTimeoutMs);
+  // ---- issue 11 (fed11): federation: keys, signed requests, inbound API, outbound queues.
+  const federation = createFederation(routes, {
+    config, db, log: log.child({ component: 'federation' }), serverKeys, keys, crossSigning, toDevice, typing, receipts, presence,
+    profiles: profileService, rooms, reader, directory, media, jobs, outbox, bus, version: SERVER_VERSION,
+    onRoomMembership: (fn) => engine.onPersisted((events, roomId) => { if (events.some((e) => e.pdu.type === 'm.room.member')) fn(roomId); }),
+  });
+  undo.push(() => federation.close());
   // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
   const roles = new RoleService(new RoleStore(db));
   const adminAccess = { roles, audit: new AuditLog(new AuditStore(db)) };
@@ -476,7 +499,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   adminStats.start();
   undo.push(() => adminStats.stop());
-  adminStatsRoutes(routes, adminStats, () => configSummary(config), SERVER_VERSION);
+  adminStatsRoutes(routes, adminStats, () => configSummary(config), ADMIN_SERVER_VERSION); // as /_synapse/admin/v1/server_version says
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -521,7 +544,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     });
     server.listen(config.port, config.bindAddress, () => resolve());
   });
-  log.info({ port: config.port, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
+  // issue 11: FEDERATION_PORT with TLS_CERT / TLS_KEY: this process terminates TLS for federation itself.
+  const fedServer = config.federation.port
+    ? await listenForFederation({
+      port: config.federation.port, bindAddress: config.bindAddress, cert: config.federation.tlsCert!, key: config.federation.tlsKey!,
+      serverOptions: ConnectionLimits.serverOptions(), configure: (srv) => connectionLimits.attach(srv as unknown as Server),
+    }, handle)
+    : undefined;
+  if (fedServer) undo.push(() => new Promise<void>((resolve) => { fedServer.close(() => resolve()); fedServer.closeAllConnections(); }));
+  log.info({ port: config.port, federationPort: config.federation.port || undefined, serverName: config.serverName, startupMs: Date.now() - started, embedded: !!embedded }, 'listening');
 
   let stopping: Promise<void> | undefined;
   const drain = async () => {
@@ -543,7 +574,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     // 4. Pools, then PostgreSQL, then DATA_DIR.
     for (const u of undo.splice(0).reverse()) await Promise.resolve().then(u).catch((err) => log.error({ err }, 'error during shutdown'));
   };
-  return { config, db, server, jobs, stop: () => (stopping ??= drain()) };
+  return { config, db, server, jobs, engine, outbox, stop: () => (stopping ??= drain()) };
 }
 
 /** The events position of a sync token (undefined: not one). */

@@ -20,7 +20,7 @@ function newestSource(dir) {
   return newest;
 }
 
-if (!existsSync(outfile) || statSync(outfile).mtimeMs < newestSource(path.join(root, 'homeserver'))) {
+if (!existsSync(outfile) || statSync(outfile).mtimeMs < Math.max(newestSource(path.join(root, 'homeserver')), newestSource(path.join(root, 'federation')))) {
   try {
     await bundle();
   } catch (err) {

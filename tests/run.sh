@@ -39,6 +39,7 @@ EMBEDDED=(
   tests/integration/media-upload.test.ts
   tests/integration/e2ee-keys.test.ts
   tests/integration/notifications.test.ts
+  tests/integration/dag-engine.test.ts
 )
 PARALLEL_JOBS="${TEST_JOBS:-3}"
 

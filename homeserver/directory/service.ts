@@ -77,13 +77,17 @@ export function roomEntry(s: RoomStats): Record<string, unknown> {
 
 /** The published room directory (/publicRooms) and room summaries (/room_summary). */
 export class DirectoryService {
+  /** issue 11: another server's directory, asked over federation (set when federation runs). */
+  remote: ((server: string, q: Omit<PublicRoomsQuery, 'server'>) => Promise<Record<string, unknown>>) | undefined;
+
   constructor(private reader: RoomReader, private rooms: RoomService, private serverName: string) {}
 
   async publicRooms(q: PublicRoomsQuery): Promise<Record<string, unknown>> {
     if (q.server !== undefined && q.server !== this.serverName) {
       if (!isValidServerName(q.server)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid server name ${q.server}`);
-      // Asking another server needs the federation client, which this server does not have yet.
-      throw new MatrixError(502, 'M_UNKNOWN', 'Failed to fetch room list');
+      if (!this.remote) throw new MatrixError(502, 'M_UNKNOWN', 'Failed to fetch room list');
+      const { server, ...rest } = q;
+      return this.remote(server, rest);
     }
     if (q.limit !== undefined && q.limit < 0) throw new MatrixError(400, 'M_INVALID_PARAM', 'limit must not be negative');
     let bridgedOnly = false;

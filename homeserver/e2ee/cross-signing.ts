@@ -64,7 +64,16 @@ export class CrossSigningService {
       for (const u of fresh) await this.store.putCrossSigningKey(trx, me.userId, u.type, u.pub, u.json);
       record([publicChange ? { userId: me.userId } : { userId: me.userId, onlyTo: me.userId }]);
     });
+    // issue 11: other servers sharing a room hear of new master / self-signing keys (m.signing_key_update).
+    if (publicChange) {
+      const update: Json = { user_id: me.userId };
+      for (const u of fresh) if (u.type !== 'user_signing') update[`${u.type}_key`] = JSON.parse(u.json);
+      this.onPublicKeysChanged?.(me.userId, update);
+    }
   }
+
+  /** issue 11: told of a local user's new master / self-signing keys (federation sends m.signing_key_update). */
+  onPublicKeysChanged: ((userId: string, update: Json) => void) | undefined;
 
   /**
    * POST /keys/signatures/upload: the requester's self-signing key over their devices, their

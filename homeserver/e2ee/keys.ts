@@ -21,8 +21,41 @@ export interface DeviceDirectory {
 /** Users whose device names keys/query looks up at once. */
 const NAME_LOOKUPS_AT_ONCE = 16;
 
-/** The failure reported for another server's users: this server does not federate yet. */
+/** The failure reported for another server's users when no federation is attached. */
 const NO_FEDERATION = { status: 503, message: 'Federation is not available on this server' };
+
+/**
+ * issue 11: keys of other servers' users, asked of their servers (federation/ implements it; e2ee
+ * never imports federation). Each call asks one server; a failure is reported in `failures`.
+ */
+export interface RemoteKeys {
+  query(server: string, deviceKeys: Record<string, string[]>, timeoutMs: number): Promise<Json>;
+  claim(server: string, oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number): Promise<Json>;
+}
+
+/** How long keys/query and keys/claim wait for other servers unless the client says (spec default 10 s). */
+const REMOTE_TIMEOUT_MS = 10_000;
+
+/** The client's `timeout`, bounded: at least a second (0 would fail every server), at most a minute. */
+const remoteTimeout = (ms: number) => Math.min(Math.max(ms, 1_000), 60_000);
+
+/** A failed server, as Synapse reports it in `failures`. */
+function remoteFailure(err: unknown): Record<string, unknown> {
+  const e = err as { status?: number; message?: string };
+  return { status: e.status ?? 503, message: e.message ?? 'the server could not be reached' };
+}
+
+/** Users grouped by their server. */
+function byServer<T>(wanted: Record<string, T>): Map<string, Record<string, T>> {
+  const out = new Map<string, Record<string, T>>();
+  for (const [u, v] of Object.entries(wanted)) {
+    const server = u.slice(u.indexOf(':') + 1);
+    let m = out.get(server);
+    if (!m) out.set(server, (m = {}));
+    m[u] = v;
+  }
+  return out;
+}
 
 export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -39,6 +72,11 @@ function splitKeyId(id: string): { algorithm: string; keyId: string } {
  * stream sequence and wakes the user and every room they are in (their room-mates' syncs).
  */
 export class KeyService {
+  /** issue 11: set by the composition root when federation runs. */
+  remote: RemoteKeys | undefined;
+  /** issue 11: a local device's keys changed or it was deleted (federation tells the servers sharing a room: m.device_list_update). */
+  onLocalDeviceChange: ((change: { userId: string; deviceId: string; deleted: boolean; streamId: number }) => void) | undefined;
+
   constructor(
     private store: KeyStore,
     private reader: RoomReader,
@@ -103,8 +141,9 @@ export class KeyService {
     const oneTime = this.checkedKeys(me, body.one_time_keys, 'one_time_keys', ed25519);
     const fallback = this.checkedKeys(me, body.fallback_keys, 'fallback_keys', ed25519);
 
+    let keysChanged = false;
     await this.writeChanges(deviceKeysJson ? [me.userId] : [], async (trx, record) => {
-      if (deviceKeysJson && (await this.store.putDeviceKeys(trx, me.userId, me.deviceId, deviceKeysJson))) record([{ userId: me.userId }]);
+      if (deviceKeysJson && (await this.store.putDeviceKeys(trx, me.userId, me.deviceId, deviceKeysJson))) { record([{ userId: me.userId }]); keysChanged = true; }
       const existing = await this.store.existingOneTimeKeys(trx, me.userId, me.deviceId, oneTime);
       for (const k of oneTime) {
         const old = existing.get(`${k.algorithm}:${k.keyId}`);
@@ -115,6 +154,7 @@ export class KeyService {
       await this.store.insertOneTimeKeys(trx, me.userId, me.deviceId, oneTime.filter((k) => !existing.has(`${k.algorithm}:${k.keyId}`)));
       for (const k of fallback) await this.store.putFallbackKey(trx, me.userId, me.deviceId, k);
     });
+    if (keysChanged) this.onLocalDeviceChange?.({ userId: me.userId, deviceId: me.deviceId, deleted: false, streamId: this.tracker.current() });
     return { one_time_key_counts: withSignedCurveCount(await this.store.oneTimeKeyCounts(me.userId, me.deviceId)) };
   }
 
@@ -146,11 +186,76 @@ export class KeyService {
 
   // ---- POST /keys/query ---------------------------------------------------------------------
 
-  async query(me: Requester, wanted: Record<string, string[]>): Promise<Json> {
+  async query(me: Requester, wanted: Record<string, string[]>, timeoutMs = REMOTE_TIMEOUT_MS): Promise<Json> {
+    const remoteWanted: Record<string, string[]> = {};
+    for (const [u, d] of Object.entries(wanted)) if (!this.isLocal(u)) remoteWanted[u] = d;
+    const [out, remote] = await Promise.all([this.queryLocal(me.userId, wanted), this.queryRemote(remoteWanted, remoteTimeout(timeoutMs))]);
+    const failures = out.failures as Json;
+    Object.assign(failures, remote.failures);
+    for (const field of ['device_keys', 'master_keys', 'self_signing_keys'] as const) Object.assign(out[field] as Json, remote[field]);
+    return out;
+  }
+
+  /** issue 11: other servers' users, asked of their servers in parallel (federation /user/keys/query). */
+  private async queryRemote(wanted: Record<string, string[]>, timeoutMs: number): Promise<Record<'failures' | 'device_keys' | 'master_keys' | 'self_signing_keys', Json>> {
+    const out = { failures: {} as Json, device_keys: {} as Json, master_keys: {} as Json, self_signing_keys: {} as Json };
+    await Promise.all([...byServer(wanted)].map(async ([server, users]) => {
+      if (!this.remote) { out.failures[server] = NO_FEDERATION; return; }
+      try {
+        const res = await this.remote.query(server, users, timeoutMs);
+        // Only the users asked about, and only of that server: a server speaks for its own users.
+        for (const field of ['device_keys', 'master_keys', 'self_signing_keys'] as const) {
+          const got = res[field];
+          if (!isObject(got)) continue;
+          for (const u of Object.keys(users)) if (isObject(got[u])) out[field][u] = got[u];
+        }
+      } catch (err) {
+        out.failures[server] = remoteFailure(err);
+      }
+    }));
+    return out;
+  }
+
+  /**
+   * issue 11: keys of this server's users for another server (federation /user/keys/query): no
+   * user-signing keys, no signatures visible only to one user.
+   */
+  queryForServer(wanted: Record<string, string[]>): Promise<Json> {
+    const local: Record<string, string[]> = {};
+    for (const [u, d] of Object.entries(wanted)) if (this.isLocal(u)) local[u] = d;
+    return this.queryLocal(undefined, local).then(({ failures: _f, user_signing_keys: _u, ...rest }) => {
+      // Device names stay on this server (Synapse's allow_device_name_lookup_over_federation: off).
+      for (const devices of Object.values(rest.device_keys as Record<string, Record<string, Json>>)) {
+        for (const keys of Object.values(devices)) if (isObject(keys.unsigned)) delete keys.unsigned.device_display_name;
+      }
+      return rest;
+    });
+  }
+
+  /** issue 11: GET /_matrix/federation/v1/user/devices/{userId}: a local user's devices with their keys. */
+  async devicesForServer(userId: string): Promise<Json> {
+    const res = await this.queryForServer({ [userId]: [] });
+    const keys = (res.device_keys as Record<string, Record<string, Json>>)[userId] ?? {};
+    const devices = (await this.devices.devices(userId)).map((d) => ({ device_id: d.device_id, ...(keys[d.device_id] ? { keys: keys[d.device_id] } : {}) }));
+    const out: Json = { user_id: userId, stream_id: this.tracker.current(), devices };
+    const master = (res.master_keys as Json)[userId];
+    const selfSigning = (res.self_signing_keys as Json)[userId];
+    if (master) out.master_key = master;
+    if (selfSigning) out.self_signing_key = selfSigning;
+    return out;
+  }
+
+  /** issue 11: a remote user's device list changed (m.device_list_update, m.signing_key_update): room-mates re-fetch it. */
+  async applyRemoteDeviceListUpdate(userId: string): Promise<void> {
+    if (this.isLocal(userId)) return;
+    await this.writeChanges([userId], async (_trx, record) => { record([{ userId }]); });
+  }
+
+  private async queryLocal(viewer: string | undefined, wanted: Record<string, string[]>): Promise<Json> {
+    const me = { userId: viewer ?? '' };
     const deviceKeys: Record<string, Record<string, Json>> = {};
     const failures: Record<string, unknown> = {};
     const local = Object.keys(wanted).filter((u) => this.isLocal(u));
-    for (const u of Object.keys(wanted)) if (!this.isLocal(u)) failures[u.slice(u.indexOf(':') + 1)] = NO_FEDERATION;
     const [rows, crossRows, sigs] = await Promise.all([
       this.store.deviceKeysOf(local),
       this.store.crossSigningKeys(local),
@@ -191,11 +296,31 @@ export class KeyService {
 
   // ---- POST /keys/claim ---------------------------------------------------------------------
 
-  async claim(wanted: Record<string, Record<string, string>>): Promise<Json> {
+  async claim(wanted: Record<string, Record<string, string>>, timeoutMs = REMOTE_TIMEOUT_MS): Promise<Json> {
+    const remoteWanted: Record<string, Record<string, string>> = {};
+    for (const [u, d] of Object.entries(wanted)) if (!this.isLocal(u)) remoteWanted[u] = d;
+    const failures: Record<string, unknown> = {};
+    const remoteKeys: Record<string, unknown> = {};
+    const [out] = await Promise.all([this.claimLocal(wanted), Promise.all([...byServer(remoteWanted)].map(async ([server, users]) => {
+      if (!this.remote) { failures[server] = NO_FEDERATION; return; }
+      try {
+        const res = await this.remote.claim(server, users, remoteTimeout(timeoutMs));
+        const got = isObject(res.one_time_keys) ? res.one_time_keys : {};
+        for (const u of Object.keys(users)) if (isObject(got[u])) remoteKeys[u] = got[u];
+      } catch (err) {
+        failures[server] = remoteFailure(err);
+      }
+    }))]);
+    Object.assign(out.one_time_keys as Json, remoteKeys);
+    return { ...out, failures };
+  }
+
+  /** One-time keys (else fallback keys) of this server's users; others are skipped. */
+  async claimLocal(wanted: Record<string, Record<string, string>>): Promise<Json> {
     const failures: Record<string, unknown> = {};
     const requests: ClaimRequest[] = [];
     for (const [userId, devices] of Object.entries(wanted)) {
-      if (!this.isLocal(userId)) { failures[userId.slice(userId.indexOf(':') + 1)] = NO_FEDERATION; continue; }
+      if (!this.isLocal(userId)) continue;
       for (const [deviceId, algorithm] of Object.entries(devices)) requests.push({ userId, deviceId, algorithm });
     }
     const claimed = await this.store.claimOneTimeKeys(requests);
@@ -330,6 +455,7 @@ export class KeyService {
       await this.store.deleteDeviceKeys(trx, userId, deviceIds);
       record([{ userId }]);
     });
+    for (const deviceId of deviceIds) this.onLocalDeviceChange?.({ userId, deviceId, deleted: true, streamId: this.tracker.current() });
   }
 
   /** A deactivated account: every key of the user goes. */

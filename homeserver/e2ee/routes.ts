@@ -60,12 +60,12 @@ export function e2eeRoutes(r: Routes, keys: KeyService, crossSigning: CrossSigni
 
   r.client('post', '/keys/query', async (ctx) => {
     const b = body(ctx, querySchema);
-    return keys.query(requester(ctx), b.device_keys);
+    return keys.query(requester(ctx), b.device_keys, b.timeout);
   }, { auth: true });
 
   r.client('post', '/keys/claim', async (ctx) => {
     const b = body(ctx, claimSchema);
-    return keys.claim(b.one_time_keys);
+    return keys.claim(b.one_time_keys, b.timeout);
   }, { auth: true });
 
   r.client('get', '/keys/changes', async (ctx) => {

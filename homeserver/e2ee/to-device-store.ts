@@ -25,19 +25,23 @@ export class ToDeviceStore {
 
   /**
    * Stores the messages of one sendToDevice at one position, unless the sending device used this
-   * transaction id before. Returns the position, or undefined for a repeated transaction or none.
+   * transaction id before. Returns the position (undefined: nothing stored) and whether the
+   * transaction id was new.
    */
-  async send(sender: { userId: string; deviceId: string }, txnId: string, type: string, messages: ToDeviceMessage[]): Promise<number | undefined> {
+  async send(sender: { userId: string; deviceId: string }, txnId: string, type: string, messages: ToDeviceMessage[]): Promise<{ pos: number | undefined; fresh: boolean }> {
     const positions: number[] = [];
     let stored: number | undefined;
+    let fresh = false;
     try {
       await this.db.transaction(async (trx) => {
-        const fresh = await trx.raw(
+        const inserted = await trx.raw(
           `INSERT INTO e2ee_to_device_txns (user_id, device_id, txn_id, created_ts) VALUES (?, ?, ?, ?)
            ON CONFLICT DO NOTHING RETURNING 1`,
           [sender.userId, sender.deviceId, txnId, Date.now()],
         );
-        if (!fresh.rows.length || !messages.length) return;
+        if (!inserted.rows.length) return;
+        fresh = true;
+        if (!messages.length) return;
         const pos = await this.tracker.allocate(trx);
         positions.push(pos);
         await trx.raw(
@@ -50,7 +54,7 @@ export class ToDeviceStore {
     } finally {
       this.tracker.done(positions);
     }
-    return stored;
+    return { pos: stored, fresh };
   }
 
   /** The device has what it was sent up to `upTo`: those messages are gone. */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { LruCache } from '../cache/lru.ts';
 import type { Requester } from '../http/context.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
@@ -22,7 +23,16 @@ const DEVICE_LOOKUPS_AT_ONCE = 16;
  * the rest on the following ones. Each send takes one position of the stream sequence and wakes
  * the recipients' devices (`user|device` keys), on whichever worker they sync.
  */
+/**
+ * issue 11: hands messages for other servers' users to federation (m.direct_to_device EDUs, one
+ * per server); e2ee never imports federation.
+ */
+export type RemoteToDevice = (sender: string, type: string, messageId: string, byServer: Map<string, Record<string, Record<string, Record<string, unknown>>>>) => Promise<void>;
+
 export class ToDeviceService {
+  /** issue 11: set by the composition root when federation runs. */
+  remote: RemoteToDevice | undefined;
+
   /** Per device (`user|device`): the last position this worker delivered, until a sync acknowledges it. */
   private delivered = new LruCache<string, number>(DELIVERED_KEPT);
 
@@ -55,7 +65,44 @@ export class ToDeviceService {
         for (const [deviceId, content] of Object.entries(byDevice)) if (exists.has(deviceId)) out.push({ userId, deviceId, content: canonicalJson(content) });
       }));
     }
-    const pos = await this.store.send(me, txnId, type, out);
+    const { pos, fresh } = await this.store.send(me, txnId, type, out);
+    if (pos !== undefined) {
+      const keys = [...new Set(out.map((m) => deviceKey(m.userId, m.deviceId)))];
+      this.tracker.whenVisible(pos, () => this.notifier.notify('toDevice', keys, pos));
+    }
+    // issue 11: other servers' users, once per transaction id (a retried PUT sends nothing again).
+    const remoteUsers = Object.keys(messages).filter((u) => !u.endsWith(`:${this.serverName}`));
+    if (fresh && remoteUsers.length && this.remote) {
+      const byServer = new Map<string, Record<string, Record<string, Record<string, unknown>>>>();
+      for (const u of remoteUsers) {
+        const server = u.slice(u.indexOf(':') + 1);
+        let m = byServer.get(server);
+        if (!m) byServer.set(server, (m = {}));
+        m[u] = messages[u]!;
+      }
+      await this.remote(me.userId, type, randomBytes(16).toString('hex'), byServer);
+    }
+  }
+
+  /**
+   * issue 11: an m.direct_to_device EDU from `origin` (whose user `sender` is): delivered to this
+   * server's users and devices (`*`: all of them); a repeated message_id from the same sender is
+   * delivered once.
+   */
+  async applyRemote(origin: string, sender: string, type: string, messageId: string, messages: Record<string, Record<string, Record<string, unknown>>>): Promise<void> {
+    const out: ToDeviceMessage[] = [];
+    for (const [userId, byDevice] of Object.entries(messages)) {
+      if (!userId.endsWith(`:${this.serverName}`) || typeof byDevice !== 'object' || byDevice === null) continue;
+      const known = (await this.devices.devices(userId)).map((d) => d.device_id);
+      if ('*' in byDevice) {
+        const content = canonicalJson(byDevice['*']);
+        for (const deviceId of known) out.push({ userId, deviceId, content });
+        continue;
+      }
+      const exists = new Set(known);
+      for (const [deviceId, content] of Object.entries(byDevice)) if (exists.has(deviceId)) out.push({ userId, deviceId, content: canonicalJson(content) });
+    }
+    const { pos } = await this.store.send({ userId: sender, deviceId: `federation:${origin}` }, messageId, type, out);
     if (pos !== undefined) {
       const keys = [...new Set(out.map((m) => deviceKey(m.userId, m.deviceId)))];
       this.tracker.whenVisible(pos, () => this.notifier.notify('toDevice', keys, pos));

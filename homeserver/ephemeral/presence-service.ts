@@ -178,10 +178,15 @@ export class PresenceService {
   }
 
   /** Applies a change; its position (0: nobody is told). */
+  /** issue 11: told of every presence change others see, with the user's rooms (federation sends local users' as m.presence). */
+  onChange: ((userId: string, presence: PresenceValue, roomIds: string[], statusMsg: string | null | undefined) => void) | undefined;
+
   private async change(userId: string, change: Exclude<Parameters<PresenceState['apply']>[1], { kind: 'announce' }>): Promise<number> {
     const keys = [userId, ...(await this.roomsOf(userId))];
     const { state, pos } = await this.state.apply(userId, change, keys);
     this.known.set(userId, state);
+    // issue 11: a change others are told of (pos 0: nothing changed) goes to other servers too.
+    if (pos && this.onChange) this.onChange(userId, state, keys.slice(1), change.kind === 'set' ? change.statusMsg : undefined);
     return pos;
   }
 

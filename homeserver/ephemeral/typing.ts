@@ -283,6 +283,9 @@ export class RedisTypingState implements TypingState {
  * ephemeral event of /sync to the room's members, and the sweep of typing that ran out.
  */
 export class TypingService {
+  /** issue 11: told of every typing change made here (federation sends local users' to the room's other servers). */
+  onTyping: ((roomId: string, userId: string, typing: boolean, timeoutMs: number) => void) | undefined;
+
   constructor(private state: TypingState, private rooms: RoomReader, private notifier: Notifier) {}
 
   async setTyping(userId: string, roomId: string, typing: boolean, timeoutMs: number | undefined): Promise<void> {
@@ -291,6 +294,7 @@ export class TypingService {
     if (m?.membership !== 'join') throw forbidden(`User ${userId} not in room ${roomId}`);
     const timeout = Math.min(timeoutMs ?? TYPING_DEFAULT_TIMEOUT_MS, TYPING_MAX_TIMEOUT_MS);
     await this.state.set(roomId, userId, typing && timeout > 0 ? Date.now() + timeout : 0);
+    this.onTyping?.(roomId, userId, typing && timeout > 0, timeout);
   }
 
   /** A member left a room: they stop typing there. */

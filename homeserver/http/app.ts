@@ -19,6 +19,8 @@ export interface RouteOptions {
   auth?: boolean | 'optional';
   /** Do not read the body as JSON (media uploads). */
   rawBody?: boolean;
+  /** issue 11: a larger JSON body than MAX_REQUEST_BYTES (federation transactions of 50 PDUs and 100 EDUs). */
+  maxBodyBytes?: number;
   /** issue 9: a locked account may call it (/logout, /logout/all); others answer M_USER_LOCKED. */
   allowLocked?: boolean;
 }
@@ -58,7 +60,7 @@ export class Routes {
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-        ctx.state.body = parseJsonObject(await readRawBody(ctx, this.maxBodyBytes, this.bodyTimeoutMs));
+        ctx.state.body = parseJsonObject(await readRawBody(ctx, Math.max(opts.maxBodyBytes ?? 0, this.maxBodyBytes), this.bodyTimeoutMs));
       }
       const result = await handler(ctx as RouterContext);
       if (ctx.body === undefined || ctx.body === null) ctx.body = result ?? {};
@@ -119,8 +121,25 @@ export class InFlight {
   private waiters: Array<() => void> = [];
   readonly shutdown = new AbortController();
 
+  /** What long-polls run at shutdown: a Set, since an EventTarget listener each costs O(listeners) to add and remove. */
+  private shutdownHooks = new Set<() => void>();
+
   constructor() {
-    setMaxListeners(0, this.shutdown.signal); // every long-poll listens to it
+    setMaxListeners(0, this.shutdown.signal);
+    this.shutdown.signal.addEventListener('abort', () => {
+      for (const hook of this.shutdownHooks) hook();
+      this.shutdownHooks.clear();
+    }, { once: true });
+  }
+
+  /** Runs `hook` when the server starts shutting down (at once if it has); returns its removal. */
+  whenShuttingDown(hook: () => void): () => void {
+    if (this.shutdown.signal.aborted) {
+      hook();
+      return () => {};
+    }
+    this.shutdownHooks.add(hook);
+    return () => this.shutdownHooks.delete(hook);
   }
 
   get size(): number { return this.count; }
@@ -129,6 +148,7 @@ export class InFlight {
     return async (ctx, next) => {
       this.count++;
       ctx.state.shutdown = this.shutdown.signal;
+      ctx.state.inFlight = this;
       // Keep-alive connections must not carry new requests into a server that is going away.
       if (this.shutdown.signal.aborted) ctx.set('Connection', 'close');
       try { await next(); } finally {

@@ -59,6 +59,12 @@ export interface MediaContent {
   fileName: string | null;
 }
 
+/** issue 11: media of other servers (federation/ implements it; media never imports federation). */
+export interface RemoteMedia {
+  download(serverName: string, mediaId: string, timeoutMs: number): Promise<MediaContent>;
+  thumbnail(serverName: string, mediaId: string, req: { width: number; height: number; method: ThumbnailMethod; animated: boolean; timeoutMs: number }): Promise<MediaContent>;
+}
+
 export class MediaService {
   private readonly uploaded = new EventEmitter();
   private readonly generating = new Map<string, Promise<ThumbnailRow>>();
@@ -72,6 +78,8 @@ export class MediaService {
    * the invalidation bus, which runs it here too). A worker that misses it finds out by polling.
    */
   announceUpload: (mediaId: string) => void = (mediaId) => this.uploadArrived(mediaId);
+  /** issue 11: other servers' media, fetched over federation (set when federation runs; not cached here yet). */
+  remote: RemoteMedia | undefined;
 
   constructor(
     private readonly store: MediaStore,
@@ -273,6 +281,11 @@ export class MediaService {
   }
 
   async download(serverName: string, mediaId: string, opts: { timeoutMs: number; legacy: boolean; fileName?: string; signal?: AbortSignal }): Promise<MediaContent> {
+    if (serverName !== this.config.serverName && this.remote && !opts.legacy) {
+      this.checkIds(serverName, mediaId);
+      const content = await this.remote.download(serverName, mediaId, Math.min(Math.max(opts.timeoutMs, 0), MAX_DOWNLOAD_WAIT_MS));
+      return opts.fileName ? { ...content, fileName: opts.fileName } : content;
+    }
     const row = await this.uploadedMedia(serverName, mediaId, opts.timeoutMs, opts.legacy, opts.signal);
     return { stream: await this.openContent(row.sha256), contentType: row.contentType ?? 'application/octet-stream', size: row.size ?? 0, fileName: opts.fileName ?? row.uploadName };
   }
@@ -291,6 +304,10 @@ export class MediaService {
    * original when the image is no larger than asked. Made once, then served from storage.
    */
   async thumbnail(serverName: string, mediaId: string, req: { width: number; height: number; method: ThumbnailMethod; animated: boolean; timeoutMs: number; legacy: boolean; signal?: AbortSignal }): Promise<MediaContent> {
+    if (serverName !== this.config.serverName && this.remote && !req.legacy) {
+      this.checkIds(serverName, mediaId);
+      return this.remote.thumbnail(serverName, mediaId, { width: req.width, height: req.height, method: req.method, animated: req.animated, timeoutMs: Math.min(Math.max(req.timeoutMs, 0), MAX_DOWNLOAD_WAIT_MS) });
+    }
     const row = await this.uploadedMedia(serverName, mediaId, req.timeoutMs, req.legacy, req.signal);
     const sourceType = baseType(row.contentType ?? '');
     if (!THUMBNAILABLE_TYPES.has(sourceType)) {

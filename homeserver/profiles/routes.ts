@@ -29,14 +29,21 @@ export function profileRoutes(r: Routes, profiles: ProfileService): void {
     return p;
   };
 
+  // issue 11: reading a profile may ask the user's server (remote users).
+  const lookup = async (userId: string) => {
+    const p = await profiles.lookup(userId);
+    if (!p) throw notFound('Profile was not found');
+    return p;
+  };
+
   r.client('get', '/profile/:userId', async (ctx) => {
-    const p = await load(userParam(ctx.params.userId));
+    const p = await lookup(userParam(ctx.params.userId));
     return { ...(p.displayname != null ? { displayname: p.displayname } : {}), ...(p.avatar_url != null ? { avatar_url: p.avatar_url } : {}) };
   }, { auth: 'optional' });
 
   for (const field of ['displayname', 'avatar_url'] as const) {
     r.client('get', `/profile/:userId/${field}`, async (ctx) => {
-      const p = await load(userParam(ctx.params.userId));
+      const p = await lookup(userParam(ctx.params.userId));
       if (p[field] == null) throw notFound(`The user has no ${field}`);
       return { [field]: p[field] };
     }, { auth: 'optional' });

@@ -17,7 +17,16 @@ export interface UserDirectoryResult {
 export class ProfileService {
   constructor(readonly store: ProfileStore, private propagator: ProfilePropagator, private rooms: RoomReader) {}
 
+  /** issue 11: other servers' users' profiles, asked of their server (set when federation runs). */
+  remote: { isRemote(userId: string): boolean; get(userId: string): Promise<Profile | undefined> } | undefined;
+
   get(userId: string): Promise<Profile | undefined> {
+    return this.store.get(userId);
+  }
+
+  /** GET /profile: a local profile, or (issue 11) a remote user's, asked of their server. */
+  lookup(userId: string): Promise<Profile | undefined> {
+    if (this.remote?.isRemote(userId)) return this.remote.get(userId);
     return this.store.get(userId);
   }
 

@@ -79,7 +79,11 @@ export class BulkEvaluator {
   /** Bumped per user when their rules change, so a load that raced a change is not cached. */
   private versions = new Map<string, number>();
 
-  constructor(private reader: RoomReader, private pushRules: PushRulesService) {
+  /**
+   * `isLocal`: whether a user is this server's. Only local users have push rules, counts and
+   * pushers here (as Synapse): remote members count towards room_member_count and nothing else.
+   */
+  constructor(private reader: RoomReader, private pushRules: PushRulesService, private isLocal: (userId: string) => boolean = () => true) {
     pushRules.changed.subscribe((userId) => this.rulesChanged(userId));
   }
 
@@ -113,7 +117,7 @@ export class BulkEvaluator {
         // that one and apply the row. Members this worker sees joined for the first time (their
         // join is older, or another worker's): whose shared actions these are from now on.
         state = await this.load(before);
-        for (const u of state.joined) out.members.push({ roomId, userId: u, joined: true, pos: 0 });
+        for (const u of state.joined) if (this.isLocal(u)) out.members.push({ roomId, userId: u, joined: true, pos: 0 });
       }
       if (after !== before) {
         const was = row.type === 'm.room.member' && row.stateKey ? state.joined.has(row.stateKey) : false;
@@ -121,18 +125,18 @@ export class BulkEvaluator {
         state = applyInput(state, row, after);
         if (evaluated && row.type === 'm.room.member' && row.stateKey) {
           const now = state.joined.has(row.stateKey);
-          if (now !== was) out.members.push({ roomId, userId: row.stateKey, joined: now, pos: row.pos });
+          if (now !== was && this.isLocal(row.stateKey)) out.members.push({ roomId, userId: row.stateKey, joined: now, pos: row.pos });
         }
       }
       if (!evaluated || row.redacted) continue;
       // An invite notifies the invitee (.m.rule.invite_for_me), who is not joined yet.
-      const invitee = row.type === 'm.room.member' && row.membership === 'invite' && row.stateKey && row.stateKey !== row.sender && !state.joined.has(row.stateKey)
+      const invitee = row.type === 'm.room.member' && row.membership === 'invite' && row.stateKey && row.stateKey !== row.sender && !state.joined.has(row.stateKey) && this.isLocal(row.stateKey)
         ? row.stateKey : undefined;
       work.push({ row, state, invitee });
     }
     if (state) this.rooms.set(roomNid, state);
     const needed: string[] = [];
-    for (const st of new Set(work.map((w) => w.state))) if (st.listEpoch !== this.epoch) needed.push(...st.joined);
+    for (const st of new Set(work.map((w) => w.state))) if (st.listEpoch !== this.epoch) for (const u of st.joined) if (this.isLocal(u)) needed.push(u);
     for (const w of work) if (w.invitee) needed.push(w.invitee);
     await this.loadRules(needed);
 
@@ -192,6 +196,7 @@ export class BulkEvaluator {
     if (st.list && st.listEpoch === this.epoch) return st.list;
     const list: Evaluee[] = [];
     for (const userId of st.joined) {
+      if (!this.isLocal(userId)) continue;
       const template = this.templates.get(userId);
       if (template) list.push({ userId, displayName: st.members.get(userId)?.displayName, template });
     }

@@ -60,6 +60,9 @@ export class ReceiptService {
   }
 
   /** POST /rooms/{roomId}/receipt/{receiptType}/{eventId}. */
+  /** issue 11: told of every public read receipt stored (federation sends local users' to the room's other servers). */
+  onReadReceipt: ((userId: string, roomId: string, eventId: string, threadId: string | undefined) => void) | undefined;
+
   async receipt(me: Requester, roomId: string, type: string, eventId: string, threadId: string | undefined): Promise<void> {
     if (!(RECEIPT_TYPES as readonly string[]).includes(type)) throw invalidParam(`Receipt type must be one of ${RECEIPT_TYPES.join(', ')}`);
     if (type === 'm.fully_read' && threadId !== undefined) throw invalidParam('thread_id is not compatible with m.fully_read receipts');
@@ -67,6 +70,7 @@ export class ReceiptService {
     if (threadId !== undefined) checkThread(row, threadId);
     if (type === 'm.fully_read') await this.fullyRead(me.userId, roomId, eventId);
     else await this.store1(me.userId, roomId, type, row, threadId ?? '');
+    if (type === 'm.read') this.onReadReceipt?.(me.userId, roomId, eventId, threadId);
   }
 
   /** POST /rooms/{roomId}/read_markers: every marker is checked before any is stored. */

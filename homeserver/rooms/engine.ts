@@ -9,6 +9,8 @@ import type { StreamTracker } from '../storage/stream.ts';
 import type { Notifier } from '../realtime/notifier.ts';
 import { RoomStore, pduOf, type EventRow, type RoomRow } from './store.ts';
 import type { RecentEvents } from './recent-events.ts';
+import { searchableText } from './search-text.ts';
+import { AuthorisedPersister, MAX_PREV_EVENTS, type AuthorisedOptions, type AuthorisedResult } from './dag.ts';
 import { PersistStore, WriteSet, isHeadMoved, type Query, type RoomHead, type TransactionWrites } from './persist-store.ts';
 
 /** What a local user (or the server) wants to put in a room; the engine builds the event. */
@@ -138,6 +140,69 @@ export class RoomEngine {
   /** Subscribe to persisted events (federation sender, push, …): the engine imports none of them. */
   onPersisted(listener: (e: PersistedEvent[], roomId: string) => void): void {
     this.listeners.push(listener);
+  }
+
+  private authorised: AuthorisedPersister | undefined;
+
+  /** Persisting authorised events (dag.ts), and the counters of its state resolutions. */
+  get dag(): AuthorisedPersister {
+    return (this.authorised ??= new AuthorisedPersister(this.store));
+  }
+
+  /**
+   * The second entry point: PDUs with their own prev_events and auth_events, from this server or
+   * another, whose signatures and hashes the caller checked (federation). Persisted in one
+   * transaction (see AuthorisedPersister); accepted live events are announced and handed to the
+   * persisted-event listeners like local ones. Answers what happened to each event.
+   */
+  async persistAuthorised(roomId: string, pdus: PDU[], opts: AuthorisedOptions = {}): Promise<AuthorisedResult[]> {
+    const meta = await this.store.roomMeta(roomId);
+    // A local build of the room must not run meanwhile in this worker (other workers: the row lock).
+    const unlock = meta ? await this.lockBuilds([meta.room_nid]) : () => {};
+    let out: Awaited<ReturnType<AuthorisedPersister['persist']>>;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        let positions: number[] = [];
+        // Push evaluation reads on a second pooled connection while this transaction holds one:
+        // bounded, as room creations are.
+        const release = await this.creations.acquire();
+        try {
+          out = await this.dag.persist(roomId, pdus, opts, async (allocate) => (positions = await this.tracker.reserve(allocate)),
+            (roomNid, live) => this.derivedWrites([{ roomId, roomNid, results: live }]));
+          break;
+        } catch (err) {
+          if (meta) {
+            this.cache.delete(meta.room_nid);
+            this.unknownOutcome([meta.room_nid]);
+          }
+          this.tracker.done(positions);
+          // A deadlock with another worker's local write to the room: nothing was written, again.
+          if (!isHeadMoved(err) || attempt >= MAX_ATTEMPTS) throw err;
+          await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 2 ** attempt)));
+        } finally {
+          release();
+        }
+      }
+    } finally {
+      unlock();
+    }
+    const positions = out.positions;
+    // What this worker knew of the room's head and recent rows is no longer the whole story.
+    this.cache.delete(out.roomNid);
+    this.unknownOutcome([out.roomNid]);
+    this.recent?.forget(out.roomNid);
+    const live: PersistedEvent[] = [...out.live, ...out.outOfBand].sort((a, b) => a.streamPos - b.streamPos);
+    out.derived?.committed();
+    this.announce(roomId, live, out.roomNid, undefined);
+    this.tracker.done(positions);
+    this.afterCommit(roomId, live);
+    return out.results;
+  }
+
+  /** A room's gaps (prev events it misses, with the events waiting for them): where to backfill. */
+  async backfillPoints(roomId: string): Promise<Array<{ missing_event_id: string; waiting_event_id: string; depth: number }>> {
+    const meta = await this.store.roomMeta(roomId);
+    return meta ? this.dag.store.backfillPoints(meta.room_nid) : [];
   }
 
   async version(roomId: string): Promise<{ room: RoomRow; version: RoomVersion }> {
@@ -510,7 +575,8 @@ export class RoomEngine {
     const txnKey = (d: EventDraft) => `${d.sender}\0${d.txn!.deviceId}\0${d.txn!.key}`;
     const inBatch = new Map<string, PersistedEvent>();
 
-    let prevEvents = view.head.extremities.slice(0, 10);
+    // Local events cite every forward extremity (up to the spec's 20): forks merge at the next send.
+    let prevEvents = view.head.extremities.slice(0, MAX_PREV_EVENTS);
     let depth = view.head.depth + 1;
     let stateGroup: number | null = view.head.state_group;
     let chainLen = view.chainLen;
@@ -655,7 +721,7 @@ export class RoomEngine {
       depth += 1;
     }
 
-    const extremities = lastEvent ? [lastEvent] : view.head.extremities;
+    const extremities = lastEvent ? [lastEvent, ...view.head.extremities.slice(MAX_PREV_EVENTS)] : view.head.extremities;
     const newDepth = lastEvent ? depth - 1 : view.head.depth;
     w.heads.rooms.push(roomNid);
     w.heads.groups.push(stateGroup);
@@ -903,17 +969,3 @@ function draftError(err: unknown, log: Logger): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-function searchableText(draft: EventDraft): { key: string; value: string } | undefined {
-  const c = draft.content;
-  if (draft.type === 'm.room.message' && typeof c.body === 'string') return { key: 'content.body', value: c.body };
-  if (draft.type === 'm.room.name' && typeof c.name === 'string') return { key: 'content.name', value: c.name };
-  if (draft.type === 'm.room.topic') {
-    // The plain-text topic of m.topic counts too (spec: search keys).
-    const mText = (c['m.topic'] as { 'm.text'?: unknown } | null | undefined)?.['m.text'];
-    const blocks = (Array.isArray(mText) ? mText : []) as Array<{ body?: unknown; mimetype?: unknown } | null>;
-    const texts = [c.topic, ...blocks.filter((t) => t && (t.mimetype === undefined || t.mimetype === 'text/plain')).map((t) => t!.body)];
-    const unique = [...new Set(texts.filter((t): t is string => typeof t === 'string' && t !== ''))];
-    if (unique.length) return { key: 'content.topic', value: unique.join('\n') };
-  }
-  return undefined;
-}

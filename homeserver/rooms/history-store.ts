@@ -14,7 +14,7 @@ export class MembershipHistoryStore {
   async lastJoin(roomNid: number, userId: string): Promise<number | undefined> {
     const r = await this.db.raw(
       `SELECT e.stream_pos FROM events e JOIN state_keys sk ON sk.state_key_nid = e.state_key_nid
-       WHERE e.room_nid = ? AND sk.state_key = ? AND e.membership = 'join' AND NOT e.outlier AND NOT e.rejected
+       WHERE e.room_nid = ? AND sk.state_key = ? AND e.membership = 'join' AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
        ORDER BY e.stream_pos DESC LIMIT 1`,
       [roomNid, userId],
     );
@@ -25,7 +25,7 @@ export class MembershipHistoryStore {
   async memberEventAfter(roomNid: number, userId: string, pos: number): Promise<{ stream_pos: number; state_after: number } | undefined> {
     const r = await this.db.raw(
       `SELECT e.stream_pos, e.state_after FROM events e JOIN state_keys sk ON sk.state_key_nid = e.state_key_nid
-       WHERE e.room_nid = ? AND sk.state_key = ? AND e.membership IS NOT NULL AND e.stream_pos > ? AND NOT e.outlier AND NOT e.rejected
+       WHERE e.room_nid = ? AND sk.state_key = ? AND e.membership IS NOT NULL AND e.stream_pos > ? AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
        ORDER BY e.stream_pos ASC LIMIT 1`,
       [roomNid, userId, pos],
     );
@@ -36,7 +36,7 @@ export class MembershipHistoryStore {
   /** The state snapshot after the room's latest event at or before `pos`. */
   async stateGroupAt(roomNid: number, pos: number): Promise<number | undefined> {
     const r = await this.db.raw(
-      'SELECT state_after FROM events WHERE room_nid = ? AND stream_pos <= ? AND NOT outlier AND NOT rejected ORDER BY stream_pos DESC LIMIT 1',
+      'SELECT state_after FROM events WHERE room_nid = ? AND stream_pos <= ? AND NOT outlier AND NOT rejected AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1',
       [roomNid, pos],
     );
     return r.rows[0] ? Number(r.rows[0].state_after) : undefined;

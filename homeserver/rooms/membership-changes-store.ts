@@ -33,7 +33,7 @@ export class MembershipChangesStore {
        FROM rooms r
        JOIN events e ON e.room_nid = r.room_nid AND e.stream_pos > ? AND e.stream_pos <= ?
        JOIN state_keys sk ON sk.state_key_nid = e.state_key_nid
-       WHERE r.room_id = ANY(?::text[]) AND e.membership IS NOT NULL AND NOT e.outlier AND NOT e.rejected
+       WHERE r.room_id = ANY(?::text[]) AND e.membership IS NOT NULL AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
        ORDER BY e.stream_pos`,
       [since, to, roomIds],
     );

@@ -36,9 +36,13 @@ export class PersistStore {
   }
 }
 
-/** The write found a room's head moved (another worker wrote first): read again and retry. */
+/**
+ * The write found a room's head moved (another worker wrote first), or deadlocked with a write of
+ * authorised events to the room (which locks the room's row first: dag-store.ts): read again and retry.
+ */
 export function isHeadMoved(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '40001';
+  const code = typeof err === 'object' && err !== null ? (err as { code?: string }).code : undefined;
+  return code === '40001' || code === '40P01';
 }
 
 export interface RoomHead {

@@ -8,7 +8,7 @@ import { TimelineStore } from './timeline-store.ts';
 import { RelationStore } from './relation-store.ts';
 import { PublishedRoomStore, type DirectoryPageQuery, type RoomStats } from './published-store.ts';
 import { EventSearchStore, type SearchHit, type SearchQuery } from './search-store.ts';
-import { posToken } from '../storage/stream-token.ts';
+import { posToken, topoToken, type PaginationToken, type TopoPosition } from '../storage/stream-token.ts';
 import { SyncReadStore, type MembershipRow, type RoomSummaryCounts, type TimelineWindow } from './sync-read-store.ts';
 import { filterSql } from './filter.ts';
 import { SharedRoomsStore } from './shared-rooms-store.ts';
@@ -438,12 +438,19 @@ export class RoomReader {
     return this.timeline.allRoomsAfter(from, to, limit);
   }
 
-  async messages(me: Requester, roomId: string, opts: { from?: number; to?: number; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
+  /**
+   * /messages in topological order (depth, then stream position), so that history inserted later
+   * (backfill) sorts where it belongs. A stream token (`s…`, from /sync) starts at the room's newest
+   * event at or before that position; the tokens answered are topological (`t…`).
+   */
+  async messages(me: Requester, roomId: string, opts: { from?: PaginationToken; to?: PaginationToken; dir: 'b' | 'f'; limit: number; filter: RoomEventFilter; current: number }): Promise<{ chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] }> {
     const { room, m } = await this.roomAndMembership(me.userId, roomId);
     if (!m && !(await this.visibility.worldReadable(room.room_nid))) throw forbidden(`User ${me.userId} not in room ${roomId}`);
     const limit = Math.min(Math.max(opts.limit, 0), 1000);
-    const from = Math.min(opts.from ?? (opts.dir === 'b' ? opts.current : 0), opts.current);
-    const to = opts.dir === 'f' ? Math.min(opts.to ?? opts.current, opts.current) : opts.to;
+    const place = async (t: PaginationToken): Promise<TopoPosition> =>
+      t.depth !== undefined ? t : this.timeline.topoAt(room.room_nid, Math.min(t.stream, opts.current));
+    const from: TopoPosition = opts.from ? await place(opts.from) : opts.dir === 'b' ? await place({ stream: opts.current }) : { depth: 0, stream: Number.MIN_SAFE_INTEGER };
+    const to = opts.to ? await place(opts.to) : undefined;
     // What the user may see is decided per event (Visibility). Pages of events they may not see
     // (after leaving, before joining a `joined` room) are skipped, a bounded number at a time.
     const visible: EventRow[] = [];
@@ -451,18 +458,20 @@ export class RoomReader {
     let more = false;
     for (let batch = 0; limit > 0 && batch < MAX_SKIPPED_PAGES; batch++) {
       const asked = limit - visible.length;
-      const rows = await this.eventsBetween(room.room_nid, cursor, to, opts.dir, asked, opts.filter);
+      const rows = await this.timeline.topological(room.room_nid, cursor, to, opts.dir, asked, opts.current, opts.filter);
       visible.push(...(await this.visibility.filter(rows, me.userId, m)));
       if (rows.length) {
-        const last = Number(rows[rows.length - 1]!.stream_pos);
-        cursor = opts.dir === 'b' ? last - 1 : last;
+        const last = rows[rows.length - 1]!;
+        const at = { depth: Number(last.depth), stream: Number(last.stream_pos) };
+        cursor = opts.dir === 'b' ? { depth: at.depth, stream: at.stream - 1 } : at;
       }
       more = rows.length === asked;
       if (!more || visible.length >= limit) break;
     }
     const chunk = await this.format(visible, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
-    const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = { chunk, start: posToken(from) };
-    if (more) out.end = posToken(cursor);
+    const start = opts.from && opts.from.depth === undefined ? posToken(opts.from.stream) : topoToken(from);
+    const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = { chunk, start };
+    if (more) out.end = topoToken(cursor);
     if (opts.filter.lazy_load_members) out.state = await this.memberEventsFor(room, visible);
     return out;
   }
@@ -481,12 +490,14 @@ export class RoomReader {
     const target = await this.store.eventById(eventId);
     if (!target || target.room_id !== roomId) throw notFound('Event not found.');
     if (!(await this.visibility.filter([target], me.userId, m)).length) throw notFound('Event not found.');
-    const pos = Number(target.stream_pos);
+    const at: TopoPosition = { depth: Number(target.depth), stream: Number(target.stream_pos) };
     const before = Math.floor(limit / 2);
     const after = limit - before;
+    // Topological order, as /messages.
+    const ceiling = Number.MAX_SAFE_INTEGER;
     const [b, a] = await Promise.all([
-      this.eventsBetween(room.room_nid, pos - 1, undefined, 'b', before, filter),
-      this.eventsBetween(room.room_nid, pos, undefined, 'f', after, filter),
+      this.timeline.topological(room.room_nid, { depth: at.depth, stream: at.stream - 1 }, undefined, 'b', before, ceiling, filter),
+      this.timeline.topological(room.room_nid, at, undefined, 'f', after, ceiling, filter),
     ]);
     const [vb, va] = await Promise.all([this.visibility.filter(b, me.userId, m), this.visibility.filter(a, me.userId, m)]);
     const fmt = (rows: EventRow[]) => this.format(rows, { userId: me.userId, deviceId: me.deviceId, aggregations: true });
@@ -497,14 +508,16 @@ export class RoomReader {
       const senders = new Set([target, ...vb, ...va].map((e) => e.sender));
       state = stateRows.filter((r) => r.type !== 'm.room.member' || senders.has(r.state_key!));
     }
-    const lastAfter = a.length ? Number(a[a.length - 1]!.stream_pos) : pos;
-    const firstBefore = b.length ? Number(b[b.length - 1]!.stream_pos) - 1 : pos - 1;
+    const placeOf = (e: EventRow) => ({ depth: Number(e.depth), stream: Number(e.stream_pos) });
+    const lastAfter = a.length ? placeOf(a[a.length - 1]!) : at;
+    const oldest = b.length ? placeOf(b[b.length - 1]!) : at;
+    const firstBefore = { depth: oldest.depth, stream: oldest.stream - 1 };
     return {
       event: (await fmt([target]))[0],
       events_before: await fmt(vb),
       events_after: await fmt(va),
-      start: posToken(firstBefore),
-      end: posToken(lastAfter),
+      start: topoToken(firstBefore),
+      end: topoToken(lastAfter),
       state: await formatEvents(this.store, state),
     };
   }

@@ -44,7 +44,7 @@ export class RelationStore {
       params.push(opts.eventType);
     }
     params.push(opts.limit);
-    const live = 'NOT x.rejected AND NOT x.outlier AND x.redacted_by IS NULL AND x.rel_type IS NOT NULL';
+    const live = 'NOT x.rejected AND NOT x.soft_failed AND NOT x.outlier AND x.redacted_by IS NULL AND x.rel_type IS NOT NULL';
     const r = await this.db.raw(
       `WITH RECURSIVE rel(event_nid, event_id, hops) AS (
          SELECT x.event_nid, x.event_id, 1 FROM events x WHERE x.relates_to = ? AND x.room_nid = ? AND ${live}
@@ -74,7 +74,7 @@ export class RelationStore {
     }
     let participated = '';
     if (opts.participant !== undefined) {
-      participated = 'WHERE th.root_sender = ? OR EXISTS (SELECT 1 FROM events p WHERE p.relates_to = th.root_id AND p.rel_type = \'m.thread\' AND p.sender = ? AND p.room_nid = ? AND NOT p.rejected AND p.redacted_by IS NULL)';
+      participated = 'WHERE th.root_sender = ? OR EXISTS (SELECT 1 FROM events p WHERE p.relates_to = th.root_id AND p.rel_type = \'m.thread\' AND p.sender = ? AND p.room_nid = ? AND NOT p.rejected AND NOT p.soft_failed AND p.redacted_by IS NULL)';
       params.push(opts.participant, opts.participant, opts.roomNid);
     }
     params.push(opts.limit);
@@ -83,7 +83,7 @@ export class RelationStore {
          SELECT root.event_nid AS root_nid, root.event_id AS root_id, root.sender AS root_sender, max(x.stream_pos) AS latest
          FROM events x JOIN events root ON root.event_id = x.relates_to AND root.room_nid = x.room_nid
          WHERE x.room_nid = ? AND x.rel_type = 'm.thread' AND x.stream_pos <= ?
-           AND NOT x.rejected AND NOT x.outlier AND x.redacted_by IS NULL AND NOT root.rejected
+           AND NOT x.rejected AND NOT x.soft_failed AND NOT x.outlier AND x.redacted_by IS NULL AND NOT root.rejected
          GROUP BY root.event_nid, root.event_id, root.sender
          ${having}
        )

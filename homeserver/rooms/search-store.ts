@@ -37,7 +37,7 @@ export class EventSearchStore {
         JOIN event_types t ON t.type_nid = e.type_nid
         CROSS JOIN to_tsquery('simple', ?) AS q
         WHERE es.vector @@ q AND es.key = ANY(?) AND e.stream_pos <= sr.ceiling
-          AND NOT e.rejected AND NOT e.outlier AND e.redacted_by IS NULL ${f.sql}`,
+          AND NOT e.rejected AND NOT e.soft_failed AND NOT e.outlier AND e.redacted_by IS NULL ${f.sql}`,
       params: [q.rooms.map((r) => r.room_nid), q.rooms.map((r) => r.ceiling), q.tsquery, q.keys, ...f.params],
     };
   }

@@ -284,7 +284,7 @@ export class RoomStore {
     const r = await this.db.raw(
       `SELECT ${EVENT_COLUMNS}, e.relates_to, e.rel_type
        FROM events e ${EVENT_JOINS} WHERE e.relates_to = ANY(?) AND e.rel_type IN ('m.replace', 'm.thread', 'm.reference')
-         AND e.redacted_by IS NULL AND NOT e.rejected
+         AND e.redacted_by IS NULL AND NOT e.rejected AND NOT e.soft_failed
        ORDER BY e.stream_pos`,
       [eventIds],
     );

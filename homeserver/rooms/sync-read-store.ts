@@ -99,7 +99,7 @@ export class SyncReadStore {
       `SELECT x.* FROM unnest(?::int[], ?::bigint[], ?::bigint[]) WITH ORDINALITY AS w(room_nid, lower, upper, i)
        CROSS JOIN LATERAL (
          SELECT ${EVENT_COLUMNS} FROM events e ${EVENT_JOINS}
-         WHERE e.room_nid = w.room_nid AND e.stream_pos > w.lower AND e.stream_pos <= w.upper AND NOT e.outlier AND NOT e.rejected ${f.sql}
+         WHERE e.room_nid = w.room_nid AND e.stream_pos > w.lower AND e.stream_pos <= w.upper AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed ${f.sql}
          ORDER BY e.stream_pos DESC LIMIT ?
        ) x
        ORDER BY w.i, x.stream_pos DESC`,

@@ -31,8 +31,11 @@ export function serverRoutes(r: Routes, config: Config): void {
 
   r.raw('get', '/.well-known/matrix/client', () => ({ 'm.homeserver': { base_url: config.publicBaseUrl } }));
   r.raw('get', '/.well-known/matrix/server', () => {
-    const host = new URL(config.publicBaseUrl).host;
-    return { 'm.server': host.includes(':') ? host : `${host}:443` };
+    // issue 11: FEDERATION_WELL_KNOWN names it; else the public host on FEDERATION_PORT, or on 443 (Caddy).
+    if (config.federation.wellKnown) return { 'm.server': config.federation.wellKnown };
+    const url = new URL(config.publicBaseUrl);
+    if (config.federation.port) return { 'm.server': `${url.hostname}:${config.federation.port}` };
+    return { 'm.server': url.host.includes(':') ? url.host : `${url.host}:443` };
   });
 
   r.client('get', '/capabilities', () => ({

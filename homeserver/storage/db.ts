@@ -14,6 +14,8 @@ import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encrypt
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
 import * as m014 from './migrations/014_admin_roles.ts'; // issue 9: roles, audit log, account states (roles9)
 import * as m015 from './migrations/015_moderation.ts'; // issue 9: moderation (mod9)
+import * as m016 from './migrations/016_room_dag.ts'; // issue 10: the room engine as a DAG
+import * as m017 from './migrations/017_federation.ts'; // issue 11: federation (fed11)
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -35,6 +37,8 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '013_media', up: m013.up }, // issue 8: media repository
   { name: '014_admin_roles', up: m014.up }, // issue 9: roles, audit log, account states (roles9)
   { name: '015_moderation', up: m015.up }, // issue 9: moderation (mod9)
+  { name: '016_room_dag', up: m016.up }, // issue 10: the room engine as a DAG
+  { name: '017_federation', up: m017.up }, // issue 11: federation (fed11)
 ];
 
 export interface ConnectOptions {

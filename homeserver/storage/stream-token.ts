@@ -19,6 +19,9 @@ export type SyncToken = Record<StreamName, number>;
 
 export function parseToken(raw: unknown, name = 'token'): StreamToken {
   if (typeof raw !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}`);
+  // A topological token (/messages, /context) read as a stream position: its stream part.
+  const topo = TOPO.exec(raw);
+  if (topo) return { pos: Math.max(0, checkedTopo(topo, name).stream), parts: [] };
   const m = /^s(\d+)((?:_\d+)*)$/.exec(raw);
   if (!m) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: ${raw}`);
   const parts = m[2] ? m[2].slice(1).split('_').map(Number) : [];
@@ -50,4 +53,38 @@ export function formatToken(t: StreamToken): string {
 
 export function posToken(pos: number): string {
   return `s${Math.max(0, pos)}`;
+}
+
+/**
+ * A place in a room's topological order (/messages, /context): between the event at (depth,
+ * stream) and the next one. `t<depth>-<stream>` as Synapse writes them; the stream part is negative
+ * for history inserted later (backfill), which sorts by depth where it belongs.
+ */
+export interface TopoPosition {
+  depth: number;
+  stream: number;
+}
+
+const TOPO = /^t(\d+)-(-?\d+)$/;
+
+function checkedTopo(m: RegExpExecArray, name: string): TopoPosition {
+  const depth = Number(m[1]);
+  const stream = Number(m[2]);
+  if (!Number.isSafeInteger(depth) || !Number.isSafeInteger(stream)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid ${name}: out of range`);
+  return { depth, stream };
+}
+
+/** A pagination token: a stream position (`s…`, what /sync hands out) or a topological one (`t…`). */
+export type PaginationToken = { stream: number; depth?: undefined } | TopoPosition;
+
+export function parsePaginationToken(raw: unknown, name = 'token'): PaginationToken {
+  if (typeof raw === 'string') {
+    const m = TOPO.exec(raw);
+    if (m) return checkedTopo(m, name);
+  }
+  return { stream: parseToken(raw, name).pos };
+}
+
+export function topoToken(p: TopoPosition): string {
+  return `t${Math.max(0, p.depth)}-${p.stream}`;
 }

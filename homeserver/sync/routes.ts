@@ -1,7 +1,7 @@
 // GET  /sync ?since ?timeout ?full_state ?filter      incremental or initial sync (long-polls up to 60 s)
 // POST /user/{userId}/filter                         upload a filter for /sync and /messages
 // GET  /user/{userId}/filter/{filterId}              a filter as uploaded
-import type { Routes } from '../http/app.ts';
+import type { InFlight, Routes } from '../http/app.ts';
 import { jsonBody, validate } from '../http/body.ts';
 import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
@@ -34,12 +34,10 @@ export function syncRoutes(r: Routes, sync: SyncService, filters: FilterService,
     // After a normal response the request closes too: nothing to abort then (an abort costs a
     // DOMException and a round of listeners, on every one of a thousand woken long-polls).
     ctx.req.on('close', () => { if (!ctx.res.writableEnded) abort.abort(); });
-    const shutdown = ctx.state.shutdown as AbortSignal | undefined;
-    const onShutdown = () => abort.abort();
-    shutdown?.addEventListener('abort', onShutdown, { once: true });
+    const unhook = (ctx.state.inFlight as InFlight | undefined)?.whenShuttingDown(() => abort.abort());
     try {
       return await sync.sync(me, { since, timeoutMs: Math.min(timeout, MAX_TIMEOUT_MS), fullState, filter }, abort.signal);
-    } finally { shutdown?.removeEventListener('abort', onShutdown); synced?.(); }
+    } finally { unhook?.(); synced?.(); }
   }, { auth: true });
 
   const own = (ctx: { params: Record<string, string | undefined> }, me: { userId: string }) => {

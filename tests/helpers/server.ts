@@ -166,6 +166,20 @@ async function waitGone(pid: number, ms: number): Promise<void> {
   }
 }
 
+/**
+ * A fresh database on the external PostgreSQL for a homeserver started in this process
+ * (homeserver/main.ts startHomeserver); undefined with TEST_BACKEND=embedded, where the server
+ * starts its own in DATA_DIR. Dropped when the test process exits.
+ */
+export async function createTestDatabase(): Promise<string | undefined> {
+  installCleanup();
+  if (process.env.TEST_BACKEND === 'embedded') return undefined;
+  const database = `hs_test_${randomBytes(6).toString('hex')}`;
+  await adminQuery(`CREATE DATABASE "${database}"`);
+  databases.add(database);
+  return (await adminTarget()).url(database);
+}
+
 export async function startServer(opts: StartOptions = {}): Promise<TestServer> {
   installCleanup();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-test-'));

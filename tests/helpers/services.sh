@@ -62,3 +62,6 @@ if ! redis_answers; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
   wait_for "Redis" redis_answers
 fi
+
+# ---- openssl (issue 11: the federation tests make a local CA and certificates with it) ----------
+command -v openssl >/dev/null || apt_install openssl

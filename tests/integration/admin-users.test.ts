@@ -322,6 +322,14 @@ describe('synadm', () => {
       assert.match(out, /"id_server_unbind_result": "success"/);
       assert.equal((await rawApi(base, 'GET', `${A}/v2/users/${enc(target.userId)}`, owner)).body.deactivated, true);
       assert.equal((await rawApi(base, 'GET', `${C}/account/whoami`, target.token)).status, 401);
+      // The room list (mod9's rooms admin API) as synadm reads it.
+      const created = await rawApi(base, 'POST', `${C}/createRoom`, owner, { name: 'listed by synadm' });
+      assert.equal(created.status, 200);
+      const rooms = JSON.parse(synadm('room', 'list', '-l', '100'));
+      const listed = rooms.rooms.find((r: any) => r.room_id === created.body.room_id);
+      assert.ok(listed, 'synadm room list shows the new room');
+      assert.equal(listed.name, 'listed by synadm');
+      assert.equal(rooms.total_rooms, rooms.rooms.length);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '../../homeserver');
-const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search', 'room_list_stats'];
+const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search', 'room_list_stats', 'room_backfill_points', 'outbox_edus', 'outbox_positions'];
 /** Capabilities that read rooms only through the room engine's read interface. */
 const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral', 'limits', 'e2ee', 'moderation', 'admin-stats'];
 
@@ -102,4 +102,17 @@ test('the checks see what they look for', () => {
   assert.ok(SQL_CALL.test("db.raw('DELETE FROM x')"));
   assert.ok(files.some((f) => f.path === 'accounts/store.ts' && SQL_CALL.test(f.text)));
   assert.deepEqual(tablesIn('SELECT 1 FROM events e JOIN rooms r'), ['events', 'rooms']);
+});
+
+// issue 11 (fed11): the top-level federation/ folder owns the federation_* tables; its SQL lives in
+// its store files; homeserver/ never imports it (but the composition root); it reads no store of homeserver/.
+test('federation/: SQL only in its store files, on its own tables; homeserver/ does not import it', () => {
+  const FED = join(import.meta.dirname, '../../federation');
+  const fedFiles = allTsFiles(FED).map((path) => ({ path: relative(FED, path), text: readFileSync(path, 'utf8') }));
+  assert.ok(fedFiles.some((f) => f.path === 'queue-store.ts' && SQL_CALL.test(f.text)), 'the check sees the store files');
+  assert.deepEqual(fedFiles.filter((f) => !/(?:^|-)store\.ts$/.test(f.path) && SQL_CALL.test(f.text)).map((f) => f.path), []);
+  const foreign = fedFiles.flatMap((f) => tablesIn(f.text).filter((t) => !t.startsWith('federation_') && t !== 'unnest').map((t) => `${f.path}: ${t}`));
+  assert.deepEqual(foreign, []);
+  assert.deepEqual(fedFiles.filter((f) => /from '\.\.\/homeserver\/[a-z]+\/(?:[a-z-]+-)?store\.ts'/.test(f.text)).map((f) => f.path), []);
+  assert.deepEqual(files.filter((f) => f.path !== COMPOSITION_ROOT && /from '(?:\.\.\/)+federation\//.test(f.text)).map((f) => f.path), []);
 });

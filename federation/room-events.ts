@@ -1,0 +1,40 @@
+// The room engine's outbox → the per-destination queues: each event persisted here by one of our
+// users goes to the other servers of its room (and, for a kick or ban, to the target's server).
+// EDUs other capabilities append to the outbox for a destination are queued as they are. Runs as
+// a background job (the outbox's one elected reader); its position is saved only once the items
+// are in the durable queues, so a crash loses nothing (a repeat is deduplicated by event id).
+import type { Logger } from 'pino';
+import type { BackgroundJob } from '../homeserver/coordination/jobs.ts';
+import type { Outbox, OutboxItem } from '../homeserver/rooms/outbox.ts';
+import type { RoomReader } from '../homeserver/rooms/reader.ts';
+import { getRoomVersion } from '../homeserver/protocol/room-versions.ts';
+import type { FederationSender } from './sender.ts';
+
+const serverOf = (id: string) => id.slice(id.indexOf(':') + 1);
+
+export function roomEventsToFederation(outbox: Outbox, sender: FederationSender, reader: RoomReader, serverName: string, log: Logger): BackgroundJob {
+  const handle = async (items: OutboxItem[]): Promise<void> => {
+    for (const item of items) {
+      if (item.kind === 'edu') {
+        if (item.destination) await sender.queueEdus([{ destination: item.destination, edu: { edu_type: item.type, content: item.content } }]);
+        continue;
+      }
+      const pdu = { ...item.pdu } as Record<string, unknown>;
+      // Remote events came from their servers; only our users' events are ours to send.
+      if (typeof pdu.sender !== 'string' || serverOf(pdu.sender) !== serverName) continue;
+      const servers = new Set<string>();
+      for (const users of (await reader.roomMembersOf([item.roomId])).values()) for (const u of users) servers.add(serverOf(u));
+      const membership = (pdu.content as { membership?: unknown } | undefined)?.membership;
+      if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string' && (membership === 'leave' || membership === 'ban')) servers.add(serverOf(pdu.state_key));
+      servers.delete(serverName);
+      if (!servers.size) continue;
+      // From room version 3 on, the event ID is the event's hash and is not sent.
+      const room = await reader.roomMeta(item.roomId);
+      const version = room ? getRoomVersion(room.room_version) : undefined;
+      if (!version || version.eventIdFormat !== 'v1') delete pdu.event_id;
+      await sender.queueRoomEventsForDestinations([pdu], [...servers]);
+      log.debug({ eventId: item.eventId, destinations: servers.size }, 'event queued for federation');
+    }
+  };
+  return outbox.consumer('federation', handle, { batch: 100 });
+}
