@@ -20,6 +20,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'admin-users': () => import('./admin-users.ts'), // issue 9 (roles9): admin user list and search
   'admin-rooms': () => import('./admin-rooms.ts'), // issue 9 (mod9): the admin room list over 10,000 rooms
   purge: () => import('./purge.ts'), // issue 9 (mod9): purge of a room with 10,000 events
+  'admin-ui': () => import('./admin-ui.ts'), // issue 12 (adminui12): the admin dashboard's size and time to interactive over 100,000 users
 };
 
 const names = process.argv.slice(2);

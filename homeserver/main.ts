@@ -119,11 +119,16 @@ import { RoleService } from './admin/roles.ts';
 import { RoleStore } from './admin/roles-store.ts';
 import { AdminUserStore } from './admin/users-store.ts';
 import { UserAdmin } from './admin/users.ts';
-import { synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { SERVER_VERSION as ADMIN_SERVER_VERSION, synapseAdminRoutes } from './admin/synapse-routes.ts';
 import { superAdminRoutes } from './admin/routes.ts';
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
 import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
+// issue 12 (adminui12): the admin dashboard's figures
+import { AdminStats } from './admin-stats/service.ts';
+import { AdminStatsStore } from './admin-stats/store.ts';
+import { adminStatsRoutes } from './admin-stats/routes.ts';
+import { configSummary } from './admin-stats/summary.ts';
 
 export interface Homeserver {
   config: Config;
@@ -483,6 +488,18 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   undo.push(() => moderation.drain());
   rooms.purged.subscribe(async ({ roomId }) => { await receiptStore.deleteRoom(roomId); await pushStore.deleteRoom(roomId); });
   // ---- end issue 9 (mod9)
+  // ---- issue 12 (adminui12): the admin dashboard's live figures and server summary.
+  const adminStats = new AdminStats({
+    store: new AdminStatsStore(db, systemUserId), redis, redisPrefix: config.redisPrefix, workerId: hub?.workerId ?? String(process.pid),
+    rooms: async () => Number((await moderation.roomAdmin.list({ orderBy: 'name', dir: 'f', from: 0, limit: 1 })).total_rooms ?? 0),
+    onlineWithinMs: 5 * 60_000,
+  });
+  engine.onPersisted((events) => {
+    adminStats.count('messages', events.filter((e) => e.pdu.type === 'm.room.message' || e.pdu.type === 'm.room.encrypted').length);
+  });
+  adminStats.start();
+  undo.push(() => adminStats.stop());
+  adminStatsRoutes(routes, adminStats, () => configSummary(config), ADMIN_SERVER_VERSION); // as /_synapse/admin/v1/server_version says
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -505,7 +522,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
   const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
-    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware()] }); // issue 7 (limits7); issue 9 (mod9): IP bans
+    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware(), adminStats.refusals()] }); // issue 7 (limits7); issue 9 (mod9): IP bans; issue 12 (adminui12): 429s counted (overload included)
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
   server.on('upgrade', (req, socket, head) => {
