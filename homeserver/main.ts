@@ -119,7 +119,8 @@ import { RoleService } from './admin/roles.ts';
 import { RoleStore } from './admin/roles-store.ts';
 import { AdminUserStore } from './admin/users-store.ts';
 import { UserAdmin } from './admin/users.ts';
-import { SERVER_VERSION as ADMIN_SERVER_VERSION, synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { SERVER_VERSION } from './server/version.ts';
 import { superAdminRoutes } from './admin/routes.ts';
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
@@ -144,7 +145,6 @@ export interface Homeserver {
 }
 
 /** The version /_matrix/federation/v1/version reports (package.json's). */
-const SERVER_VERSION = '0.1.0';
 
 /** In-flight requests get this long to be answered on shutdown (systemd's TimeoutStopSec is 20 s). */
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -499,7 +499,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   adminStats.start();
   undo.push(() => adminStats.stop());
-  adminStatsRoutes(routes, adminStats, () => configSummary(config), ADMIN_SERVER_VERSION); // as /_synapse/admin/v1/server_version says
+  adminStatsRoutes(routes, adminStats, () => configSummary(config), SERVER_VERSION); // as /_synapse/admin/v1/server_version says
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations

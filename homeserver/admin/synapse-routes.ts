@@ -35,7 +35,8 @@ import { queryBool, queryEnum, queryInt, queryString } from './query.ts';
 import { USER_ORDERS } from './users-store.ts';
 import { userJson, type UserAdmin } from './users.ts';
 
-export const SERVER_VERSION = '0.9.0';
+export { SERVER_VERSION } from '../server/version.ts';
+import { SERVER_VERSION } from '../server/version.ts';
 
 const modifySchema = z.object({
   password: z.string().max(512).optional(),
