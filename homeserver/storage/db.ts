@@ -12,6 +12,7 @@ import * as m010 from './migrations/010_ratelimit_overrides.ts'; // issue 7: rat
 import * as m011 from './migrations/011_abuse_limits.ts'; // issue 7: abuse limits
 import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
+import * as m018 from './migrations/018_friends.ts'; // issue 13: friends
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -31,6 +32,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '011_abuse_limits', up: m011.up }, // issue 7: abuse limits
   { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
   { name: '013_media', up: m013.up }, // issue 8: media repository
+  { name: '018_friends', up: m018.up }, // issue 13: friends
 ];
 
 export interface ConnectOptions {
