@@ -1,0 +1,185 @@
+// The chat app (chat-ui/) in Chromium, three people in separate browser contexts against a real
+// server: register through the UI, the global room first, a friend request accepted live, an
+// encrypted DM read by the other, typing and read receipts shown, a group of three, an image seen
+// by the other, and messages still flowing after the server restarts. Screenshots of each screen at
+// desktop (1280×800) and phone (390×844) width go to test-output/chat-ui/.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { startServer, repoRoot, type TestServer } from '../helpers/server.ts';
+import { buildApps } from '../../homeserver/webui/build-ui.mjs';
+
+const OUT = path.join(repoRoot, 'test-output', 'chat-ui');
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+// A 2×2 red PNG.
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
+
+let server: TestServer;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+function ensureChromium(): void {
+  if (fs.existsSync('/usr/bin/chromium')) return;
+  const r = spawnSync('bash', ['-c', 'apt-get install -y chromium || (apt-get update && apt-get install -y chromium)'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  assert.equal(r.status, 0, 'apt-get install chromium failed');
+}
+
+before(async () => {
+  ensureChromium();
+  await buildApps();
+  fs.mkdirSync(OUT, { recursive: true });
+  server = await startServer({ env: { PRESENCE: 'on' } });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => undefined);
+  await browser?.close();
+  await server?.stop();
+});
+
+interface Person { page: Page; userId: string; name: string }
+
+async function newPage(): Promise<Page> {
+  const ctx = await browser.newContext({ viewport: DESKTOP });
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  (page as Page & { errors?: string[] }).errors = errors;
+  return page;
+}
+
+/** A screenshot of the page at desktop, then phone width (then back to desktop). */
+async function shoot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(OUT, `${name}-desktop.png`) });
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(100);
+  await page.screenshot({ path: path.join(OUT, `${name}-phone.png`) });
+  await page.setViewportSize(DESKTOP);
+}
+
+async function register(page: Page, name: string): Promise<Person> {
+  await page.goto(server.baseUrl);
+  await page.getByRole('heading', { name: 'super-server chat' }).waitFor();
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('User name').fill(name);
+  await page.getByLabel('Password').fill('correct horse battery staple');
+  await page.getByRole('button', { name: 'Register' }).click();
+  // The global room is opened first.
+  await page.getByTestId('room-name').filter({ hasText: 'Global' }).waitFor({ timeout: 30_000 });
+  return { page, userId: `@${name}:${server.serverName}`, name };
+}
+
+async function say(p: Person, text: string): Promise<void> {
+  await p.page.locator('#composer').fill(text);
+  await p.page.locator('#composer').press('Enter');
+}
+
+const message = (p: Person, text: string) => p.page.getByTestId('timeline').getByTestId('body').filter({ hasText: text });
+
+test('three people: register, friends, an encrypted DM, typing and receipts, a group, an image, a server restart', async () => {
+  const suffix = Math.random().toString(36).slice(2, 7);
+  const firstPage = await newPage();
+  await firstPage.goto(server.baseUrl);
+  await firstPage.getByTestId('server-version').waitFor();
+  await shoot(firstPage, '01-sign-in');
+
+  const alice = await register(firstPage, `alice${suffix}`);
+  const bob = await register(await newPage(), `bob${suffix}`);
+  const carol = await register(await newPage(), `carol${suffix}`);
+
+  // The global room: everyone sees what one says.
+  await say(alice, 'hello everyone');
+  await message(bob, 'hello everyone').waitFor();
+  await message(carol, 'hello everyone').waitFor();
+  await shoot(alice.page, '02-global-room');
+
+  // A friend request, accepted live on the other side (the /sync extension).
+  await alice.page.getByRole('tab', { name: /Friends/ }).click();
+  await alice.page.getByLabel('Add a friend').fill(bob.userId);
+  await alice.page.getByRole('button', { name: 'Send request' }).click();
+  await alice.page.getByTestId('outgoing').getByText(bob.userId).waitFor();
+  await bob.page.getByRole('tab', { name: /Friends/ }).click();
+  await bob.page.getByTestId('incoming').getByText(alice.userId).waitFor();
+  await shoot(bob.page, '03-friend-request');
+  await bob.page.getByTestId('incoming').getByRole('button', { name: 'Accept' }).click();
+  await alice.page.getByTestId('friend').filter({ hasText: bob.userId }).waitFor();
+  await bob.page.getByTestId('friend').filter({ hasText: alice.userId }).waitFor();
+  // Bob is online (he is syncing): his dot says so.
+  await alice.page.getByTestId('friend').filter({ hasText: bob.userId }).getByRole('img', { name: 'online' }).waitFor({ timeout: 30_000 });
+  await shoot(alice.page, '04-friends');
+
+  // An encrypted DM: Alice starts it from her friends list, Bob joins, reads what she wrote.
+  await alice.page.getByTestId('friend').filter({ hasText: bob.userId }).getByRole('button', { name: 'Message' }).click();
+  await alice.page.getByTestId('encrypted').waitFor({ timeout: 20_000 });
+  await bob.page.getByRole('tab', { name: 'Rooms' }).click();
+  await bob.page.getByTestId('invite').getByRole('button', { name: 'Join' }).click();
+  await bob.page.getByTestId('encrypted').waitFor({ timeout: 20_000 });
+  await say(alice, 'a secret for bob');
+  await message(bob, 'a secret for bob').waitFor({ timeout: 30_000 });
+  // And back.
+  await say(bob, 'got it, alice');
+  await message(alice, 'got it, alice').waitFor({ timeout: 30_000 });
+
+  // Typing is shown to the other; a read receipt says who has seen a message.
+  await bob.page.locator('#composer').pressSequentially('typing something', { delay: 20 });
+  await alice.page.getByTestId('typing').filter({ hasText: 'is typing' }).waitFor({ timeout: 15_000 });
+  await alice.page.getByTestId('seen').first().waitFor({ timeout: 15_000 });
+  await shoot(alice.page, '05-encrypted-dm');
+  await bob.page.locator('#composer').fill('');
+
+  // A group of three (encrypted by default), made by Alice, joined by both.
+  await alice.page.getByRole('tab', { name: 'New group' }).click();
+  await alice.page.getByLabel('Name').fill('Trio');
+  await alice.page.getByLabel(/Invite/).fill(`${bob.userId}, ${carol.userId}`);
+  await alice.page.getByRole('button', { name: 'Create group' }).click();
+  await alice.page.getByTestId('room-name').filter({ hasText: 'Trio' }).waitFor();
+  for (const p of [bob, carol]) {
+    await p.page.getByTestId('invite').filter({ hasText: 'Trio' }).getByRole('button', { name: 'Join' }).click();
+    await p.page.getByTestId('room-name').filter({ hasText: 'Trio' }).waitFor();
+  }
+  await say(carol, 'carol here, in the group');
+  await message(alice, 'carol here, in the group').waitFor({ timeout: 30_000 });
+  await message(bob, 'carol here, in the group').waitFor({ timeout: 30_000 });
+  await alice.page.getByRole('button', { name: /Members/ }).click();
+  await shoot(alice.page, '06-group-members');
+
+  // An image in the global room (a thumbnail from the authenticated media API), seen by Bob.
+  await alice.page.getByRole('button', { name: /Global/ }).click();
+  await bob.page.getByRole('button', { name: /Global/ }).click();
+  await alice.page.getByTestId('file-input').setInputFiles({ name: 'red.png', mimeType: 'image/png', buffer: PNG });
+  const img = bob.page.getByTestId('image').last();
+  await img.waitFor({ timeout: 30_000 });
+  await bob.page.waitForFunction(() => [...document.querySelectorAll('img[data-testid="image"]')].some((i) => (i as HTMLImageElement).naturalWidth > 0));
+  await shoot(bob.page, '07-image');
+
+  // Profile screen.
+  await alice.page.getByRole('tab', { name: 'Profile' }).click();
+  await alice.page.getByLabel('Display name').fill('Alice A.');
+  await alice.page.getByRole('button', { name: 'Save' }).click();
+  await alice.page.getByText('Saved.').waitFor();
+  await shoot(alice.page, '08-profile');
+  await alice.page.getByRole('tab', { name: 'Rooms' }).click();
+
+  // The server restarts: the clients reconnect on their own and messages flow again.
+  await server.restart();
+  await say(alice, 'after the restart');
+  try {
+    await message(bob, 'after the restart').waitFor({ timeout: 60_000 });
+  } catch (err) {
+    await alice.page.screenshot({ path: path.join(OUT, 'failed-restart-alice.png') });
+    await bob.page.screenshot({ path: path.join(OUT, 'failed-restart-bob.png') });
+    throw err;
+  }
+  await message(carol, 'after the restart').waitFor({ timeout: 60_000 });
+
+  for (const p of [alice, bob, carol]) assert.deepEqual((p.page as Page & { errors?: string[] }).errors, [], `no script error in ${p.name}'s page`);
+});
