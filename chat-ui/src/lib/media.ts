@@ -70,6 +70,8 @@ async function imageSize(file: File): Promise<{ w: number; h: number } | undefin
 /** Uploads a file and sends it as m.image or m.file (encrypted file in an encrypted room). */
 export async function sendFile(client: MatrixClient, roomId: string, file: File): Promise<void> {
   const encrypted = client.getRoom(roomId)?.hasEncryptionStateEvent() ?? false;
+  const crypto = client.getCrypto();
+  if (encrypted && crypto) for (let i = 0; i < 50 && !(await crypto.isEncryptionEnabledInRoom(roomId)); i++) await new Promise((r) => setTimeout(r, 200));
   const isImage = file.type.startsWith('image/');
   const info: Record<string, unknown> = { mimetype: file.type || 'application/octet-stream', size: file.size };
   if (isImage) {
