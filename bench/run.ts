@@ -16,6 +16,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   flood: () => import('./flood.ts'), // issue 7 (limits7): attacks and the rate limiter's cost
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
   'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
+  'chat-ui': () => import('./chat-ui.ts'), // issue 13: the chat app in Chromium
 };
 
 const names = process.argv.slice(2);

@@ -136,6 +136,17 @@ async function threePeople(): Promise<void> {
   await bob.page.getByTestId('encrypted').waitFor({ timeout: 20_000 });
   await say(alice, 'a secret for bob');
   await message(bob, 'a secret for bob').waitFor({ timeout: 30_000 });
+  // On the server the DM holds only ciphertext: no event carries the plaintext.
+  const stored = await alice.page.evaluate(async () => {
+    const s = JSON.parse(localStorage.getItem('super-chat-session')!) as { accessToken: string };
+    const auth = { headers: { authorization: `Bearer ${s.accessToken}` } };
+    const { joined_rooms } = await (await fetch('/_matrix/client/v3/joined_rooms', auth)).json() as { joined_rooms: string[] };
+    const events: Array<{ type: string; content: Record<string, unknown> }> = [];
+    for (const id of joined_rooms) events.push(...((await (await fetch(`/_matrix/client/v3/rooms/${encodeURIComponent(id)}/messages?dir=b&limit=50`, auth)).json()) as { chunk: typeof events }).chunk);
+    return events;
+  });
+  assert.ok(stored.some((e) => e.type === 'm.room.encrypted'), 'the DM has encrypted events');
+  assert.ok(!JSON.stringify(stored).includes('a secret for bob'), 'the plaintext never reached the server');
   // And back.
   await say(bob, 'got it, alice');
   await message(alice, 'got it, alice').waitFor({ timeout: 30_000 });
