@@ -188,6 +188,11 @@ async function threePeople(): Promise<void> {
   await alice.page.getByLabel('Display name').fill('Alice A.');
   await alice.page.getByRole('button', { name: 'Save' }).click();
   await alice.page.getByText('Saved.').waitFor();
+  // Key backup behind a recovery key: set up, the key shown, a backup version on the server.
+  await alice.page.getByRole('button', { name: 'Set up key backup' }).click();
+  const recoveryKey = await alice.page.getByTestId('recovery-key').textContent({ timeout: 30_000 });
+  assert.match(recoveryKey ?? '', /^E[sS]\w{2} /, 'a recovery key in the spec\'s format (groups of four)');
+  await alice.page.getByTestId('backup-status').filter({ hasText: 'backed up (version' }).waitFor({ timeout: 30_000 });
   await shoot(alice.page, '08-profile');
   await alice.page.getByRole('tab', { name: 'Rooms' }).click();
 

@@ -112,9 +112,25 @@ const syncAwareFetch: typeof fetch = async (input, init) => {
   return res;
 };
 
+/**
+ * The secret storage key the SDK asks for (getSecretStorageKey) while key backup is set up or
+ * restored: the recovery key just made, or the one the person typed.
+ */
+let secretStorageKey: Uint8Array | undefined;
+export function useSecretStorageKey(key: Uint8Array | undefined): void {
+  secretStorageKey = key;
+}
+
 /** A started client for the session: Rust crypto loaded (its wasm bundled by Vite), syncing. */
 export async function startClient(s: Session, onCryptoError: (err: unknown) => void): Promise<MatrixClient> {
-  const client = createClient({ baseUrl: s.baseUrl, accessToken: s.accessToken, userId: s.userId, deviceId: s.deviceId, fetchFn: syncAwareFetch, timelineSupport: true });
+  const client = createClient({ baseUrl: s.baseUrl, accessToken: s.accessToken, userId: s.userId, deviceId: s.deviceId, fetchFn: syncAwareFetch, timelineSupport: true,
+    cryptoCallbacks: {
+      getSecretStorageKey: async ({ keys }) => {
+        const id = Object.keys(keys)[0];
+        return secretStorageKey && id ? [id, secretStorageKey] : null;
+      },
+    },
+  });
   try {
     await client.initRustCrypto({ cryptoDatabasePrefix: `super-chat:${s.userId}:${s.deviceId}` });
   } catch (err) {
