@@ -196,6 +196,37 @@ async function threePeople(): Promise<void> {
   await shoot(alice.page, '08-profile');
   await alice.page.getByRole('tab', { name: 'Rooms' }).click();
 
+  // The SDK uploads the room keys to the new backup in the background: wait until the DM's are there.
+  const aliceToken = await alice.page.evaluate(() => (JSON.parse(localStorage.getItem('super-chat-session')!) as { accessToken: string }).accessToken);
+  const backedUp = async () => {
+    const auth = { headers: { authorization: `Bearer ${aliceToken}` } };
+    const v = await (await fetch(`${server.baseUrl}/_matrix/client/v3/room_keys/version`, auth)).json() as { version?: string };
+    if (!v.version) return 0;
+    const keys = await (await fetch(`${server.baseUrl}/_matrix/client/v3/room_keys/keys?version=${v.version}`, auth)).json() as { rooms?: Record<string, unknown> };
+    return Object.keys(keys.rooms ?? {}).length;
+  };
+  for (const end = Date.now() + 30_000; (await backedUp()) === 0;) {
+    assert.ok(Date.now() < end, 'the room keys reach the backup');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+
+  // A new device of Alice's: signs in, types the recovery key, reads the DM's encrypted history.
+  const second = await newPage();
+  await second.goto(server.baseUrl);
+  await second.getByLabel('User name').fill(alice.name);
+  await second.getByLabel('Password').fill('correct horse battery staple');
+  await second.getByRole('button', { name: 'Sign in' }).click();
+  await second.getByTestId('room-name').filter({ hasText: 'Global' }).waitFor({ timeout: 30_000 });
+  await second.getByRole('tab', { name: 'Profile' }).click();
+  await second.getByLabel('Recovery key').fill(recoveryKey!);
+  await second.getByRole('button', { name: 'Restore from backup' }).click();
+  await second.getByText(/[1-9]\d* of \d+ keys restored/).waitFor({ timeout: 30_000 });
+  await second.getByRole('tab', { name: 'Rooms' }).click();
+  await second.getByRole('button', { name: new RegExp(bob.name) }).click();
+  await second.getByTestId('body').filter({ hasText: 'a secret for bob' }).waitFor({ timeout: 30_000 });
+  await shoot(second, '09-new-device-restored');
+  await second.context().close();
+
   // The server restarts: the clients reconnect on their own and messages flow again.
   await carol.page.getByRole('button', { name: /Global/ }).click();
   const t0 = Date.now();
