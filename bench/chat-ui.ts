@@ -75,7 +75,7 @@ export async function main(): Promise<void> {
   const liveMs = now() - t0;
   await page.waitForTimeout(1000);
   const after = await heap();
-  const nodes = await page.evaluate(() => document.getElementsByTagName('*').length);
+  const nodes = await page.locator('*').count();
   console.log(`JS heap: ${fmt(before)} MB open, ${fmt(after)} MB after ${LIVE} live messages (${nodes} DOM elements; ${fmt(liveMs / 1000)} s to send and show them)`);
   summary('chat-ui', { js_gzip_kb: jsGzip / 1024, wasm_gzip_kb: wasmGzip / 1024, open_p50_ms: open.p50, open_max_ms: open.max, heap_open_mb: before, heap_after_1000_mb: after, dom_elements: nodes });
   await ctx.close();

@@ -180,7 +180,13 @@ async function threePeople(): Promise<void> {
   await alice.page.getByTestId('file-input').setInputFiles({ name: 'red.png', mimeType: 'image/png', buffer: PNG });
   const img = bob.page.getByTestId('image').last();
   await img.waitFor({ timeout: 30_000 });
-  await bob.page.waitForFunction(() => [...document.querySelectorAll('img[data-testid="image"]')].some((i) => (i as HTMLImageElement).naturalWidth > 0));
+  // Decoded (the thumbnail was fetched with the token and is an image the browser can draw).
+  for (const end = Date.now() + 15_000; ;) {
+    const drawn = await bob.page.getByTestId('image').evaluateAll((els) => els.some((e) => (e as unknown as { naturalWidth: number }).naturalWidth > 0));
+    if (drawn) break;
+    assert.ok(Date.now() < end, 'the image is drawn');
+    await bob.page.waitForTimeout(200);
+  }
   await shoot(bob.page, '07-image');
 
   // Profile screen.
