@@ -171,8 +171,33 @@ async function threePeople(): Promise<void> {
   await say(carol, 'carol here, in the group');
   await message(alice, 'carol here, in the group').waitFor({ timeout: 30_000 });
   await message(bob, 'carol here, in the group').waitFor({ timeout: 30_000 });
+  // A thread on Carol's message: Alice replies in it, Bob sees the count and opens it.
+  await alice.page.getByTestId('message').filter({ hasText: 'carol here, in the group' }).getByTestId('thread-button').click();
+  await alice.page.getByTestId('thread-head').waitFor();
+  await say(alice, 'a reply in the thread');
+  await message(alice, 'a reply in the thread').waitFor({ timeout: 20_000 });
+  await bob.page.getByTestId('message').filter({ hasText: 'carol here, in the group' }).getByRole('button', { name: 'Thread (1)' }).click({ timeout: 30_000 });
+  await message(bob, 'a reply in the thread').waitFor({ timeout: 20_000 });
+  await shoot(bob.page, '06-thread');
+  await bob.page.getByRole('button', { name: '← Back to the room' }).click();
+  await alice.page.getByRole('button', { name: '← Back to the room' }).click();
+  assert.equal(await message(alice, 'a reply in the thread').count(), 0, 'thread replies stay out of the main timeline');
+
   await alice.page.getByRole('button', { name: /Members/ }).click();
   await shoot(alice.page, '06-group-members');
+
+  // Bob lets only friends start a DM with him: Carol's room of two is refused, in words.
+  await bob.page.getByRole('tab', { name: /Friends/ }).click();
+  await bob.page.getByLabel('Only friends may start a direct message with me').check();
+  await bob.page.getByRole('tab', { name: 'Rooms' }).click();
+  await carol.page.getByRole('tab', { name: 'New group' }).click();
+  await carol.page.getByLabel('Name').fill('Just us');
+  await carol.page.getByLabel(/Invite/).fill(bob.userId);
+  await carol.page.getByRole('button', { name: 'Create group' }).click();
+  await carol.page.getByTestId('error').filter({ hasText: 'only accepts direct messages from friends' }).waitFor({ timeout: 15_000 });
+  await shoot(carol.page, '06-refused-dm');
+  await carol.page.getByRole('button', { name: 'Dismiss' }).click();
+  await carol.page.getByRole('tab', { name: 'Rooms' }).click();
 
   // An image in the global room (a thumbnail from the authenticated media API), seen by Bob.
   await alice.page.getByRole('button', { name: /Global/ }).click();
