@@ -272,3 +272,30 @@ async function threePeople(): Promise<void> {
 
   for (const p of [alice, bob, carol]) assert.deepEqual((p.page as Page & { errors?: string[] }).errors, [], `no script error in ${p.name}'s page`);
 }
+
+test('a rate-limited sign-in shows the wait as a countdown', async () => {
+  const limited = await startServer({ env: { RATE_LIMITS: 'on' } });
+  try {
+    const page = await newPage();
+    await page.goto(limited.baseUrl);
+    await page.getByLabel('User name').fill('nobody');
+    await page.getByLabel('Password').fill('wrong password');
+    const alert = page.getByRole('alert');
+    // Login attempts per address: a burst of 5, then 429 with retry_after_ms.
+    for (let i = 0; i < 8 && !(await alert.filter({ hasText: 'try again in' }).count()); i++) {
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await alert.waitFor();
+      await page.waitForTimeout(150);
+    }
+    const text = await alert.textContent();
+    assert.match(text ?? '', /Too many requests.*try again in \d+ s/);
+    assert.equal(await page.getByRole('button', { name: 'Sign in' }).isDisabled(), true, 'the button waits for the countdown');
+    const first = Number(/in (\d+) s/.exec(text!)![1]);
+    await page.waitForTimeout(2100);
+    const later = Number(/in (\d+) s/.exec((await alert.textContent())!)![1]);
+    assert.ok(later < first, `the countdown counts down (${first} → ${later})`);
+    await shoot(page, '10-rate-limited');
+  } finally {
+    await limited.stop();
+  }
+});
