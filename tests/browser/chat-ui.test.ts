@@ -202,6 +202,20 @@ async function threePeople(): Promise<void> {
   // An image in the global room (a thumbnail from the authenticated media API), seen by Bob.
   await alice.page.getByRole('button', { name: /Global/ }).click();
   await bob.page.getByRole('button', { name: /Global/ }).click();
+  // A reaction, an edit and a deletion, seen by Bob.
+  const hello = (p: Person) => p.page.getByTestId('message').filter({ hasText: 'hello everyone' });
+  await hello(alice).getByRole('button', { name: 'React with thumbs up' }).click();
+  await hello(bob).getByRole('button', { name: /👍 1/ }).waitFor({ timeout: 20_000 });
+  await hello(alice).getByRole('button', { name: 'Edit' }).click();
+  await alice.page.locator('#composer').fill('hello everyone, edited');
+  await alice.page.locator('#composer').press('Enter');
+  await message(bob, 'hello everyone, edited (edited)').waitFor({ timeout: 20_000 });
+  await say(alice, 'a message to delete');
+  await message(bob, 'a message to delete').waitFor({ timeout: 20_000 });
+  await alice.page.getByTestId('message').filter({ hasText: 'a message to delete' }).getByRole('button', { name: 'Delete' }).click();
+  await message(bob, 'a message to delete').waitFor({ state: 'detached', timeout: 20_000 });
+  await bob.page.getByText('Message deleted').first().waitFor();
+
   await alice.page.getByTestId('file-input').setInputFiles({ name: 'red.png', mimeType: 'image/png', buffer: PNG });
   const img = bob.page.getByTestId('image').last();
   await img.waitFor({ timeout: 30_000 });
@@ -219,6 +233,8 @@ async function threePeople(): Promise<void> {
   await alice.page.getByLabel('Display name').fill('Alice A.');
   await alice.page.getByRole('button', { name: 'Save' }).click();
   await alice.page.getByText('Saved.').waitFor();
+  await alice.page.getByLabel('Avatar').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: PNG });
+  await alice.page.getByTestId('avatar').waitFor({ timeout: 20_000 });
   // Key backup behind a recovery key: set up, the key shown, a backup version on the server.
   await alice.page.getByRole('button', { name: 'Set up key backup' }).click();
   const recoveryKey = await alice.page.getByTestId('recovery-key').textContent({ timeout: 30_000 });
@@ -259,6 +275,8 @@ async function threePeople(): Promise<void> {
   await second.context().close();
 
   // The server restarts: the clients reconnect on their own and messages flow again.
+  // Carol was in the group meanwhile: the global room shows its unread count.
+  await carol.page.getByRole('button', { name: /Global/ }).getByTestId('unread').waitFor({ timeout: 20_000 });
   await carol.page.getByRole('button', { name: /Global/ }).click();
   const t0 = Date.now();
   await server.restart();
