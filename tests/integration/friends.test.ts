@@ -4,6 +4,7 @@
 // friend_requests rate limit, and what a careless or hostile user does.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { api, registerUser, type Credentials } from '../helpers/client.ts';
 
@@ -76,6 +77,34 @@ describe('friends', () => {
     const s = await call(alice, 'GET', `${C}/sync?since=${first.body.next_batch}`);
     const mine = s.body[KEY].links.find((l: any) => l.user_id === bob.userId);
     assert.equal(mine.state, 'friend');
+  });
+
+  test('the WebSocket sync carries the friends extension too, live', async () => {
+    const [erin, frank] = await Promise.all([registerUser(server.baseUrl), registerUser(server.baseUrl)]);
+    const url = new URL('/_matrix/client/unstable/io.superserver/sync', server.baseUrl.replace(/^http/, 'ws'));
+    url.searchParams.set('access_token', frank.accessToken);
+    const ws = new WebSocket(url);
+    const frames: Array<Record<string, any>> = [];
+    let wake: (() => void) | undefined;
+    ws.on('message', (d) => { frames.push(JSON.parse(String(d))); wake?.(); });
+    const until = async (pred: (f: Record<string, any>) => boolean) => {
+      const end = Date.now() + 10_000;
+      for (;;) {
+        const hit = frames.find(pred);
+        if (hit) return hit;
+        assert.ok(Date.now() < end, `no such frame in ${JSON.stringify(frames).slice(0, 500)}`);
+        await new Promise<void>((r) => { wake = r; setTimeout(r, 200); });
+      }
+    };
+    try {
+      const first = await until((f) => f[KEY]?.full === true);
+      assert.deepEqual(first[KEY].links, []);
+      assert.equal((await call(erin, 'POST', `${F}/requests`, { user_id: frank.userId })).status, 200);
+      const pushed = await until((f) => f[KEY]?.full === false);
+      assert.deepEqual(pushed[KEY].links.map((l: any) => [l.user_id, l.state]), [[erin.userId, 'incoming']]);
+    } finally {
+      ws.close();
+    }
   });
 
   test('hostile and careless requests are refused with clear errors and change nothing', async () => {
