@@ -63,6 +63,9 @@ export async function main(): Promise<void> {
   const page = await ctx.newPage();
   await page.goto(hs.baseUrl);
   await page.getByTestId('body').filter({ hasText: `history message ${HISTORY - 1}` }).waitFor({ timeout: 60_000 });
+  // Older history comes back on demand (the first sync brought the newest 30).
+  await page.getByRole('button', { name: 'Load older messages' }).click();
+  await page.getByTestId('body').filter({ hasText: `history message ${HISTORY - 45}` }).waitFor({ timeout: 30_000 });
   const cdp = await ctx.newCDPSession(page);
   const heap = async () => {
     await cdp.send('HeapProfiler.collectGarbage');
