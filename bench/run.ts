@@ -21,6 +21,7 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   'admin-rooms': () => import('./admin-rooms.ts'), // issue 9 (mod9): the admin room list over 10,000 rooms
   purge: () => import('./purge.ts'), // issue 9 (mod9): purge of a room with 10,000 events
   'admin-ui': () => import('./admin-ui.ts'), // issue 12 (adminui12): the admin dashboard's size and time to interactive over 100,000 users
+  'chat-ui': () => import('./chat-ui.ts'), // issue 13: the chat app in Chromium
 };
 
 const names = process.argv.slice(2);

@@ -104,6 +104,10 @@ import { BackupStore } from './e2ee/backup-store.ts';
 import { BackupService } from './e2ee/backup.ts';
 import { e2eeRoutes } from './e2ee/routes.ts';
 import { backupRoutes } from './e2ee/backup-routes.ts';
+// issue 13: friends
+import { FriendStore } from './friends/store.ts';
+import { FriendService } from './friends/service.ts';
+import { friendRoutes } from './friends/routes.ts';
 // issue 12 (deploy12): the web UIs; the admin API and UI only from ADMIN_ALLOW.
 import { AddressRanges, adminAllow } from './http/admin-allow.ts';
 import { webUiMounts } from './webui/mounts.ts';
@@ -370,6 +374,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   syncRoutes(routes, sync, filters, presence);
   typingRoutes(routes, typing);
   presenceRoutes(routes, presence);
+  // issue 13: friends (their changes ride on the account data stream of /sync and the WebSocket).
+  const friends = new FriendService(new FriendStore(db, tracker, notifier), {
+    serverName: config.serverName,
+    profileOf: (u) => profiles.get(u),
+    presenceOf: (users) => presence.many(users),
+  }, notifier);
+  sync.addPart(friends.syncPart());
+  rooms.directInviteCheck = (sender, target) => friends.checkDirectInvite(sender, target);
+  friendRoutes(routes, friends);
   // WebSocket sync (README "WebSocket sync"): the same batches as /sync, pushed; attached to the server below.
   const sockets = new SyncSockets({
     authenticate: (token, ip) => accounts.authenticate(token, ip),

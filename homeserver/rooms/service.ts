@@ -54,6 +54,11 @@ export class RoomService {
   readonly membershipGates: MembershipGate[] = [];
   /** issue 9 (mod9): published with the users that had a membership of a room just purged. */
   readonly purged = new Topic<{ roomId: string; members: string[] }>('room purged');
+  /**
+   * Asked before an invite to a DM (an is_direct invite, or one that makes a room of two): throws
+   * to refuse it (issue 13: friends' "only friends may start a DM with me"). Set by main.ts.
+   */
+  directInviteCheck?: (sender: string, target: string) => Promise<void>;
 
   constructor(
     readonly engine: RoomEngine,
@@ -99,6 +104,8 @@ export class RoomService {
       throw new MatrixError(400, 'M_BAD_JSON', "'m.federate' must be a boolean");
     }
     const roomId = this.newRoomId();
+    // A DM: is_direct, or a room of two (its creator and one invitee).
+    if (this.directInviteCheck && (req.is_direct || invitees.length === 1)) for (const u of invitees) await this.directInviteCheck(creator, u);
     const profile = (await this.profileOf(creator)) ?? {};
 
     const createContent: Record<string, unknown> = { ...creationContent, room_version: version.id };
@@ -197,6 +204,11 @@ export class RoomService {
     if (m?.membership === 'join') throw forbidden(`${target} is already in the room.`);
     if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
     if ((await this.gate('invite', sender, roomId, target)) === 'drop') return;
+    if (this.directInviteCheck) {
+      // A room whose only member is the inviter becomes a room of two: a DM.
+      const members = await this.store.joinedMembers(room.room_nid);
+      if (members.filter((u) => u !== target).length <= 1) await this.directInviteCheck(sender, target);
+    }
     const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
     if (reason !== undefined) extra.reason = reason;
     await this.membershipEvent(sender, roomId, target, 'invite', extra);

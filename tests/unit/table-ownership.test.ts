@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 const ROOT = join(import.meta.dirname, '../../homeserver');
 const ROOM_TABLES = ['events', 'rooms', 'state_groups', 'state_group_entries', 'current_state', 'room_memberships', 'event_types', 'state_keys', 'room_aliases', 'event_txns', 'event_search', 'room_list_stats', 'room_backfill_points', 'outbox_edus', 'outbox_positions'];
 /** Capabilities that read rooms only through the room engine's read interface. */
-const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral', 'limits', 'e2ee', 'moderation', 'admin-stats'];
+const READERS = ['search', 'relations', 'timestamps', 'directory', 'upgrades', 'profiles', 'sync', 'push', 'pushers', 'receipts', 'ephemeral', 'limits', 'e2ee', 'moderation', 'admin-stats', 'friends'];
 
 function tsFiles(folder: string): string[] {
   return readdirSync(join(ROOT, folder)).filter((f) => f.endsWith('.ts')).map((f) => `${folder}/${f}`);
@@ -62,7 +62,7 @@ test('the room store and visibility caches are bounded LRU caches', () => {
 });
 
 /** Capabilities with store files of their own (store.ts, *-store.ts), built only by the composition root (main.ts). */
-const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee', 'admin', 'moderation', 'admin-stats'];
+const OWNED = ['accounts', 'accountdata', 'server', 'sync', 'push', 'pushers', 'receipts', 'media', 'limits', 'e2ee', 'admin', 'moderation', 'admin-stats', 'friends'];
 const COMPOSITION_ROOT = 'main.ts';
 /** issue 9: the admin CLI (npm run admin) is a composition root of its own, without a server. */
 const CLI_ROOTS = ['admin/cli.ts'];
