@@ -2,7 +2,8 @@ import { LruCache } from '../cache/lru.ts';
 import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { finalizeEvent, type SigningKey } from '../protocol/signing.ts';
-import { AuthError, authEventSelection, checkEventAuth, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { AuthError, authEventSelection, checkEventAuth, roomIdFromCreateEventId, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { addContentHash, computeRoomId } from '../protocol/hashes.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -27,6 +28,34 @@ export interface EventDraft {
    * transactions by request path.
    */
   txn?: { deviceId: string; txnId: string; key: string };
+  /** The event's origin_server_ts (else now): a v12 create event's, whose hash names the room. */
+  originServerTs?: number;
+}
+
+/** The event a draft becomes, before hashing and signing (v12: a create event has no room_id). */
+function unsignedEvent(draft: EventDraft, roomId: string, version: RoomVersion, at: { prevEvents: string[]; depth: number }, authIds: string[]): Record<string, unknown> {
+  const pdu: Record<string, unknown> = {
+    auth_events: authIds,
+    content: draft.content,
+    depth: at.depth,
+    origin_server_ts: draft.originServerTs ?? Date.now(),
+    prev_events: at.prevEvents,
+    room_id: roomId,
+    sender: draft.sender,
+    type: draft.type,
+  };
+  if (draft.stateKey !== undefined) pdu.state_key = draft.stateKey;
+  if (draft.redacts !== undefined && !version.redactsInContent) pdu.redacts = draft.redacts;
+  if (version.roomIdIsCreateEventHash && draft.type === 'm.room.create') delete pdu.room_id;
+  return pdu;
+}
+
+/**
+ * Room versions 12+: the ID of the room this create draft (with its originServerTs) makes, as the
+ * engine will build it (the room's first event: no prev or auth events, depth 1).
+ */
+export function hashedRoomId(createDraft: EventDraft & { originServerTs: number }, version: RoomVersion): string {
+  return computeRoomId(addContentHash(unsignedEvent(createDraft, '', version, { prevEvents: [], depth: 1 }, [])), version);
 }
 
 export interface PersistedEvent {
@@ -754,7 +783,11 @@ export class RoomEngine {
     if (tooBig) return tooBig;
     const isState = draft.stateKey !== undefined;
     const pairs = authEventSelection({ type: draft.type, sender: draft.sender, state_key: draft.stateKey, content: draft.content }, version);
-    const wanted: Array<[string, string]> = isState ? [...pairs, [draft.type, draft.stateKey!]] : pairs;
+    // v12+: the create event is never an auth event, but the auth rules read it all the same.
+    const impliedCreate = version.roomIdIsCreateEventHash && draft.type !== 'm.room.create';
+    const wanted: Array<[string, string]> = [...pairs];
+    if (isState) wanted.push([draft.type, draft.stateKey!]);
+    if (impliedCreate) wanted.push(['m.room.create', '']);
     const found = await this.stateEntries(q, roomNid, view, wanted);
     const authState: StateMap = new Map();
     const authIds: string[] = [];
@@ -766,20 +799,11 @@ export class RoomEngine {
       authIds.push(e.eventId);
       authNids.push(e.eventNid);
     }
+    const create = impliedCreate ? found.get(stateKey('m.room.create', '')) : undefined;
+    if (create) authState.set(stateKey('m.room.create', ''), create.pdu);
     const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
 
-    const unsignedPdu: Record<string, unknown> = {
-      auth_events: authIds,
-      content: draft.content,
-      depth: at.depth,
-      origin_server_ts: Date.now(),
-      prev_events: at.prevEvents,
-      room_id: roomId,
-      sender: draft.sender,
-      type: draft.type,
-    };
-    if (isState) unsignedPdu.state_key = draft.stateKey;
-    if (draft.redacts !== undefined && !version.redactsInContent) unsignedPdu.redacts = draft.redacts;
+    const unsignedPdu = unsignedEvent(draft, roomId, version, at, authIds);
     try {
       checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
     } catch (err) {
@@ -787,6 +811,10 @@ export class RoomEngine {
       throw err;
     }
     const { event: signed, eventId } = finalizeEvent(unsignedPdu, this.serverName, this.signingKey, version);
+    // v12+: the room is named by its create event; a create event that names another is not this room's.
+    if (version.roomIdIsCreateEventHash && draft.type === 'm.room.create' && roomIdFromCreateEventId(eventId) !== roomId) {
+      throw new Error(`the create event ${eventId} does not name the room ${roomId}`);
+    }
     const json = canonicalJson(signed);
     if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`);
     const text = searchableText(draft);
