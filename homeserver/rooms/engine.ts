@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { finalizeEvent, type SigningKey } from '../protocol/signing.ts';
 import { AuthError, authEventSelection, checkEventAuth, roomIdFromCreateEventId, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
-import { addContentHash, computeRoomId } from '../protocol/hashes.ts';
+import { addContentHash, computeRoomId, generateV1EventId } from '../protocol/hashes.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -32,8 +32,11 @@ export interface EventDraft {
   originServerTs?: number;
 }
 
-/** The event a draft becomes, before hashing and signing (v12: a create event has no room_id). */
-function unsignedEvent(draft: EventDraft, roomId: string, version: RoomVersion, at: { prevEvents: string[]; depth: number }, authIds: string[]): Record<string, unknown> {
+/**
+ * The event a draft becomes, before hashing and signing (v12: a create event has no room_id; v1/v2
+ * cite events as [event_id, hashes] pairs, and the caller adds the server-assigned event_id).
+ */
+function unsignedEvent(draft: EventDraft, roomId: string, version: RoomVersion, at: { prevEvents: unknown[]; depth: number }, authIds: unknown[]): Record<string, unknown> {
   const pdu: Record<string, unknown> = {
     auth_events: authIds,
     content: draft.content,
@@ -172,6 +175,24 @@ export class RoomEngine {
   }
 
   private authorised: AuthorisedPersister | undefined;
+  /** Room versions 1 and 2: the content hashes of recent events, which the next events cite. */
+  private refHashes = new LruCache<string, string>(ROOM_VIEWS);
+
+  /** v1/v2: [event_id, {sha256}] for each cited event (`known`: those at hand), read when not known. */
+  private async eventRefs(q: Query, ids: string[], known: Map<string, PDU> = new Map()): Promise<Array<[string, { sha256: string }]>> {
+    const out: Array<[string, { sha256: string }]> = [];
+    for (const id of ids) {
+      let sha = this.refHashes.get(id) ?? (known.get(id)?.hashes as { sha256?: string } | undefined)?.sha256;
+      if (sha === undefined) {
+        const row = await q.eventById(id);
+        sha = row ? (JSON.parse(row.json) as { hashes?: { sha256?: string } }).hashes?.sha256 : undefined;
+      }
+      if (sha === undefined) throw new Error(`no content hash known for ${id}`);
+      this.refHashes.set(id, sha);
+      out.push([id, { sha256: sha }]);
+    }
+    return out;
+  }
 
   /** Persisting authorised events (dag.ts), and the counters of its state resolutions. */
   get dag(): AuthorisedPersister {
@@ -803,7 +824,14 @@ export class RoomEngine {
     if (create) authState.set(stateKey('m.room.create', ''), create.pdu);
     const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
 
-    const unsignedPdu = unsignedEvent(draft, roomId, version, at, authIds);
+    let unsignedPdu: Record<string, unknown>;
+    if (version.eventIdFormat === 'v1') {
+      // v1/v2: events cite [event_id, hashes] pairs, and this server names the event.
+      const authPdus = new Map([...authState.values()].map((p) => [p.event_id!, p]));
+      const refs = { prevEvents: await this.eventRefs(q, at.prevEvents), depth: at.depth };
+      unsignedPdu = unsignedEvent(draft, roomId, version, refs, await this.eventRefs(q, authIds, authPdus));
+      unsignedPdu.event_id = generateV1EventId(this.serverName);
+    } else unsignedPdu = unsignedEvent(draft, roomId, version, at, authIds);
     try {
       checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
     } catch (err) {
@@ -815,6 +843,7 @@ export class RoomEngine {
     if (version.roomIdIsCreateEventHash && draft.type === 'm.room.create' && roomIdFromCreateEventId(eventId) !== roomId) {
       throw new Error(`the create event ${eventId} does not name the room ${roomId}`);
     }
+    if (version.eventIdFormat === 'v1') this.refHashes.set(eventId, (signed.hashes as { sha256: string }).sha256);
     const json = canonicalJson(signed);
     if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`);
     const text = searchableText(draft);

@@ -412,9 +412,9 @@ export class RoomService {
   }
 }
 
-/** Versions 1 and 2 use server-assigned event ids, which this server does not create. */
+/** Every known version (1-12) can be created: v1/v2 with server-assigned event IDs. */
 export function isSupportedVersion(v: RoomVersion): boolean {
-  return v.eventIdFormat !== 'v1';
+  return getRoomVersion(v.id) === v;
 }
 
 /**

@@ -209,7 +209,7 @@ describe('room version 12', () => {
     // Out of v12 again: the creator keeps the top level of a room without creator power.
     const third = await up(alice, second, { new_version: '11' });
     assert.equal((await state(alice, third, 'm.room.create')).room_version, '11');
-    assert.match(third, /^![A-Za-z0-9]+:localhost$/);
+    assert.match(third, /^![A-Za-z0-9_-]+:localhost$/);
     const pl3 = await state(alice, third, 'm.room.power_levels');
     assert.equal(pl3.users[alice.userId], 100, JSON.stringify(pl3));
     assert.ok(pl3.users[alice.userId] >= pl3.events['m.room.tombstone']);
@@ -230,6 +230,41 @@ describe('room version 12', () => {
     client.stopClient();
     client = undefined;
   });
+
+  for (const version of ['1', '2']) {
+    test(`room version ${version}: server-assigned event IDs, events cite [id, hashes] pairs, the room works end to end`, async () => {
+      const rid = await create(alice, { room_version: version, preset: 'public_chat', name: `v${version}` });
+      assert.equal((await state(alice, rid, 'm.room.create')).room_version, version);
+      assert.equal((await state(alice, rid, 'm.room.create')).creator, alice.userId);
+      await join(bob, rid);
+      const msg = await send(bob, rid, `hello v${version}`);
+      assert.match(msg, /^\$[A-Za-z0-9]{18}:localhost$/);
+      const stored = JSON.parse((await hs.db.raw('SELECT json FROM events WHERE event_id = ?', [msg])).rows[0].json);
+      assert.equal(stored.event_id, msg, 'the event ID is part of the signed event');
+      for (const refs of [stored.prev_events, stored.auth_events]) {
+        assert.ok(refs.length > 0 && refs.every((r: unknown) => Array.isArray(r) && typeof r[0] === 'string' && typeof r[1].sha256 === 'string'), JSON.stringify(refs));
+      }
+      const prev = JSON.parse((await hs.db.raw('SELECT json FROM events WHERE event_id = ?', [stored.prev_events[0][0]])).rows[0].json);
+      assert.equal(stored.prev_events[0][1].sha256, prev.hashes.sha256);
+      // State, power, redaction and kicks go through the auth rules of the version.
+      assert.equal((await put(bob, rid, 'm.room.name', { name: 'no' })).status, 403);
+      assert.equal((await put(alice, rid, 'm.room.topic', { topic: `v${version} topic` })).status, 200);
+      const redact = await call('PUT', `${room(rid)}/redact/${encodeURIComponent(msg)}/r1`, { token: alice.accessToken, body: { reason: 'x' } });
+      assert.equal(redact.status, 200, JSON.stringify(redact.body));
+      const page = (await call('GET', `${room(rid)}/messages?dir=b&limit=50`, { token: bob.accessToken })).body;
+      const redacted = page.chunk.find((e: { event_id: string }) => e.event_id === msg);
+      assert.deepEqual(redacted.content, {}, 'the message is redacted');
+      assert.equal(page.chunk[page.chunk.length - 1].type, 'm.room.create');
+      const synced = (await call('GET', `${C}/sync?timeout=0`, { token: bob.accessToken })).body.rooms.join[rid];
+      assert.ok(synced, 'the room is in bob\'s sync');
+      assert.equal((await call('POST', `${room(rid)}/kick`, { token: alice.accessToken, body: { user_id: bob.userId } })).status, 200);
+      assert.equal((await state(alice, rid, 'm.room.member', bob.userId)).membership, 'leave');
+      // And out of it by an upgrade.
+      const up = await call('POST', `${room(rid)}/upgrade`, { token: alice.accessToken, body: { new_version: '12' } });
+      assert.equal(up.status, 200, JSON.stringify(up.body));
+      assert.equal((await state(alice, rid, 'm.room.tombstone')).replacement_room, up.body.replacement_room);
+    });
+  }
 
   test('bad additional_creators or a listed creator: 400/403 and no room', async () => {
     const before = (await joinedRooms(alice)).length;
