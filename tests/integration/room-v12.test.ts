@@ -164,6 +164,16 @@ describe('room version 12', () => {
     const all = (await call('GET', `${room(rid)}/state`, { token: bob.accessToken })).body as Array<{ type: string; state_key: string; content: Record<string, unknown> }>;
     assert.equal(all.find((e) => e.type === 'm.room.member' && e.state_key === bob.userId)?.content.membership, 'join');
     assert.equal((await call('GET', `${room(rid)}/joined_members`, { token: bob.accessToken })).body.joined[alice.userId] !== undefined, true);
+
+    // The admin API's room details.
+    const admin = await registerUser(base);
+    await hs.db.raw('UPDATE users SET is_admin = true WHERE user_id = ?', [admin.userId]);
+    const details = await call('GET', `/_synapse/admin/v1/rooms/${encodeURIComponent(rid)}`, { token: admin.accessToken });
+    assert.equal(details.status, 200, JSON.stringify(details.body));
+    assert.equal(details.body.room_id, rid);
+    assert.equal(details.body.version, '12');
+    assert.equal(details.body.creator, alice.userId);
+    assert.equal(details.body.joined_local_members, 2);
   });
 
   test('upgrades: v10 → v12 → v12 (with an additional creator) → v11, members following the tombstones', async () => {
