@@ -14,7 +14,10 @@ import { startHomeserver, type Homeserver } from '../../homeserver/main.ts';
 import { loadConfig } from '../../homeserver/config.ts';
 import { computeRoomId } from '../../homeserver/protocol/hashes.ts';
 import { getRoomVersion } from '../../homeserver/protocol/room-versions.ts';
+import { finalizeEvent } from '../../homeserver/protocol/signing.ts';
+import type { PDU } from '../../homeserver/protocol/auth.ts';
 import { createTestDatabase } from '../helpers/server.ts';
+import { remoteServer } from '../helpers/pdus.ts';
 import { makeClient, registerUser, roomApi, waitForMessage, type Credentials } from '../helpers/client.ts';
 
 const C = '/_matrix/client/v3';
@@ -239,6 +242,32 @@ describe('room version 12', () => {
     assert.equal(client.getRoom(rid)?.getVersion(), '12');
     client.stopClient();
     client = undefined;
+  });
+
+  test('a remote v12 room persists through the DAG: the implied create event authorises, a listed creator is rejected', async () => {
+    const remote = remoteServer('remote.test', '12');
+    const ra = '@alice:remote.test';
+    const rb = '@bob:remote.test';
+    const unsignedCreate = { auth_events: [], content: { room_version: '12' }, depth: 1, origin_server_ts: Date.now(), prev_events: [], sender: ra, state_key: '', type: 'm.room.create' };
+    const { event, eventId } = finalizeEvent(unsignedCreate, remote.name, remote.key, V12);
+    const createPdu = { ...event, event_id: eventId } as unknown as PDU;
+    const rid = computeRoomId(event, V12);
+    const ev = (type: string, sender: string, content: Record<string, unknown>, prev: PDU[], auth: PDU[], stateKey?: string) =>
+      remote.event({ roomId: rid, type, sender, content, prev, auth, stateKey });
+    const aliceJoin = ev('m.room.member', ra, { membership: 'join' }, [createPdu], [], ra);
+    const power = ev('m.room.power_levels', ra, { users: { [rb]: 100 } }, [aliceJoin], [aliceJoin], '');
+    const rules = ev('m.room.join_rules', ra, { join_rule: 'public' }, [power], [power, aliceJoin], '');
+    const bobJoin = ev('m.room.member', rb, { membership: 'join' }, [rules], [power, rules], rb);
+    // Bob (100) kicking the creator, and listing her in the power levels: both denied by the auth rules.
+    const kick = ev('m.room.member', rb, { membership: 'leave' }, [bobJoin], [power, bobJoin, aliceJoin], ra);
+    const listed = ev('m.room.power_levels', rb, { users: { [rb]: 100, [ra]: 0 } }, [bobJoin], [power, bobJoin], '');
+    const results = await hs.engine.persistAuthorised(rid, [createPdu, aliceJoin, power, rules, bobJoin, kick, listed]);
+    const outcome = new Map(results.map((r) => [r.eventId, r.outcome]));
+    for (const e of [createPdu, aliceJoin, power, rules, bobJoin]) assert.equal(outcome.get(e.event_id!), 'accepted', e.type);
+    assert.equal(outcome.get(kick.event_id!), 'rejected');
+    assert.equal(outcome.get(listed.event_id!), 'rejected');
+    const meta = (await hs.db.raw('SELECT room_version FROM rooms WHERE room_id = ?', [rid])).rows[0];
+    assert.equal(meta.room_version, '12');
   });
 
   for (const version of ['1', '2']) {
