@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { notFound } from '../http/errors.ts';
 import { actionLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { versionOfCreate } from '../protocol/room-versions.ts';
 import type { RoomReader } from '../rooms/reader.ts';
 import type { RoomService } from '../rooms/service.ts';
 import type { ModerationStore } from './store.ts';
@@ -67,7 +68,7 @@ export class UserRedactions {
     const create = createRow[0] ? (JSON.parse(createRow[0].json) as { sender: string; content: Record<string, unknown> }) : undefined;
     const needed = actionLevel(pl, 'redact');
     const locals = await this.reader.localJoined(room.room_nid, this.serverName);
-    const ranked = locals.map((u) => ({ u, level: userLevel(pl, u, create) })).filter((x) => x.level >= needed).sort((a, b) => b.level - a.level);
+    const ranked = locals.map((u) => ({ u, level: userLevel(pl, u, create, versionOfCreate(create)) })).filter((x) => x.level >= needed).sort((a, b) => b.level - a.level);
     return ranked[0]?.u;
   }
 

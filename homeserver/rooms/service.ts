@@ -7,7 +7,7 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { defaultPowerLevels, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import { AuthError, checkRedaction, stateKey } from '../protocol/auth.ts';
-import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
+import { hashedRoomId, type RoomEngine, type EventDraft, type PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
 import type { AliasStore } from './alias-store.ts';
 import { RoomAdminStore, type PurgeCounts } from './admin-store.ts'; // issue 9 (mod9)
@@ -103,21 +103,33 @@ export class RoomService {
     if (creationContent['m.federate'] !== undefined && typeof creationContent['m.federate'] !== 'boolean') {
       throw new MatrixError(400, 'M_BAD_JSON', "'m.federate' must be a boolean");
     }
-    const roomId = this.newRoomId();
     // A DM: is_direct, or a room of two (its creator and one invitee).
     if (this.directInviteCheck && (req.is_direct || invitees.length === 1)) for (const u of invitees) await this.directInviteCheck(creator, u);
     const profile = (await this.profileOf(creator)) ?? {};
 
     const createContent: Record<string, unknown> = { ...creationContent, room_version: version.id };
     if (!version.implicitRoomCreator) createContent.creator = creator;
+    if (version.creatorsHaveInfinitePower) {
+      const extra = additionalCreators(createContent.additional_creators);
+      // trusted_private_chat: the invitees are creators too (spec createRoom; Synapse).
+      if (req.preset === 'trusted_private_chat' && invitees.length) createContent.additional_creators = [...new Set([...(extra ?? []), ...invitees])];
+    }
     const pl: PowerLevelsContent & Record<string, unknown> = { ...defaultPowerLevels(creator, version) };
     pl.invite = req.preset === undefined && visibility === 'public' ? 50 : preset.joinRule === 'invite' ? 0 : 50;
-    if (preset.inviteesHaveOps) for (const u of invitees) pl.users = { ...pl.users, [u]: 100 };
+    // v12+: invitees with ops are creators already, who may not be listed.
+    if (preset.inviteesHaveOps && !version.creatorsHaveInfinitePower) for (const u of invitees) pl.users = { ...pl.users, [u]: 100 };
     Object.assign(pl, req.power_level_content_override ?? {});
 
     const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: creator, content, stateKey: key });
+    const createDraft = s('m.room.create', createContent);
+    // v12+: the room is named by its create event's hash (the event's timestamp makes it unique).
+    let roomId: string;
+    if (version.roomIdIsCreateEventHash) {
+      createDraft.originServerTs = Date.now();
+      roomId = hashedRoomId(createDraft as EventDraft & { originServerTs: number }, version);
+    } else roomId = this.newRoomId();
     const drafts: EventDraft[] = [
-      s('m.room.create', createContent),
+      createDraft,
       s('m.room.member', { membership: 'join', ...profileContent(profile) }, creator),
       s('m.room.power_levels', pl),
     ];
@@ -141,7 +153,17 @@ export class RoomService {
       if (req.is_direct) content.is_direct = true;
       drafts.push({ type: 'm.room.member', sender: creator, content, stateKey: u });
     }
-    await this.engine.createRoom(roomId, version, creator, drafts, alias);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.engine.createRoom(roomId, version, creator, drafts, alias);
+        break;
+      } catch (err) {
+        // v12+: the same creator made the same room in the same millisecond: another timestamp, another ID.
+        if (!version.roomIdIsCreateEventHash || !isUniqueViolation(err) || attempt >= 3) throw err;
+        createDraft.originServerTs! += 1;
+        roomId = hashedRoomId(createDraft as EventDraft & { originServerTs: number }, version);
+      }
+    }
     if (visibility === 'public') await this.store.setPublished(roomId, true);
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }
@@ -402,9 +424,21 @@ export class RoomService {
   }
 }
 
-/** Versions 1 and 2 use server-assigned event ids, which this server does not create. */
+/** Every known version (1-12) can be created: v1/v2 with server-assigned event IDs. */
 export function isSupportedVersion(v: RoomVersion): boolean {
-  return v.eventIdFormat !== 'v1';
+  return getRoomVersion(v.id) === v;
+}
+
+/**
+ * v12+: a create event's `additional_creators` as given (undefined when absent), or 400 M_BAD_JSON
+ * unless it is an array of valid user IDs (the auth rules would refuse the create event).
+ */
+export function additionalCreators(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((u) => typeof u === 'string' && isValidUserId(u))) {
+    throw new MatrixError(400, 'M_BAD_JSON', 'additional_creators must be an array of user IDs');
+  }
+  return value as string[];
 }
 
 export function profileContent(p: Profile): Record<string, unknown> {
