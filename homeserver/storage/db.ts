@@ -16,6 +16,7 @@ import * as m014 from './migrations/014_admin_roles.ts'; // issue 9: roles, audi
 import * as m015 from './migrations/015_moderation.ts'; // issue 9: moderation (mod9)
 import * as m016 from './migrations/016_room_dag.ts'; // issue 10: the room engine as a DAG
 import * as m017 from './migrations/017_federation.ts'; // issue 11: federation (fed11)
+import * as m021 from './migrations/021_user_restrictions.ts'; // issue 12: user restrictions with reason and expiry (userbans12)
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -39,6 +40,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '015_moderation', up: m015.up }, // issue 9: moderation (mod9)
   { name: '016_room_dag', up: m016.up }, // issue 10: the room engine as a DAG
   { name: '017_federation', up: m017.up }, // issue 11: federation (fed11)
+  { name: '021_user_restrictions', up: m021.up }, // issue 12: user restrictions with reason and expiry (userbans12)
 ];
 
 export interface ConnectOptions {
