@@ -174,10 +174,17 @@ test('find a user among 1,000, change the role, suspend and restore', async () =
   assert.equal(role.body.role, 'moderator');
 
   await page.getByRole('button', { name: 'Suspend' }).click();
+  // issue 12: the confirmation asks a reason and a duration.
+  await page.getByTestId('confirm-reason').fill('flooding the lobby');
+  await page.getByTestId('confirm-duration-preset').selectOption('7 days');
   await confirm();
   await page.getByTestId('state-suspended').waitFor();
   const suspended = await rawApi(base, 'GET', `/_matrix/client/v1/admin/suspend/${encodeURIComponent('@user777:localhost')}`, ownerToken);
   assert.equal(suspended.body.suspended, true);
+  const why = (await rawApi(base, 'GET', `/_super/admin/v1/users/${encodeURIComponent('@user777:localhost')}/restrictions`, ownerToken)).body.restrictions[0];
+  assert.equal(why.reason, 'flooding the lobby');
+  assert.ok(Math.abs(why.expires_ts - (Date.now() + 7 * 86_400_000)) < 60_000, 'for 7 days');
+  await page.getByTestId('user-restrictions').getByText('flooding the lobby').waitFor();
   await shot('user');
   await page.getByRole('button', { name: 'Restore (unsuspend)' }).click();
   await page.getByTestId('state-suspended').waitFor({ state: 'detached' });
