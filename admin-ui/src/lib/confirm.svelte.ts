@@ -1,7 +1,7 @@
 // The confirmation asked before anything destructive (Confirm.svelte shows it).
 /** What an operator gives when restricting a user (issue 12): a reason and how long. */
 export interface RestrictionInput { reason: string; durationMs: number | null }
-export interface Ask { title: string; text: string; action: string; typed?: string; restriction?: boolean; resolve: (ok: boolean, input?: RestrictionInput) => void }
+export interface Ask { title: string; text: string; action: string; typed?: string; restriction?: boolean; reason?: string; resolve: (ok: boolean, input?: RestrictionInput) => void }
 export const asking = $state<{ current: Ask | null }>({ current: null });
 
 /** Resolves true when the operator confirms; `typed`: a word they must type first (the most destructive actions). */
@@ -10,8 +10,8 @@ export function confirmAction(title: string, text: string, action: string, typed
 }
 
 /** Asks for a reason and a duration besides the confirmation; null when cancelled. */
-export function confirmRestriction(title: string, text: string, action: string): Promise<RestrictionInput | null> {
+export function confirmRestriction(title: string, text: string, action: string, reason?: string): Promise<RestrictionInput | null> {
   return new Promise((resolve) => {
-    asking.current = { title, text, action, restriction: true, resolve: (ok, input) => resolve(ok && input ? input : null) };
+    asking.current = { title, text, action, restriction: true, reason, resolve: (ok, input) => resolve(ok && input ? input : null) };
   });
 }
