@@ -126,6 +126,8 @@ import { UserAdmin } from './admin/users.ts';
 import { synapseAdminRoutes } from './admin/synapse-routes.ts';
 import { SERVER_VERSION } from './server/version.ts';
 import { superAdminRoutes } from './admin/routes.ts';
+import { RestrictionAdmin } from './admin/restrictions.ts'; // issue 12 (userbans12)
+import { restrictionRoutes } from './admin/restriction-routes.ts'; // issue 12 (userbans12)
 import { ServerRoomModerators } from './admin/server-rooms.ts';
 import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
 import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
@@ -491,6 +493,10 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     requestShutdown: () => process.kill(isClusterWorker() ? process.ppid : process.pid, 'SIGTERM'),
     onlineWithinMs: 5 * 60_000,
   });
+  // issue 12 (userbans12): user restrictions with reason and expiry; the expiry sweep runs with the background jobs.
+  const restrictionAdmin = new RestrictionAdmin(accounts, adminAccess.audit, log.child({ component: 'restrictions' }));
+  restrictionRoutes(routes, userAdmin, restrictionAdmin);
+  jobs.register('user restriction expiry', restrictionAdmin.expiryJob());
   // ---- end issue 9 (roles9)
   // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
   const moderation = await setupModeration({

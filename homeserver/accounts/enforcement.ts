@@ -7,6 +7,9 @@
 //                       state, changing the profile: 403 M_USER_SUSPENDED
 //   shadow-banned       sends, state, redactions and invites answer 200 with a real-looking event ID,
 //                       but nothing is persisted: nobody else ever sees them
+//
+// issue 12 (userbans12): suspended, locked and shadow-banned may carry a reason and an expiry
+// (restrictions-store.ts); past its expiry a state no longer applies (AccountService.restrictionsInForce).
 import { createHmac, randomBytes } from 'node:crypto';
 import { MatrixError } from '../http/errors.ts';
 import type { Requester } from '../http/context.ts';

@@ -2,6 +2,8 @@ import type { Bindings } from '../storage/db.ts';
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
 import { trimByAge } from './threepid-store.ts';
+import { RestrictionStore } from './restrictions-store.ts'; // issue 12
+import { isRestrictionKind } from './restriction-kinds.ts';
 
 export interface UserRow {
   user_id: string;
@@ -48,7 +50,9 @@ const SYSTEM_ACCOUNT_LOCK = 7271003;
 export const LOGIN_LOOKUP_SQL = 'SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1';
 
 export class AccountStore {
-  constructor(readonly db: Db) {}
+  constructor(readonly db: Db) {
+    this.restrictions = new RestrictionStore(db);
+  }
 
   async user(userId: string, db: Knex = this.db): Promise<UserRow | undefined> {
     const r = await db.raw('SELECT * FROM users WHERE user_id = ?', [userId]);
@@ -98,13 +102,24 @@ export class AccountStore {
     await trx.raw('DELETE FROM user_threepids WHERE user_id = ?', [userId]);
   }
 
-  /** issue 9: the states server admins set (suspended, locked, shadow-banned, approved); false: unknown user. */
-  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>): Promise<boolean> {
+  /**
+   * issue 9: the states server admins set (suspended, locked, shadow-banned, approved); false: unknown user.
+   * issue 12: a restriction's row (restrictions-store.ts) follows its flag in the same transaction; `by`: the admin.
+   */
+  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>, by: string | null = null): Promise<boolean> {
     const cols = Object.entries(state).filter(([, v]) => v !== undefined);
     if (!cols.length) return !!(await this.user(userId));
-    const r = await this.db.raw(`UPDATE users SET ${cols.map(([k]) => `${k} = ?`).join(', ')} WHERE user_id = ?`, [...cols.map(([, v]) => v as boolean), userId]);
-    return (r.rowCount ?? 0) > 0;
+    return this.db.transaction(async (trx) => {
+      const r = await trx.raw(`UPDATE users SET ${cols.map(([k]) => `${k} = ?`).join(', ')} WHERE user_id = ?`, [...cols.map(([, v]) => v as boolean), userId]);
+      if (!r.rowCount) return false;
+      const now = Date.now();
+      for (const [k, v] of cols) if (isRestrictionKind(k)) await this.restrictions.followFlag(trx, userId, k, v as boolean, by, now);
+      return true;
+    });
   }
+
+  /** issue 12: restrictions with reason and expiry (their table follows the flags above). */
+  readonly restrictions: RestrictionStore;
 
   /** issue 9: undoes a deactivation (Synapse's `deactivated: false`); the password is set by the caller. */
   async reactivate(trx: Knex, userId: string): Promise<void> {

@@ -234,7 +234,7 @@ export function superAdminRoutes(r: Routes, deps: AdminRouteDeps): void {
       await audited(ctx, admin, 'user.set', userId, async () => {
         await users.user(userId);
         await users.createOrModify(admin, userId, { displayname: b.displayname, avatar_url: b.avatar_url, password: b.password, logout_devices: b.logout_devices, locked: b.locked, suspended: b.suspended, deactivated: b.deactivated });
-        if (b.shadow_banned !== undefined) await users.setState(userId, { shadow_banned: b.shadow_banned });
+        if (b.shadow_banned !== undefined) await users.setState(userId, { shadow_banned: b.shadow_banned }, admin.userId);
       }, { ...logged, password_changed: b.password !== undefined });
       return users.details(userId);
     },

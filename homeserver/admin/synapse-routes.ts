@@ -180,7 +180,7 @@ export function synapseAdminRoutes(r: Routes, users: UserAdmin): void {
       const userId = uid(ctx);
       await requireOutrank(ctx, admin, userId);
       const on = method === 'post';
-      await audited(ctx, admin, on ? 'user.shadow_ban' : 'user.shadow_unban', userId, () => users.setState(userId, { shadow_banned: on }));
+      await audited(ctx, admin, on ? 'user.shadow_ban' : 'user.shadow_unban', userId, () => users.setState(userId, { shadow_banned: on }, admin.userId));
       return {};
     }, { auth: true });
   }
@@ -190,7 +190,7 @@ export function synapseAdminRoutes(r: Routes, users: UserAdmin): void {
     const userId = uid(ctx);
     const b = validate(z.object({ suspend: z.boolean() }), optionalBody(ctx));
     await requireOutrank(ctx, admin, userId);
-    await audited(ctx, admin, b.suspend ? 'user.suspend' : 'user.unsuspend', userId, () => users.setState(userId, { suspended: b.suspend }));
+    await audited(ctx, admin, b.suspend ? 'user.suspend' : 'user.unsuspend', userId, () => users.setState(userId, { suspended: b.suspend }, admin.userId));
     return { [`user_${userId}_suspended`]: b.suspend };
   }, { auth: true });
 
@@ -207,7 +207,7 @@ export function synapseAdminRoutes(r: Routes, users: UserAdmin): void {
       const b = validate(z.object({ [column]: z.boolean() }), optionalBody(ctx)) as Record<string, boolean>;
       const on = b[column]!;
       await requireOutrank(ctx, admin, userId);
-      await audited(ctx, admin, `user.${on ? what : `un${what}`}`, userId, () => users.setState(userId, { [column]: on }));
+      await audited(ctx, admin, `user.${on ? what : `un${what}`}`, userId, () => users.setState(userId, { [column]: on }, admin.userId));
       return { [column]: on };
     }, { auth: true });
   }

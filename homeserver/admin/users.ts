@@ -122,7 +122,7 @@ export class UserAdmin {
       });
       if (wantedRole !== undefined && wantedRole !== 'user') await this.assignRole(admin, userId, wantedRole);
       if (b.avatar_url) await this.deps.setProfile(userId, 'avatar_url', b.avatar_url);
-      if (b.locked || b.suspended) await this.accounts.setAccountState(userId, { locked: b.locked, suspended: b.suspended });
+      if (b.locked || b.suspended) await this.accounts.setAccountState(userId, { locked: b.locked, suspended: b.suspended }, admin.userId);
       return true;
     }
     if (b.deactivated === false && existing.deactivated && b.password === undefined) {
@@ -134,7 +134,7 @@ export class UserAdmin {
     else if (b.password !== undefined) await this.accounts.setPasswordAsAdmin(userId, b.password, b.logout_devices ?? true);
     if (b.displayname !== undefined) await this.deps.setProfile(userId, 'displayname', b.displayname);
     if (b.avatar_url !== undefined) await this.deps.setProfile(userId, 'avatar_url', b.avatar_url);
-    if (b.locked !== undefined || b.suspended !== undefined) await this.accounts.setAccountState(userId, { locked: b.locked, suspended: b.suspended });
+    if (b.locked !== undefined || b.suspended !== undefined) await this.accounts.setAccountState(userId, { locked: b.locked, suspended: b.suspended }, admin.userId);
     return false;
   }
 
@@ -158,8 +158,9 @@ export class UserAdmin {
     await this.accounts.setPasswordAsAdmin(userId, password, logoutDevices);
   }
 
-  async setState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved', boolean>>): Promise<void> {
-    if (!(await this.accounts.setAccountState(userId, state))) throw notFound('User not found');
+  /** `by`: the admin (issue 12: a restriction set here is listed with them as its author, without reason or expiry). */
+  async setState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved', boolean>>, by: string | null = null): Promise<void> {
+    if (!(await this.accounts.setAccountState(userId, state, by))) throw notFound('User not found');
   }
 
   async whois(userId: string) {

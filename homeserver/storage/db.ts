@@ -17,6 +17,7 @@ import * as m015 from './migrations/015_moderation.ts'; // issue 9: moderation (
 import * as m016 from './migrations/016_room_dag.ts'; // issue 10: the room engine as a DAG
 import * as m017 from './migrations/017_federation.ts'; // issue 11: federation (fed11)
 import * as m018 from './migrations/018_friends.ts'; // issue 13: friends
+import * as m021 from './migrations/021_user_restrictions.ts'; // issue 12: user restrictions with reason and expiry (userbans12)
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -41,6 +42,7 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '016_room_dag', up: m016.up }, // issue 10: the room engine as a DAG
   { name: '017_federation', up: m017.up }, // issue 11: federation (fed11)
   { name: '018_friends', up: m018.up }, // issue 13: friends
+  { name: '021_user_restrictions', up: m021.up }, // issue 12: user restrictions with reason and expiry (userbans12)
 ];
 
 export interface ConnectOptions {

@@ -3,7 +3,8 @@
 // and restore, ban an address, triage a report, create a registration token, see the audit entries,
 // watch the dashboard count a message a matrix-js-sdk client sends while it is open; a role's
 // missing permission is not offered, and a 403 names the permission. A screenshot of each page at
-// desktop (1280×800) and phone (390×844) width goes to test-output/admin-ui/.
+// desktop (1280×800) and phone (390×844) width goes to test-output/admin-ui/. Issue 12 (userbans12): a
+// timed user ban with a reason added on the Bans page, listed with its countdown, lifted.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -173,10 +174,17 @@ test('find a user among 1,000, change the role, suspend and restore', async () =
   assert.equal(role.body.role, 'moderator');
 
   await page.getByRole('button', { name: 'Suspend' }).click();
+  // issue 12: the confirmation asks a reason and a duration.
+  await page.getByTestId('confirm-reason').fill('flooding the lobby');
+  await page.getByTestId('confirm-duration-preset').selectOption('7 days');
   await confirm();
   await page.getByTestId('state-suspended').waitFor();
   const suspended = await rawApi(base, 'GET', `/_matrix/client/v1/admin/suspend/${encodeURIComponent('@user777:localhost')}`, ownerToken);
   assert.equal(suspended.body.suspended, true);
+  const why = (await rawApi(base, 'GET', `/_super/admin/v1/users/${encodeURIComponent('@user777:localhost')}/restrictions`, ownerToken)).body.restrictions[0];
+  assert.equal(why.reason, 'flooding the lobby');
+  assert.ok(Math.abs(why.expires_ts - (Date.now() + 7 * 86_400_000)) < 60_000, 'for 7 days');
+  await page.getByTestId('user-restrictions').getByText('flooding the lobby').waitFor();
   await shot('user');
   await page.getByRole('button', { name: 'Restore (unsuspend)' }).click();
   await page.getByTestId('state-suspended').waitFor({ state: 'detached' });
@@ -206,6 +214,35 @@ test('ban an address range with a reason and an expiry; a bad range gets a clear
   assert.equal(ban.reason, 'spam wave');
   assert.ok(ban.expires_ts > Date.now() + 23 * 3_600_000 && ban.expires_ts < Date.now() + 25 * 3_600_000);
   await shot('bans');
+});
+
+// issue 12 (userbans12): user restrictions with reason and expiry beside the IP bans.
+test('ban a user for a day with a reason on the Bans page: listed with its countdown, then lifted', async () => {
+  const target = '@user42:localhost';
+  await page.goto(`${base}/admin/#/bans`);
+  await page.getByTestId('restrictions-total').waitFor();
+  await page.getByTestId('restrict-user').fill(target);
+  await page.getByTestId('restrict-kind').selectOption('ban');
+  await page.getByTestId('restrict-reason').fill('raid from a botnet');
+  await page.getByTestId('restrict-duration-preset').selectOption('1 day');
+  await page.getByRole('button', { name: 'Apply', exact: true }).click();
+  await confirm();
+  const row = page.getByTestId('restrictions-table').getByRole('row').filter({ hasText: target });
+  await row.getByRole('cell', { name: 'raid from a botnet' }).waitFor();
+  const text = await row.textContent() ?? '';
+  assert.match(text, /banned/);
+  assert.match(text, /in 23 h 59 min|in 1 d/, 'the expiry counted down');
+  const put = await rawApi(base, 'GET', `/_super/admin/v1/users/${encodeURIComponent(target)}/restrictions`, ownerToken);
+  assert.equal(put.body.restrictions.length, 1);
+  const r = put.body.restrictions[0];
+  assert.deepEqual([r.kind, r.reason, r.logout_devices, r.created_by], ['locked', 'raid from a botnet', true, '@boss:localhost']);
+  assert.ok(Math.abs(r.expires_ts - (Date.now() + 86_400_000)) < 60_000, 'a day from now');
+  await shot('bans-users');
+  await row.getByRole('button', { name: 'Lift' }).click();
+  await confirm();
+  await row.waitFor({ state: 'detached' });
+  const lifted = await rawApi(base, 'GET', `/_super/admin/v1/users/${encodeURIComponent(target)}/restrictions`, ownerToken);
+  assert.deepEqual(lifted.body.restrictions, []);
 });
 
 test('triage a report: the event in context, dismissed', async () => {

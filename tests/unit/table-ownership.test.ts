@@ -116,3 +116,11 @@ test('federation/: SQL only in its store files, on its own tables; homeserver/ d
   assert.deepEqual(fedFiles.filter((f) => /from '\.\.\/homeserver\/[a-z]+\/(?:[a-z-]+-)?store\.ts'/.test(f.text)).map((f) => f.path), []);
   assert.deepEqual(files.filter((f) => f.path !== COMPOSITION_ROOT && /from '(?:\.\.\/)+federation\//.test(f.text)).map((f) => f.path), []);
 });
+
+// issue 12 (userbans12): user_restrictions (migration 021) belongs to accounts/, which writes it in
+// the same transaction as the flags of `users` it describes; the admin API goes through AccountService.
+test('user_restrictions is queried only by the store files of accounts/', () => {
+  const touching = files.filter((f) => tablesIn(f.text).includes('user_restrictions')).map((f) => f.path).sort();
+  assert.deepEqual(touching.filter((p) => !/^accounts\/(?:[a-z-]+-)?store\.ts$/.test(p) && !p.startsWith('storage/migrations/')), []);
+  assert.ok(touching.includes('accounts/restrictions-store.ts'), 'the check sees the store');
+});
