@@ -17,6 +17,11 @@ const benches: Record<string, () => Promise<{ main(): Promise<void> }>> = {
   e2ee: () => import('./e2ee.ts'), // issue 8, e2ee helper
   'state-res': () => import('./state-res.ts'), // issue 10, stateres helper: state resolution v2 on synthetic forks
   dag: () => import('./dag.ts'), // issue 10: persisting remote events, forks, state resolution
+  'admin-users': () => import('./admin-users.ts'), // issue 9 (roles9): admin user list and search
+  'admin-rooms': () => import('./admin-rooms.ts'), // issue 9 (mod9): the admin room list over 10,000 rooms
+  purge: () => import('./purge.ts'), // issue 9 (mod9): purge of a room with 10,000 events
+  'admin-ui': () => import('./admin-ui.ts'), // issue 12 (adminui12): the admin dashboard's size and time to interactive over 100,000 users
+  'chat-ui': () => import('./chat-ui.ts'), // issue 13: the chat app in Chromium
   federation: () => import('./federation.ts'), // issue 11: events/s and latency A → B, a remote join
 };
 

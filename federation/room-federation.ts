@@ -248,7 +248,7 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
     const missing = all.filter((id) => !placed.has(id)).slice(0, 5);
     if (!missing.length) return false;
     const members = (await this.reader.roomMembersOf([roomId])).get(roomId) ?? [];
-    const servers = [...new Set([serverNameOf(roomId), ...members.map(serverNameOf)])].filter((s) => s !== this.serverName);
+    const servers = [...new Set([serverNameOf(roomId), ...members.map(serverNameOf)])].filter((s) => s && s !== this.serverName);
     for (const server of servers) {
       let events: PDU[];
       try {
@@ -349,7 +349,7 @@ export class RoomFederation implements RemotePduIntake, RemoteRooms {
       const ev = m && (await this.reader.eventsByNid([m.event_nid]))[0];
       if (ev) servers.push(serverNameOf(ev.sender));
     }
-    servers.push(serverNameOf(roomId));
+    if (serverNameOf(roomId)) servers.push(serverNameOf(roomId));
     const { event, version } = await this.handshake('leave', userId, roomId, [...new Set(servers)].filter((s) => s !== this.serverName), content);
     await this.engine.persistAuthorised(roomId, [event], { outOfBand: true, roomVersion: version.id });
   }

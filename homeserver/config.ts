@@ -97,7 +97,22 @@ export interface Config {
   /** CIDR ranges whose clients may use /_synapse/admin, /_super/admin and /admin/ (else 403). */
   adminAllow: string[];
   // issue 11 (fed11): federation
+  /** issue 9: REGISTRATION_APPROVAL=on: new accounts wait in the approval queue until a moderator approves them. */
+  registrationApproval: boolean;
+  /** issue 9 (mod9): moderation — server notices, invite-spam controls, policy lists. */
+  moderation: ModerationConfig;
   federation: FederationSettings;
+}
+
+export interface ModerationConfig {
+  noticesLocalpart: string;
+  noticesRoomName: string;
+  inviteMinAccountAgeHours: number;
+  inviteRequireSharedRoom: boolean;
+  inviteSpamAction: 'refuse' | 'drop';
+  inviteMaxPerDay: number;
+  /** Room ids or aliases of the policy lists the server applies. */
+  policyRooms: string[];
 }
 
 /** Federation (issue 11): keys, listening, discovery, outbound policy, retries. */
@@ -272,6 +287,16 @@ const schema = z.object({
   FEDERATION_REQUEST_TIMEOUT_MS: integer(1_000, 600_000, 30_000, 'a whole number of milliseconds from 1000 to 600000'),
   FEDERATION_RETRY_MIN_MS: integer(100, 86_400_000, 10_000, 'a whole number of milliseconds from 100 to 86400000'),
   FEDERATION_RETRY_MAX_MS: integer(1_000, 7 * 86_400_000, 86_400_000, 'a whole number of milliseconds from 1000 to 604800000'),
+  // issue 9 (roles9): new accounts wait until a moderator approves them
+  REGISTRATION_APPROVAL: oneOf(['on', 'off'], 'on or off'),
+  // issue 9 (mod9): moderation
+  SERVER_NOTICES_LOCALPART: z.preprocess((v) => (unset(v) ? undefined : v), z.string().regex(/^[a-z0-9._=/+-]{1,64}$/, { error: 'a localpart (lower-case letters, digits, ._=/+-)' }).optional()),
+  SERVER_NOTICES_ROOM_NAME: z.preprocess((v) => (unset(v) ? undefined : v), z.string().max(255).optional()),
+  INVITE_MIN_ACCOUNT_AGE_HOURS: integer(0, 100_000, 0, 'a whole number of hours (0: no minimum)'),
+  INVITE_REQUIRE_SHARED_ROOM: oneOf(['on', 'off'], "'on' or 'off'"),
+  INVITE_SPAM_ACTION: oneOf(['refuse', 'drop'], "'refuse' or 'drop'"),
+  INVITE_MAX_PER_DAY: integer(0, 1_000_000, 200, 'a whole number of invites (0: no limit)'),
+  POLICY_ROOMS: z.preprocess((v) => (unset(v) ? undefined : v), z.string().refine((s) => s.split(',').map((x) => x.trim()).filter(Boolean).every((x) => /^[!#][^:\s]+:\S+$/.test(x)), { error: 'a comma-separated list of room ids or aliases, e.g. #policies:example.org' }).optional()),
 });
 
 /** Every variable the server reads (the schema's, and CONFIG_FILE): deploy/env.example and the README list them all. */
@@ -394,10 +419,20 @@ export function loadConfig(processEnv: Env = process.env): Config {
     maxConnections: v.MAX_CONNECTIONS,
     maxLongPollsPerUser: v.MAX_LONG_POLLS_PER_USER,
     maxLongPollsPerAddress: v.MAX_LONG_POLLS_PER_ADDRESS,
+    moderation: { // issue 9 (mod9)
+      noticesLocalpart: v.SERVER_NOTICES_LOCALPART ?? '_notices',
+      noticesRoomName: v.SERVER_NOTICES_ROOM_NAME ?? 'Server Notices',
+      inviteMinAccountAgeHours: v.INVITE_MIN_ACCOUNT_AGE_HOURS,
+      inviteRequireSharedRoom: v.INVITE_REQUIRE_SHARED_ROOM === 'on',
+      inviteSpamAction: (v.INVITE_SPAM_ACTION as 'refuse' | 'drop' | undefined) ?? 'refuse',
+      inviteMaxPerDay: v.INVITE_MAX_PER_DAY,
+      policyRooms: (v.POLICY_ROOMS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+    },
     wsMaxSocketsPerAddress: v.WS_MAX_SOCKETS_PER_ADDRESS,
     serveAdminUi: v.SERVE_ADMIN_UI !== 'off',
     serveChatUi: v.SERVE_CHAT_UI !== 'off',
     adminAllow: v.ADMIN_ALLOW,
+    registrationApproval: v.REGISTRATION_APPROVAL === 'on', // issue 9 (roles9)
     federation: federationSettings(v),
   };
 }

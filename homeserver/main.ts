@@ -104,6 +104,10 @@ import { BackupStore } from './e2ee/backup-store.ts';
 import { BackupService } from './e2ee/backup.ts';
 import { e2eeRoutes } from './e2ee/routes.ts';
 import { backupRoutes } from './e2ee/backup-routes.ts';
+// issue 13: friends
+import { FriendStore } from './friends/store.ts';
+import { FriendService } from './friends/service.ts';
+import { friendRoutes } from './friends/routes.ts';
 // issue 12 (deploy12): the web UIs; the admin API and UI only from ADMIN_ALLOW.
 import { AddressRanges, adminAllow } from './http/admin-allow.ts';
 import { webUiMounts } from './webui/mounts.ts';
@@ -111,6 +115,27 @@ import { staticUi } from './webui/static-ui.ts';
 // issue 11 (fed11): federation (the top-level federation/ folder; homeserver/ never imports it but here)
 import { createFederation } from '../federation/setup.ts';
 import { listenForFederation } from '../federation/listener.ts';
+// issue 9 (roles9): server roles and permissions, the audit log, the admin API.
+import { adminContext } from './admin/guard.ts';
+import { AuditLog } from './admin/audit.ts';
+import { AuditStore } from './admin/audit-store.ts';
+import { RoleService } from './admin/roles.ts';
+import { RoleStore } from './admin/roles-store.ts';
+import { AdminUserStore } from './admin/users-store.ts';
+import { UserAdmin } from './admin/users.ts';
+import { synapseAdminRoutes } from './admin/synapse-routes.ts';
+import { SERVER_VERSION } from './server/version.ts';
+import { superAdminRoutes } from './admin/routes.ts';
+import { RestrictionAdmin } from './admin/restrictions.ts'; // issue 12 (userbans12)
+import { restrictionRoutes } from './admin/restriction-routes.ts'; // issue 12 (userbans12)
+import { ServerRoomModerators } from './admin/server-rooms.ts';
+import { SYSTEM_LOCALPART } from './rooms/bootstrap.ts';
+import { setupModeration } from './moderation/setup.ts'; // issue 9 (mod9): moderation
+// issue 12 (adminui12): the admin dashboard's figures
+import { AdminStats } from './admin-stats/service.ts';
+import { AdminStatsStore } from './admin-stats/store.ts';
+import { adminStatsRoutes } from './admin-stats/routes.ts';
+import { configSummary } from './admin-stats/summary.ts';
 
 export interface Homeserver {
   config: Config;
@@ -126,7 +151,6 @@ export interface Homeserver {
 }
 
 /** The version /_matrix/federation/v1/version reports (package.json's). */
-const SERVER_VERSION = '0.1.0';
 
 /** In-flight requests get this long to be answered on shutdown (systemd's TimeoutStopSec is 20 s). */
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -265,9 +289,11 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
 
   // issue 6 (receipts-push helper): receipts and read markers; push rules evaluated for every member
   // of a room on every event (before /sync wake-ups go out: the engine's notify gate); unread counts.
-  const receipts = new ReceiptService(new ReceiptStore(db, tracker), reader, accountData, tracker, notifier);
+  const receiptStore = new ReceiptStore(db, tracker); // issue 9 (mod9): a purge deletes a room's receipts
+  const receipts = new ReceiptService(receiptStore, reader, accountData, tracker, notifier);
   sync.addPart(receipts.syncPart());
-  const notifications = new NotificationService(new PushStore(db), new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
+  const pushStore = new PushStore(db); // issue 9 (mod9): … and its push actions
+  const notifications = new NotificationService(pushStore, new BulkEvaluator(reader, push, (userId) => userId.endsWith(`:${config.serverName}`)), reader, receipts, tracker, notifier, log.child({ component: 'push' }));
   engine.setTransactionWrites((rooms) => notifications.transactionWrites(rooms));
   sync.addPart(notifications.syncPart());
   await notifications.start();
@@ -342,7 +368,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   // A profile change on any worker kicks the propagation where it runs (the job runner).
   bus.on('profiles-kick', () => propagator.kick(), () => {});
   const kicker = hub ? ({ kick: () => bus.emit('profiles-kick', '') } as unknown as ProfilePropagator) : propagator;
-  const profileService = new ProfileService(profiles, kicker, reader);
+  const profileService = new ProfileService(profiles, kicker, reader); // issue 9: the admin API sets profiles too
   profileRoutes(routes, profileService);
   roomRoutes(routes, rooms, reader, tracker, config.serverName);
   accountDataRoutes(routes, accountData);
@@ -350,6 +376,15 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   syncRoutes(routes, sync, filters, presence);
   typingRoutes(routes, typing);
   presenceRoutes(routes, presence);
+  // issue 13: friends (their changes ride on the account data stream of /sync and the WebSocket).
+  const friends = new FriendService(new FriendStore(db, tracker, notifier), {
+    serverName: config.serverName,
+    profileOf: (u) => profiles.get(u),
+    presenceOf: (users) => presence.many(users),
+  }, notifier);
+  sync.addPart(friends.syncPart());
+  rooms.directInviteCheck = (sender, target) => friends.checkDirectInvite(sender, target);
+  friendRoutes(routes, friends);
   // WebSocket sync (README "WebSocket sync"): the same batches as /sync, pushed; attached to the server below.
   const sockets = new SyncSockets({
     authenticate: (token, ip) => accounts.authenticate(token, ip),
@@ -433,6 +468,57 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     onRoomMembership: (fn) => engine.onPersisted((events, roomId) => { if (events.some((e) => e.pdu.type === 'm.room.member')) fn(roomId); }),
   });
   undo.push(() => federation.close());
+  // ---- issue 9 (roles9): roles, audit log (admin/guard.ts: requirePermission for every admin route).
+  const roles = new RoleService(new RoleStore(db));
+  const adminAccess = { roles, audit: new AuditLog(new AuditStore(db)) };
+  const systemUserId = accounts.userId(SYSTEM_LOCALPART);
+  // The rooms the server owns (its auto-join rooms): server moderators get their moderator level there.
+  const serverRooms = new ServerRoomModerators(roles, {
+    systemUserId,
+    roomIds: async () => (await Promise.all(config.autoJoinRooms.map((a) => rooms.aliases.resolve(a)))).filter((x): x is string => !!x),
+    powerLevels: async (me, roomId) => (await reader.stateEvent(me, roomId, 'm.room.power_levels', '')).content as Record<string, unknown>,
+    setPowerLevels: async (me, roomId, content) => { await rooms.setState(me, roomId, 'm.room.power_levels', '', content); },
+  }, log.child({ component: 'admin' }));
+  await serverRooms.sync();
+  const userAdmin = new UserAdmin(accounts, roles, new AdminUserStore(db), {
+    setProfile: (u, field, value) => profileService.change(u, field, value),
+    joinedRoomIds: (u) => reader.joinedRoomIds(u),
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+  }, config.serverName);
+  synapseAdminRoutes(routes, userAdmin);
+  superAdminRoutes(routes, {
+    users: userAdmin,
+    rolesChanged: (userIds) => serverRooms.sync(userIds),
+    // main()'s shutdown path (SIGTERM): stop accepting, drain, flush, exit; with workers, the primary drains them all.
+    requestShutdown: () => process.kill(isClusterWorker() ? process.ppid : process.pid, 'SIGTERM'),
+    onlineWithinMs: 5 * 60_000,
+  });
+  // issue 12 (userbans12): user restrictions with reason and expiry; the expiry sweep runs with the background jobs.
+  const restrictionAdmin = new RestrictionAdmin(accounts, adminAccess.audit, log.child({ component: 'restrictions' }));
+  restrictionRoutes(routes, userAdmin, restrictionAdmin);
+  jobs.register('user restriction expiry', restrictionAdmin.expiryJob());
+  // ---- end issue 9 (roles9)
+  // ---- issue 9 (mod9): rooms admin, reports, server notices, media admin, IP bans, anti-spam, policy lists.
+  const moderation = await setupModeration({
+    routes, db, config, bus, rooms, reader, media, roles: adminAccess.roles, accounts,
+    setTag: (u, roomId, tag, content) => accountData.setTag(u, roomId, tag, content),
+    userExists: async (u) => !!(await profiles.get(u)), currentPosition: () => tracker.current(), log: log.child({ component: 'moderation' }),
+  });
+  undo.push(() => moderation.drain());
+  rooms.purged.subscribe(async ({ roomId }) => { await receiptStore.deleteRoom(roomId); await pushStore.deleteRoom(roomId); });
+  // ---- end issue 9 (mod9)
+  // ---- issue 12 (adminui12): the admin dashboard's live figures and server summary.
+  const adminStats = new AdminStats({
+    store: new AdminStatsStore(db, systemUserId), redis, redisPrefix: config.redisPrefix, workerId: hub?.workerId ?? String(process.pid),
+    rooms: async () => Number((await moderation.roomAdmin.list({ orderBy: 'name', dir: 'f', from: 0, limit: 1 })).total_rooms ?? 0),
+    onlineWithinMs: 5 * 60_000,
+  });
+  engine.onPersisted((events) => {
+    adminStats.count('messages', events.filter((e) => e.pdu.type === 'm.room.message' || e.pdu.type === 'm.room.encrypted').length);
+  });
+  adminStats.start();
+  undo.push(() => adminStats.stop());
+  adminStatsRoutes(routes, adminStats, () => configSummary(config), SERVER_VERSION); // as /_synapse/admin/v1/server_version says
 
   const inFlight = new InFlight();
   // With several workers, a write is answered once it is readable (and its cache invalidations
@@ -453,12 +539,19 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   });
   // issue 12 (deploy12): admin paths refused outside ADMIN_ALLOW; the UIs where no API path is.
   const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
-  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi,
+  const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
-    { trustedProxies: config.trustedProxies, overload }); // issue 7 (limits7)
+    { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware(), adminStats.refusals()] }); // issue 7 (limits7); issue 9 (mod9): IP bans; issue 12 (adminui12): 429s counted (overload included)
   const handle = app.callback();
   const server = createServer(ConnectionLimits.serverOptions(), handle);
-  server.on('upgrade', (req, socket, head) => { if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle); });
+  server.on('upgrade', (req, socket, head) => {
+    // issue 9 (mod9): a banned address gets no WebSocket either (upgrades do not pass through koa).
+    if (moderation.ipBans.banned(clientAddress(req, config.trustedProxies))) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"errcode":"M_FORBIDDEN","error":"Your address is banned from this server"}');
+      return;
+    }
+    if (connectionLimits.admitUpgrade(req, socket)) sockets.handleUpgrade(req, socket, head, handle);
+  });
   connectionLimits.attach(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

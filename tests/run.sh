@@ -25,8 +25,8 @@ SERIAL=(
 )
 # On the embedded PostgreSQL too: the suites whose subject is storage (start-up, crashes,
 # backups, the room engine's writes and reads, accounts, media, keys). The rest run the same SQL.
+# (embedded-pg.test.ts tests the embedded PostgreSQL itself, whatever the backend: the first group runs it.)
 EMBEDDED=(
-  tests/integration/embedded-pg.test.ts
   tests/integration/startup.test.ts
   tests/integration/crash.test.ts
   tests/integration/operations.test.ts
@@ -60,6 +60,8 @@ for f in tests/attacks/*.test.ts tests/browser/*.test.ts; do [[ -e "$f" ]] && se
 run() { node --import tsx --test "$@"; }
 
 echo "# npm test: ${#parallel[@]} files ${PARALLEL_JOBS} at a time, then ${#serial[@]} one at a time, then ${#EMBEDDED[@]} on the embedded PostgreSQL"
-run --test-concurrency="$PARALLEL_JOBS" "${parallel[@]}"
-run --test-concurrency=1 "${serial[@]}"
+# The first two groups on the external PostgreSQL only (a suite that runs both backends when
+# TEST_BACKEND is unset runs its embedded half in the third group).
+TEST_BACKEND=external run --test-concurrency="$PARALLEL_JOBS" "${parallel[@]}"
+TEST_BACKEND=external run --test-concurrency=1 "${serial[@]}"
 TEST_BACKEND=embedded run --test-concurrency=2 "${EMBEDDED[@]}"

@@ -85,6 +85,11 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
       registrationToken: typeof params.registration_token === 'string' ? params.registration_token : undefined,
       email: config.registration === 'email' ? (params.email as ValidatedEmail) : undefined,
       ip: ctx.ip || null,
+      awaitingApproval: config.registrationApproval, // issue 9: a moderator approves it first
+    }).then((session) => {
+      // issue 9 (as Synapse, MSC3866): the account exists, but waits; no token is handed out.
+      if (config.registrationApproval) throw new MatrixError(403, 'M_USER_AWAITING_APPROVAL', 'This account is pending approval by a server administrator.', { user_id: session.user_id });
+      return session;
     });
   });
 
@@ -138,12 +143,12 @@ export function accountRoutes(r: Routes, accounts: AccountService, config: Confi
     const me = requester(ctx);
     await accounts.deleteDevices(me.userId, [me.deviceId]);
     return {};
-  }, { auth: true });
+  }, { auth: true, allowLocked: true });
 
   r.client('post', '/logout/all', async (ctx) => {
     await accounts.deleteDevices(requester(ctx).userId, 'all');
     return {};
-  }, { auth: true });
+  }, { auth: true, allowLocked: true });
 
   r.client('get', '/account/whoami', (ctx) => {
     const me = requester(ctx);

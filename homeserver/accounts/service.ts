@@ -13,6 +13,8 @@ import type { ThreepidService, ValidatedEmail } from './threepids.ts';
 import type { BackgroundJob } from '../coordination/jobs.ts';
 import { HashGate } from './hash-gate.ts';
 import { TOKEN_CACHE_MS, hashToken, newToken, randomId, randomString } from './tokens.ts';
+import { refuseLockedOrWaiting, type LockableRequester } from './enforcement.ts';
+import { RESTRICTION_KINDS, type RestrictionKind, type RestrictionRow } from './restriction-kinds.ts'; // issue 12
 
 export interface Session {
   user_id: string;
@@ -46,7 +48,8 @@ const SEEN_BATCH_MAX = 5_000;
 interface DeviceSeen { userId: string; deviceId: string; ts: number; ip: string | null }
 
 export class AccountService {
-  private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number }>(50_000);
+  /** `staleAt` (issue 12): when the soonest of the user's restrictions expires, the entry is read again. */
+  private tokenCache = new LruCache<string, { requester: Requester; expiresTs: number | null; cachedAt: number; staleAt?: number }>(50_000);
   private lastTouched = new LruCache<string, number>(50_000);
   /** issue 7: password hashes run a few at a time, so a login flood cannot starve everyone else. */
   private hashGate = new HashGate();
@@ -58,6 +61,15 @@ export class AccountService {
   readonly devicesRemoved = new Topic<{ userId: string; deviceIds: string[] }>('devices removed');
 
   constructor(private store: AccountStore, private config: Config, private log?: Logger, readonly threepids?: ThreepidService) {}
+
+  /** issue 9 (mod9): checks a new user id passes before its account is made (policy lists); each throws to refuse. */
+  readonly registrationChecks: Array<(userId: string) => Promise<void>> = [];
+
+  /** issue 9 (mod9): when an account was made (ms), undefined for an unknown user. */
+  async createdTs(userId: string): Promise<number | undefined> {
+    const row = await this.store.user(userId);
+    return row ? Number(row.created_ts) : undefined;
+  }
 
   get uiaLimits(): { lifetimeMs: number; maxSessions: number } {
     return { lifetimeMs: this.config.uiaSessionLifetimeMs, maxSessions: this.config.uiaMaxSessions };
@@ -183,8 +195,11 @@ export class AccountService {
     /** A validated address (REGISTRATION=email): bound in the same transaction, or the registration fails. */
     email?: ValidatedEmail;
     ip?: string | null;
+    /** issue 9 (REGISTRATION_APPROVAL=on): the account waits for a moderator; no session is made. */
+    awaitingApproval?: boolean;
   }): Promise<{ user_id: string; home_server: string } & Partial<Session>> {
     const userId = this.userId(opts.localpart);
+    for (const check of this.registrationChecks) await check(userId); // issue 9 (mod9)
     const passwordHash = opts.password === null ? null : await this.hashPassword(opts.password);
     let session: Session | undefined;
     await this.store.db.transaction(async (trx) => {
@@ -197,11 +212,12 @@ export class AccountService {
         passwordHash,
         isAdmin: opts.isAdmin ?? false,
         isGuest: opts.isGuest,
+        approved: !opts.awaitingApproval,
         displayname: opts.displayname ?? opts.localpart,
       });
       if (!created) throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken.');
       if (opts.email) await this.email.bind(trx, userId, opts.email);
-      if (!opts.inhibitLogin) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
+      if (!opts.inhibitLogin && !opts.awaitingApproval) session = await this.createSession(trx, userId, opts.deviceId, opts.deviceName, opts.refreshToken ?? false, opts.ip ?? null);
     });
     await this.completeRegistration(userId);
     return session ?? { user_id: userId, home_server: this.config.serverName };
@@ -261,6 +277,9 @@ export class AccountService {
     const ok = await this.hashGate.run(() => argonVerify(user?.password_hash ?? DUMMY_HASH, password).catch(() => false));
     if (!user || !user.password_hash || !ok) throw forbidden('Invalid username or password');
     if (user.deactivated) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+    // issue 9; issue 12: a lock past its expiry no longer holds (the sweep clears it soon).
+    const locked = user.locked && (await this.restrictionsInForce(user, Date.now())).locked;
+    refuseLockedOrWaiting({ locked, awaitingApproval: !user.approved }, false);
     const isNewDevice = !deviceId || !(await this.store.device(user.user_id, deviceId));
     if (isNewDevice && this.config.devicePolicy === 'refuse' && (await this.store.deviceCount(user.user_id)) >= this.config.maxDevicesPerUser) {
       throw new MatrixError(403, 'M_FORBIDDEN', `Too many sessions: this account already has ${this.config.maxDevicesPerUser} devices. Log out of one (or delete it) and try again.`);
@@ -306,12 +325,12 @@ export class AccountService {
   }
 
   /** Access token → requester; 401 M_UNKNOWN_TOKEN (soft_logout when expired). */
-  async authenticate(token: string, ip: string | null): Promise<Requester> {
+  async authenticate(token: string, ip: string | null, allowLocked = false): Promise<Requester> {
     const now = Date.now();
     const hit = this.tokenCache.get(token);
     let requester: Requester;
     let expiresTs: number | null;
-    if (hit && now - hit.cachedAt < TOKEN_CACHE_MS) {
+    if (hit && now - hit.cachedAt < TOKEN_CACHE_MS && !(hit.staleAt !== undefined && hit.staleAt <= now)) {
       requester = hit.requester;
       expiresTs = hit.expiresTs;
     } else {
@@ -321,9 +340,16 @@ export class AccountService {
         throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid access token passed.', { soft_logout: false });
       }
       requester = { userId: row.user_id, deviceId: row.device_id, isGuest: row.is_guest, isAdmin: row.is_admin, tokenId: Number(row.id) };
+      // issue 9: the states server admins set (accounts/enforcement.ts); issue 12: those in force now.
+      const inForce = await this.restrictionsInForce(row, now);
+      if (inForce.suspended) requester.suspended = true;
+      if (inForce.shadow_banned) requester.shadowBanned = true;
+      if (inForce.locked) (requester as LockableRequester).locked = true;
+      if (!row.approved) (requester as LockableRequester).awaitingApproval = true;
       expiresTs = row.expires_ts === null ? null : Number(row.expires_ts);
-      this.tokenCache.set(token, { requester, expiresTs, cachedAt: now });
+      this.tokenCache.set(token, { requester, expiresTs, cachedAt: now, ...(inForce.until !== undefined ? { staleAt: inForce.until } : {}) });
     }
+    refuseLockedOrWaiting(requester as LockableRequester, allowLocked);
     if (expiresTs !== null && expiresTs <= now) {
       throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
     }
@@ -458,10 +484,120 @@ export class AccountService {
     };
   }
 
-  async deactivate(userId: string): Promise<void> {
+  /**
+   * issue 9: sets the states server admins control (suspended, locked, shadow-banned, approved,
+   * erased); cached tokens of the user are dropped on every worker, so the change applies at once.
+   * false: no such user.
+   */
+  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>, by: string | null = null): Promise<boolean> {
+    const ok = await this.store.setAccountState(userId, state, by);
+    this.forgetCachedTokens(userId);
+    return ok;
+  }
+
+  // ---- issue 12 (userbans12): restrictions with a reason and an expiry (restrictions-store.ts).
+
+  /**
+   * Which of an account's restriction flags hold at `now`: a flag whose restriction has expired
+   * does not (the expiry sweep clears it soon after); `until`: when the soonest one in force ends.
+   * Only a restricted account costs a query.
+   */
+  private async restrictionsInForce(row: { user_id: string; suspended: boolean; locked: boolean; shadow_banned: boolean }, now: number): Promise<Record<RestrictionKind, boolean> & { until?: number }> {
+    const out: Record<RestrictionKind, boolean> & { until?: number } = { suspended: row.suspended, locked: row.locked, shadow_banned: row.shadow_banned };
+    if (!row.suspended && !row.locked && !row.shadow_banned) return out;
+    const ends = await this.store.restrictions.expiries(row.user_id);
+    for (const kind of RESTRICTION_KINDS) {
+      const end = ends[kind];
+      if (!out[kind] || end === null || end === undefined) continue;
+      if (end <= now) out[kind] = false;
+      else out.until = Math.min(out.until ?? end, end);
+    }
+    return out;
+  }
+
+  /**
+   * Puts a restriction on an account (replacing one of the same kind): the flag and its reason,
+   * author and expiry in one transaction; every worker drops its cached tokens of the user, so it
+   * applies at once. undefined: no such user.
+   */
+  async restrict(userId: string, kind: RestrictionKind, r: { reason: string | null; by: string; expiresTs: number | null; logoutDevices: boolean }): Promise<RestrictionRow | undefined> {
+    const row = await this.store.restrictions.put({ user_id: userId, kind, reason: r.reason, created_by: r.by, created_ts: Date.now(), expires_ts: r.expiresTs, logged_out: r.logoutDevices });
+    this.forgetCachedTokens(userId);
+    // A ban: every session ends too (after the lock is stored: a crash between leaves the lock).
+    if (row && r.logoutDevices) await this.deleteDevices(userId, 'all');
+    return row;
+  }
+
+  /** Lifts a restriction; the row as it was (undefined: none of that kind). `expiredBy`: only one expired by then. */
+  async liftRestriction(userId: string, kind: RestrictionKind, expiredBy?: number): Promise<RestrictionRow | undefined> {
+    const row = await this.store.restrictions.remove(userId, kind, expiredBy);
+    if (row) this.forgetCachedTokens(userId);
+    return row;
+  }
+
+  /** A user's restrictions in force now. */
+  async restrictionsOf(userId: string): Promise<RestrictionRow[]> {
+    const now = Date.now();
+    return (await this.store.restrictions.ofUser(userId)).filter((r) => r.expires_ts === null || r.expires_ts > now);
+  }
+
+  /** Every restriction in force, newest first (paged; by kind, by user). */
+  listRestrictions(f: { kind?: RestrictionKind; userId?: string; from: number; limit: number }): Promise<{ rows: RestrictionRow[]; total: number }> {
+    return this.store.restrictions.list({ ...f, now: Date.now() });
+  }
+
+  /** Restrictions expired by `now`, soonest first (the expiry sweep lifts them with liftRestriction). */
+  expiredRestrictions(now: number, limit: number) {
+    return this.store.restrictions.expired(now, limit);
+  }
+
+  /** issue 9: the account row (admin API). */
+  account(userId: string) {
+    return this.store.user(userId);
+  }
+
+  /** issue 9: an admin sets a password (reset; `logoutDevices`: every session ends). */
+  async setPasswordAsAdmin(userId: string, newPassword: string, logoutDevices: boolean): Promise<void> {
+    await this.changePassword(userId, newPassword, logoutDevices, undefined);
+  }
+
+  /** issue 9: an admin undoes a deactivation (Synapse's `deactivated: false`, which needs a password). */
+  async reactivate(userId: string, password: string | null): Promise<void> {
+    const h = password === null ? null : await this.hashPassword(password);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.reactivate(trx, userId);
+      if (h !== null) await this.store.setPasswordHash(trx, userId, h);
+    });
+    this.forgetCachedTokens(userId);
+  }
+
+  /**
+   * issue 9: a session as `userId` for an admin (users.impersonate): a new device named after the
+   * admin, its token expiring at `validUntilMs` (null: never).
+   */
+  async impersonate(userId: string, by: string, validUntilMs: number | null): Promise<string> {
+    const access = newToken('syt');
+    const deviceId = randomId(10);
+    await this.store.db.transaction(async (trx) => {
+      await this.store.upsertDevice(trx, userId, deviceId, `Admin login by ${by}`, null);
+      await this.store.insertAccessToken(trx, hashToken(access), userId, deviceId, validUntilMs, null);
+    });
+    return access;
+  }
+
+  // issue 9: registration tokens (admin API, CLI).
+  registrationTokens(valid?: boolean) { return this.store.registrationTokens(valid); }
+  async registrationTokenRow(token: string) { return this.store.registrationToken(token); }
+  insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }) { return this.store.insertRegistrationToken(t); }
+  updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }) { return this.store.updateRegistrationToken(token, change); }
+  deleteRegistrationToken(token: string) { return this.store.deleteRegistrationToken(token); }
+
+  /** `erase` (issue 9, Synapse's deactivate with erase): the profile is emptied and the account marked erased. */
+  async deactivate(userId: string, erase = false): Promise<void> {
     await this.deactivating.publish(userId);
     await this.store.db.transaction(async (trx) => {
       await this.store.setDeactivated(trx, userId);
+      if (erase) await this.store.eraseProfile(trx, userId);
       await this.store.deleteDevices(trx, userId, 'all');
     });
     this.forgetCachedTokens(userId);

@@ -2,6 +2,8 @@ import type { Bindings } from '../storage/db.ts';
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
 import { trimByAge } from './threepid-store.ts';
+import { RestrictionStore } from './restrictions-store.ts'; // issue 12
+import { isRestrictionKind } from './restriction-kinds.ts';
 
 export interface UserRow {
   user_id: string;
@@ -11,6 +13,11 @@ export interface UserRow {
   is_guest: boolean;
   deactivated: boolean;
   created_ts: number;
+  // issue 9 (migration 014): states set by server admins
+  suspended: boolean;
+  locked: boolean;
+  shadow_banned: boolean;
+  approved: boolean;
 }
 
 export interface TokenRow {
@@ -21,7 +28,13 @@ export interface TokenRow {
   is_admin: boolean;
   is_guest: boolean;
   deactivated: boolean;
+  suspended: boolean;
+  locked: boolean;
+  shadow_banned: boolean;
+  approved: boolean;
 }
+
+export interface RegistrationTokenRow { token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null }
 
 export interface DeviceRow {
   device_id: string;
@@ -37,7 +50,9 @@ const SYSTEM_ACCOUNT_LOCK = 7271003;
 export const LOGIN_LOOKUP_SQL = 'SELECT * FROM users WHERE lower(localpart) = lower(?) ORDER BY localpart = ? DESC LIMIT 1';
 
 export class AccountStore {
-  constructor(readonly db: Db) {}
+  constructor(readonly db: Db) {
+    this.restrictions = new RestrictionStore(db);
+  }
 
   async user(userId: string, db: Knex = this.db): Promise<UserRow | undefined> {
     const r = await db.raw('SELECT * FROM users WHERE user_id = ?', [userId]);
@@ -50,11 +65,11 @@ export class AccountStore {
     return r.rows[0];
   }
 
-  async insertUser(trx: Knex, u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; isGuest?: boolean; displayname: string }): Promise<boolean> {
+  async insertUser(trx: Knex, u: { userId: string; localpart: string; passwordHash: string | null; isAdmin: boolean; isGuest?: boolean; displayname: string; approved?: boolean }): Promise<boolean> {
     const r = await trx.raw(
-      `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, created_ts) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, created_ts, approved) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT DO NOTHING RETURNING user_id`,
-      [u.userId, u.localpart, u.passwordHash, u.isAdmin, u.isGuest ?? false, Date.now()],
+      [u.userId, u.localpart, u.passwordHash, u.isAdmin, u.isGuest ?? false, Date.now(), u.approved ?? true],
     );
     if (!r.rows.length) return false;
     await trx.raw('INSERT INTO profiles (user_id, displayname) VALUES (?, ?)', [u.userId, u.displayname]);
@@ -87,6 +102,30 @@ export class AccountStore {
     await trx.raw('DELETE FROM user_threepids WHERE user_id = ?', [userId]);
   }
 
+  /**
+   * issue 9: the states server admins set (suspended, locked, shadow-banned, approved); false: unknown user.
+   * issue 12: a restriction's row (restrictions-store.ts) follows its flag in the same transaction; `by`: the admin.
+   */
+  async setAccountState(userId: string, state: Partial<Record<'suspended' | 'locked' | 'shadow_banned' | 'approved' | 'erased', boolean>>, by: string | null = null): Promise<boolean> {
+    const cols = Object.entries(state).filter(([, v]) => v !== undefined);
+    if (!cols.length) return !!(await this.user(userId));
+    return this.db.transaction(async (trx) => {
+      const r = await trx.raw(`UPDATE users SET ${cols.map(([k]) => `${k} = ?`).join(', ')} WHERE user_id = ?`, [...cols.map(([, v]) => v as boolean), userId]);
+      if (!r.rowCount) return false;
+      const now = Date.now();
+      for (const [k, v] of cols) if (isRestrictionKind(k)) await this.restrictions.followFlag(trx, userId, k, v as boolean, by, now);
+      return true;
+    });
+  }
+
+  /** issue 12: restrictions with reason and expiry (their table follows the flags above). */
+  readonly restrictions: RestrictionStore;
+
+  /** issue 9: undoes a deactivation (Synapse's `deactivated: false`); the password is set by the caller. */
+  async reactivate(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE users SET deactivated = FALSE, erased = FALSE WHERE user_id = ?', [userId]);
+  }
+
   async upsertDevice(trx: Knex, userId: string, deviceId: string, displayName: string | null, ip: string | null): Promise<void> {
     await trx.raw(
       `INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts) VALUES (?, ?, ?, ?, ?, ?)
@@ -94,6 +133,7 @@ export class AccountStore {
          display_name = COALESCE(devices.display_name, EXCLUDED.display_name)`,
       [userId, deviceId, displayName, Date.now(), ip, Date.now()],
     );
+    await trx.raw('UPDATE users SET last_seen_ts = ? WHERE user_id = ?', [Date.now(), userId]); // issue 9: the account's last use
   }
 
   async devices(userId: string): Promise<DeviceRow[]> {
@@ -134,6 +174,12 @@ export class AccountStore {
        WHERE d.user_id = s.user_id AND d.device_id = s.device_id`,
       [rows.map((r) => r.userId), rows.map((r) => r.deviceId), rows.map((r) => r.ts), rows.map((r) => r.ip) as string[]],
     );
+    // issue 9: the account's last use (the admin user list orders by it), in the same batch.
+    await this.db.raw(
+      `UPDATE users u SET last_seen_ts = s.ts FROM (SELECT user_id, max(ts) AS ts FROM unnest(?::text[], ?::bigint[]) AS x(user_id, ts) GROUP BY user_id) s
+       WHERE u.user_id = s.user_id AND (u.last_seen_ts IS NULL OR u.last_seen_ts < s.ts)`,
+      [rows.map((r) => r.userId), rows.map((r) => r.ts)],
+    );
   }
 
   /** Deletes devices and every token they hold. */
@@ -168,7 +214,7 @@ export class AccountStore {
 
   async accessToken(hash: Buffer): Promise<TokenRow | undefined> {
     const r = await this.db.raw(
-      `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated
+      `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated, u.suspended, u.locked, u.shadow_banned, u.approved
        FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
       [hash],
     );
@@ -238,6 +284,46 @@ export class AccountStore {
   async registrationToken(token: string): Promise<{ token: string; uses_allowed: number | null; pending: number; completed: number; expiry_time: number | null } | undefined> {
     const r = await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
     return r.rows[0];
+  }
+
+  // issue 9 (roles9): registration tokens managed by admins (Synapse's /_synapse/admin/v1/registration_tokens).
+  async registrationTokens(valid?: boolean): Promise<RegistrationTokenRow[]> {
+    const now = Date.now();
+    const validSql = '(uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_time IS NULL OR expiry_time > ?)';
+    const r = valid === undefined
+      ? await this.db.raw('SELECT * FROM registration_tokens ORDER BY token')
+      : await this.db.raw(`SELECT * FROM registration_tokens WHERE ${valid ? '' : 'NOT '}(${validSql}) ORDER BY token`, [now]);
+    return r.rows;
+  }
+
+  async insertRegistrationToken(t: { token: string; usesAllowed: number | null; expiryTime: number | null }): Promise<boolean> {
+    const r = await this.db.raw(
+      'INSERT INTO registration_tokens (token, uses_allowed, expiry_time) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING token',
+      [t.token, t.usesAllowed, t.expiryTime],
+    );
+    return r.rows.length > 0;
+  }
+
+  async updateRegistrationToken(token: string, change: { usesAllowed?: number | null; expiryTime?: number | null }): Promise<RegistrationTokenRow | undefined> {
+    const sets: string[] = [];
+    const params: Bindings = [];
+    if (change.usesAllowed !== undefined) { sets.push('uses_allowed = ?'); params.push(change.usesAllowed); }
+    if (change.expiryTime !== undefined) { sets.push('expiry_time = ?'); params.push(change.expiryTime); }
+    const r = sets.length
+      ? await this.db.raw(`UPDATE registration_tokens SET ${sets.join(', ')} WHERE token = ? RETURNING *`, [...params, token])
+      : await this.db.raw('SELECT * FROM registration_tokens WHERE token = ?', [token]);
+    return r.rows[0];
+  }
+
+  async deleteRegistrationToken(token: string): Promise<boolean> {
+    const r = await this.db.raw('DELETE FROM registration_tokens WHERE token = ?', [token]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** issue 9: an erased account's profile is emptied (Synapse's deactivate with erase). */
+  async eraseProfile(trx: Knex, userId: string): Promise<void> {
+    await trx.raw('UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = ?', [userId]);
+    await trx.raw('UPDATE users SET erased = TRUE WHERE user_id = ?', [userId]);
   }
 
   async useRegistrationToken(trx: Knex, token: string): Promise<boolean> {

@@ -173,7 +173,13 @@ export async function restoreDatabase(db: Db, file: string, log: Logger): Promis
           break;
         case 'sequence':
           await flush();
-          if (line[2] === null) await trx.raw('SELECT setval(?::regclass, 1, false)', [ident(line[1] as string)]);
+          // Never used: back to its own start (1 for most, negative for a descending one such as backfill_positions).
+          if (line[2] === null) {
+            await trx.raw(
+              'SELECT setval(?::regclass, s.start_value, false) FROM pg_sequences s WHERE s.schemaname = current_schema() AND s.sequencename = ?',
+              [ident(line[1] as string), line[1] as string],
+            );
+          }
           else await trx.raw('SELECT setval(?::regclass, ?, true)', [ident(line[1] as string), line[2] as number]);
           break;
         case 'end': {

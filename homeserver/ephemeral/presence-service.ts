@@ -177,6 +177,22 @@ export class PresenceService {
     return content(rec, Date.now());
   }
 
+  /**
+   * The presence of users the caller may see for another reason than a shared room (friends,
+   * issue 13): no visibility check here; the caller has made it.
+   */
+  async many(userIds: string[]): Promise<Map<string, PresenceContent>> {
+    const out = new Map<string, PresenceContent>();
+    if (!userIds.length) return out;
+    if (!this.opts.enabled) {
+      for (const u of userIds) out.set(u, { presence: 'offline' });
+      return out;
+    }
+    const now = Date.now();
+    for (const [u, rec] of await this.state.get(userIds)) out.set(u, content(rec, now));
+    return out;
+  }
+
   /** Applies a change; its position (0: nobody is told). */
   /** issue 11: told of every presence change others see, with the user's rooms (federation sends local users' as m.presence). */
   onChange: ((userId: string, presence: PresenceValue, roomIds: string[], statusMsg: string | null | undefined) => void) | undefined;

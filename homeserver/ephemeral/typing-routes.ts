@@ -20,6 +20,8 @@ export function typingRoutes(r: Routes, typing: TypingService): void {
     if (!isValidRoomId(roomId)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${roomId}`);
     if (ctx.params.userId !== me.userId) throw forbidden('Cannot set typing for other users');
     const b = body(ctx, typingBody);
+    // issue 9: a shadow-banned user's typing is answered and dropped, as their messages are (Synapse).
+    if (me.shadowBanned) return {};
     await typing.setTyping(me.userId, roomId, b.typing, b.timeout);
     return {};
   }, { auth: true });

@@ -21,6 +21,8 @@ export interface RouteOptions {
   rawBody?: boolean;
   /** issue 11: a larger JSON body than MAX_REQUEST_BYTES (federation transactions of 50 PDUs and 100 EDUs). */
   maxBodyBytes?: number;
+  /** issue 9: a locked account may call it (/logout, /logout/all); others answer M_USER_LOCKED. */
+  allowLocked?: boolean;
 }
 
 /**
@@ -54,7 +56,7 @@ export class Routes {
       // server buffering (or waiting for) a body it will never use.
       if (opts.auth) {
         const token = accessToken(ctx);
-        if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null);
+        if (token) ctx.state.requester = await this.accounts.authenticate(token, ctx.ip || null, opts.allowLocked);
         else if (opts.auth === true) throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing access token');
       }
       if (!opts.rawBody && ctx.method !== 'GET' && ctx.method !== 'HEAD') {
@@ -183,6 +185,8 @@ function requestLog(log: Logger): Middleware {
 export interface EdgeOptions {
   trustedProxies?: TrustedProxies;
   overload?: OverloadGuard;
+  /** issue 9 (mod9): refusals before any other work (IP / CIDR bans), right after the error handler. */
+  early?: Middleware[];
 }
 
 export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [], inFlight?: InFlight, edge: EdgeOptions = {}): Koa {
@@ -197,6 +201,7 @@ export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [],
   });
   app.use(requestLog(log));
   app.use(errors(log));
+  for (const m of edge.early ?? []) app.use(m);
   app.use(cors);
   if (edge.overload) app.use(edge.overload.middleware());
   app.use(async (ctx, next) => {

@@ -8,6 +8,10 @@ export interface Requester {
   isGuest: boolean;
   isAdmin: boolean;
   tokenId: number;
+  /** issue 9: suspended accounts read but do not send (accounts/enforcement.ts). */
+  suspended?: boolean;
+  /** issue 9: a shadow-banned account's sends are answered but not persisted (accounts/enforcement.ts). */
+  shadowBanned?: boolean;
 }
 
 export function requester(ctx: Context): Requester {

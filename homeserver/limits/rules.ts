@@ -43,12 +43,14 @@ export const LIMITERS = {
   sync: { env: 'RC_SYNC', perSecond: 10, burst: 30 },
   /** Rooms created and joined; key: user. Set by ROOMS_PER_HOUR (burst = the hour's allowance). */
   rooms_per_hour: { env: 'ROOMS_PER_HOUR', perSecond: 60 / 3600, burst: 60 },
+  /** Friend requests one user sends (issue 13), as invites_per_issuer; key: sender. */
+  friend_requests: { env: 'RC_FRIEND_REQUESTS', perSecond: 0.3, burst: 10 },
 } as const satisfies Record<string, Rule & { env: string }>;
 
 export type LimiterName = keyof typeof LIMITERS;
 export const LIMITER_NAMES = Object.keys(LIMITERS) as LimiterName[];
 
 /** Limiters keyed by the acting user: an admin is exempt and a per-user override applies. */
-export const PER_USER: ReadonlySet<LimiterName> = new Set(['message', 'joins_local', 'joins_remote', 'invites_per_issuer', 'media_upload', 'admin_redaction', 'rooms_per_hour']);
+export const PER_USER: ReadonlySet<LimiterName> = new Set(['message', 'joins_local', 'joins_remote', 'invites_per_issuer', 'media_upload', 'admin_redaction', 'rooms_per_hour', 'friend_requests']);
 
 export type Rules = Record<LimiterName, Rule>;

@@ -92,6 +92,61 @@ export class MediaService {
     this.uploaded.setMaxListeners(0);
   }
 
+  // ---- issue 9 (mod9): media admin (quarantine, delete, usage); routes in homeserver/moderation/.
+
+  /** Set by the composition root: drops the media's cached row on every worker (the bus). */
+  mediaChanged: (mediaIds: string[]) => void = (ids) => this.forgetRows(ids);
+
+  forgetRows(mediaIds?: string[]): void {
+    if (mediaIds === undefined) this.uploadedRows.clear();
+    else for (const id of mediaIds) this.uploadedRows.delete(id);
+  }
+
+  /** Whether a local media id exists (404 otherwise), its row. */
+  async adminGet(mediaId: string): Promise<MediaRow | undefined> {
+    return this.store.get(mediaId);
+  }
+
+  async quarantine(mediaIds: string[], by: string): Promise<number> {
+    const changed = await this.store.quarantine(mediaIds, by);
+    if (changed.length) this.mediaChanged(changed);
+    return changed.length;
+  }
+
+  async quarantineUploader(userId: string, by: string): Promise<number> {
+    const changed = await this.store.quarantineUploader(userId, by);
+    if (changed.length) this.mediaChanged(changed);
+    return changed.length;
+  }
+
+  async unquarantine(mediaId: string): Promise<boolean> {
+    const ok = await this.store.unquarantine(mediaId);
+    this.mediaChanged([mediaId]);
+    return ok;
+  }
+
+  setSafe(mediaId: string, safe: boolean): Promise<boolean> {
+    return this.store.setSafe(mediaId, safe);
+  }
+
+  mediaOf(userId: string, from: number, limit: number): ReturnType<MediaStore['mediaOf']> {
+    return this.store.mediaOf(userId, from, limit);
+  }
+
+  usage(q: Parameters<MediaStore['usage']>[0]): ReturnType<MediaStore['usage']> {
+    return this.store.usage(q);
+  }
+
+  /** Deletes media (rows, then bytes and thumbnails nothing else uses); returns the ids deleted. */
+  async deleteMedia(which: { ids: string[] } | { uploader: string } | { beforeTs: number; sizeGt: number }): Promise<string[]> {
+    const ids = 'ids' in which ? which.ids : await this.store.idsToDelete('uploader' in which ? { uploader: which.uploader } : which);
+    const { deleted, unusedContent, unusedThumbnails } = await this.store.deleteMedia(ids);
+    if (deleted.length) this.mediaChanged(deleted);
+    for (const sha of unusedContent) await this.storage.delete(contentKey(sha)).catch((err) => this.log.warn({ err, sha }, 'media bytes not deleted'));
+    for (const key of unusedThumbnails) await this.storage.delete(key).catch((err) => this.log.warn({ err, key }, 'thumbnail not deleted'));
+    return deleted;
+  }
+
   mediaConfig(): { 'm.upload.size': number } {
     return { 'm.upload.size': this.config.maxUploadBytes };
   }
@@ -190,6 +245,7 @@ export class MediaService {
     const known = this.uploadedRows.get(mediaId);
     if (known) {
       if (legacy && known.authenticated) throw notFound('Media not found');
+      if (known.quarantinedBy) throw notFound('Media not found'); // issue 9 (mod9)
       return known;
     }
     const deadline = Date.now() + Math.min(Math.max(timeoutMs, 0), MAX_DOWNLOAD_WAIT_MS);
@@ -197,6 +253,7 @@ export class MediaService {
       const row = await this.store.get(mediaId);
       if (!row) throw notFound('Media not found');
       if (legacy && row.authenticated) throw notFound('Media not found');
+      if (row.quarantinedBy) throw notFound('Media not found'); // issue 9 (mod9): quarantined media is never served
       if (row.uploadedTs !== null && row.sha256) {
         const uploaded = row as MediaRow & { sha256: string };
         this.uploadedRows.set(mediaId, uploaded);

@@ -28,6 +28,9 @@ export async function createMediaRepository(routes: Routes, db: Db, config: Conf
   // A download waiting on another worker for a reserved id is woken when its PUT lands here.
   bus.on('media-uploaded', (mediaId) => media.uploadArrived(mediaId), () => {});
   media.announceUpload = (mediaId) => bus.emit('media-uploaded', mediaId);
+  // issue 9 (mod9): a quarantine or deletion drops the cached rows on every worker.
+  bus.on('media-admin', (ids) => media.forgetRows(ids.split(',')), () => media.forgetRows());
+  media.mediaChanged = (ids) => bus.emit('media-admin', ids.join(','));
   jobs.register('media: expired upload ids', media.expiryJob());
   mediaRoutes(routes, media);
   return media;

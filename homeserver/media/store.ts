@@ -12,6 +12,17 @@ export interface MediaRow {
   size: number | null;
   sha256: string | null;
   authenticated: boolean;
+  /** issue 9 (mod9): the admin who quarantined it (never served again); null when not. */
+  quarantinedBy: string | null;
+  safeFromQuarantine: boolean;
+}
+
+/** issue 9 (mod9): a user's media usage (Synapse's statistics/users/media). */
+export interface MediaUsage {
+  user_id: string;
+  displayname: string | null;
+  media_count: number;
+  media_length: number;
 }
 
 export interface ThumbnailRow {
@@ -27,11 +38,13 @@ export interface ThumbnailRow {
 interface RawMedia {
   media_id: string; uploader: string; created_ts: number; uploaded_ts: number | null; unused_expires_ts: number | null;
   content_type: string | null; upload_name: string | null; size: number | null; sha256: string | null; authenticated: boolean;
+  quarantined_by: string | null; safe_from_quarantine: boolean;
 }
 
 const toMedia = (r: RawMedia): MediaRow => ({
   mediaId: r.media_id, uploader: r.uploader, createdTs: r.created_ts, uploadedTs: r.uploaded_ts, unusedExpiresTs: r.unused_expires_ts,
   contentType: r.content_type, uploadName: r.upload_name, size: r.size, sha256: r.sha256, authenticated: r.authenticated,
+  quarantinedBy: r.quarantined_by ?? null, safeFromQuarantine: r.safe_from_quarantine ?? false,
 });
 
 export interface StoredContent {
@@ -128,5 +141,87 @@ export class MediaStore {
        ON CONFLICT (url) DO UPDATE SET og = EXCLUDED.og, fetched_ts = EXCLUDED.fetched_ts, expires_ts = EXCLUDED.expires_ts`,
       [url, og, now, expiresTs],
     );
+  }
+
+  // ---- issue 9 (mod9): media admin ---------------------------------------------------------
+
+  /** Quarantines these ids (those marked safe excepted); returns the ids changed. */
+  async quarantine(mediaIds: string[], by: string): Promise<string[]> {
+    if (!mediaIds.length) return [];
+    const { rows } = await this.db.raw<{ rows: Array<{ media_id: string }> }>(
+      'UPDATE media SET quarantined_by = ? WHERE media_id = ANY(?) AND quarantined_by IS NULL AND NOT safe_from_quarantine RETURNING media_id', [by, mediaIds]);
+    return rows.map((r) => r.media_id);
+  }
+
+  async quarantineUploader(uploader: string, by: string): Promise<string[]> {
+    const { rows } = await this.db.raw<{ rows: Array<{ media_id: string }> }>(
+      'UPDATE media SET quarantined_by = ? WHERE uploader = ? AND quarantined_by IS NULL AND NOT safe_from_quarantine RETURNING media_id', [by, uploader]);
+    return rows.map((r) => r.media_id);
+  }
+
+  async unquarantine(mediaId: string): Promise<boolean> {
+    const { rowCount } = await this.db.raw<{ rowCount: number }>('UPDATE media SET quarantined_by = NULL WHERE media_id = ?', [mediaId]);
+    return rowCount === 1;
+  }
+
+  async setSafe(mediaId: string, safe: boolean): Promise<boolean> {
+    const { rowCount } = await this.db.raw<{ rowCount: number }>('UPDATE media SET safe_from_quarantine = ? WHERE media_id = ?', [safe, mediaId]);
+    return rowCount === 1;
+  }
+
+  /** A user's media, newest first. */
+  async mediaOf(uploader: string, from: number, limit: number): Promise<{ rows: MediaRow[]; total: number }> {
+    const { rows } = await this.db.raw<{ rows: Array<RawMedia & { total: number }> }>(
+      `SELECT *, count(*) OVER ()::int AS total FROM media WHERE uploader = ? AND uploaded_ts IS NOT NULL
+       ORDER BY created_ts DESC, media_id OFFSET ? LIMIT ?`, [uploader, from, limit]);
+    return { rows: rows.map(toMedia), total: rows[0]?.total ?? 0 };
+  }
+
+  /** Ids of media matching: by uploader, or created before a time (larger than a size), never the safe ones for the latter. */
+  async idsToDelete(q: { uploader?: string; beforeTs?: number; sizeGt?: number }): Promise<string[]> {
+    if (q.uploader !== undefined) {
+      const { rows } = await this.db.raw<{ rows: Array<{ media_id: string }> }>('SELECT media_id FROM media WHERE uploader = ?', [q.uploader]);
+      return rows.map((r) => r.media_id);
+    }
+    const { rows } = await this.db.raw<{ rows: Array<{ media_id: string }> }>(
+      `SELECT media_id FROM media WHERE created_ts < ? AND coalesce(size, 0) > ? AND NOT safe_from_quarantine`, [q.beforeTs ?? 0, q.sizeGt ?? 0]);
+    return rows.map((r) => r.media_id);
+  }
+
+  /**
+   * Deletes media rows (one transaction) and the thumbnails of bytes no other row shares; returns
+   * the ids deleted and the storage keys now unused (content sha256s, thumbnail keys).
+   */
+  async deleteMedia(mediaIds: string[]): Promise<{ deleted: string[]; unusedContent: string[]; unusedThumbnails: string[] }> {
+    if (!mediaIds.length) return { deleted: [], unusedContent: [], unusedThumbnails: [] };
+    return this.db.transaction(async (trx) => {
+      const { rows } = await trx.raw<{ rows: Array<{ media_id: string; sha256: string | null }> }>(
+        'DELETE FROM media WHERE media_id = ANY(?) RETURNING media_id, sha256', [mediaIds]);
+      const shas = [...new Set(rows.map((r) => r.sha256).filter((x): x is string => !!x))];
+      const still = new Set((await trx.raw<{ rows: Array<{ sha256: string }> }>('SELECT DISTINCT sha256 FROM media WHERE sha256 = ANY(?)', [shas])).rows.map((r) => r.sha256));
+      const unused = shas.filter((s) => !still.has(s));
+      const thumbs = (await trx.raw<{ rows: Array<{ storage_key: string }> }>(
+        'DELETE FROM media_thumbnails WHERE source_sha256 = ANY(?) RETURNING storage_key', [unused])).rows.map((r) => r.storage_key);
+      return { deleted: rows.map((r) => r.media_id), unusedContent: unused, unusedThumbnails: thumbs };
+    });
+  }
+
+  /** Media usage per uploader (Synapse's statistics/users/media), paged and ordered. */
+  async usage(q: { from: number; limit: number; orderBy: 'user_id' | 'displayname' | 'media_length' | 'media_count'; dir: 'f' | 'b'; fromTs?: number; untilTs?: number; term?: string }): Promise<{ users: MediaUsage[]; total: number }> {
+    const conds = ['m.uploaded_ts IS NOT NULL'];
+    const params: Array<string | number> = [];
+    if (q.fromTs !== undefined) { conds.push('m.created_ts >= ?'); params.push(q.fromTs); }
+    if (q.untilTs !== undefined) { conds.push('m.created_ts <= ?'); params.push(q.untilTs); }
+    const having = q.term ? 'WHERE strpos(lower(u.user_id), ?) > 0 OR strpos(lower(coalesce(u.displayname, \'\')), ?) > 0' : '';
+    if (q.term) params.push(q.term.toLowerCase(), q.term.toLowerCase());
+    const dir = q.dir === 'b' ? 'DESC' : 'ASC';
+    const { rows } = await this.db.raw<{ rows: Array<MediaUsage & { total: number }> }>(
+      `WITH u AS (
+         SELECT m.uploader AS user_id, p.displayname, count(*)::int AS media_count, coalesce(sum(m.size), 0)::bigint AS media_length
+         FROM media m LEFT JOIN profiles p ON p.user_id = m.uploader
+         WHERE ${conds.join(' AND ')} GROUP BY m.uploader, p.displayname)
+       SELECT u.*, count(*) OVER ()::int AS total FROM u ${having}
+       ORDER BY ${q.orderBy} ${dir} NULLS LAST, user_id ${dir} OFFSET ? LIMIT ?`, [...params, q.from, q.limit]);
+    return { users: rows.map(({ total: _t, ...u }) => ({ ...u, media_length: Number(u.media_length) })), total: rows[0]?.total ?? 0 };
   }
 }

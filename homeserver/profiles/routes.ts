@@ -11,6 +11,7 @@ import { requester } from '../http/context.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import { isValidUserId } from '../protocol/identifiers.ts';
 import type { ProfileService } from './service.ts';
+import { refuseIfSuspended } from '../accounts/enforcement.ts'; // issue 9 (roles9)
 
 const MAX_DISPLAYNAME = 256;
 const MAX_AVATAR_URL = 1000;
@@ -49,6 +50,7 @@ export function profileRoutes(r: Routes, profiles: ProfileService): void {
 
     r.client('put', `/profile/:userId/${field}`, async (ctx) => {
       const me = requester(ctx);
+      refuseIfSuspended(me); // issue 9: a suspended user keeps their profile
       const userId = userParam(ctx.params.userId);
       if (userId !== me.userId && !me.isAdmin) throw forbidden(`Cannot set another user's ${field}`);
       const b = jsonBody(ctx);

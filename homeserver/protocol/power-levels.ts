@@ -107,7 +107,8 @@ export function defaultPowerLevels(creator: string, version: RoomVersion): Power
       'm.room.history_visibility': 100,
       'm.room.canonical_alias': 50,
       'm.room.avatar': 50,
-      'm.room.tombstone': 100,
+      // v12: above every admin (spec createRoom: explicitly higher than state_default; Synapse 150).
+      'm.room.tombstone': version.creatorsHaveInfinitePower ? 150 : 100,
       'm.room.server_acl': 100,
       'm.room.encryption': 100,
     },

@@ -1,8 +1,7 @@
 // Room versions 1..12 (spec content/rooms/v1.md .. v12.md). Each flag names one behaviour that
 // changed between versions, so algorithms branch on the behaviour rather than on version numbers.
-// ROOM_VERSIONS (1-11) are the versions the server offers; version 12 is implemented by the pure
-// protocol layer (ids, auth rules, power, redaction, state resolution) and reached through
-// getProtocolRoomVersion until the room engine can mint create-event-derived room IDs.
+// ROOM_VERSIONS (1-12) are the versions the server knows; which of them it offers to create rooms
+// with is isSupportedVersion's business (rooms/service.ts).
 
 export interface RoomVersion {
   id: string;
@@ -70,18 +69,18 @@ function make(id: string, n: number): RoomVersion {
 
 export const ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = Object.freeze(
   Object.fromEntries(
-    Array.from({ length: 11 }, (_, i) => {
+    Array.from({ length: 12 }, (_, i) => {
       const v = make(String(i + 1), i + 1);
       return [v.id, Object.freeze(v)];
     }),
   ),
 );
 
-/** Room version 12: implemented by the protocol layer, not yet offered by the server. */
-export const ROOM_VERSION_12: RoomVersion = Object.freeze(make('12', 12));
+/** Room version 12 (create-event-derived room IDs, creators with infinite power). */
+export const ROOM_VERSION_12: RoomVersion = ROOM_VERSIONS['12']!;
 
-/** Every version the protocol layer implements (1-12). */
-export const PROTOCOL_ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = Object.freeze({ ...ROOM_VERSIONS, '12': ROOM_VERSION_12 });
+/** Every version the protocol layer implements (1-12): the same as ROOM_VERSIONS. */
+export const PROTOCOL_ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = ROOM_VERSIONS;
 
 export const DEFAULT_ROOM_VERSION = '10';
 
@@ -90,7 +89,14 @@ export function getRoomVersion(id: string): RoomVersion | undefined {
   return Object.hasOwn(ROOM_VERSIONS, id) ? ROOM_VERSIONS[id] : undefined;
 }
 
-/** Like getRoomVersion, but also knows the versions only the protocol layer implements (12). */
+/** The same as getRoomVersion (kept for callers from when version 12 was protocol-only). */
 export function getProtocolRoomVersion(id: string): RoomVersion | undefined {
   return Object.hasOwn(PROTOCOL_ROOM_VERSIONS, id) ? PROTOCOL_ROOM_VERSIONS[id] : undefined;
+}
+
+/** The version a create event's content names (`room_version`, "1" when absent), if known. */
+export function versionOfCreate(create: { content: Record<string, unknown> } | undefined): RoomVersion | undefined {
+  if (!create) return undefined;
+  const v = create.content.room_version;
+  return getRoomVersion(v === undefined ? '1' : typeof v === 'string' ? v : '');
 }

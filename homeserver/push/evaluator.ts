@@ -3,6 +3,7 @@
 // handed in. Rule sets are compiled once (glob patterns to regular expressions) and evaluated for
 // every member of a room in memory.
 import { toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
+import { versionOfCreate } from '../protocol/room-versions.ts';
 import type { PushAction, PushCondition, PushRule, Ruleset } from './rules.ts';
 
 /** What a room's state says about an event's context, shared by every member evaluated. */
@@ -227,9 +228,9 @@ export function notificationLevel(pl: PowerLevelsContent | undefined, key: strin
   return v ?? 50;
 }
 
-/** The sender's power level as sender_notification_permission needs it. */
+/** The sender's power level as sender_notification_permission needs it (v12+: a creator's is infinite). */
 export function senderPower(pl: PowerLevelsContent | undefined, sender: string, create?: { sender: string; content: Record<string, unknown> }): number {
-  return userLevel(pl, sender, create);
+  return userLevel(pl, sender, create, versionOfCreate(create));
 }
 
 /** A condition's test, memoized per event unless it depends on the member (display name). */

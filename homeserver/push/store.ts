@@ -230,4 +230,15 @@ export class PushStore {
       return lowest;
     });
   }
+
+  /** issue 9 (mod9): a purged room's notifications, push actions and push members go with it (one transaction). */
+  async deleteRoom(roomId: string): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      let n = 0;
+      for (const table of ['event_push_actions', 'push_events', 'push_members']) {
+        n += ((await trx.raw(`DELETE FROM ${table} WHERE room_id = ?`, [roomId])) as unknown as { rowCount: number }).rowCount;
+      }
+      return n;
+    });
+  }
 }

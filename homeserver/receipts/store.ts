@@ -110,4 +110,10 @@ export class ReceiptStore {
     );
     return r.rows.map((x: { user_id: string; room_id: string; thread_id: string; event_pos: number }) => ({ ...x, event_pos: Number(x.event_pos) }));
   }
+
+  /** issue 9 (mod9): a purged room's receipts go with it. */
+  async deleteRoom(roomId: string): Promise<number> {
+    const r = await this.db.raw('DELETE FROM receipts WHERE room_id = ?', [roomId]);
+    return (r as unknown as { rowCount: number }).rowCount;
+  }
 }

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { LruCache } from '../cache/lru.ts';
 import { canonicalJson } from '../protocol/canonical-json.ts';
-import { AuthError, authEventSelection, checkAuthEventList, checkEventAuth, checkRedaction, redactsOf, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { AuthError, authEventSelection, checkAuthEventList, checkEventAuth, checkRedaction, createEventIdFromRoomId, redactsOf, roomIdFromCreateEventId, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
 import { serverNameOf } from '../protocol/identifiers.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import type { ResolverEvent } from '../protocol/state-res-v2.ts';
@@ -140,7 +140,9 @@ export class AuthorisedPersister {
     derive?: (roomNid: number, live: AuthorisedPersisted[]) => Promise<DerivedWrites | undefined>,
   ): Promise<{ roomNid: number; results: AuthorisedResult[]; live: AuthorisedPersisted[]; outOfBand: AuthorisedPersisted[]; positions: number[]; headMoved: boolean; derived?: DerivedWrites }> {
     for (const p of pdus) {
-      if (p.room_id !== roomId) throw new MatrixError(400, 'M_INVALID_PARAM', `Event ${p.event_id} is not in room ${roomId}`);
+      // v12+: a create event has no room_id; its event ID names the room.
+      const v12Create = p.type === 'm.room.create' && p.room_id === undefined && typeof p.event_id === 'string' && p.event_id.startsWith('$') && roomIdFromCreateEventId(p.event_id) === roomId;
+      if (p.room_id !== roomId && !v12Create) throw new MatrixError(400, 'M_INVALID_PARAM', `Event ${p.event_id} is not in room ${roomId}`);
       if (typeof p.event_id !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Every event needs its event_id');
     }
     // Interned before the transaction: a rollback must not leave a cached id with no row.
@@ -327,9 +329,11 @@ class Run {
     };
     const rejectedAuth = authEvents.find((a) => a.rejected);
     let denial = rejectedAuth ? `auth event ${rejectedAuth.eventId} was rejected` : undefined;
+    // v12+: the room's create event is implied by the room ID (never an auth event), read all the same.
+    const implied = await this.impliedCreate(ev);
     if (!denial) denial = authDenial(() => {
       checkAuthEventList(ev, authEvents.map((a) => a.pdu), this.version);
-      checkEventAuth(ev, stateMapOf(authEvents.map((a) => a.pdu)), this.version);
+      checkEventAuth(ev, stateMapOf([...authEvents.map((a) => a.pdu), ...(implied ? [implied] : [])]), this.version);
     });
     if (denial) {
       // A rejected event changes no state: the state after it is the state before it, where that
@@ -445,10 +449,20 @@ class Run {
     }
   }
 
+  /** v12+: the accepted create event a (non-create) event's room ID names, when known. */
+  private async impliedCreate(ev: PDU): Promise<PDU | undefined> {
+    if (!this.version.roomIdIsCreateEventHash || ev.type === 'm.room.create' || typeof ev.room_id !== 'string' || !ev.room_id.startsWith('!')) return undefined;
+    const id = createEventIdFromRoomId(ev.room_id);
+    await this.load([id]);
+    const k = this.known.get(id);
+    return k && !k.rejected && k.pdu.type === 'm.room.create' ? k.pdu : undefined;
+  }
+
   /** The events of a state map the auth rules look at for `ev`, as PDUs. */
   private async authState(map: StateIds, ev: PDU): Promise<StateMap> {
     const wanted = authEventSelection({ type: ev.type, sender: ev.sender, state_key: ev.state_key, content: ev.content }, this.version);
     if (typeof ev.state_key === 'string') wanted.push([ev.type, ev.state_key]);
+    if (this.version.roomIdIsCreateEventHash) wanted.push(['m.room.create', '']);
     const refs = wanted.map(([t, s]) => map.get(stateKey(t, s))).filter((r): r is StateRef => r !== undefined);
     await this.load(refs.map((r) => r.eventId));
     const out: StateMap = new Map();

@@ -2,7 +2,8 @@ import { LruCache } from '../cache/lru.ts';
 import type { Logger } from 'pino';
 import { canonicalJson } from '../protocol/canonical-json.ts';
 import { finalizeEvent, type SigningKey } from '../protocol/signing.ts';
-import { AuthError, authEventSelection, checkEventAuth, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { AuthError, authEventSelection, checkEventAuth, roomIdFromCreateEventId, stateKey, type PDU, type StateMap } from '../protocol/auth.ts';
+import { addContentHash, computeRoomId, generateV1EventId } from '../protocol/hashes.ts';
 import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { MatrixError, forbidden, notFound } from '../http/errors.ts';
 import type { StreamTracker } from '../storage/stream.ts';
@@ -27,6 +28,37 @@ export interface EventDraft {
    * transactions by request path.
    */
   txn?: { deviceId: string; txnId: string; key: string };
+  /** The event's origin_server_ts (else now): a v12 create event's, whose hash names the room. */
+  originServerTs?: number;
+}
+
+/**
+ * The event a draft becomes, before hashing and signing (v12: a create event has no room_id; v1/v2
+ * cite events as [event_id, hashes] pairs, and the caller adds the server-assigned event_id).
+ */
+function unsignedEvent(draft: EventDraft, roomId: string, version: RoomVersion, at: { prevEvents: unknown[]; depth: number }, authIds: unknown[]): Record<string, unknown> {
+  const pdu: Record<string, unknown> = {
+    auth_events: authIds,
+    content: draft.content,
+    depth: at.depth,
+    origin_server_ts: draft.originServerTs ?? Date.now(),
+    prev_events: at.prevEvents,
+    room_id: roomId,
+    sender: draft.sender,
+    type: draft.type,
+  };
+  if (draft.stateKey !== undefined) pdu.state_key = draft.stateKey;
+  if (draft.redacts !== undefined && !version.redactsInContent) pdu.redacts = draft.redacts;
+  if (version.roomIdIsCreateEventHash && draft.type === 'm.room.create') delete pdu.room_id;
+  return pdu;
+}
+
+/**
+ * Room versions 12+: the ID of the room this create draft (with its originServerTs) makes, as the
+ * engine will build it (the room's first event: no prev or auth events, depth 1).
+ */
+export function hashedRoomId(createDraft: EventDraft & { originServerTs: number }, version: RoomVersion): string {
+  return computeRoomId(addContentHash(unsignedEvent(createDraft, '', version, { prevEvents: [], depth: 1 }, [])), version);
 }
 
 export interface PersistedEvent {
@@ -143,6 +175,24 @@ export class RoomEngine {
   }
 
   private authorised: AuthorisedPersister | undefined;
+  /** Room versions 1 and 2: the content hashes of recent events, which the next events cite. */
+  private refHashes = new LruCache<string, string>(ROOM_VIEWS);
+
+  /** v1/v2: [event_id, {sha256}] for each cited event (`known`: those at hand), read when not known. */
+  private async eventRefs(q: Query, ids: string[], known: Map<string, PDU> = new Map()): Promise<Array<[string, { sha256: string }]>> {
+    const out: Array<[string, { sha256: string }]> = [];
+    for (const id of ids) {
+      let sha = this.refHashes.get(id) ?? (known.get(id)?.hashes as { sha256?: string } | undefined)?.sha256;
+      if (sha === undefined) {
+        const row = await q.eventById(id);
+        sha = row ? (JSON.parse(row.json) as { hashes?: { sha256?: string } }).hashes?.sha256 : undefined;
+      }
+      if (sha === undefined) throw new Error(`no content hash known for ${id}`);
+      this.refHashes.set(id, sha);
+      out.push([id, { sha256: sha }]);
+    }
+    return out;
+  }
 
   /** Persisting authorised events (dag.ts), and the counters of its state resolutions. */
   get dag(): AuthorisedPersister {
@@ -754,7 +804,11 @@ export class RoomEngine {
     if (tooBig) return tooBig;
     const isState = draft.stateKey !== undefined;
     const pairs = authEventSelection({ type: draft.type, sender: draft.sender, state_key: draft.stateKey, content: draft.content }, version);
-    const wanted: Array<[string, string]> = isState ? [...pairs, [draft.type, draft.stateKey!]] : pairs;
+    // v12+: the create event is never an auth event, but the auth rules read it all the same.
+    const impliedCreate = version.roomIdIsCreateEventHash && draft.type !== 'm.room.create';
+    const wanted: Array<[string, string]> = [...pairs];
+    if (isState) wanted.push([draft.type, draft.stateKey!]);
+    if (impliedCreate) wanted.push(['m.room.create', '']);
     const found = await this.stateEntries(q, roomNid, view, wanted);
     const authState: StateMap = new Map();
     const authIds: string[] = [];
@@ -766,20 +820,18 @@ export class RoomEngine {
       authIds.push(e.eventId);
       authNids.push(e.eventNid);
     }
+    const create = impliedCreate ? found.get(stateKey('m.room.create', '')) : undefined;
+    if (create) authState.set(stateKey('m.room.create', ''), create.pdu);
     const replaces = isState ? found.get(stateKey(draft.type, draft.stateKey!)) : undefined;
 
-    const unsignedPdu: Record<string, unknown> = {
-      auth_events: authIds,
-      content: draft.content,
-      depth: at.depth,
-      origin_server_ts: Date.now(),
-      prev_events: at.prevEvents,
-      room_id: roomId,
-      sender: draft.sender,
-      type: draft.type,
-    };
-    if (isState) unsignedPdu.state_key = draft.stateKey;
-    if (draft.redacts !== undefined && !version.redactsInContent) unsignedPdu.redacts = draft.redacts;
+    let unsignedPdu: Record<string, unknown>;
+    if (version.eventIdFormat === 'v1') {
+      // v1/v2: events cite [event_id, hashes] pairs, and this server names the event.
+      const authPdus = new Map([...authState.values()].map((p) => [p.event_id!, p]));
+      const refs = { prevEvents: await this.eventRefs(q, at.prevEvents), depth: at.depth };
+      unsignedPdu = unsignedEvent(draft, roomId, version, refs, await this.eventRefs(q, authIds, authPdus));
+      unsignedPdu.event_id = generateV1EventId(this.serverName);
+    } else unsignedPdu = unsignedEvent(draft, roomId, version, at, authIds);
     try {
       checkEventAuth(unsignedPdu as unknown as PDU, authState, version);
     } catch (err) {
@@ -787,6 +839,11 @@ export class RoomEngine {
       throw err;
     }
     const { event: signed, eventId } = finalizeEvent(unsignedPdu, this.serverName, this.signingKey, version);
+    // v12+: the room is named by its create event; a create event that names another is not this room's.
+    if (version.roomIdIsCreateEventHash && draft.type === 'm.room.create' && roomIdFromCreateEventId(eventId) !== roomId) {
+      throw new Error(`the create event ${eventId} does not name the room ${roomId}`);
+    }
+    if (version.eventIdFormat === 'v1') this.refHashes.set(eventId, (signed.hashes as { sha256: string }).sha256);
     const json = canonicalJson(signed);
     if (Buffer.byteLength(json) > MAX_EVENT_BYTES) return new MatrixError(413, 'M_TOO_LARGE', `Event is over ${MAX_EVENT_BYTES} bytes`);
     const text = searchableText(draft);

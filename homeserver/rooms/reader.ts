@@ -16,6 +16,7 @@ import { MembershipChangesStore, type MembershipChange } from './membership-chan
 import { LruCache } from '../cache/lru.ts';
 import { RecentEvents, compileFilter } from './recent-events.ts';
 import type { RelationRow } from './store.ts';
+import { RoomAdminStore, type AdminRoomQuery, type AdminRoomRow } from './admin-store.ts'; // issue 9 (mod9)
 
 /** Cached state snapshots by (type, state key), built on first use and dropped with the snapshot. */
 const stateIndexes = new WeakMap<EventRow[], Map<string, EventRow>>();
@@ -34,6 +35,8 @@ export type { DirectoryBound, DirectoryPageQuery, RoomStats } from './published-
 export type { SearchedRoom, SearchHit, SearchQuery } from './search-store.ts';
 export type { MembershipRow, RoomSummaryCounts, TimelineWindow } from './sync-read-store.ts';
 export type { MembershipChange } from './membership-changes-store.ts';
+export type { AdminRoomQuery, AdminRoomRow, RoomOrder } from './admin-store.ts'; // issue 9 (mod9)
+export { ROOM_ORDERS } from './admin-store.ts';
 
 /**
  * The read side of rooms: state, members, single events, /messages and /context, and the room
@@ -46,6 +49,7 @@ export class RoomReader {
   private published: PublishedRoomStore;
   private search: EventSearchStore;
   private syncReads: SyncReadStore;
+  private admin: RoomAdminStore; // issue 9 (mod9)
   /** The recent events, state and member summaries of rooms, shared by every /sync. */
   readonly recent: RecentEvents;
   /**
@@ -70,6 +74,39 @@ export class RoomReader {
     this.relationStore = new RelationStore(store.db);
     this.published = new PublishedRoomStore(store.db);
     this.search = new EventSearchStore(store.db);
+    this.admin = new RoomAdminStore(store.db);
+  }
+
+  // ---- issue 9 (mod9): what the admin API reads ---------------------------------------------
+
+  /** One page of all the server's rooms, as Synapse's admin room list orders and filters them. */
+  adminRooms(q: AdminRoomQuery): Promise<{ rooms: AdminRoomRow[]; total: number }> {
+    return this.admin.list(q);
+  }
+
+  /** The admin API's columns of some rooms (unknown ones left out). */
+  adminRoomDetails(roomIds: string[], serverName: string): Promise<Map<string, AdminRoomRow>> {
+    return this.admin.details(roomIds, serverName);
+  }
+
+  /** A user's most recent events that are not redacted yet (membership and create events left out). */
+  recentEventsOf(userId: string, roomIds: string[] | undefined, limit: number): ReturnType<RoomAdminStore['recentEventsOf']> {
+    return this.admin.recentEventsOf(userId, roomIds, limit);
+  }
+
+  /** The local media ids a room's events name (quarantine of a room's media). */
+  mediaIdsIn(roomId: string, serverName: string): Promise<string[]> {
+    return this.admin.mediaIdsIn(roomId, serverName);
+  }
+
+  /** The rooms whose events take the most space. */
+  largestRooms(limit: number): Promise<Array<{ room_id: string; estimated_size: number }>> {
+    return this.admin.largestRooms(limit);
+  }
+
+  /** Rows a room still has in the engine's tables (0 after its purge). */
+  rowsOf(roomId: string): Promise<number> {
+    return this.admin.rowsOf(roomId);
   }
 
   // ---- what /sync reads: each covers all the rooms of one sync in one statement -------------

@@ -14,6 +14,7 @@
 // GET|PUT|DELETE /directory/room/{alias}                 resolve, create, delete an alias
 // GET    /rooms/{roomId}/aliases                         a room's local aliases
 // GET|PUT /directory/list/room/{roomId}                  published in the room directory or not
+import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
 import type { Routes } from '../http/app.ts';
 import { body, jsonBody } from '../http/body.ts';
@@ -29,6 +30,7 @@ import { requiredLevelForEvent, userLevel, type PowerLevelsContent } from '../pr
 import { getRoomVersion } from '../protocol/room-versions.ts';
 import type { EventRow } from './store.ts';
 import { RoomLimits } from '../limits/room-limits.ts'; // issue 7 (limits7)
+import { refuseIfSuspended, shadowEventId } from '../accounts/enforcement.ts'; // issue 9 (roles9)
 
 /**
  * Bounds of createRoom's lists. The spec sets none; every entry is an event persisted inside the
@@ -64,14 +66,23 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
     if (!raw || !isValidRoomId(raw)) throw new MatrixError(400, 'M_INVALID_PARAM', `Invalid room ID ${raw}`);
     return raw;
   };
+  /** A suspended user may redact only their own events (spec v1.19, account suspension). */
+  const refuseSuspendedRedaction = async (ctx: RouterContext, eventId: string | undefined): Promise<void> => {
+    const me = requester(ctx);
+    const target = eventId ? await reader.event(me, roomId(ctx.params.roomId), eventId).catch(() => undefined) : undefined;
+    if (target?.sender !== me.userId) refuseIfSuspended(me);
+  };
 
   r.client('post', '/createRoom', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, createRoomSchema);
+    if (requester(ctx).shadowBanned) b.invite = []; // issue 9: a shadow-banned user's invites are dropped, silently
     await roomLimits.created(ctx, b.invite ?? []); // issue 7 (limits7)
     return rooms.createRoom(requester(ctx).userId, b);
   }, { auth: true });
 
   const joinHandler = async (ctx: Parameters<Parameters<Routes['client']>[2]>[0]) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, reasonSchema, false);
     const target = ctx.params.roomIdOrAlias ?? ctx.params.roomId!;
     await roomLimits.joined(ctx, target); // issue 7 (limits7)
@@ -83,13 +94,16 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
   r.client('post', '/rooms/:roomId/join', joinHandler, { auth: true });
 
   r.client('post', '/knock/:roomIdOrAlias', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, reasonSchema, false);
     const via = [ctx.query.via, ctx.query.server_name].flat().filter((v): v is string => typeof v === 'string' && v.length > 0 && v.length <= 255);
     return { room_id: await rooms.knock(requester(ctx).userId, ctx.params.roomIdOrAlias!, b.reason, via) };
   }, { auth: true });
 
   r.client('post', '/rooms/:roomId/invite', async (ctx) => {
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     const b = body(ctx, targetSchema);
+    if (requester(ctx).shadowBanned) return {}; // issue 9: a shadow-banned user's invite is dropped, silently
     await roomLimits.invited(ctx, roomId(ctx.params.roomId), [b.user_id]); // issue 7 (limits7)
     await rooms.invite(requester(ctx).userId, roomId(ctx.params.roomId), b.user_id, b.reason);
     return {};
@@ -126,14 +140,22 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/send/:eventType/:txnId', async (ctx) => {
     const content = jsonBody(ctx);
+    // issue 9 (roles9): suspended users may still redact their own events; shadow-banned sends are not persisted.
+    if (ctx.params.eventType !== 'm.room.redaction') refuseIfSuspended(requester(ctx));
+    else if (requester(ctx).suspended) await refuseSuspendedRedaction(ctx, typeof content.redacts === 'string' ? content.redacts : undefined);
     await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `send\x00${ctx.params.txnId}`) };
     const id = await rooms.send(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, content, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });
 
   r.client('put', '/rooms/:roomId/state/:eventType{/:stateKey}', async (ctx) => {
     const content = jsonBody(ctx);
+    refuseIfSuspended(requester(ctx)); // issue 9 (roles9)
     await r.limits.check('message', requester(ctx).userId, ctx); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned && ctx.params.eventType !== 'm.room.member') {
+      return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `state\x00${ctx.params.eventType}\x00${ctx.params.stateKey ?? ''}\x00${JSON.stringify(content)}`) };
+    }
     const id = await rooms.setState(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventType!, ctx.params.stateKey ?? '', content);
     return { event_id: id };
   }, { auth: true });
@@ -147,7 +169,9 @@ export function roomRoutes(r: Routes, rooms: RoomService, reader: RoomReader, tr
 
   r.client('put', '/rooms/:roomId/redact/:eventId/:txnId', async (ctx) => {
     const b = body(ctx, reasonSchema, false);
+    if (requester(ctx).suspended) await refuseSuspendedRedaction(ctx, ctx.params.eventId); // issue 9: only their own events
     await roomLimits.redacting(ctx, roomId(ctx.params.roomId), ctx.params.eventId!); // issue 7 (limits7)
+    if (requester(ctx).shadowBanned) return { event_id: shadowEventId(requester(ctx), roomId(ctx.params.roomId), `redact\x00${ctx.params.txnId}`) }; // issue 9
     const id = await rooms.redact(requester(ctx), roomId(ctx.params.roomId), ctx.params.eventId!, b.reason, ctx.params.txnId!);
     return { event_id: id };
   }, { auth: true });

@@ -7,9 +7,17 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { defaultPowerLevels, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import { isValidRoomAlias, isValidRoomId, isValidUserId } from '../protocol/identifiers.ts';
 import { AuthError, checkRedaction, stateKey, type PDU } from '../protocol/auth.ts';
-import type { RoomEngine, EventDraft, PersistedEvent } from './engine.ts';
+import { hashedRoomId, type RoomEngine, type EventDraft, type PersistedEvent } from './engine.ts';
 import { pduOf, type RoomStore, type RoomRow } from './store.ts';
 import type { AliasStore } from './alias-store.ts';
+import { RoomAdminStore, type PurgeCounts } from './admin-store.ts'; // issue 9 (mod9)
+
+/**
+ * Issue 9 (mod9): a check a join or an invite passes before its event is built (blocked rooms,
+ * policy lists, invite-spam controls). It throws to refuse; 'drop' answers the inviter as if the
+ * invite were sent, but nothing is sent (an invite silently dropped).
+ */
+export type MembershipGate = (m: { kind: 'join' | 'invite'; sender: string; roomId: string; target: string }) => Promise<'allow' | 'drop'>;
 
 export interface Profile {
   displayname?: string | null;
@@ -63,6 +71,15 @@ export class RoomService {
   /** Called after a user forgets a room (caches of memberships listen). */
   /** Published when a user forgets a room (their /sync memberships change). */
   readonly forgotten = new Topic<string>('room forgotten');
+  /** issue 9 (mod9): the checks joins and invites pass (moderation registers them). */
+  readonly membershipGates: MembershipGate[] = [];
+  /** issue 9 (mod9): published with the users that had a membership of a room just purged. */
+  readonly purged = new Topic<{ roomId: string; members: string[] }>('room purged');
+  /**
+   * Asked before an invite to a DM (an is_direct invite, or one that makes a room of two): throws
+   * to refuse it (issue 13: friends' "only friends may start a DM with me"). Set by main.ts.
+   */
+  directInviteCheck?: (sender: string, target: string) => Promise<void>;
 
   constructor(
     readonly engine: RoomEngine,
@@ -107,19 +124,33 @@ export class RoomService {
     if (creationContent['m.federate'] !== undefined && typeof creationContent['m.federate'] !== 'boolean') {
       throw new MatrixError(400, 'M_BAD_JSON', "'m.federate' must be a boolean");
     }
-    const roomId = this.newRoomId();
+    // A DM: is_direct, or a room of two (its creator and one invitee).
+    if (this.directInviteCheck && (req.is_direct || invitees.length === 1)) for (const u of invitees) await this.directInviteCheck(creator, u);
     const profile = (await this.profileOf(creator)) ?? {};
 
     const createContent: Record<string, unknown> = { ...creationContent, room_version: version.id };
     if (!version.implicitRoomCreator) createContent.creator = creator;
+    if (version.creatorsHaveInfinitePower) {
+      const extra = additionalCreators(createContent.additional_creators);
+      // trusted_private_chat: the invitees are creators too (spec createRoom; Synapse).
+      if (req.preset === 'trusted_private_chat' && invitees.length) createContent.additional_creators = [...new Set([...(extra ?? []), ...invitees])];
+    }
     const pl: PowerLevelsContent & Record<string, unknown> = { ...defaultPowerLevels(creator, version) };
     pl.invite = req.preset === undefined && visibility === 'public' ? 50 : preset.joinRule === 'invite' ? 0 : 50;
-    if (preset.inviteesHaveOps) for (const u of invitees) pl.users = { ...pl.users, [u]: 100 };
+    // v12+: invitees with ops are creators already, who may not be listed.
+    if (preset.inviteesHaveOps && !version.creatorsHaveInfinitePower) for (const u of invitees) pl.users = { ...pl.users, [u]: 100 };
     Object.assign(pl, req.power_level_content_override ?? {});
 
     const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: creator, content, stateKey: key });
+    const createDraft = s('m.room.create', createContent);
+    // v12+: the room is named by its create event's hash (the event's timestamp makes it unique).
+    let roomId: string;
+    if (version.roomIdIsCreateEventHash) {
+      createDraft.originServerTs = Date.now();
+      roomId = hashedRoomId(createDraft as EventDraft & { originServerTs: number }, version);
+    } else roomId = this.newRoomId();
     const drafts: EventDraft[] = [
-      s('m.room.create', createContent),
+      createDraft,
       s('m.room.member', { membership: 'join', ...profileContent(profile) }, creator),
       s('m.room.power_levels', pl),
     ];
@@ -143,7 +174,18 @@ export class RoomService {
       if (req.is_direct) content.is_direct = true;
       drafts.push({ type: 'm.room.member', sender: creator, content, stateKey: u });
     }
-    const persisted = await this.engine.createRoom(roomId, version, creator, drafts, alias);
+    let persisted: PersistedEvent[];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        persisted = await this.engine.createRoom(roomId, version, creator, drafts, alias);
+        break;
+      } catch (err) {
+        // v12+: the same creator made the same room in the same millisecond: another timestamp, another ID.
+        if (!version.roomIdIsCreateEventHash || !isUniqueViolation(err) || attempt >= 3) throw err;
+        createDraft.originServerTs! += 1;
+        roomId = hashedRoomId(createDraft as EventDraft & { originServerTs: number }, version);
+      }
+    }
     // Remote invitees hear of their invites from their servers (issue 11: /invite v2).
     if (this.remote) {
       for (const e of persisted) {
@@ -195,6 +237,10 @@ export class RoomService {
       servers.push(...r.servers);
     } else roomId = await this.resolveRoom(idOrAlias);
     const room = await this.store.roomMeta(roomId);
+    if (!room && !this.remote) {
+      await this.gate('join', userId, roomId, userId); // issue 9 (mod9): a purged, blocked room answers "blocked"
+      throw notFound(`Unknown room ${roomId}`);
+    }
     const profile = (await this.profileOf(userId)) ?? {};
     const content: Record<string, unknown> = { ...extra, ...profileContent(profile) };
     if (reason !== undefined) content.reason = reason;
@@ -206,10 +252,12 @@ export class RoomService {
         const invite = (await this.store.eventsByNid([current.event_nid]))[0];
         if (invite) servers.push(invite.sender.slice(invite.sender.indexOf(':') + 1));
       }
-      if (!roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
+      // A room ID names its server up to room version 11 (v12's is the create event's hash).
+      if (roomId.includes(':') && !roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
       const others = [...new Set(servers)].filter((s) => s !== this.serverName);
       // With no other server to ask, a room of ours is joined here as before.
       if (others.length || !room) {
+        await this.gate('join', userId, roomId, userId); // a blocked room is not joined remotely either
         if (!others.length) throw notFound(`Unknown room ${roomId}`);
         await this.remote.join(userId, roomId, others, { membership: 'join', ...content });
         return roomId;
@@ -222,6 +270,7 @@ export class RoomService {
       // Joining again is a no-op in Synapse unless the profile changed; keep the event stream quiet.
       return roomId;
     }
+    await this.gate('join', userId, roomId, userId);
     await this.membershipEvent(userId, roomId, userId, 'join', content);
     return roomId;
   }
@@ -232,6 +281,12 @@ export class RoomService {
     const m = await this.store.membership(target, room.room_nid);
     if (m?.membership === 'join') throw forbidden(`${target} is already in the room.`);
     if (m?.membership === 'ban') throw forbidden(`${target} is banned from the room`);
+    if ((await this.gate('invite', sender, roomId, target)) === 'drop') return;
+    if (this.directInviteCheck) {
+      // A room whose only member is the inviter becomes a room of two: a DM.
+      const members = await this.store.joinedMembers(room.room_nid);
+      if (members.filter((u) => u !== target).length <= 1) await this.directInviteCheck(sender, target);
+    }
     const extra: Record<string, unknown> = profileContent((await this.profileOf(target)) ?? {});
     if (reason !== undefined) extra.reason = reason;
     // A remote invitee's server is asked first (it may refuse): issue 11.
@@ -286,7 +341,8 @@ export class RoomService {
     // A room this server is not in: knocked on through its servers (issue 11).
     const known = await this.store.roomMeta(roomId);
     if (this.remote && (!known || !(await this.store.hasJoinedMember(known.room_nid, this.serverName)))) {
-      if (!roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
+      // A room ID names its server up to room version 11 (v12's is the create event's hash).
+      if (roomId.includes(':') && !roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
       const others = [...new Set(servers)].filter((s) => s !== this.serverName);
       if (others.length) {
         const content: Record<string, unknown> = { membership: 'knock', ...profileContent((await this.profileOf(userId)) ?? {}) };
@@ -297,6 +353,7 @@ export class RoomService {
     }
     const { version } = await this.room(roomId);
     if (!version.knockJoinRule) throw forbidden(`Room version ${version.id} does not support knocking`);
+    await this.gate('join', userId, roomId, userId); // issue 9 (mod9): blocked rooms, policy lists
     const extra: Record<string, unknown> = profileContent((await this.profileOf(userId)) ?? {});
     if (reason !== undefined) extra.reason = reason;
     await this.membershipEvent(userId, roomId, userId, 'knock', extra);
@@ -360,6 +417,11 @@ export class RoomService {
     const membership = content.membership;
     if (typeof membership !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'membership must be a string');
     await this.room(roomId);
+    // issue 9 (mod9): a join or invite through PUT /state passes the same checks as /join and /invite.
+    if (membership === 'join' && target === me.userId) await this.gate('join', me.userId, roomId, target);
+    if (membership === 'invite' && (await this.gate('invite', me.userId, roomId, target)) === 'drop') {
+      return `$${randomBytes(32).toString('base64url')}`;
+    }
     const ev = await this.engine.send(roomId, { type: 'm.room.member', sender: me.userId, content, stateKey: target });
     return ev.eventId;
   }
@@ -416,6 +478,28 @@ export class RoomService {
     await this.aliases.moveAll(oldRoomId, newRoomId);
   }
 
+  // ---- issue 9 (mod9) ----------------------------------------------------------------------
+
+  private async gate(kind: 'join' | 'invite', sender: string, roomId: string, target: string): Promise<'allow' | 'drop'> {
+    let outcome: 'allow' | 'drop' = 'allow';
+    for (const g of this.membershipGates) if ((await g({ kind, sender, roomId, target })) === 'drop') outcome = 'drop';
+    return outcome;
+  }
+
+  /**
+   * Removes every row of a room from the engine's tables (one transaction) and drops it from the
+   * caches of every worker; the users that had a membership hear of it (their /sync forgets it).
+   * Undefined: no such room.
+   */
+  async purge(roomId: string): Promise<PurgeCounts | undefined> {
+    const done = await new RoomAdminStore(this.store.db).purge(roomId);
+    this.store.forgetRoom(roomId);
+    this.store.roomChanged?.(roomId);
+    if (!done) return undefined;
+    await this.purged.publish({ roomId, members: done.members });
+    return done.counts;
+  }
+
   /** Leaves (or rejects) every room, for deactivation. */
   async leaveAll(userId: string): Promise<void> {
     const rooms = await this.store.roomsWithMembership(userId, ['join', 'invite', 'knock']);
@@ -425,9 +509,21 @@ export class RoomService {
   }
 }
 
-/** Versions 1 and 2 use server-assigned event ids, which this server does not create. */
+/** Every known version (1-12) can be created: v1/v2 with server-assigned event IDs. */
 export function isSupportedVersion(v: RoomVersion): boolean {
-  return v.eventIdFormat !== 'v1';
+  return getRoomVersion(v.id) === v;
+}
+
+/**
+ * v12+: a create event's `additional_creators` as given (undefined when absent), or 400 M_BAD_JSON
+ * unless it is an array of valid user IDs (the auth rules would refuse the create event).
+ */
+export function additionalCreators(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((u) => typeof u === 'string' && isValidUserId(u))) {
+    throw new MatrixError(400, 'M_BAD_JSON', 'additional_creators must be an array of user IDs');
+  }
+  return value as string[];
 }
 
 export function profileContent(p: Profile): Record<string, unknown> {

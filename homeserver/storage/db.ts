@@ -12,8 +12,12 @@ import * as m010 from './migrations/010_ratelimit_overrides.ts'; // issue 7: rat
 import * as m011 from './migrations/011_abuse_limits.ts'; // issue 7: abuse limits
 import * as m012 from './migrations/012_e2ee.ts'; // issue 8: end-to-end encryption
 import * as m013 from './migrations/013_media.ts'; // issue 8: media repository
+import * as m014 from './migrations/014_admin_roles.ts'; // issue 9: roles, audit log, account states (roles9)
+import * as m015 from './migrations/015_moderation.ts'; // issue 9: moderation (mod9)
 import * as m016 from './migrations/016_room_dag.ts'; // issue 10: the room engine as a DAG
 import * as m017 from './migrations/017_federation.ts'; // issue 11: federation (fed11)
+import * as m018 from './migrations/018_friends.ts'; // issue 13: friends
+import * as m021 from './migrations/021_user_restrictions.ts'; // issue 12: user restrictions with reason and expiry (userbans12)
 
 export type Db = Knex;
 /** Bindings of a raw query. */
@@ -33,8 +37,12 @@ const MIGRATIONS: Array<{ name: string; up: (k: Knex) => Promise<void> }> = [
   { name: '011_abuse_limits', up: m011.up }, // issue 7: abuse limits
   { name: '012_e2ee', up: m012.up }, // issue 8: end-to-end encryption
   { name: '013_media', up: m013.up }, // issue 8: media repository
+  { name: '014_admin_roles', up: m014.up }, // issue 9: roles, audit log, account states (roles9)
+  { name: '015_moderation', up: m015.up }, // issue 9: moderation (mod9)
   { name: '016_room_dag', up: m016.up }, // issue 10: the room engine as a DAG
   { name: '017_federation', up: m017.up }, // issue 11: federation (fed11)
+  { name: '018_friends', up: m018.up }, // issue 13: friends
+  { name: '021_user_restrictions', up: m021.up }, // issue 12: user restrictions with reason and expiry (userbans12)
 ];
 
 export interface ConnectOptions {

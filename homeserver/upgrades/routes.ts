@@ -10,7 +10,6 @@ import type { UpgradeService } from './service.ts';
 
 const upgradeSchema = z.object({
   new_version: z.string(),
-  additional_creators: z.array(z.string()).optional(),
 }).passthrough();
 
 export function upgradeRoutes(r: Routes, upgrades: UpgradeService): void {
@@ -20,7 +19,7 @@ export function upgradeRoutes(r: Routes, upgrades: UpgradeService): void {
     const raw = jsonBody(ctx);
     requireKeys(raw, ['new_version']);
     const b = validate(upgradeSchema, raw);
-    // additional_creators only matters for room versions 12 and later, which this server does not offer.
-    return { replacement_room: await upgrades.upgrade(requester(ctx), roomId, b.new_version) };
+    // additional_creators: checked by the service, for room versions that have them (12+).
+    return { replacement_room: await upgrades.upgrade(requester(ctx), roomId, b.new_version, raw.additional_creators) };
   }, { auth: true });
 }

@@ -7,7 +7,8 @@ import { getRoomVersion, type RoomVersion } from '../protocol/room-versions.ts';
 import { actionLevel, defaultPowerLevels, requiredLevelForEvent, toPowerLevel, userLevel, type PowerLevelsContent } from '../protocol/power-levels.ts';
 import type { EventDraft } from '../rooms/engine.ts';
 import type { ClientEvent, RoomReader } from '../rooms/reader.ts';
-import { isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
+import { additionalCreators, isSupportedVersion, profileContent, type Profile, type RoomService } from '../rooms/service.ts';
+import { hashedRoomId } from '../rooms/engine.ts';
 import type { AccountDataService } from '../accountdata/service.ts';
 import type { PushRulesService } from '../push/service.ts';
 import { copyRoomRules } from '../push/rules.ts';
@@ -47,6 +48,15 @@ export function fixupPowerLevels(content: Record<string, unknown>): Record<strin
   return out;
 }
 
+/** Takes these users out of a power levels content's `users` (v12+: creators may not be listed). */
+function withoutUsers(pl: Record<string, unknown>, users: string[]): void {
+  const map = pl.users;
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) return;
+  const kept = { ...(map as Record<string, unknown>) };
+  for (const u of users) delete kept[u];
+  pl.users = kept;
+}
+
 /** How long a room's upgrade lock lasts at most (a worker that died mid-upgrade releases it then). */
 const UPGRADE_LOCK_MS = 120_000;
 
@@ -66,11 +76,14 @@ export class UpgradeService {
     private shared: SharedState = new LocalState(),
   ) {}
 
-  async upgrade(me: Requester, roomId: string, newVersion: string): Promise<string> {
+  /** `extraCreators`: the request's additional_creators (only room versions 12+ have them). */
+  async upgrade(me: Requester, roomId: string, newVersion: string, extraCreators?: unknown): Promise<string> {
     const version = getRoomVersion(newVersion);
     if (!version || !isSupportedVersion(version)) {
       throw new MatrixError(400, 'M_UNSUPPORTED_ROOM_VERSION', 'Your homeserver does not support this room version');
     }
+    // Ignored by versions without additional creators (spec); else an array of user IDs or 400.
+    const extra = version.creatorsHaveInfinitePower ? additionalCreators(extraCreators) : undefined;
     const room = await this.reader.roomMeta(roomId);
     if (!room) throw notFound(`Unknown room id ${roomId}`);
     // The same user asking again while an upgrade runs gets the same answer, as in Synapse.
@@ -83,7 +96,7 @@ export class UpgradeService {
     const token = `${me.userId}|${randomUUID()}`;
     const lock = await this.shared.tryLock(`upgrade:${roomId}`, token, UPGRADE_LOCK_MS);
     if (!lock.ok) throw new MatrixError(400, 'M_UNKNOWN', 'An upgrade for this room is currently in progress');
-    const result = this.run(me, roomId, version);
+    const result = this.run(me, roomId, version, extra);
     this.inProgress.set(roomId, { userId: me.userId, result });
     try {
       return await result;
@@ -93,7 +106,7 @@ export class UpgradeService {
     }
   }
 
-  private async run(me: Requester, oldRoomId: string, version: RoomVersion): Promise<string> {
+  private async run(me: Requester, oldRoomId: string, version: RoomVersion, extraCreators: string[] | undefined): Promise<string> {
     const { room: old, version: oldVersion } = await this.rooms.room(oldRoomId);
     const m = await this.reader.membership(me.userId, old.room_nid);
     if (m?.membership !== 'join') throw forbidden(`User ${me.userId} not in room ${oldRoomId}`);
@@ -105,12 +118,13 @@ export class UpgradeService {
     const mine = userLevel(oldPl, me.userId, create, oldVersion);
     if (mine < requiredLevelForEvent(oldPl, 'm.room.tombstone', true)) throw forbidden('You cannot upgrade this room');
 
-    const newRoomId = this.rooms.newRoomId();
     const creationContent: Record<string, unknown> = {
       room_version: version.id,
       predecessor: { room_id: oldRoomId, event_id: await this.reader.lastEventId(old.room_nid) },
     };
     if (!version.implicitRoomCreator) creationContent.creator = me.userId;
+    // v12+: the creators are not carried over: the request names them all (spec room upgrades).
+    if (extraCreators) creationContent.additional_creators = [...new Set(extraCreators)];
     if (create.content['m.federate'] === false) creationContent['m.federate'] = false;
     const roomType = create.content.type;
     if (roomType !== undefined) creationContent.type = roomType;
@@ -129,10 +143,28 @@ export class UpgradeService {
       );
       if (userLevel(pl, me.userId) < needed) initialPl.users = { ...(pl.users ?? {}), [me.userId]: needed };
     }
+    // v12+: the new room's creators have infinite power and may not be listed in `users` (Synapse
+    // removes them from both the initial and the restored power levels).
+    const newCreators = [me.userId, ...(extraCreators ?? [])];
+    if (version.creatorsHaveInfinitePower) {
+      withoutUsers(initialPl, newCreators);
+      if (restoredPl) withoutUsers(restoredPl, newCreators);
+    } else if (oldVersion.creatorsHaveInfinitePower && restoredPl && mine === Number.POSITIVE_INFINITY) {
+      // From a creator's infinite power to a room without it: the highest level the room lists
+      // (at least 100, and enough to upgrade again), rather than users_default.
+      const levels = Object.values((restoredPl as PowerLevelsContent).users ?? {}).map((v) => toPowerLevel(v) ?? 0);
+      const top = Math.max(100, requiredLevelForEvent(restoredPl as PowerLevelsContent, 'm.room.tombstone', true), ...levels);
+      restoredPl.users = { ...((restoredPl as PowerLevelsContent).users ?? {}), [me.userId]: top };
+      if (userLevel(initialPl as PowerLevelsContent, me.userId) < top) initialPl.users = { ...((initialPl as PowerLevelsContent).users ?? {}), [me.userId]: top };
+    }
 
     const s = (type: string, content: Record<string, unknown>, key = ''): EventDraft => ({ type, sender: me.userId, content, stateKey: key });
+    const createDraft = s('m.room.create', creationContent);
+    // v12+: the new room is named by its create event's hash.
+    if (version.roomIdIsCreateEventHash) createDraft.originServerTs = Date.now();
+    const newRoomId = version.roomIdIsCreateEventHash ? hashedRoomId(createDraft as EventDraft & { originServerTs: number }, version) : this.rooms.newRoomId();
     const drafts: EventDraft[] = [
-      s('m.room.create', creationContent),
+      createDraft,
       s('m.room.member', { membership: 'join', ...profileContent((await this.profileOf(me.userId)) ?? {}) }, me.userId),
       s('m.room.power_levels', initialPl),
     ];

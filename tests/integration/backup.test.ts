@@ -59,14 +59,14 @@ test(`backup and restore round trip on ${embedded ? 'the embedded' : 'an externa
       })).status, 200);
     }
 
-    // A media file, and the signing key: in the database (server_signing_keys) and, as a server that
-    // keeps it on disk would, a key file in DATA_DIR.
+    // A media file, and the signing key: in the database (server_signing_keys) and in the key file
+    // the server keeps in DATA_DIR (SIGNING_KEY_PATH's default).
     const picture = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 31) & 0xff));
     const media = await uploadMedia(server.baseUrl, alice.accessToken, picture, 'image/png', 'kept.png');
     const signingKey = await storedSigningKey(server);
     assert.ok(signingKey, 'the server made its signing key');
-    const keyFileBytes = Buffer.from(`ed25519 a_test ${Date.now()}\n`);
-    fs.writeFileSync(path.join(server.dataDir, 'signing.key'), keyFileBytes, { mode: 0o600 });
+    const keyFileBytes = fs.readFileSync(path.join(server.dataDir, 'signing.key'));
+    assert.match(keyFileBytes.toString(), new RegExp(`^ed25519 ${signingKey.key_id.replace(/^ed25519:/, '')} `), 'the key file holds the server\'s key');
 
     // While the server runs: one consistent snapshot.
     const file = path.join(tmp, 'round-trip.backup.tar');

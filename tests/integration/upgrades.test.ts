@@ -35,7 +35,7 @@ describe('room upgrades', () => {
     const before = await stateEvents(alice, rid);
     const cases: Array<[Credentials, string, unknown, number, string]> = [
       [alice, rid, { new_version: '99' }, 400, 'M_UNSUPPORTED_ROOM_VERSION'],
-      [alice, rid, { new_version: '1' }, 400, 'M_UNSUPPORTED_ROOM_VERSION'],
+      [alice, rid, { new_version: '13' }, 400, 'M_UNSUPPORTED_ROOM_VERSION'],
       [alice, rid, {}, 400, 'M_MISSING_PARAM'],
       [alice, rid, { new_version: 11 }, 400, 'M_BAD_JSON'],
       [bob, rid, { new_version: '11' }, 403, 'M_FORBIDDEN'],
