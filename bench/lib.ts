@@ -59,7 +59,8 @@ export async function createDatabase(bench: string): Promise<BenchDb> {
   u.pathname = `/${name}`;
   let dropped: Promise<void> | undefined;
   const drop = () => (dropped ??= adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
-  onCleanup(drop);
+  // BENCH_KEEP_DB=1 keeps the database after the run, to look at its queries with psql.
+  if (!process.env.BENCH_KEEP_DB) onCleanup(drop);
   return { name, url: u.toString(), drop };
 }
 

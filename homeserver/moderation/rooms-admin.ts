@@ -47,7 +47,7 @@ export class RoomAdmin {
   ) {}
 
   async list(q: { term?: string; orderBy: RoomOrder; dir: 'f' | 'b'; from: number; limit: number }): Promise<Record<string, unknown>> {
-    const { rooms, total } = await this.reader.adminRooms({ ...q, serverName: this.serverName });
+    const { rooms, total } = await this.reader.adminRooms({ ...q, serverName: this.serverName, asOf: this.current() });
     const out: Record<string, unknown> = { rooms: rooms.map(listed), offset: q.from, total_rooms: total };
     if (q.from + rooms.length < total) out.next_batch = q.from + rooms.length;
     if (q.from > 0) out.prev_batch = Math.max(0, q.from - q.limit);
