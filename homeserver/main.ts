@@ -538,7 +538,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
     clientAddress: (req) => clientAddress(req, config.trustedProxies),
   });
   // issue 12 (deploy12): admin paths refused outside ADMIN_ALLOW; the UIs where no API path is.
-  const webUi = staticUi(webUiMounts(config), (p) => routes.router.match(p, 'GET').path.length > 0);
+  const webUi = staticUi(webUiMounts(config), (p) => routes.match(p, 'GET').path);
   const app = createApp(routes, log, [adminAllow(new AddressRanges(config.adminAllow)), webUi, adminContext(adminAccess),
     connectionLimits.longPolls(), revocationWatcher(sockets), ...(tracker.isShared ? [settle] : [])], inFlight,
     { trustedProxies: config.trustedProxies, overload, early: [moderation.ipBans.middleware(), adminStats.refusals()] }); // issue 7 (limits7); issue 9 (mod9): IP bans; issue 12 (adminui12): 429s counted (overload included)

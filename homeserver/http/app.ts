@@ -25,12 +25,30 @@ export interface RouteOptions {
   allowLocked?: boolean;
 }
 
+/** A path's routing group: its first four segments (fewer for a shorter path). */
+function groupKey(path: string): string {
+  let end = 0;
+  for (let n = 0; n < 5; n++) {
+    const i = path.indexOf('/', end + 1);
+    if (i < 0) return path;
+    end = i;
+  }
+  return path.slice(0, end);
+}
+
 /**
  * The flat route list. Capabilities register their endpoints here; the handler returns the JSON
  * body (200) or sets ctx.status itself.
  */
 export class Routes {
-  readonly router = new Router();
+  /**
+   * One router per path group (the first four segments: `/_matrix/client/v3/rooms`,
+   * `/_synapse/admin/v1/users`, …), and one for routes with a parameter among those segments:
+   * a request is matched against its group's routes only, not against every route of the server
+   * (koa-router tries each route's pattern in turn: with ~400 routes that was 7 % of a send's CPU).
+   */
+  private groups = new Map<string, { router: Router; dispatch: Middleware }>();
+  private readonly anywhere = new Router();
   /** The rate limits handlers call (`r.limits.check('message', userId, ctx)`); main.ts sets them. */
   limits: RateLimits = RateLimits.off();
 
@@ -46,7 +64,41 @@ export class Routes {
   }
 
   raw(method: Method, path: string, handler: Handler, opts: RouteOptions = {}): void {
-    this.router[method](path, this.wrap(handler, opts));
+    const key = groupKey(path);
+    let router = this.anywhere;
+    if (!/[:{(*]/.test(key)) {
+      let group = this.groups.get(key);
+      if (!group) {
+        const r = new Router();
+        group = { router: r, dispatch: r.routes() as unknown as Middleware };
+        this.groups.set(key, group);
+      }
+      router = group.router;
+    }
+    router[method](path, this.wrap(handler, opts));
+  }
+
+  /** Whether a route serves this path (with `method`: a route for that method). */
+  match(path: string, method: string): { path: boolean; method: boolean } {
+    let path_ = false;
+    let method_ = false;
+    for (const router of [this.groups.get(groupKey(path))?.router, this.anywhere]) {
+      if (!router) continue;
+      const m = router.match(path, method);
+      path_ ||= m.path.length > 0;
+      method_ ||= m.route;
+    }
+    return { path: path_, method: method_ };
+  }
+
+  /** The routing middleware: the request's group's routes, then those with early parameters. */
+  middleware(): Middleware {
+    const anywhere = this.anywhere.routes() as unknown as Middleware;
+    return async (ctx, next) => {
+      const group = this.groups.get(groupKey(ctx.path));
+      if (group) await group.dispatch(ctx, () => anywhere(ctx, next));
+      else await anywhere(ctx, next);
+    };
   }
 
   private wrap(handler: Handler, opts: RouteOptions): Middleware {
@@ -210,12 +262,11 @@ export function createApp(routes: Routes, log: Logger, extra: Middleware[] = [],
     await next();
   });
   for (const m of extra) app.use(m);
-  app.use(routes.router.routes());
+  app.use(routes.middleware());
   app.use(async (ctx) => {
     // Nothing matched: 405 when the path exists with another method, else 404, both M_UNRECOGNIZED.
     if (ctx.body !== undefined && ctx.body !== null) return;
-    const match = routes.router.match(ctx.path, ctx.method);
-    if (match.path.length > 0) throw new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
+    if (routes.match(ctx.path, ctx.method).path) throw new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
     throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
   });
   return app;

@@ -8,6 +8,11 @@ import { OutboxStore, type OutboxRow } from './outbox-store.ts';
 /** How often a consumer drops the EDUs every consumer has handed off. */
 const PRUNE_EVERY_MS = 60_000;
 
+/** A consumer that handed nothing off saves its position at most this often. */
+const IDLE_SAVE_MS = 1_000;
+/** A consumer reads the outbox at most this often (a read per write batch would cost a send a statement). */
+const MIN_READ_INTERVAL_MS = 10;
+
 /** What a consumer is handed, in stream order. */
 export type OutboxItem =
   | { kind: 'pdu'; pos: number; roomId: string; eventId: string; pdu: PDU }
@@ -62,7 +67,7 @@ export class Outbox {
    * A consumer as a background job. Its first run starts at the stream's current position (a new
    * sender does not replay history); afterwards, from its saved position.
    */
-  consumer(name: string, handle: (items: OutboxItem[]) => Promise<void>, opts: OutboxConsumerOptions = {}): BackgroundJob {
+  consumer(name: string, handle: (items: OutboxItem[]) => Promise<void | boolean>, opts: OutboxConsumerOptions = {}): BackgroundJob {
     const batch = opts.batch ?? 100;
     const pollMs = opts.pollMs ?? 1_000;
     let running = false;
@@ -70,13 +75,32 @@ export class Outbox {
     let loop: Promise<void> | undefined;
     let wake: (() => void) | undefined;
     const waker = () => wake?.();
+    let saved = 0;
+    let savedAt = 0;
+    /**
+     * Saves the position. `handedOff` false (the consumer handed nothing anywhere, e.g. no room had
+     * another server): at most every IDLE_SAVE_MS, since handing those items again after a crash
+     * does nothing either. A save a send would otherwise pay on every write batch.
+     */
+    const save = async (pos: number, handedOff: boolean) => {
+      if (!handedOff && Date.now() - savedAt < IDLE_SAVE_MS) return;
+      await this.store.savePosition(name, pos);
+      saved = pos;
+      savedAt = Date.now();
+    };
+    let lastRead = 0;
     const run = async () => {
       let pos = await this.store.position(name);
       if (pos === undefined) {
         pos = this.tracker.current();
-        await this.store.savePosition(name, pos);
+        await save(pos, true);
       }
+      saved = pos;
       while (running) {
+        // Reads at most every MIN_READ_INTERVAL_MS: under load one read covers many write batches.
+        const since = Date.now() - lastRead;
+        if (since < MIN_READ_INTERVAL_MS) await new Promise((r) => setTimeout(r, MIN_READ_INTERVAL_MS - since));
+        lastRead = Date.now();
         const upto = this.tracker.current();
         let rows: OutboxRow[] = [];
         if (upto > pos) {
@@ -87,8 +111,9 @@ export class Outbox {
           }
         }
         if (rows.length) {
+          let handedOff: void | boolean;
           try {
-            await handle(rows.map(itemOf));
+            handedOff = await handle(rows.map(itemOf));
           } catch (err) {
             // Not handed off: the same items again after a pause.
             this.log.warn({ err, consumer: name }, 'outbox consumer failed; handing the batch again');
@@ -96,7 +121,7 @@ export class Outbox {
             continue;
           }
           pos = rows.length < batch ? upto : rows[rows.length - 1]!.stream_pos;
-          await this.store.savePosition(name, pos);
+          await save(pos, handedOff !== false);
           if (Date.now() - pruned > PRUNE_EVERY_MS) {
             pruned = Date.now();
             await this.store.pruneEdus().catch((err) => this.log.warn({ err }, 'outbox: pruning EDUs failed'));
@@ -105,13 +130,15 @@ export class Outbox {
         }
         if (upto > pos) {
           pos = upto;
-          await this.store.savePosition(name, pos);
+          await save(pos, false);
         }
+        if (!running) break;
         await new Promise<void>((r) => {
           const t = setTimeout(r, pollMs);
           wake = () => { clearTimeout(t); wake = undefined; r(); };
         });
       }
+      if (pos > saved) await this.store.savePosition(name, pos);
     };
     return {
       start: () => {
