@@ -50,7 +50,7 @@ export function roomEventsToFederation(outbox: Outbox, sender: FederationSender,
       // From room version 3 on, the event ID is the event's hash and is not sent.
       const room = await reader.roomMeta(item.roomId);
       const version = room ? getRoomVersion(room.room_version) : undefined;
-      if (!version || version.eventIdFormat !== 'v1') delete pdu.event_id;
+      if (version?.eventIdFormat !== 'v1') delete pdu.event_id;
       await sender.queueRoomEventsForDestinations([pdu], [...servers]);
       handedOff = true;
       log.debug({ eventId: item.eventId, destinations: servers.size }, 'event queued for federation');

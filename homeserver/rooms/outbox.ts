@@ -67,7 +67,7 @@ export class Outbox {
    * A consumer as a background job. Its first run starts at the stream's current position (a new
    * sender does not replay history); afterwards, from its saved position.
    */
-  consumer(name: string, handle: (items: OutboxItem[]) => Promise<void | boolean>, opts: OutboxConsumerOptions = {}): BackgroundJob {
+  consumer(name: string, handle: (items: OutboxItem[]) => Promise<unknown>, opts: OutboxConsumerOptions = {}): BackgroundJob {
     const batch = opts.batch ?? 100;
     const pollMs = opts.pollMs ?? 1_000;
     let running = false;
@@ -111,7 +111,7 @@ export class Outbox {
           }
         }
         if (rows.length) {
-          let handedOff: void | boolean;
+          let handedOff: unknown;
           try {
             handedOff = await handle(rows.map(itemOf));
           } catch (err) {
