@@ -506,11 +506,19 @@ export class AccountService {
     const out: Record<RestrictionKind, boolean> & { until?: number } = { suspended: row.suspended, locked: row.locked, shadow_banned: row.shadow_banned };
     if (!row.suspended && !row.locked && !row.shadow_banned) return out;
     const ends = await this.store.restrictions.expiries(row.user_id);
+    let unexplained = false;
     for (const kind of RESTRICTION_KINDS) {
       const end = ends[kind];
-      if (!out[kind] || end === null || end === undefined) continue;
-      if (end <= now) out[kind] = false;
+      if (!out[kind] || end === null) continue;
+      if (end === undefined) unexplained = true;
+      else if (end <= now) out[kind] = false;
       else out.until = Math.min(out.until ?? end, end);
+    }
+    if (unexplained) {
+      // A flag without its restriction row: the expiry sweep may have just deleted the row (and
+      // cleared the flag) after `row` was read. The flags as they are now decide.
+      const fresh = await this.store.user(row.user_id);
+      for (const kind of RESTRICTION_KINDS) if (out[kind] && ends[kind] === undefined) out[kind] = fresh?.[kind] ?? false;
     }
     return out;
   }
