@@ -71,7 +71,9 @@ before(async () => {
   };
   [A, B] = await Promise.all([
     startServer({ env: { ...common, SERVER_NAME: nameA, FEDERATION_PORT: String(fa), FEDERATION_DOMAIN_BLOCKLIST: 'blocked.example' } }),
-    startServer({ env: { ...common, SERVER_NAME: nameB, FEDERATION_PORT: String(fb) } }),
+    // B limits friend requests (5 per sender, no refill to speak of), as locally: inbound requests pay too.
+    startServer({ env: { ...common, SERVER_NAME: nameB, FEDERATION_PORT: String(fb), RATE_LIMITS: 'on', RC_REGISTRATION_PER_SECOND: '1000', RC_REGISTRATION_BURST: '1000',
+      RC_INVITES_PER_USER_BURST: '1000', RC_FRIEND_REQUESTS_PER_SECOND: '0.001', RC_FRIEND_REQUESTS_BURST: '5' } }),
   ]);
   [alice, bob, bob2] = await Promise.all([registerUser(A.baseUrl), registerUser(B.baseUrl), registerUser(B.baseUrl)]);
 });
@@ -191,4 +193,18 @@ test('blocks stay local: blocking a remote friend ends the friendship there (as 
   await eventually('bob2 gets the later request', () => list(B, bob2), (l) => ids(l.incoming).includes(alice.userId));
   const b = await list(B, bob);
   assert.deepEqual([b.incoming, b.friends, b.blocked], [[], [], [alice.userId]]);
+});
+
+test('inbound requests pay the rate limits a local request pays: past the sender\'s burst they are dropped', async () => {
+  const keyA = parseSigningKeyFile(fs.readFileSync(path.join(A.dataDir, 'signing.key'), 'utf8'))!;
+  const spammer = `@spammer:${nameA}`;
+  const request = (target: string) => ({ edu_type: EDU, content: { sender: spammer, target, action: 'request' } });
+  // Five requests use the burst; the sixth (to bob) is over the limit.
+  const r = await signedFed(fb, nameA, keyA, nameB, 'PUT', `/_matrix/federation/v1/send/spam-${Date.now()}`, {
+    origin: nameA, origin_server_ts: Date.now(), pdus: [],
+    edus: [request(bob2.userId), request(bob2.userId), request(bob2.userId), request(bob2.userId), request(bob2.userId), request(bob.userId)],
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.ok(ids((await list(B, bob2)).incoming).includes(spammer));
+  assert.ok(!ids((await list(B, bob)).incoming).includes(spammer), 'the request past the limit is dropped');
 });
