@@ -129,7 +129,8 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   if (d.friends) {
     d.friends.remote = {
       allows: (server) => client.allows(server),
-      send: (destination, content) => sender.queueEdus([{ destination, edu: { edu_type: FRIEND_REQUEST_EDU, content: { ...content } } }]),
+      queue: async (trx, destination, content) => { await sender.queueEdusIn(trx, [{ destination, edu: { edu_type: FRIEND_REQUEST_EDU, content: { ...content } } }]); },
+      kick: (destination) => sender.kick(destination),
     };
   }
   const edus = new EduHandler({

@@ -4,6 +4,7 @@ import type { SyncPart, SyncPartContext, SyncPartOutput } from '../sync/parts.ts
 import type { PresenceContent } from '../ephemeral/presence-service.ts';
 import { isValidUserId } from '../protocol/identifiers.ts';
 import type { FriendStore, LinkRow, LinkState, LinkWrite } from './store.ts';
+import type { Db } from '../storage/db.ts';
 
 /** The key of the friends extension at the top level of a /sync response (and a WebSocket push). */
 export const SYNC_KEY = 'io.superserver.friends';
@@ -28,7 +29,10 @@ export interface FriendEdu {
  */
 export interface FriendRemote {
   allows(serverName: string): boolean;
-  send(destination: string, content: FriendEdu): Promise<void>;
+  /** Queues the EDU inside `trx` (it commits with the change, or not at all). */
+  queue(trx: Db, destination: string, content: FriendEdu): Promise<void>;
+  /** After the commit: send what was queued for `destination`. */
+  kick(destination: string): void;
 }
 
 /** What a change of a pair decides: each side's new row, and what the caller learns. */
@@ -106,7 +110,8 @@ export class FriendService {
   /**
    * A change of a pair. With a user of another server only our user's row is ours: their side is
    * not known here (their server keeps it), so `theirs` is undefined and its write is dropped; the
-   * action then goes to their server as the friend EDU, queued once the change is committed.
+   * action then goes to their server as the friend EDU, queued in the same transaction (a crash
+   * loses neither or both) and sent once it committed.
    */
   private async change(
     me: string, other: string, action: (r: PairChange) => FriendAction | undefined,
@@ -115,12 +120,18 @@ export class FriendService {
     if (this.isLocal(other)) return this.store.change(me, other, decide);
     if (!this.remote) throw new MatrixError(501, 'M_UNRECOGNIZED', `${other} is on another server, and federation is off on this server`);
     const remote = this.remote;
+    const destination = this.serverOf(other);
+    let queued = false;
     const r = await this.store.change(me, other, (mine) => {
       const { theirs: _dropped, ...rest } = decide(mine, undefined);
       return rest;
+    }, async (trx, result) => {
+      const a = action(result);
+      if (!a) return;
+      await remote.queue(trx, destination, { sender: me, target: other, action: a, ...(a === 'request' && message ? { message } : {}) });
+      queued = true;
     });
-    const a = action(r);
-    if (a) await remote.send(this.serverOf(other), { sender: me, target: other, action: a, ...(a === 'request' && message ? { message } : {}) });
+    if (queued) remote.kick(destination);
     return r;
   }
 
