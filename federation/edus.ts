@@ -8,6 +8,7 @@ import type { ToDeviceService } from '../homeserver/e2ee/to-device.ts';
 import type { TypingService } from '../homeserver/ephemeral/typing.ts';
 import type { PresenceService } from '../homeserver/ephemeral/presence-service.ts';
 import type { ReceiptService } from '../homeserver/receipts/service.ts';
+import { FRIEND_REQUEST_EDU, type FriendService } from '../homeserver/friends/service.ts';
 import { isValidUserId, serverNameOf } from '../homeserver/protocol/identifiers.ts';
 
 type Json = Record<string, unknown>;
@@ -22,6 +23,9 @@ export interface EduServices {
   typing: TypingService;
   receipts: ReceiptService;
   presence: PresenceService;
+  friends?: FriendService;
+  /** The rate limits a local friend request pays (the sender's, the recipient's): a refusal ignores the EDU. */
+  payFriendRequest?: (sender: string, target: string) => Promise<void>;
 }
 
 const PRESENCE_VALUES = new Set(['online', 'offline', 'unavailable']);
@@ -92,6 +96,12 @@ export class EduHandler {
           const user = this.fromOrigin(origin, p.user_id);
           await this.services.presence.set(user, p.presence as 'online', typeof p.status_msg === 'string' ? p.status_msg : null);
         }
+        return;
+      }
+      case FRIEND_REQUEST_EDU: {
+        // Checked by the service: the sender must be a user of the origin, the target one of ours.
+        if (!this.services.friends) throw new BadEdu('friends are off on this server');
+        await this.services.friends.applyRemote(origin, c, this.services.payFriendRequest);
         return;
       }
       default:

@@ -7,11 +7,11 @@ export interface DestinationState { destination: string; failures: number; retry
 export class OutboundQueueStore {
   constructor(private db: Db) {}
 
-  /** Queues items for destinations in one transaction. */
-  async enqueue(items: Array<{ destination: string; kind: 'pdu' | 'edu'; body: Record<string, unknown> }>): Promise<void> {
+  /** Queues items for destinations in one transaction (the caller's `trx`: with the change that caused them). */
+  async enqueue(items: Array<{ destination: string; kind: 'pdu' | 'edu'; body: Record<string, unknown> }>, trx?: Db): Promise<void> {
     if (!items.length) return;
     const now = Date.now();
-    await this.db.raw(
+    await (trx ?? this.db).raw(
       `INSERT INTO federation_outbound_queue (destination, kind, body_json, created_ts)
        SELECT d, k, b, ? FROM unnest(?::text[], ?::text[], ?::text[]) AS x(d, k, b)`,
       [now, items.map((i) => i.destination), items.map((i) => i.kind), items.map((i) => JSON.stringify(i.body))],

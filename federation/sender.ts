@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { BackgroundJob } from '../homeserver/coordination/jobs.ts';
 import { FederationRequestError, type FederationClient } from './client.ts';
 import type { OutboundQueueStore } from './queue-store.ts';
+import type { Db } from '../homeserver/storage/db.ts';
 
 export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
@@ -40,6 +41,16 @@ export class FederationSender implements BackgroundJob {
     const allowed = items.filter((i) => this.client.allows(i.destination));
     await this.store.enqueue(allowed.map((i) => ({ destination: i.destination, kind: 'edu', body: i.edu })));
     for (const d of new Set(allowed.map((i) => i.destination))) this.kick(d);
+  }
+
+  /**
+   * EDUs queued inside the caller's transaction (durable with the change that caused them); the
+   * caller kicks the destinations once it committed. Returns the destinations queued for.
+   */
+  async queueEdusIn(trx: Db, items: Array<{ destination: string; edu: { edu_type: string; content: Record<string, unknown> } }>): Promise<string[]> {
+    const allowed = items.filter((i) => this.client.allows(i.destination));
+    await this.store.enqueue(allowed.map((i) => ({ destination: i.destination, kind: 'edu', body: i.edu })), trx);
+    return [...new Set(allowed.map((i) => i.destination))];
   }
 
   /**

@@ -18,6 +18,7 @@ import type { RoomService } from '../homeserver/rooms/service.ts';
 import type { RoomReader } from '../homeserver/rooms/reader.ts';
 import type { DirectoryService } from '../homeserver/directory/service.ts';
 import type { MediaService } from '../homeserver/media/service.ts';
+import { FRIEND_REQUEST_EDU, type FriendService } from '../homeserver/friends/service.ts';
 import { federationMediaRoutes } from './media-routes.ts';
 import { RemoteMediaFetcher } from './remote-media.ts';
 import { FederationClient } from './client.ts';
@@ -54,6 +55,8 @@ export interface FederationDeps {
   reader: RoomReader;
   directory: DirectoryService;
   media: MediaService;
+  /** issue 13: friend requests to and from users of other servers (the io.superserver.friend_request EDU). */
+  friends?: FriendService;
   jobs: BackgroundJobs;
   /** The room engine's outbox: our users' events go from it to the other servers of their rooms. */
   outbox: Outbox;
@@ -121,7 +124,23 @@ export function createFederation(routes: Routes, d: FederationDeps): Federation 
   d.rooms.remote = roomFederation;
   let intake: RemotePduIntake = roomFederation;
   const pduIntake: RemotePduIntake = { receiveRemotePdus: (origin, pdus) => intake.receiveRemotePdus(origin, pdus) };
-  const edus = new EduHandler({ toDevice: d.toDevice, keys: d.keys, typing: d.typing, receipts: d.receipts, presence: d.presence }, log.child({ component: 'federation-edus' }));
+  // Friend requests: ours go to the target's server as the friend EDU (queued, durable, retried);
+  // theirs are applied by the friends service and pay the limits a local request pays.
+  if (d.friends) {
+    d.friends.remote = {
+      allows: (server) => client.allows(server),
+      queue: async (trx, destination, content) => { await sender.queueEdusIn(trx, [{ destination, edu: { edu_type: FRIEND_REQUEST_EDU, content: { ...content } } }]); },
+      kick: (destination) => sender.kick(destination),
+    };
+  }
+  const edus = new EduHandler({
+    toDevice: d.toDevice, keys: d.keys, typing: d.typing, receipts: d.receipts, presence: d.presence,
+    ...(d.friends ? { friends: d.friends } : {}),
+    payFriendRequest: async (from, to) => {
+      await routes.limits.check('friend_requests', from);
+      await routes.limits.check('invites_per_user', to);
+    },
+  }, log.child({ component: 'federation-edus' }));
   const transactions = new InboundTransactions(queue, edus, pduIntake, log.child({ component: 'federation-inbound' }));
   // A request from a server says it is up: its back-off ends (looked at once per origin every few seconds).
   const lastHeard = new Map<string, number>();

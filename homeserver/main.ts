@@ -465,6 +465,7 @@ async function assemble(config: Config, log: Logger, started: number, undo: Arra
   const federation = createFederation(routes, {
     config, db, log: log.child({ component: 'federation' }), serverKeys, keys, crossSigning, toDevice, typing, receipts, presence,
     profiles: profileService, rooms, reader, directory, media, jobs, outbox, bus, version: SERVER_VERSION,
+    friends, // issue 13: friend requests over federation
     onRoomMembership: (fn) => engine.onPersisted((events, roomId) => { if (events.some((e) => e.pdu.type === 'm.room.member')) fn(roomId); }),
   });
   undo.push(() => federation.close());

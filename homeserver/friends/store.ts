@@ -81,11 +81,12 @@ export class FriendStore {
   /**
    * Read-modify-write of a pair under the pair's advisory lock, in one transaction: `decide` gets
    * both sides' rows and returns the new rows of each side (or throws a MatrixError: nothing
-   * changes). Returns what `decide` returned.
+   * changes). `inTransaction` runs in the same transaction after `decide`. Returns what `decide` returned.
    */
   async change<T extends { mine?: LinkWrite; theirs?: LinkWrite }>(
     userId: string, otherId: string,
     decide: (mine: LinkRow | undefined, theirs: LinkRow | undefined) => T,
+    inTransaction?: (trx: Db, result: T) => Promise<void>,
   ): Promise<T> {
     const positions: number[] = [];
     const woken: string[] = [];
@@ -98,6 +99,8 @@ export class FriendStore {
         const mine = rows.find((r) => r.user_id === userId);
         const theirs = rows.find((r) => r.user_id === otherId);
         result = decide(mine, theirs);
+        // What must commit with the change (the EDU to a remote user's server).
+        if (inTransaction) await inTransaction(trx, result);
         const writes: Array<[string, string, LinkWrite, LinkRow | undefined]> = [];
         if (result.mine) writes.push([userId, otherId, result.mine, mine]);
         if (result.theirs) writes.push([otherId, userId, result.theirs, theirs]);
