@@ -1,8 +1,10 @@
 // Verification of a new device in the chat app (chat-ui/), in Chromium: one person signed in on two
 // browser contexts. The first device sets up key backup (which bootstraps cross-signing); the
-// second signs in, sees "Verify this device", asks the first, which accepts; both show the same 7
+// second signs in, sees "Verify this device", asks the first, which declines once (a clear
+// message), then accepts; both show the same 7
 // emoji. A first attempt ends with "They don't match" (both sides say so, nothing is verified); the
 // second is confirmed on both sides (one by keyboard) and the new device shows as verified.
+// A third device verifies itself with the recovery key instead.
 // Screenshots of the emoji dialog at desktop and phone width go to test-output/chat-ui/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -94,7 +96,7 @@ test('a new device is verified from another device by comparing emoji', async ()
     await first.getByTestId('room-name').filter({ hasText: 'Global' }).waitFor({ timeout: 30_000 });
     await first.getByRole('tab', { name: 'Profile' }).click();
     await first.getByRole('button', { name: 'Set up key backup' }).click();
-    await first.getByTestId('recovery-key').waitFor({ timeout: 30_000 });
+    const recoveryKey = (await first.getByTestId('recovery-key').textContent({ timeout: 30_000 }))!;
     await first.getByTestId('device-verified').filter({ hasText: 'This device is verified' }).waitFor({ timeout: 20_000 });
     assert.equal(await first.getByTestId('verify-banner').count(), 0, 'no banner on a verified device');
     await first.getByRole('tab', { name: 'Rooms' }).click();
@@ -110,6 +112,13 @@ test('a new device is verified from another device by comparing emoji', async ()
     await banner.getByRole('button', { name: 'Use recovery key' }).waitFor();
     await second.getByTestId('device-verified').filter({ hasText: 'This device is not verified' }).waitFor();
     await shoot(second, '11-verify-banner');
+
+    // A request declined on the first device: the new device says it was cancelled.
+    await banner.getByRole('button', { name: 'Verify with another device' }).click();
+    await first.getByTestId('verify-dialog').getByText('asks to be verified').waitFor({ timeout: 30_000 });
+    await first.getByTestId('verify-dialog').getByRole('button', { name: 'Decline' }).click();
+    await second.getByTestId('verify-outcome').filter({ hasText: 'was cancelled' }).waitFor({ timeout: 20_000 });
+    for (const p of [first, second]) await p.getByTestId('verify-dialog').getByRole('button', { name: 'Close' }).click();
 
     // First attempt: the person says the emoji differ → both sides say so; nothing is verified.
     await requestAndCompare(first, second);
@@ -142,6 +151,20 @@ test('a new device is verified from another device by comparing emoji', async ()
     const body = await res.json() as { device_keys: Record<string, Record<string, { signatures: Record<string, Record<string, string>> }>>; self_signing_keys: Record<string, { keys: Record<string, string> }> };
     const selfSigningKeyId = Object.keys(body.self_signing_keys[s.userId]!.keys)[0]!;
     assert.ok(body.device_keys[s.userId]![s.deviceId]!.signatures[s.userId]![selfSigningKeyId], `the new device is signed by ${selfSigningKeyId}`);
+
+    // A third device takes the other way: "Use recovery key" → the key typed → cross-signed.
+    const third = await newPage();
+    await third.goto(server.baseUrl);
+    await third.getByLabel('User name').fill(name);
+    await third.getByLabel('Password').fill(PASSWORD);
+    await third.getByRole('button', { name: 'Sign in' }).click();
+    await third.getByTestId('device-verified').filter({ hasText: 'This device is not verified' }).waitFor({ timeout: 30_000 });
+    await third.getByTestId('verify-banner').getByRole('button', { name: 'Use recovery key' }).click({ timeout: 30_000 });
+    await third.getByLabel('Recovery key').fill(recoveryKey);
+    await third.getByRole('button', { name: 'Restore from backup' }).click();
+    await third.getByText(/\d+ of \d+ keys restored/).waitFor({ timeout: 30_000 });
+    await third.getByTestId('device-verified').filter({ hasText: 'This device is verified' }).waitFor({ timeout: 30_000 });
+    assert.deepEqual(third.errors, [], 'no script error');
     console.log(`verified with ${emoji.join(' ')}`);
     for (const p of [first, second]) assert.deepEqual(p.errors, [], 'no script error');
   } catch (err) {
