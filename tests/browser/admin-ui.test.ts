@@ -7,11 +7,11 @@
 // timed user ban with a reason added on the Bans page, listed with its countdown, lifted.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.ts';
 import { repoRoot, startServer, type TestServer } from '../helpers/server.ts';
 import { makeClient, rawApi, stopClients } from '../helpers/client.ts';
 import { adminCli, audit, createUser, loginToken } from '../helpers/admin.ts';
@@ -29,14 +29,7 @@ let browser: Browser;
 let page: Page;
 let ownerToken: string;
 
-function ensureChromium(): void {
-  if (fs.existsSync('/usr/bin/chromium')) return;
-  const r = spawnSync('bash', ['-c', 'apt-get install -y chromium || (apt-get update && apt-get install -y chromium)'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  assert.equal(r.status, 0, 'apt-get install chromium failed');
-}
-
 before(async () => {
-  ensureChromium();
   await buildApps();
   fs.mkdirSync(OUT, { recursive: true });
   server = await startServer({ embedded: false, env: { AUTO_JOIN_ROOMS: '' } });
@@ -50,10 +43,7 @@ before(async () => {
   const made = await adminCli(server, ['create-user', 'boss', '--role', 'owner'], `${OWNER_PASSWORD}\n`);
   assert.equal(made.code, 0, made.stderr);
   ownerToken = await loginToken(base, 'boss', OWNER_PASSWORD);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: DESKTOP });
   page.setDefaultTimeout(15_000);
 });

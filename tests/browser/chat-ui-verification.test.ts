@@ -8,10 +8,10 @@
 // Screenshots of the emoji dialog at desktop and phone width go to test-output/chat-ui/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.ts';
 import { startServer, repoRoot, type TestServer } from '../helpers/server.ts';
 import { buildApps } from '../../homeserver/webui/build-ui.mjs';
 
@@ -24,21 +24,11 @@ let server: TestServer;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 
-function ensureChromium(): void {
-  if (fs.existsSync('/usr/bin/chromium')) return;
-  const r = spawnSync('bash', ['-c', 'apt-get install -y chromium || (apt-get update && apt-get install -y chromium)'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  assert.equal(r.status, 0, 'apt-get install chromium failed');
-}
-
 before(async () => {
-  ensureChromium();
   await buildApps();
   fs.mkdirSync(OUT, { recursive: true });
   server = await startServer();
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -16,7 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { WebSocket } from 'ws';
-import { chromium } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.ts';
 import { repoRoot, startServer, type TestServer } from '../helpers/server.ts';
 import { buildApps } from '../../homeserver/webui/build-ui.mjs';
 
@@ -356,21 +356,9 @@ test('load balancing with health checks: a dead upstream in UPSTREAMS costs no r
   assert.match(caddyLog, new RegExp(`127\\.0\\.0\\.1:${deadUpstream}`), 'the health checker probed the dead upstream');
 });
 
-/** Debian's Chromium, installed when absent (never a downloaded browser). */
-function ensureChromium(): void {
-  if (fs.existsSync('/usr/bin/chromium')) return;
-  const r = spawnSync('bash', ['-c', 'apt-get install -y chromium || (apt-get update && apt-get install -y chromium)'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  assert.equal(r.status, 0, 'apt-get install chromium failed');
-}
-
 test('both apps run in Chromium through Caddy under its CSP, and talk to the homeserver', async () => {
-  ensureChromium();
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    // The test's own CA is not in Chromium's store; the certificate itself was checked above.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'],
-  });
+  // The test's own CA is not in Chromium's store; the certificate itself was checked above.
+  const browser = await launchChromium(['--ignore-certificate-errors']);
   try {
     const page = await browser.newPage();
     const violations: string[] = [];

@@ -1,30 +1,15 @@
 // Issue 12 (userbans12): a user restriction applies at once on every worker — two workers on one
 // database and one Redis; the target's token is cached on the other worker when the restriction
 // is put (and lifted) through the first (the invalidation bus's `tokens` topic, as for a logout).
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type pg from 'pg';
-import { startServer, type TestServer } from '../helpers/server.ts';
 import { rawApi, registerUser } from '../helpers/client.ts';
-import { connectDatabase } from '../helpers/database.ts';
-import { userWithRole } from '../helpers/moderation.ts';
+import { twoWorkersWithAdmin } from '../helpers/moderation.ts';
 
-const needsRedis = process.env.TEST_BACKEND === 'embedded' ? 'two workers need an external database and Redis' : false;
-const servers: TestServer[] = [];
-let db: pg.Client | undefined;
-after(async () => {
-  await db?.end();
-  for (const s of servers.reverse()) await s.stop().catch(() => {});
-});
-
-describe('user restrictions across workers', { skip: needsRedis }, () => {
-  test('put on one worker, refused on the other at once; lifted there, allowed on the first at once', async () => {
-    const a = await startServer({ redis: true, env: { AUTO_JOIN_ROOMS: '' } });
-    servers.push(a);
-    const b = await startServer({ env: { AUTO_JOIN_ROOMS: '', DATABASE_URL: a.env.DATABASE_URL!, KEEP_DB: '1', REDIS_URL: a.env.REDIS_URL!, REDIS_PREFIX: a.env.REDIS_PREFIX! } });
-    servers.unshift(b); // stopped after a, which drops the database
-    db = await connectDatabase(a);
-    const admin = await userWithRole(a.baseUrl, db, 'admin');
+// Two workers need an external database and Redis: not part of the embedded PostgreSQL's run.
+if (process.env.TEST_BACKEND !== 'embedded') describe('user restrictions across workers', () => {
+  test('put on one worker, refused on the other at once; lifted there, allowed on the first at once', async (t) => {
+    const { a, b, admin } = await twoWorkersWithAdmin((fn) => t.after(fn));
     const target = await registerUser(a.baseUrl);
     const path = `/_super/admin/v1/users/${encodeURIComponent(target.userId)}/restrictions/locked`;
     // Both workers have the target's token cached (unrestricted).
