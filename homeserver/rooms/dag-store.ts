@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../storage/db.ts';
-import type { RoomHead, TransactionWrites } from './persist-store.ts';
+import type { EventInsert, RoomHead, TransactionWrites } from './persist-store.ts';
 
 /** An event as the DAG path needs it: its place, its state snapshots and its flags. */
 export interface DagEventRow {
@@ -29,33 +29,13 @@ export interface GroupEntry {
   event_id: string;
 }
 
-/** A row of `events` as the DAG path writes it. */
-export interface DagEventInsert {
-  nid: number;
-  eventId: string;
-  roomNid: number;
-  streamPos: number;
-  depth: number;
-  typeNid: number;
-  stateKeyNid: number | null;
-  sender: string;
-  ts: number;
-  stateBefore: number;
-  stateAfter: number;
-  replacesNid: number | null;
-  membership: string | null;
-  relType: string | null;
-  relatesTo: string | null;
-  redacts: string | null;
-  prevEventIds: string[];
-  authEventNids: number[];
+/** A row of `events` as the DAG path writes it: a local event's row without a transaction id, with its outcome. */
+export interface DagEventInsert extends Omit<EventInsert, 'txnDevice' | 'txnId'> {
   outlier: boolean;
   rejected: boolean;
   softFailed: boolean;
-  containsUrl: boolean;
   /** The redaction that applies to it (stored before it, or in the same call). */
   redactedBy?: string;
-  json: string;
 }
 
 export interface DagWrite {

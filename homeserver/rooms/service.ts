@@ -228,14 +228,24 @@ export class RoomService {
     return this.engine.send(roomId, { type: 'm.room.member', sender, content, stateKey: target });
   }
 
-  async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}, via: string[] = []): Promise<string> {
-    let roomId: string;
-    const servers = [...via];
+  /** A room ID or alias as a room ID, and the servers to ask for it: `via`, and a remote alias's. */
+  private async resolveWithServers(idOrAlias: string, via: string[]): Promise<{ roomId: string; servers: string[] }> {
     if (this.remote && idOrAlias.startsWith('#') && isValidRoomAlias(idOrAlias) && !idOrAlias.endsWith(`:${this.serverName}`)) {
       const r = await this.remote.resolveAlias(idOrAlias);
-      roomId = r.roomId;
-      servers.push(...r.servers);
-    } else roomId = await this.resolveRoom(idOrAlias);
+      return { roomId: r.roomId, servers: [...via, ...r.servers] };
+    }
+    return { roomId: await this.resolveRoom(idOrAlias), servers: [...via] };
+  }
+
+  /** The other servers to ask for a room: those given, and the one its ID names (up to room version 11; v12's is the create event's hash). */
+  private otherServers(roomId: string, servers: string[]): string[] {
+    const all = [...servers];
+    if (roomId.includes(':') && !roomId.endsWith(`:${this.serverName}`)) all.push(roomId.slice(roomId.indexOf(':') + 1));
+    return [...new Set(all)].filter((s) => s !== this.serverName);
+  }
+
+  async join(userId: string, idOrAlias: string, reason?: string, extra: Record<string, unknown> = {}, via: string[] = []): Promise<string> {
+    const { roomId, servers } = await this.resolveWithServers(idOrAlias, via);
     const room = await this.store.roomMeta(roomId);
     if (!room && !this.remote) {
       await this.gate('join', userId, roomId, userId); // issue 9 (mod9): a purged, blocked room answers "blocked"
@@ -252,9 +262,7 @@ export class RoomService {
         const invite = (await this.store.eventsByNid([current.event_nid]))[0];
         if (invite) servers.push(invite.sender.slice(invite.sender.indexOf(':') + 1));
       }
-      // A room ID names its server up to room version 11 (v12's is the create event's hash).
-      if (roomId.includes(':') && !roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
-      const others = [...new Set(servers)].filter((s) => s !== this.serverName);
+      const others = this.otherServers(roomId, servers);
       // With no other server to ask, a room of ours is joined here as before.
       if (others.length || !room) {
         await this.gate('join', userId, roomId, userId); // a blocked room is not joined remotely either
@@ -331,19 +339,11 @@ export class RoomService {
   }
 
   async knock(userId: string, idOrAlias: string, reason?: string, via: string[] = []): Promise<string> {
-    let roomId: string;
-    const servers = [...via];
-    if (this.remote && idOrAlias.startsWith('#') && isValidRoomAlias(idOrAlias) && !idOrAlias.endsWith(`:${this.serverName}`)) {
-      const r = await this.remote.resolveAlias(idOrAlias);
-      roomId = r.roomId;
-      servers.push(...r.servers);
-    } else roomId = await this.resolveRoom(idOrAlias);
+    const { roomId, servers } = await this.resolveWithServers(idOrAlias, via);
     // A room this server is not in: knocked on through its servers (issue 11).
     const known = await this.store.roomMeta(roomId);
     if (this.remote && (!known || !(await this.store.hasJoinedMember(known.room_nid, this.serverName)))) {
-      // A room ID names its server up to room version 11 (v12's is the create event's hash).
-      if (roomId.includes(':') && !roomId.endsWith(`:${this.serverName}`)) servers.push(roomId.slice(roomId.indexOf(':') + 1));
-      const others = [...new Set(servers)].filter((s) => s !== this.serverName);
+      const others = this.otherServers(roomId, servers);
       if (others.length) {
         const content: Record<string, unknown> = { membership: 'knock', ...profileContent((await this.profileOf(userId)) ?? {}) };
         if (reason !== undefined) content.reason = reason;
